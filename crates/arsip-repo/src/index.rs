@@ -1,0 +1,289 @@
+//! The chunk index in memory: every known chunk id with its location, as one sorted table of
+//! fixed 52-byte records searched by binary search.
+//!
+//! Memory: 52 bytes per indexed chunk plus 80 bytes per pack. Past a budget
+//! (`ARSIP_INDEX_MEMORY`, default 256 MiB ≈ 5 million chunks) the table is spilled to a file
+//! in the cache directory and memory-mapped: the pages are file-backed, so the kernel reclaims
+//! them under pressure instead of the process growing without bound.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use crate::crypto::Key;
+use crate::error::Result;
+use crate::format::{BlobEntry, ChunkId, IndexPack};
+
+/// How far a chunk's index entry is trusted for deduplication (see FORMAT.md §Writers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Trust {
+    /// Written by another agent: usable for restore (verified on read) but never deduplicated
+    /// against.
+    Foreign = 0,
+    /// Written by this agent itself.
+    Own = 1,
+    /// Written by a holder of the master secret.
+    Root = 2,
+}
+
+/// One record. `repr(C)`, only integer fields, explicit padding: safe to view as bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Slot {
+    pub id: ChunkId,
+    pub pack: u32,
+    pub offset: u32,
+    pub len: u32,
+    pub raw_len: u32,
+    pub flags: u8,
+    pub trust: u8,
+    pub _pad: [u8; 2],
+}
+
+pub const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
+const _: () = assert!(SLOT_SIZE == 52);
+
+impl Slot {
+    pub fn blob(&self) -> BlobEntry {
+        BlobEntry { id: self.id, offset: self.offset, len: self.len, raw_len: self.raw_len, flags: self.flags }
+    }
+    pub fn trust(&self) -> Trust {
+        match self.trust {
+            2 => Trust::Root,
+            1 => Trust::Own,
+            _ => Trust::Foreign,
+        }
+    }
+}
+
+/// A pack known to the index. Agents know packs by id only (no key, no size).
+#[derive(Clone)]
+pub struct PackInfo {
+    pub id: [u8; 32],
+    pub key: Option<Key>,
+    pub key_id: u32,
+    pub size: u64,
+}
+
+enum Table {
+    Mem(Vec<Slot>),
+    Mapped { map: memmap2::MmapMut, len: usize, _file: std::fs::File },
+}
+
+pub struct ChunkIndex {
+    table: Table,
+    packs: Vec<PackInfo>,
+}
+
+impl ChunkIndex {
+    pub fn empty() -> ChunkIndex {
+        ChunkIndex { table: Table::Mem(Vec::new()), packs: Vec::new() }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        match &self.table {
+            Table::Mem(v) => v,
+            // SAFETY: the map is page-aligned, holds `len` records written from `Slot`s, and
+            // `Slot` is repr(C) with no invalid bit patterns.
+            Table::Mapped { map, len, .. } => unsafe { std::slice::from_raw_parts(map.as_ptr() as *const Slot, *len) },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_spilled(&self) -> bool {
+        matches!(self.table, Table::Mapped { .. })
+    }
+
+    pub fn packs(&self) -> &[PackInfo] {
+        &self.packs
+    }
+
+    pub fn pack(&self, n: u32) -> &PackInfo {
+        &self.packs[n as usize]
+    }
+
+    /// The most trusted entry for `id`.
+    pub fn lookup(&self, id: &ChunkId) -> Option<&Slot> {
+        self.all(id).iter().max_by_key(|s| s.trust)
+    }
+
+    /// Every entry for `id` (a chunk may be stored more than once by concurrent writers).
+    pub fn all(&self, id: &ChunkId) -> &[Slot] {
+        let s = self.slots();
+        let start = s.partition_point(|x| x.id < *id);
+        let end = start + s[start..].partition_point(|x| x.id == *id);
+        &s[start..end]
+    }
+
+    /// May a writer deduplicate against `id`? Only if some entry is trusted (own or root).
+    pub fn dedupable(&self, id: &ChunkId) -> bool {
+        self.all(id).iter().any(|s| s.trust() >= Trust::Own)
+    }
+}
+
+/// Accumulates index entries, spilling to a mapped file past the memory budget.
+pub struct IndexBuilder {
+    mem: Vec<Slot>,
+    spill: Option<(std::io::BufWriter<std::fs::File>, usize)>,
+    budget_slots: usize,
+    spill_dir: std::path::PathBuf,
+    packs: Vec<PackInfo>,
+    pack_ids: HashMap<[u8; 32], u32>,
+}
+
+impl IndexBuilder {
+    pub fn new(budget_bytes: usize, spill_dir: std::path::PathBuf) -> IndexBuilder {
+        IndexBuilder {
+            mem: Vec::new(),
+            spill: None,
+            budget_slots: (budget_bytes / SLOT_SIZE).max(1024),
+            spill_dir,
+            packs: Vec::new(),
+            pack_ids: HashMap::new(),
+        }
+    }
+
+    /// Register a pack; returns its number in this index.
+    pub fn add_pack(&mut self, p: PackInfo) -> u32 {
+        if let Some(&n) = self.pack_ids.get(&p.id) {
+            if self.packs[n as usize].key.is_none() && p.key.is_some() {
+                self.packs[n as usize] = p;
+            }
+            return n;
+        }
+        let n = self.packs.len() as u32;
+        self.pack_ids.insert(p.id, n);
+        self.packs.push(p);
+        n
+    }
+
+    pub fn add_index_pack(&mut self, p: &IndexPack) -> u32 {
+        self.add_pack(PackInfo { id: p.id, key: Some(p.key.clone()), key_id: p.key_id, size: p.size })
+    }
+
+    pub fn add(&mut self, pack: u32, b: &BlobEntry, trust: Trust) -> Result<()> {
+        let slot = Slot {
+            id: b.id,
+            pack,
+            offset: b.offset,
+            len: b.len,
+            raw_len: b.raw_len,
+            flags: b.flags,
+            trust: trust as u8,
+            _pad: [0; 2],
+        };
+        if let Some((w, n)) = &mut self.spill {
+            w.write_all(slot_bytes(&slot))?;
+            *n += 1;
+            return Ok(());
+        }
+        self.mem.push(slot);
+        if self.mem.len() > self.budget_slots {
+            std::fs::create_dir_all(&self.spill_dir)?;
+            let file = tempfile::tempfile_in(&self.spill_dir)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            for s in self.mem.drain(..) {
+                w.write_all(slot_bytes(&s))?;
+            }
+            self.mem = Vec::new();
+            let n = self.budget_slots + 1;
+            self.spill = Some((w, n));
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<ChunkIndex> {
+        let table = match self.spill {
+            None => {
+                let mut v = self.mem;
+                v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                Table::Mem(v)
+            }
+            Some((w, len)) => {
+                let file = w.into_inner().map_err(|e| e.into_error())?;
+                // SAFETY: the file is private to this process (unlinked temp file).
+                let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+                // SAFETY: as in `ChunkIndex::slots`.
+                let slots = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut Slot, len) };
+                slots.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                Table::Mapped { map, len, _file: file }
+            }
+        };
+        Ok(ChunkIndex { table, packs: self.packs })
+    }
+}
+
+fn slot_bytes(s: &Slot) -> &[u8] {
+    // SAFETY: Slot is repr(C), 52 bytes, padding explicit and initialised.
+    unsafe { std::slice::from_raw_parts(s as *const Slot as *const u8, SLOT_SIZE) }
+}
+
+/// Memory budget for the index table, from `ARSIP_INDEX_MEMORY` (bytes, with optional
+/// K/M/G suffix), default 256 MiB.
+pub fn budget_from_env() -> usize {
+    std::env::var("ARSIP_INDEX_MEMORY").ok().and_then(|s| parse_size(&s)).unwrap_or(256 << 20)
+}
+
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1 << 10),
+        (i, 'M' | 'm') => (&s[..i], 1 << 20),
+        (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<usize>().ok().map(|n| n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u32) -> BlobEntry {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        id[31] = 7;
+        BlobEntry { id, offset: i, len: i + 1, raw_len: i + 2, flags: 0 }
+    }
+
+    #[test]
+    fn lookup_in_memory_and_spilled() {
+        for budget in [1 << 30, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = IndexBuilder::new(budget, dir.path().into());
+            let p = b.add_pack(PackInfo { id: [1; 32], key: None, key_id: 0, size: 0 });
+            for i in (0..5000).rev() {
+                b.add(p, &entry(i), if i % 2 == 0 { Trust::Root } else { Trust::Foreign }).unwrap();
+            }
+            let idx = b.finish().unwrap();
+            assert_eq!(idx.is_spilled(), budget == 0);
+            assert_eq!(idx.len(), 5000);
+            for i in [0, 1, 2500, 4999] {
+                let s = idx.lookup(&entry(i).id).unwrap();
+                assert_eq!(s.offset, i);
+                assert_eq!(idx.dedupable(&entry(i).id), i % 2 == 0);
+            }
+            assert!(idx.lookup(&entry(6000).id).is_none());
+        }
+    }
+
+    #[test]
+    fn prefers_trusted_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = IndexBuilder::new(1 << 20, dir.path().into());
+        let p = b.add_pack(PackInfo { id: [1; 32], key: None, key_id: 0, size: 0 });
+        let mut e = entry(1);
+        b.add(p, &e, Trust::Foreign).unwrap();
+        e.offset = 99;
+        b.add(p, &e, Trust::Root).unwrap();
+        let idx = b.finish().unwrap();
+        assert_eq!(idx.lookup(&e.id).unwrap().offset, 99);
+    }
+}

@@ -1,0 +1,322 @@
+//! Keys: the repository config (signed by the root writer), key slots that wrap the master
+//! secret (passphrase through Argon2id, or a raw key file), agent credentials (write-only)
+//! and the writer registry through which full keys admit and revoke agents.
+//!
+//! All of these are small JSON documents. A signed document is `{"body": …, "sig": hex}`
+//! where the signature covers the canonical serialisation of `body` (serde_json with sorted
+//! keys, no whitespace).
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, context, Key, WriterKey};
+use crate::error::{RepoError, Result};
+use crate::format::{WriterId, ROOT_WRITER};
+
+pub const CONFIG_OBJECT: &str = "config";
+pub const KEYS_PREFIX: &str = "keys/";
+pub const WRITERS_PREFIX: &str = "writers/";
+
+/// Chunker parameters (bytes). FastCDC 2020, normalisation level 1.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
+    }
+}
+
+impl ChunkerParams {
+    pub fn validate(&self) -> Result<()> {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max;
+        if ok {
+            Ok(())
+        } else {
+            Err(RepoError::Invalid(format!(
+                "chunk sizes min {} avg {} max {} out of range (min {MINIMUM_MIN}..{MINIMUM_MAX}, avg \
+                 {AVERAGE_MIN}..{AVERAGE_MAX}, max {MAXIMUM_MIN}..{MAXIMUM_MAX}, min ≤ avg ≤ max)",
+                self.min, self.avg, self.max
+            )))
+        }
+    }
+}
+
+/// The repository's public configuration, readable by everyone with storage access.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    pub version: u32,
+    pub repo_id: String,
+    pub created: jiff::Timestamp,
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+    /// X25519 public key everything is sealed to.
+    pub public_key: String,
+    /// Ed25519 key of the root writer (holders of the master secret).
+    pub root_verify_key: String,
+}
+
+impl Config {
+    pub fn public_key(&self) -> Result<[u8; 32]> {
+        decode32(&self.public_key, "config public_key")
+    }
+    pub fn root_verify_key(&self) -> Result<[u8; 32]> {
+        decode32(&self.root_verify_key, "config root_verify_key")
+    }
+}
+
+pub fn decode32(s: &str, what: &str) -> Result<[u8; 32]> {
+    hex::decode(s)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| RepoError::corrupt(what, "expected 32 bytes of hex"))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Signed {
+    body: serde_json::Value,
+    sig: String,
+}
+
+pub fn sign_doc<T: Serialize>(signer: &WriterKey, body: &T) -> Vec<u8> {
+    let value = serde_json::to_value(body).expect("serialisable");
+    let canonical = serde_json::to_vec(&value).expect("serialisable");
+    let doc = Signed { body: value, sig: hex::encode(signer.sign(&canonical)) };
+    let mut out = serde_json::to_vec_pretty(&doc).expect("serialisable");
+    out.push(b'\n');
+    out
+}
+
+pub fn verify_doc<T: for<'de> Deserialize<'de>>(object: &str, bytes: &[u8], verify_key: &[u8; 32]) -> Result<T> {
+    let doc: Signed = serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    let canonical = serde_json::to_vec(&doc.body).expect("serialisable");
+    let sig = hex::decode(&doc.sig).map_err(|_| RepoError::corrupt(object, "signature is not hex"))?;
+    crypto::verify(verify_key, &canonical, &sig).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    serde_json::from_value(doc.body).map_err(|e| RepoError::corrupt(object, e.to_string()))
+}
+
+/// Read a signed document's body without verifying it (only to learn which key verifies it).
+pub fn unverified_body<T: for<'de> Deserialize<'de>>(object: &str, bytes: &[u8]) -> Result<T> {
+    let doc: Signed = serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    serde_json::from_value(doc.body).map_err(|e| RepoError::corrupt(object, e.to_string()))
+}
+
+/// Argon2id parameters of a passphrase slot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+    pub salt: String,
+}
+
+impl KdfParams {
+    /// Interactive-strength defaults (OWASP: m=64 MiB, t=3, p=1). `ARSIP_TEST_WEAK_KDF=1`
+    /// lowers them for test suites only.
+    pub fn new() -> KdfParams {
+        let weak = std::env::var_os("ARSIP_TEST_WEAK_KDF").is_some();
+        KdfParams {
+            m_kib: if weak { 64 } else { 64 * 1024 },
+            t: if weak { 1 } else { 3 },
+            p: 1,
+            salt: hex::encode(crypto::random_bytes::<16>()),
+        }
+    }
+
+    fn derive(&self, password: &[u8]) -> Result<Key> {
+        let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(32))
+            .map_err(|e| RepoError::Invalid(format!("argon2 parameters: {e}")))?;
+        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = hex::decode(&self.salt).map_err(|_| RepoError::corrupt("key slot", "salt is not hex"))?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        a.hash_password_into(password, &salt, out.as_mut())
+            .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;
+        Ok(Key(*out).derive(context::SLOT_PASSWORD, &[]))
+    }
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotKind {
+    Password,
+    Keyfile,
+}
+
+/// One key slot: `keys/<id>`. The master secret, wrapped under a key derived from a
+/// passphrase (Argon2id) or held in a key file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeySlot {
+    pub version: u32,
+    pub id: String,
+    pub kind: SlotKind,
+    pub created: jiff::Timestamp,
+    pub host: String,
+    pub label: String,
+    pub kdf: Option<KdfParams>,
+    /// `nonce ‖ ciphertext ‖ tag` of the master secret; AAD = repo id ‖ slot id.
+    pub wrapped: String,
+}
+
+/// Material that opens a slot.
+pub enum Secret<'a> {
+    Password(&'a [u8]),
+    KeyFile(&'a KeyFile),
+}
+
+/// A full key file: the raw wrapping key of one key-file slot. Opening with it needs no KDF,
+/// which keeps `wal push` fast.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub arsip_key_file: u32,
+    pub repo_id: String,
+    pub slot_id: String,
+    pub key: String,
+}
+
+impl KeySlot {
+    pub fn object_name(&self) -> String {
+        format!("{KEYS_PREFIX}{}", self.id)
+    }
+
+    fn aad(repo_id: &str, slot_id: &str) -> Vec<u8> {
+        format!("arsip key slot\0{repo_id}\0{slot_id}").into_bytes()
+    }
+
+    pub fn new_password(repo_id: &str, master: &Key, password: &[u8], label: &str, now: jiff::Timestamp) -> Result<KeySlot> {
+        let kdf = KdfParams::new();
+        let wrapping = kdf.derive(password)?;
+        Ok(Self::wrap(repo_id, master, &wrapping, SlotKind::Password, Some(kdf), label, now))
+    }
+
+    pub fn new_keyfile(repo_id: &str, master: &Key, label: &str, now: jiff::Timestamp) -> (KeySlot, KeyFile) {
+        let wrapping = Key::random();
+        let slot = Self::wrap(repo_id, master, &wrapping, SlotKind::Keyfile, None, label, now);
+        let file = KeyFile {
+            arsip_key_file: 1,
+            repo_id: repo_id.to_string(),
+            slot_id: slot.id.clone(),
+            key: hex::encode(wrapping.0),
+        };
+        (slot, file)
+    }
+
+    fn wrap(repo_id: &str, master: &Key, wrapping: &Key, kind: SlotKind, kdf: Option<KdfParams>, label: &str, now: jiff::Timestamp) -> KeySlot {
+        let id = hex::encode(crypto::random_bytes::<8>());
+        let wrapped = crypto::seal(wrapping, &master.0, &Self::aad(repo_id, &id));
+        KeySlot {
+            version: 1,
+            id,
+            kind,
+            created: now,
+            host: hostname(),
+            label: label.to_string(),
+            kdf,
+            wrapped: hex::encode(wrapped),
+        }
+    }
+
+    /// Try to open this slot. `Ok(None)` when the secret does not fit this slot.
+    pub fn open(&self, repo_id: &str, secret: &Secret<'_>) -> Result<Option<Key>> {
+        let wrapping = match (secret, self.kind, &self.kdf) {
+            (Secret::Password(p), SlotKind::Password, Some(kdf)) => kdf.derive(p)?,
+            (Secret::KeyFile(f), SlotKind::Keyfile, None) if f.slot_id == self.id => {
+                Key(decode32(&f.key, "key file")?)
+            }
+            _ => return Ok(None),
+        };
+        let wrapped = hex::decode(&self.wrapped).map_err(|_| RepoError::corrupt(self.object_name(), "not hex"))?;
+        match crypto::open(&wrapping, &wrapped, &Self::aad(repo_id, &self.id)) {
+            Ok(m) => {
+                let arr: [u8; 32] = m.try_into().map_err(|_| RepoError::corrupt(self.object_name(), "bad length"))?;
+                Ok(Some(Key(arr)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Write-only agent credentials (`arsip key add --agent --out FILE`). Everything an agent
+/// needs to chunk, deduplicate, seal and sign — and nothing that decrypts.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AgentFile {
+    pub arsip_agent_file: u32,
+    pub repo_id: String,
+    pub writer_id: String,
+    pub label: String,
+    /// Ed25519 seed of this agent's signing key.
+    pub signing_seed: String,
+    /// Chunk-id key of key scope 0.
+    pub chunk_id_key: String,
+    pub chunker_seed: u64,
+    pub public_key: String,
+    pub root_verify_key: String,
+}
+
+/// A registered writer: `writers/<id>`, signed by the root writer. Readers accept snapshots
+/// and indexes only from the root writer and from registered, unrevoked writers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WriterRecord {
+    pub version: u32,
+    pub writer_id: String,
+    pub verify_key: String,
+    pub label: String,
+    pub created: jiff::Timestamp,
+    /// Set by `key remove` on an agent: the registry object is re-created under
+    /// `writers/<id>.revoked`, and readers refuse the writer from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<jiff::Timestamp>,
+}
+
+pub fn writer_object(id: &WriterId, revoked: bool) -> String {
+    format!("{WRITERS_PREFIX}{}{}", hex::encode(id), if revoked { ".revoked" } else { "" })
+}
+
+/// Every derived key of one master secret.
+pub struct MasterKeys {
+    pub master: Key,
+    pub repo_secret: crypto::RepoSecret,
+    pub root: WriterKey,
+}
+
+impl MasterKeys {
+    pub fn new(master: Key) -> MasterKeys {
+        MasterKeys { repo_secret: crypto::RepoSecret::from_master(&master), root: WriterKey::root(&master), master }
+    }
+}
+
+pub fn chunk_id_key(master: &Key, scope: u32) -> Key {
+    master.derive(context::CHUNK_ID, &scope.to_le_bytes())
+}
+
+pub fn chunker_seed(master: &Key) -> u64 {
+    let k = master.derive(context::CHUNKER_SEED, &[]);
+    // A zero seed means "unseeded" to fastcdc; never produce it.
+    u64::from_le_bytes(k.0[..8].try_into().unwrap()) | 1
+}
+
+pub fn root_writer() -> WriterId {
+    ROOT_WRITER
+}

@@ -1,0 +1,23 @@
+//! The arsip repository: a content-addressed, deduplicated, compressed and
+//! authenticated-encrypted store of chunks in packs, with indexes and snapshot manifests.
+//! It knows nothing about PostgreSQL or any other source; `docs/FORMAT.md` specifies every
+//! byte it writes.
+//!
+//! Layers inside the crate, bottom up: [`crypto`] (primitives) → [`format`] (byte layouts) →
+//! [`keys`] (config, key slots, agents, writers) → [`index`] (chunk lookup) → [`repo`]
+//! (an opened repository) → [`write`] / [`read`] (sessions) → [`check`].
+
+pub mod check;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod index;
+pub mod keys;
+pub mod read;
+pub mod repo;
+pub mod snapshot;
+pub mod write;
+
+pub use error::{RepoError, Result};
+pub use repo::{InitOptions, OpenWith, Repository};

@@ -1,0 +1,223 @@
+//! Snapshot manifests and the tree stream they point to.
+//!
+//! A manifest is a small sealed, signed JSON document (`snapshots/<id>`): what was backed up
+//! (kind, source, host, tags, times, sizes, facts) and the chunk ids of its *tree stream*.
+//! The tree stream is itself stored as ordinary chunks, so a manifest stays small whatever
+//! the number of files, and unchanged trees deduplicate. The tree stream is JSON lines: one
+//! [`Node`] line per entry, followed for regular files by `{"chunks":[…]}` lines of at most
+//! [`CHUNKS_PER_LINE`] hex chunk ids each, in file order.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RepoError, Result};
+use crate::format::ChunkId;
+
+pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+pub const CHUNKS_PER_LINE: usize = 256;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    /// `files`, `stdin`, later `pg-logical`, `pg-physical`, `bucket`, …
+    pub kind: String,
+    /// What was backed up, e.g. the paths, the stream name or the database.
+    pub source: String,
+    pub host: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub time: jiff::Timestamp,
+    pub end_time: jiff::Timestamp,
+    /// Bytes read from the source.
+    pub logical_bytes: u64,
+    /// Plaintext bytes of chunks this snapshot added to the repository.
+    pub added_bytes: u64,
+    /// Bytes this snapshot added to storage (packs, after compression and encryption).
+    pub stored_bytes: u64,
+    pub files: u64,
+    /// Free-form facts recorded at backup time (row counts, LSNs, …) for drills to compare.
+    #[serde(default)]
+    pub facts: BTreeMap<String, serde_json::Value>,
+    /// Chunk ids (hex) of the tree stream, in order.
+    pub tree: Vec<String>,
+    pub tree_bytes: u64,
+}
+
+impl Manifest {
+    pub fn tree_ids(&self) -> Result<Vec<ChunkId>> {
+        self.tree.iter().map(|h| parse_chunk_id(h)).collect()
+    }
+}
+
+pub fn parse_chunk_id(h: &str) -> Result<ChunkId> {
+    hex::decode(h)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| RepoError::Invalid(format!("bad chunk id {h:?}")))
+}
+
+/// A snapshot as listed: its id (hex BLAKE3 of the manifest object), writer and manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub writer: String,
+    #[serde(flatten)]
+    pub manifest: Manifest,
+}
+
+impl Snapshot {
+    pub fn short_id(&self) -> &str {
+        &self.id[..8]
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry of a tree stream. Paths are relative, `/`-separated; readers MUST treat them as
+/// untrusted (see `restore`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Node {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+    #[serde(default)]
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<jiff::Timestamp>,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChunksLine {
+    chunks: Vec<String>,
+}
+
+/// Writes a tree stream to any `Write` (a spool file during backup).
+pub struct TreeWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> TreeWriter<W> {
+    pub fn new(out: W) -> Self {
+        TreeWriter { out }
+    }
+
+    pub fn node(&mut self, node: &Node, chunks: &[ChunkId]) -> Result<()> {
+        serde_json::to_writer(&mut self.out, node).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        self.out.write_all(b"\n")?;
+        for group in chunks.chunks(CHUNKS_PER_LINE) {
+            let line = ChunksLine { chunks: group.iter().map(hex::encode).collect() };
+            serde_json::to_writer(&mut self.out, &line).map_err(|e| RepoError::Invalid(e.to_string()))?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Reads a tree stream: yields each node with its chunk ids.
+pub struct TreeReader<R: BufRead> {
+    input: R,
+    pending: Option<Node>,
+    line: String,
+}
+
+impl<R: BufRead> TreeReader<R> {
+    pub fn new(input: R) -> Self {
+        TreeReader { input, pending: None, line: String::new() }
+    }
+
+    fn read_line(&mut self) -> Result<bool> {
+        self.line.clear();
+        Ok(self.input.read_line(&mut self.line)? > 0)
+    }
+
+    /// The next node and its chunks. A file's chunk list is collected in memory; a file of
+    /// 1 TiB at 1 MiB chunks is 1 M ids (32 MiB), which bounds it.
+    pub fn next_node(&mut self) -> Result<Option<(Node, Vec<ChunkId>)>> {
+        let node = match self.pending.take() {
+            Some(n) => n,
+            None => {
+                if !self.read_line()? {
+                    return Ok(None);
+                }
+                serde_json::from_str(&self.line).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?
+            }
+        };
+        let mut chunks = Vec::new();
+        while self.read_line()? {
+            if self.line.starts_with("{\"chunks\"") {
+                let c: ChunksLine =
+                    serde_json::from_str(&self.line).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?;
+                for h in &c.chunks {
+                    chunks.push(parse_chunk_id(h).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?);
+                }
+            } else {
+                self.pending = Some(
+                    serde_json::from_str(&self.line).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?,
+                );
+                break;
+            }
+        }
+        Ok(Some((node, chunks)))
+    }
+}
+
+/// Which snapshot a user means: `latest`, a full id, or a unique prefix of one.
+pub fn select<'a>(snaps: &'a [Snapshot], spec: &str) -> Result<&'a Snapshot> {
+    if spec == "latest" {
+        return snaps
+            .iter()
+            .max_by_key(|s| s.manifest.time)
+            .ok_or_else(|| RepoError::NotFound("the repository has no snapshots (matching the filters)".into()));
+    }
+    let matches: Vec<&Snapshot> = snaps.iter().filter(|s| s.id.starts_with(spec)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(RepoError::NotFound(format!("no snapshot {spec:?} in this repository"))),
+        many => Err(RepoError::Invalid(format!(
+            "snapshot prefix {spec:?} is ambiguous ({} matches); give more characters",
+            many.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_roundtrip() {
+        let mut w = TreeWriter::new(Vec::new());
+        let f = Node { path: "a/b".into(), node_type: NodeType::File, mode: 0o644, mtime: None, size: 3, target: None, uid: None, gid: None };
+        let d = Node { path: "a".into(), node_type: NodeType::Dir, ..f.clone() };
+        let many: Vec<ChunkId> = (0..600u32).map(|i| { let mut c = [0; 32]; c[..4].copy_from_slice(&i.to_le_bytes()); c }).collect();
+        w.node(&d, &[]).unwrap();
+        w.node(&f, &many).unwrap();
+        w.node(&d, &[]).unwrap();
+        let bytes = w.into_inner();
+        let mut r = TreeReader::new(&bytes[..]);
+        assert_eq!(r.next_node().unwrap().unwrap(), (d.clone(), vec![]));
+        assert_eq!(r.next_node().unwrap().unwrap(), (f, many));
+        assert_eq!(r.next_node().unwrap().unwrap(), (d, vec![]));
+        assert!(r.next_node().unwrap().is_none());
+    }
+}

@@ -1,0 +1,293 @@
+//! The write path: a backup session turns byte streams into chunk ids, stores the chunks the
+//! repository does not have yet in packs, and finally writes an index and a manifest.
+//!
+//! Pipeline (memory is bounded by the channel sizes, whatever the input size):
+//! - the caller's thread reads and chunks (FastCDC), hashes each chunk (keyed BLAKE3) and
+//!   drops those the index already holds with enough trust;
+//! - `workers` threads compress (zstd) and encrypt into one open pack each;
+//! - full packs go to an async uploader with at most `uploads` PUTs in flight.
+//!
+//! Ordering, which is what makes crashes harmless: a pack is acknowledged durable before
+//! any index names it; an index is durable before the manifest that needs it is written; the
+//! manifest is written last. Everything is create-only; nothing is ever deleted.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::crypto;
+use crate::error::{RepoError, Result};
+use crate::format::{self, BlobEntry, ChunkId, FinishedPack, IndexEntry, IndexPack, PackBuilder, FLAG_ZSTD};
+use crate::index::ChunkIndex;
+use crate::repo::{Repository, INDEX_PREFIX};
+
+/// Entries per index object: 100 k entries ≈ 6 MiB.
+const INDEX_FLUSH_ENTRIES: usize = 100_000;
+
+/// Live counters of a session, read by progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub read_bytes: AtomicU64,
+    pub chunks: AtomicU64,
+    pub new_chunks: AtomicU64,
+    pub new_bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub packs: AtomicU64,
+}
+
+/// What a finished session added.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStats {
+    pub read_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub packs: u64,
+    pub indexes: u64,
+}
+
+struct Job {
+    id: ChunkId,
+    data: Vec<u8>,
+}
+
+pub struct BackupSession {
+    repo: Arc<Repository>,
+    known: Arc<ChunkIndex>,
+    pending: Mutex<HashSet<ChunkId>>,
+    jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<Result<()>>>>,
+    uploader: Mutex<Option<tokio::task::JoinHandle<Result<u64>>>>,
+    pub progress: Arc<Progress>,
+}
+
+/// Tuning of a session; defaults suit 2–8 cores.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub workers: usize,
+    pub uploads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        SessionOptions { workers: cores.clamp(1, 8), uploads: 2 }
+    }
+}
+
+impl BackupSession {
+    /// Start a session. Must be called inside a tokio runtime.
+    pub fn start(repo: Arc<Repository>, known: Arc<ChunkIndex>, opts: SessionOptions) -> BackupSession {
+        let progress = Arc::new(Progress::default());
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(opts.workers * 2);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
+        let mut workers = Vec::new();
+        for n in 0..opts.workers {
+            let rx = job_rx.clone();
+            let tx = pack_tx.clone();
+            let repo = repo.clone();
+            let progress = progress.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("arsip-pack-{n}"))
+                    .spawn(move || pack_worker(&repo, &rx, &tx, &progress))
+                    .expect("spawn pack worker"),
+            );
+        }
+        drop(pack_tx);
+        let uploader = tokio::spawn(upload_loop(repo.clone(), pack_rx, opts.uploads, progress.clone()));
+        BackupSession {
+            repo,
+            known,
+            pending: Mutex::default(),
+            jobs: Mutex::new(Some(job_tx)),
+            workers: Mutex::new(workers),
+            uploader: Mutex::new(Some(uploader)),
+            progress,
+        }
+    }
+
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// Chunk and store a stream; returns its chunk ids in order and its length. Blocking:
+    /// call from a blocking thread (`spawn_blocking`), never from an async task.
+    pub fn write_stream<R: Read>(&self, reader: R) -> Result<(Vec<ChunkId>, u64)> {
+        let p = self.repo.config.chunker;
+        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            reader,
+            p.min,
+            p.avg,
+            p.max,
+            fastcdc::v2020::Normalization::Level1,
+            self.repo.chunker_seed(),
+        );
+        let jobs = self.jobs.lock().unwrap().clone().ok_or_else(|| RepoError::Invalid("session finished".into()))?;
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        for chunk in chunker {
+            let chunk = chunk.map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(io) => RepoError::Io(io),
+                other => RepoError::Invalid(format!("chunker: {other:?}")),
+            })?;
+            let id = crypto::chunk_id(self.repo.id_key(), &chunk.data);
+            total += chunk.data.len() as u64;
+            self.progress.read_bytes.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+            self.progress.chunks.fetch_add(1, Ordering::Relaxed);
+            ids.push(id);
+            if !self.known.dedupable(&id) && self.pending.lock().unwrap().insert(id) {
+                self.progress.new_chunks.fetch_add(1, Ordering::Relaxed);
+                self.progress.new_bytes.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+                if jobs.send(Job { id, data: chunk.data }).is_err() {
+                    return Err(RepoError::Invalid("the upload pipeline stopped; see the error that follows".into()));
+                }
+            }
+        }
+        Ok((ids, total))
+    }
+
+    /// Store a small in-memory buffer (e.g. a tree stream spooled to memory).
+    pub fn write_bytes(&self, data: &[u8]) -> Result<(Vec<ChunkId>, u64)> {
+        self.write_stream(data)
+    }
+
+    /// Flush every pack and write the final index. After `Ok`, every chunk the session
+    /// returned an id for is durable and indexed; a manifest may now refer to them.
+    pub async fn finish(&self) -> Result<SessionStats> {
+        drop(self.jobs.lock().unwrap().take());
+        let workers: Vec<_> = std::mem::take(&mut *self.workers.lock().unwrap());
+        let worker_result = tokio::task::spawn_blocking(move || {
+            let mut first = Ok(());
+            for w in workers {
+                let r = w.join().unwrap_or_else(|_| Err(RepoError::Invalid("pack worker panicked".into())));
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
+        })
+        .await
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let uploader = self.uploader.lock().unwrap().take().ok_or_else(|| RepoError::Invalid("session finished twice".into()))?;
+        // The uploader's error is the root cause when both failed.
+        let indexes = uploader.await.map_err(|e| RepoError::Invalid(e.to_string()))??;
+        worker_result?;
+        let p = &self.progress;
+        Ok(SessionStats {
+            read_bytes: p.read_bytes.load(Ordering::Relaxed),
+            chunks: p.chunks.load(Ordering::Relaxed),
+            new_chunks: p.new_chunks.load(Ordering::Relaxed),
+            new_bytes: p.new_bytes.load(Ordering::Relaxed),
+            stored_bytes: p.stored_bytes.load(Ordering::Relaxed),
+            packs: p.packs.load(Ordering::Relaxed),
+            indexes,
+        })
+    }
+}
+
+fn pack_worker(
+    repo: &Repository,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    packs: &tokio::sync::mpsc::Sender<FinishedPack>,
+    progress: &Progress,
+) -> Result<()> {
+    let level = repo.config.compression_level;
+    let target = repo.config.pack_size as usize;
+    let mut compressor = if level > 0 { Some(zstd::bulk::Compressor::new(level)?) } else { None };
+    let mut pack: Option<PackBuilder> = None;
+    let mut out = Vec::new();
+    loop {
+        let job = jobs.lock().unwrap().recv();
+        let Ok(job) = job else { break };
+        let raw_len = job.data.len() as u32;
+        let mut flags = 0;
+        let stored: &[u8] = match &mut compressor {
+            Some(c) => {
+                out.clear();
+                out.reserve(zstd::zstd_safe::compress_bound(job.data.len()));
+                c.compress_to_buffer(&job.data, &mut out)?;
+                // Store incompressible chunks raw: not worth the decompression on restore.
+                if out.len() + job.data.len() / 32 < job.data.len() {
+                    flags |= FLAG_ZSTD;
+                    &out
+                } else {
+                    &job.data
+                }
+            }
+            None => &job.data,
+        };
+        let pb = pack.get_or_insert_with(|| PackBuilder::new(repo.public_key(), 0, target));
+        pb.add(job.id, stored, raw_len, flags);
+        if pb.len() >= target {
+            let fp = pack.take().unwrap().finish();
+            progress.packs.fetch_add(1, Ordering::Relaxed);
+            if packs.blocking_send(fp).is_err() {
+                return Err(RepoError::Invalid("the uploader stopped".into()));
+            }
+        }
+    }
+    if let Some(pb) = pack.take().filter(|p| !p.is_empty()) {
+        progress.packs.fetch_add(1, Ordering::Relaxed);
+        if packs.blocking_send(pb.finish()).is_err() {
+            return Err(RepoError::Invalid("the uploader stopped".into()));
+        }
+    }
+    Ok(())
+}
+
+async fn upload_loop(
+    repo: Arc<Repository>,
+    rx: tokio::sync::mpsc::Receiver<FinishedPack>,
+    concurrency: usize,
+    progress: Arc<Progress>,
+) -> Result<u64> {
+    let mut done = tokio_stream_from(rx)
+        .map(|fp| {
+            let repo = repo.clone();
+            let progress = progress.clone();
+            async move {
+                let size = fp.bytes.len() as u64;
+                repo.store.create(&format::pack_key_name(&fp.id), Bytes::from(fp.bytes)).await?;
+                progress.stored_bytes.fetch_add(size, Ordering::Relaxed);
+                Ok::<_, RepoError>((IndexPack { id: fp.id, key: fp.key, size, key_id: 0 }, fp.entries))
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut packs: Vec<IndexPack> = Vec::new();
+    let mut entries: Vec<IndexEntry> = Vec::new();
+    let mut indexes = 0;
+    while let Some(r) = done.next().await {
+        let (pack, blobs) = r?;
+        let n = packs.len() as u32;
+        packs.push(pack);
+        entries.extend(blobs.into_iter().map(|blob: BlobEntry| IndexEntry { pack: n, blob }));
+        if entries.len() >= INDEX_FLUSH_ENTRIES {
+            write_index(&repo, &std::mem::take(&mut packs), &std::mem::take(&mut entries)).await?;
+            indexes += 1;
+        }
+    }
+    if !entries.is_empty() {
+        write_index(&repo, &packs, &entries).await?;
+        indexes += 1;
+    }
+    Ok(indexes)
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn write_index(repo: &Repository, packs: &[IndexPack], entries: &[IndexEntry]) -> Result<()> {
+    let obj = format::encode_index(&repo.writer_id, repo.signer(), repo.public_key(), packs, entries);
+    let name = format!("{INDEX_PREFIX}{}", blake3::hash(&obj).to_hex());
+    repo.store.create(&name, Bytes::from(obj)).await?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Fault injection for tests: a wrapper that fails chosen operations with a chosen error
+//! kind, to prove that retries lose nothing and that errors surface with the right class.
+//! Never used outside tests and the `ARSIP_FAULTS` test hook of the CLI.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::{DynStore, ErrorKind, ObjectMeta, Result, StorageError, Store};
+
+/// Which operations fail.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    /// Fail the first attempt of every `create` of each key once (transient).
+    pub fail_each_create_once: bool,
+    /// Fail the first attempt of every `get`/`get_range` of each key once (transient).
+    pub fail_each_get_once: bool,
+    /// Fail every `get`/`get_range` whose key starts with this prefix, always.
+    pub fail_get_prefix: Option<(String, ErrorKind)>,
+    /// Refuse creates whose key starts with this prefix, always (permanent).
+    pub fail_create_prefix: Option<String>,
+}
+
+impl FaultPlan {
+    /// Parse the compact form used by the `ARSIP_FAULTS` test hook:
+    /// comma-separated `create-once`, `get-once`, `get:PREFIX:transient|permanent`,
+    /// `create:PREFIX`.
+    pub fn parse(s: &str) -> std::result::Result<FaultPlan, String> {
+        let mut p = FaultPlan::default();
+        for item in s.split(',').filter(|i| !i.is_empty()) {
+            let parts: Vec<&str> = item.split(':').collect();
+            match parts.as_slice() {
+                ["create-once"] => p.fail_each_create_once = true,
+                ["get-once"] => p.fail_each_get_once = true,
+                ["get", prefix, kind] => {
+                    let k = match *kind {
+                        "transient" => ErrorKind::Transient,
+                        "permanent" => ErrorKind::Permanent,
+                        "denied" => ErrorKind::PermissionDenied,
+                        other => return Err(format!("unknown fault kind {other}")),
+                    };
+                    p.fail_get_prefix = Some((prefix.to_string(), k));
+                }
+                ["create", prefix] => p.fail_create_prefix = Some(prefix.to_string()),
+                _ => return Err(format!("unknown fault {item}")),
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[derive(Debug)]
+pub struct Faulty {
+    inner: DynStore,
+    plan: FaultPlan,
+    seen: Mutex<HashMap<String, u32>>,
+    injected: Mutex<u64>,
+}
+
+impl Faulty {
+    pub fn new(inner: DynStore, plan: FaultPlan) -> Self {
+        Faulty { inner, plan, seen: Mutex::default(), injected: Mutex::new(0) }
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        *self.injected.lock().unwrap()
+    }
+
+    fn first_time(&self, op: &str, key: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap();
+        let n = seen.entry(format!("{op}:{key}")).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    fn fault(&self, kind: ErrorKind, key: &str) -> StorageError {
+        *self.injected.lock().unwrap() += 1;
+        StorageError::new(kind, Some(key), "injected fault")
+    }
+
+    fn check_get(&self, key: &str) -> Result<()> {
+        if let Some((prefix, kind)) = &self.plan.fail_get_prefix {
+            if key.starts_with(prefix.as_str()) {
+                return Err(self.fault(*kind, key));
+            }
+        }
+        if self.plan.fail_each_get_once && self.first_time("get", key) {
+            return Err(self.fault(ErrorKind::Transient, key));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Faulty {
+    async fn create(&self, key: &str, data: Bytes) -> Result<()> {
+        if let Some(prefix) = &self.plan.fail_create_prefix {
+            if key.starts_with(prefix.as_str()) {
+                return Err(self.fault(ErrorKind::Permanent, key));
+            }
+        }
+        if self.plan.fail_each_create_once && self.first_time("create", key) {
+            return Err(self.fault(ErrorKind::Transient, key));
+        }
+        self.inner.create(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.check_get(key)?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.check_get(key)?;
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
