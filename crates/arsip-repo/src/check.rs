@@ -54,11 +54,19 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
     let mk = repo.master("check")?;
     let mut report = CheckReport::default();
     let problem = |report: &mut CheckReport, object: &str, message: String| {
-        report.problems.push(Problem { object: object.to_string(), message })
+        report.problems.push(Problem {
+            object: object.to_string(),
+            message,
+        })
     };
 
     // Indexes: each must authenticate.
-    let index_names: Vec<String> = repo.store.list(INDEX_PREFIX).map_ok(|m| m.key).try_collect().await?;
+    let index_names: Vec<String> = repo
+        .store
+        .list(INDEX_PREFIX)
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await?;
     report.indexes = index_names.len();
     for name in &index_names {
         let raw = repo.store.get(name).await?;
@@ -67,9 +75,13 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
         }
         let r = match format::parse_index(name, &raw) {
             Ok(p) => match repo.writer_key(&p.writer).await? {
-                Some(vk) => crate::crypto::verify(&vk, p.signed, p.signature)
-                    .and_then(|_| format::open_index_locations(name, &raw, &p, &mk.repo_secret).map(|_| ())),
-                None => Err(RepoError::Auth(format!("unknown or revoked writer {}", hex::encode(p.writer)))),
+                Some(vk) => crate::crypto::verify(&vk, p.signed, p.signature).and_then(|_| {
+                    format::open_index_locations(name, &raw, &p, &mk.repo_secret).map(|_| ())
+                }),
+                None => Err(RepoError::Auth(format!(
+                    "unknown or revoked writer {}",
+                    hex::encode(p.writer)
+                ))),
             },
             Err(e) => Err(e),
         };
@@ -100,31 +112,55 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
         let name = format::pack_key_name(&p.id);
         referenced_packs.insert(name.clone());
         match sizes.get(&name) {
-            None => problem(&mut report, &name, "pack is missing but an index names it".into()),
+            None => problem(
+                &mut report,
+                &name,
+                "pack is missing but an index names it".into(),
+            ),
             Some(&size) if size != p.size || max_end[n] > size => problem(
                 &mut report,
                 &name,
-                format!("pack is {size} bytes, the index expects {} (truncated?)", p.size),
+                format!(
+                    "pack is {size} bytes, the index expects {} (truncated?)",
+                    p.size
+                ),
             ),
             _ => continue,
         }
-        damaged.extend(index.slots().iter().filter(|s| s.pack == n as u32).map(|s| s.id));
+        damaged.extend(
+            index
+                .slots()
+                .iter()
+                .filter(|s| s.pack == n as u32)
+                .map(|s| s.id),
+        );
     }
-    report.unreferenced_packs = sizes.keys().filter(|k| !referenced_packs.contains(*k)).count();
+    report.unreferenced_packs = sizes
+        .keys()
+        .filter(|k| !referenced_packs.contains(*k))
+        .count();
 
     // Snapshots: each manifest authenticates; each referenced chunk is indexed.
     let reader = Reader::new(repo.clone(), index.clone())?;
     let (snaps, bad) = snapshots_tolerant(&repo).await?;
     report.snapshots = snaps.len() + bad.len();
     for (name, e) in bad {
-        report.affected_snapshots.push(format!("{} (manifest damaged)", name.trim_start_matches(SNAPSHOTS_PREFIX)));
+        report.affected_snapshots.push(format!(
+            "{} (manifest damaged)",
+            name.trim_start_matches(SNAPSHOTS_PREFIX)
+        ));
         problem(&mut report, &name, e.to_string());
     }
 
     // Content.
     if let ReadData::Subset(pct) = read_data {
-        let mut names: Vec<(usize, String)> =
-            index.packs().iter().enumerate().map(|(n, p)| (n, format::pack_key_name(&p.id))).filter(|(_, n)| sizes.contains_key(n)).collect();
+        let mut names: Vec<(usize, String)> = index
+            .packs()
+            .iter()
+            .enumerate()
+            .map(|(n, p)| (n, format::pack_key_name(&p.id)))
+            .filter(|(_, n)| sizes.contains_key(n))
+            .collect();
         if pct < 100.0 {
             use rand::seq::SliceRandom;
             names.shuffle(&mut rand::thread_rng());
@@ -137,9 +173,11 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
             async move {
                 let bytes = repo.store.get(&name).await?;
                 let len = bytes.len() as u64;
-                let r = tokio::task::spawn_blocking(move || verify_pack(&repo, &index, n as u32, &name, &bytes))
-                    .await
-                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
+                let r = tokio::task::spawn_blocking(move || {
+                    verify_pack(&repo, &index, n as u32, &name, &bytes)
+                })
+                .await
+                .map_err(|e| RepoError::Invalid(e.to_string()))?;
                 Ok::<_, RepoError>((len, r))
             }
         }))
@@ -158,14 +196,26 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
         match snapshot_damage(&reader, snap, &index, &damaged).await {
             Ok(None) => {}
             Ok(Some(reason)) => {
-                report.affected_snapshots.push(format!("{} ({reason})", snap.id));
+                report
+                    .affected_snapshots
+                    .push(format!("{} ({reason})", snap.id));
                 if reason.starts_with("references") {
-                    problem(&mut report, &format!("{SNAPSHOTS_PREFIX}{}", snap.id), reason);
+                    problem(
+                        &mut report,
+                        &format!("{SNAPSHOTS_PREFIX}{}", snap.id),
+                        reason,
+                    );
                 }
             }
             Err(e) => {
-                report.affected_snapshots.push(format!("{} (tree unreadable)", snap.id));
-                problem(&mut report, &format!("{SNAPSHOTS_PREFIX}{}", snap.id), format!("tree stream: {e}"));
+                report
+                    .affected_snapshots
+                    .push(format!("{} (tree unreadable)", snap.id));
+                problem(
+                    &mut report,
+                    &format!("{SNAPSHOTS_PREFIX}{}", snap.id),
+                    format!("tree stream: {e}"),
+                );
             }
         }
     }
@@ -175,15 +225,28 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
 }
 
 /// Download-side verification of one pack: name = hash, table matches, every blob opens.
-fn verify_pack(repo: &Repository, index: &ChunkIndex, n: u32, name: &str, bytes: &[u8]) -> (Vec<crate::check::Problem>, Vec<ChunkId>) {
+fn verify_pack(
+    repo: &Repository,
+    index: &ChunkIndex,
+    n: u32,
+    name: &str,
+    bytes: &[u8],
+) -> (Vec<crate::check::Problem>, Vec<ChunkId>) {
     let mut problems = Vec::new();
     let mut bad = Vec::new();
-    let p = |m: String| Problem { object: name.to_string(), message: m };
+    let p = |m: String| Problem {
+        object: name.to_string(),
+        message: m,
+    };
     if blake3::hash(bytes).to_hex().as_str() != name.rsplit('/').next().unwrap_or("") {
-        problems.push(p("content does not match its name (bytes changed in storage)".into()));
+        problems.push(p(
+            "content does not match its name (bytes changed in storage)".into(),
+        ));
     }
     let info = index.pack(n);
-    let Some(key) = info.key.clone() else { return (problems, bad) };
+    let Some(key) = info.key.clone() else {
+        return (problems, bad);
+    };
     for s in index.slots().iter().filter(|s| s.pack == n) {
         let e = s.blob();
         let (start, end) = (e.offset as usize, e.offset as usize + e.len as usize);
@@ -200,11 +263,19 @@ fn verify_pack(repo: &Repository, index: &ChunkIndex, n: u32, name: &str, bytes:
 }
 
 /// Why a snapshot cannot be restored completely, if it cannot.
-async fn snapshot_damage(reader: &Reader, snap: &Snapshot, index: &ChunkIndex, damaged: &HashSet<ChunkId>) -> Result<Option<String>> {
+async fn snapshot_damage(
+    reader: &Reader,
+    snap: &Snapshot,
+    index: &ChunkIndex,
+    damaged: &HashSet<ChunkId>,
+) -> Result<Option<String>> {
     let tree_ids = snap.manifest.tree_ids()?;
     let missing = |id: &ChunkId| index.all(id).is_empty();
     if let Some(id) = tree_ids.iter().find(|id| missing(id)) {
-        return Ok(Some(format!("references tree chunk {} that no index holds", hex::encode(&id[..8]))));
+        return Ok(Some(format!(
+            "references tree chunk {} that no index holds",
+            hex::encode(&id[..8])
+        )));
     }
     if tree_ids.iter().any(|id| damaged.contains(id)) {
         return Ok(Some("its tree is stored in a damaged pack".into()));
@@ -213,7 +284,11 @@ async fn snapshot_damage(reader: &Reader, snap: &Snapshot, index: &ChunkIndex, d
     let mut damaged_files = BTreeSet::new();
     while let Some((node, chunks)) = tree.next_node()? {
         if let Some(id) = chunks.iter().find(|id| missing(id)) {
-            return Ok(Some(format!("references chunk {} of {} that no index holds", hex::encode(&id[..8]), node.path)));
+            return Ok(Some(format!(
+                "references chunk {} of {} that no index holds",
+                hex::encode(&id[..8]),
+                node.path
+            )));
         }
         if chunks.iter().any(|id| damaged.contains(id)) {
             damaged_files.insert(node.path);
@@ -222,11 +297,20 @@ async fn snapshot_damage(reader: &Reader, snap: &Snapshot, index: &ChunkIndex, d
     Ok(if damaged_files.is_empty() {
         None
     } else {
-        Some(format!("damaged data in {}", damaged_files.into_iter().take(5).collect::<Vec<_>>().join(", ")))
+        Some(format!(
+            "damaged data in {}",
+            damaged_files
+                .into_iter()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     })
 }
 
 /// Every snapshot that opens, and the names and errors of those that do not.
-pub async fn snapshots_tolerant(repo: &Repository) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
+pub async fn snapshots_tolerant(
+    repo: &Repository,
+) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
     repo.snapshots_report().await
 }

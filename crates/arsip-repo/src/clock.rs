@@ -40,7 +40,10 @@ impl Clock for FixedClock {
 
 /// The process clock: `ARSIP_TEST_NOW` (RFC 3339) pins it for end-to-end tests.
 pub fn from_env() -> std::sync::Arc<dyn Clock> {
-    match std::env::var("ARSIP_TEST_NOW").ok().and_then(|s| s.parse().ok()) {
+    match std::env::var("ARSIP_TEST_NOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(t) => std::sync::Arc::new(FixedClock::new(t)),
         None => std::sync::Arc::new(SystemClock),
     }

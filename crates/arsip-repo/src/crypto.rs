@@ -73,7 +73,13 @@ pub fn seal(key: &Key, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let cipher = XChaCha20Poly1305::new((&key.0).into());
     let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -84,7 +90,9 @@ pub fn seal(key: &Key, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
 /// Decrypt and authenticate `nonce || ciphertext || tag`.
 pub fn open(key: &Key, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
-        return Err(RepoError::Auth("ciphertext shorter than nonce and tag".into()));
+        return Err(RepoError::Auth(
+            "ciphertext shorter than nonce and tag".into(),
+        ));
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
     let cipher = XChaCha20Poly1305::new((&key.0).into());
@@ -100,7 +108,9 @@ pub struct RepoSecret {
 
 impl RepoSecret {
     pub fn from_master(master: &Key) -> RepoSecret {
-        RepoSecret { secret: StaticSecret::from(master.derive(context::X25519, &[]).0) }
+        RepoSecret {
+            secret: StaticSecret::from(master.derive(context::X25519, &[]).0),
+        }
     }
 
     pub fn public(&self) -> [u8; 32] {
@@ -148,7 +158,13 @@ pub fn seal_key(repo_public: &[u8; 32], object_key: &Key, aad: &[u8]) -> [u8; SE
     let shared = eph.diffie_hellman(&PublicKey::from(*repo_public));
     let wrap = wrapping_key(shared.as_bytes(), &eph_public, repo_public);
     let ct = XChaCha20Poly1305::new((&wrap.0).into())
-        .encrypt(XNonce::from_slice(&ZERO_NONCE), Payload { msg: &object_key.0, aad })
+        .encrypt(
+            XNonce::from_slice(&ZERO_NONCE),
+            Payload {
+                msg: &object_key.0,
+                aad,
+            },
+        )
         .expect("in-memory encryption cannot fail");
     let mut out = [0u8; SEALED_KEY_LEN];
     out[..32].copy_from_slice(&eph_public);
@@ -178,8 +194,9 @@ impl WriterKey {
 pub fn verify(verify_key: &[u8; 32], msg: &[u8], sig: &[u8]) -> Result<()> {
     let vk = VerifyingKey::from_bytes(verify_key)
         .map_err(|_| RepoError::Auth("invalid writer verify key".into()))?;
-    let sig: [u8; SIGNATURE_LEN] =
-        sig.try_into().map_err(|_| RepoError::Auth("signature has the wrong length".into()))?;
+    let sig: [u8; SIGNATURE_LEN] = sig
+        .try_into()
+        .map_err(|_| RepoError::Auth("signature has the wrong length".into()))?;
     vk.verify(msg, &Signature::from_bytes(&sig))
         .map_err(|_| RepoError::Auth("signature does not verify".into()))
 }

@@ -35,7 +35,9 @@ pub enum RepoError {
     #[error("{0} needs a full key (password or key file); agent credentials can only add backups")]
     NeedsFullKey(&'static str),
     /// The store does not honour create-only writes.
-    #[error("the store at {0} does not honour conditional creates (If-None-Match); refusing to use it")]
+    #[error(
+        "the store at {0} does not honour conditional creates (If-None-Match); refusing to use it"
+    )]
     NoConditionalCreate(String),
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -47,7 +49,10 @@ pub enum RepoError {
 
 impl RepoError {
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        RepoError::Corrupt { object: object.into(), reason: reason.into() }
+        RepoError::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
     }
 
     /// What the operator should do about this error.

@@ -50,7 +50,10 @@ pub fn parse_header(object: &str, bytes: &[u8], ty: ObjectType) -> Result<u32> {
         )));
     }
     if bytes[5] != ty as u8 {
-        return Err(RepoError::corrupt(object, format!("object type {} where {:?} expected", bytes[5], ty)));
+        return Err(RepoError::corrupt(
+            object,
+            format!("object type {} where {:?} expected", bytes[5], ty),
+        ));
     }
     Ok(u32::from_le_bytes(bytes[8..12].try_into().unwrap()))
 }
@@ -100,7 +103,12 @@ impl PackBuilder {
         let mut buf = Vec::with_capacity(capacity + (capacity >> 4));
         buf.extend_from_slice(&header);
         buf.extend_from_slice(&sealed);
-        PackBuilder { header, key, buf, entries: Vec::new() }
+        PackBuilder {
+            header,
+            key,
+            buf,
+            entries: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -116,7 +124,13 @@ impl PackBuilder {
         let offset = self.buf.len() as u32;
         let ct = crypto::seal(&self.key, stored, &blob_aad(&self.header, &id, flags));
         self.buf.extend_from_slice(&ct);
-        self.entries.push(BlobEntry { id, offset, len: ct.len() as u32, raw_len, flags });
+        self.entries.push(BlobEntry {
+            id,
+            offset,
+            len: ct.len() as u32,
+            raw_len,
+            flags,
+        });
     }
 
     /// Finish the pack: returns its bytes, its id (BLAKE3 of the bytes), key and entries.
@@ -130,12 +144,22 @@ impl PackBuilder {
             table.extend_from_slice(&e.raw_len.to_le_bytes());
             table.push(e.flags);
         }
-        let sealed = crypto::seal(&self.key, &table, &tagged_aad(&self.header, &[b"pack-table"]));
+        let sealed = crypto::seal(
+            &self.key,
+            &table,
+            &tagged_aad(&self.header, &[b"pack-table"]),
+        );
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(PACK_TRAILER_MAGIC);
         let id = *blake3::hash(&self.buf).as_bytes();
-        FinishedPack { id, key: self.key, bytes: self.buf, entries: self.entries }
+        FinishedPack {
+            id,
+            key: self.key,
+            bytes: self.buf,
+            entries: self.entries,
+        }
     }
 }
 
@@ -158,24 +182,44 @@ pub fn open_pack_key(object: &str, head: &[u8], secret: &RepoSecret) -> Result<K
         return Err(RepoError::corrupt(object, "pack shorter than its header"));
     }
     secret
-        .unseal_key(&head[HEADER_LEN..HEADER_LEN + SEALED_KEY_LEN], &tagged_aad(&head[..HEADER_LEN], &[b"pack"]))
+        .unseal_key(
+            &head[HEADER_LEN..HEADER_LEN + SEALED_KEY_LEN],
+            &tagged_aad(&head[..HEADER_LEN], &[b"pack"]),
+        )
         .map_err(|e| RepoError::corrupt(object, e.to_string()))
 }
 
 /// Parse a whole pack's table (used by `check --read-data` and index rebuilds).
-pub fn read_pack_table(object: &str, pack: &[u8], secret: &RepoSecret) -> Result<(Key, Vec<BlobEntry>)> {
+pub fn read_pack_table(
+    object: &str,
+    pack: &[u8],
+    secret: &RepoSecret,
+) -> Result<(Key, Vec<BlobEntry>)> {
     let key = open_pack_key(object, pack, secret)?;
     let n = pack.len();
     if n < HEADER_LEN + SEALED_KEY_LEN + 8 || &pack[n - 4..] != PACK_TRAILER_MAGIC {
-        return Err(RepoError::corrupt(object, "pack trailer missing (truncated pack?)"));
+        return Err(RepoError::corrupt(
+            object,
+            "pack trailer missing (truncated pack?)",
+        ));
     }
     let tlen = u32::from_le_bytes(pack[n - 8..n - 4].try_into().unwrap()) as usize;
     if tlen > n - 8 - HEADER_LEN - SEALED_KEY_LEN {
         return Err(RepoError::corrupt(object, "pack table length out of range"));
     }
-    let table = crypto::open(&key, &pack[n - 8 - tlen..n - 8], &tagged_aad(&pack[..HEADER_LEN], &[b"pack-table"]))
-        .map_err(|e| RepoError::corrupt(object, format!("pack table: {e}")))?;
-    let count = u32::from_le_bytes(table.get(..4).ok_or_else(|| RepoError::corrupt(object, "empty table"))?.try_into().unwrap()) as usize;
+    let table = crypto::open(
+        &key,
+        &pack[n - 8 - tlen..n - 8],
+        &tagged_aad(&pack[..HEADER_LEN], &[b"pack-table"]),
+    )
+    .map_err(|e| RepoError::corrupt(object, format!("pack table: {e}")))?;
+    let count = u32::from_le_bytes(
+        table
+            .get(..4)
+            .ok_or_else(|| RepoError::corrupt(object, "empty table"))?
+            .try_into()
+            .unwrap(),
+    ) as usize;
     if table.len() != 4 + count * PACK_TABLE_ENTRY {
         return Err(RepoError::corrupt(object, "pack table size mismatch"));
     }
@@ -193,18 +237,39 @@ pub fn read_pack_table(object: &str, pack: &[u8], secret: &RepoSecret) -> Result
 }
 
 /// Decrypt, decompress and verify one blob read from a pack.
-pub fn open_blob(object: &str, pack_key_id: u32, key: &Key, e: &BlobEntry, ct: &[u8], id_key: &Key) -> Result<Vec<u8>> {
+pub fn open_blob(
+    object: &str,
+    pack_key_id: u32,
+    key: &Key,
+    e: &BlobEntry,
+    ct: &[u8],
+    id_key: &Key,
+) -> Result<Vec<u8>> {
     let h = header(ObjectType::Pack, pack_key_id);
-    let stored = crypto::open(key, ct, &blob_aad(&h, &e.id, e.flags))
-        .map_err(|_| RepoError::corrupt(object, format!("blob {} fails authentication", hex::encode(&e.id[..8]))))?;
+    let stored = crypto::open(key, ct, &blob_aad(&h, &e.id, e.flags)).map_err(|_| {
+        RepoError::corrupt(
+            object,
+            format!("blob {} fails authentication", hex::encode(&e.id[..8])),
+        )
+    })?;
     let data = if e.flags & FLAG_ZSTD != 0 {
-        zstd::bulk::decompress(&stored, e.raw_len as usize)
-            .map_err(|err| RepoError::corrupt(object, format!("blob {}: zstd: {err}", hex::encode(&e.id[..8]))))?
+        zstd::bulk::decompress(&stored, e.raw_len as usize).map_err(|err| {
+            RepoError::corrupt(
+                object,
+                format!("blob {}: zstd: {err}", hex::encode(&e.id[..8])),
+            )
+        })?
     } else {
         stored
     };
     if data.len() != e.raw_len as usize || crypto::chunk_id(id_key, &data) != e.id {
-        return Err(RepoError::corrupt(object, format!("blob {} does not match its chunk id", hex::encode(&e.id[..8]))));
+        return Err(RepoError::corrupt(
+            object,
+            format!(
+                "blob {} does not match its chunk id",
+                hex::encode(&e.id[..8])
+            ),
+        ));
     }
     Ok(data)
 }
@@ -251,7 +316,11 @@ pub fn encode_index(
     let ids_hash = blake3::hash(&out[ids_start..]);
     let counts = out[HEADER_LEN..ids_start].to_vec();
     let key = Key::random();
-    out.extend_from_slice(&crypto::seal_key(repo_public, &key, &tagged_aad(&h, &[writer, b"index"])));
+    out.extend_from_slice(&crypto::seal_key(
+        repo_public,
+        &key,
+        &tagged_aad(&h, &[writer, b"index"]),
+    ));
     let mut loc = Vec::with_capacity(packs.len() * LOC_PACK + entries.len() * LOC_ENTRY);
     for p in packs {
         loc.extend_from_slice(&p.id);
@@ -266,7 +335,11 @@ pub fn encode_index(
         loc.extend_from_slice(&e.blob.raw_len.to_le_bytes());
         loc.push(e.blob.flags);
     }
-    out.extend_from_slice(&crypto::seal(&key, &loc, &tagged_aad(&h, &[&counts, ids_hash.as_bytes()])));
+    out.extend_from_slice(&crypto::seal(
+        &key,
+        &loc,
+        &tagged_aad(&h, &[&counts, ids_hash.as_bytes()]),
+    ));
     let sig = signer.sign(&out);
     out.extend_from_slice(&sig);
     out
@@ -301,11 +374,17 @@ pub fn parse_index<'a>(object: &str, b: &'a [u8]) -> Result<IndexPublic<'a>> {
     if b.len() < fixed + SEALED_KEY_LEN + SIGNATURE_LEN {
         return Err(RepoError::corrupt(object, "index too short"));
     }
-    let writer: WriterId = b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN].try_into().unwrap();
+    let writer: WriterId = b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN]
+        .try_into()
+        .unwrap();
     let n_packs = u32::from_le_bytes(b[fixed - 8..fixed - 4].try_into().unwrap()) as usize;
     let n_chunks = u32::from_le_bytes(b[fixed - 4..fixed].try_into().unwrap()) as usize;
     let ids_end = fixed
-        .checked_add(n_chunks.checked_mul(32).ok_or_else(|| RepoError::corrupt(object, "count overflow"))?)
+        .checked_add(
+            n_chunks
+                .checked_mul(32)
+                .ok_or_else(|| RepoError::corrupt(object, "count overflow"))?,
+        )
         .filter(|&e| e + SEALED_KEY_LEN + SIGNATURE_LEN <= b.len())
         .ok_or_else(|| RepoError::corrupt(object, "index chunk count out of range"))?;
     let sig_start = b.len() - SIGNATURE_LEN;
@@ -333,8 +412,12 @@ pub fn open_index_locations(
         .map_err(|e| RepoError::corrupt(object, e.to_string()))?;
     let counts = &b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN + 8];
     let ids_hash = blake3::hash(p.ids);
-    let loc = crypto::open(&key, p.location, &tagged_aad(h, &[counts, ids_hash.as_bytes()]))
-        .map_err(|e| RepoError::corrupt(object, format!("location section: {e}")))?;
+    let loc = crypto::open(
+        &key,
+        p.location,
+        &tagged_aad(h, &[counts, ids_hash.as_bytes()]),
+    )
+    .map_err(|e| RepoError::corrupt(object, format!("location section: {e}")))?;
     let n = p.len();
     if loc.len() != p.n_packs * LOC_PACK + n * LOC_ENTRY {
         return Err(RepoError::corrupt(object, "location section size mismatch"));
@@ -353,7 +436,10 @@ pub fn open_index_locations(
     for (c, id) in en.chunks_exact(LOC_ENTRY).zip(p.chunk_ids()) {
         let pack = u32::from_le_bytes(c[..4].try_into().unwrap());
         if pack as usize >= packs.len() {
-            return Err(RepoError::corrupt(object, "entry names a pack outside the index"));
+            return Err(RepoError::corrupt(
+                object,
+                "entry names a pack outside the index",
+            ));
         }
         entries.push(IndexEntry {
             pack,
@@ -384,7 +470,11 @@ pub fn encode_sealed_doc(
     let mut out = Vec::with_capacity(body.len() + 256);
     out.extend_from_slice(&h);
     out.extend_from_slice(writer);
-    out.extend_from_slice(&crypto::seal_key(repo_public, &key, &tagged_aad(&h, &[writer, b"doc"])));
+    out.extend_from_slice(&crypto::seal_key(
+        repo_public,
+        &key,
+        &tagged_aad(&h, &[writer, b"doc"]),
+    ));
     out.extend_from_slice(&crypto::seal(&key, body, &tagged_aad(&h, &[writer])));
     let sig = signer.sign(&out);
     out.extend_from_slice(&sig);
@@ -392,27 +482,52 @@ pub fn encode_sealed_doc(
 }
 
 /// The writer of a sealed document and the bytes its signature covers.
-pub fn sealed_doc_writer<'a>(object: &str, b: &'a [u8], ty: ObjectType) -> Result<(WriterId, &'a [u8], &'a [u8])> {
+pub fn sealed_doc_writer<'a>(
+    object: &str,
+    b: &'a [u8],
+    ty: ObjectType,
+) -> Result<(WriterId, &'a [u8], &'a [u8])> {
     parse_header(object, b, ty)?;
-    if b.len() < HEADER_LEN + WRITER_ID_LEN + SEALED_KEY_LEN + crypto::NONCE_LEN + crypto::TAG_LEN + SIGNATURE_LEN {
+    if b.len()
+        < HEADER_LEN
+            + WRITER_ID_LEN
+            + SEALED_KEY_LEN
+            + crypto::NONCE_LEN
+            + crypto::TAG_LEN
+            + SIGNATURE_LEN
+    {
         return Err(RepoError::corrupt(object, "object too short"));
     }
-    let writer = b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN].try_into().unwrap();
+    let writer = b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN]
+        .try_into()
+        .unwrap();
     let s = b.len() - SIGNATURE_LEN;
     Ok((writer, &b[..s], &b[s..]))
 }
 
 /// Decrypt a sealed document whose signature the caller has verified.
-pub fn open_sealed_doc(object: &str, b: &[u8], ty: ObjectType, secret: &RepoSecret) -> Result<Vec<u8>> {
+pub fn open_sealed_doc(
+    object: &str,
+    b: &[u8],
+    ty: ObjectType,
+    secret: &RepoSecret,
+) -> Result<Vec<u8>> {
     parse_header(object, b, ty)?;
     let h = &b[..HEADER_LEN];
     let writer = &b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN];
     let ks = HEADER_LEN + WRITER_ID_LEN;
     let key = secret
-        .unseal_key(&b[ks..ks + SEALED_KEY_LEN], &tagged_aad(h, &[writer, b"doc"]))
+        .unseal_key(
+            &b[ks..ks + SEALED_KEY_LEN],
+            &tagged_aad(h, &[writer, b"doc"]),
+        )
         .map_err(|e| RepoError::corrupt(object, e.to_string()))?;
-    crypto::open(&key, &b[ks + SEALED_KEY_LEN..b.len() - SIGNATURE_LEN], &tagged_aad(h, &[writer]))
-        .map_err(|e| RepoError::corrupt(object, e.to_string()))
+    crypto::open(
+        &key,
+        &b[ks + SEALED_KEY_LEN..b.len() - SIGNATURE_LEN],
+        &tagged_aad(h, &[writer]),
+    )
+    .map_err(|e| RepoError::corrupt(object, e.to_string()))
 }
 
 #[cfg(test)]
@@ -446,8 +561,22 @@ mod tests {
         let master = Key::random();
         let rs = RepoSecret::from_master(&master);
         let signer = crypto::WriterKey::root(&master);
-        let packs = vec![IndexPack { id: [1; 32], key: Key::random(), size: 99, key_id: 0 }];
-        let entries = vec![IndexEntry { pack: 0, blob: BlobEntry { id: [5; 32], offset: 96, len: 40, raw_len: 20, flags: 1 } }];
+        let packs = vec![IndexPack {
+            id: [1; 32],
+            key: Key::random(),
+            size: 99,
+            key_id: 0,
+        }];
+        let entries = vec![IndexEntry {
+            pack: 0,
+            blob: BlobEntry {
+                id: [5; 32],
+                offset: 96,
+                len: 40,
+                raw_len: 20,
+                flags: 1,
+            },
+        }];
         let b = encode_index(&ROOT_WRITER, &signer, &rs.public(), &packs, &entries);
         let p = parse_index("i", &b).unwrap();
         crypto::verify(&signer.verify_key(), p.signed, p.signature).unwrap();

@@ -45,7 +45,13 @@ const _: () = assert!(SLOT_SIZE == 52);
 
 impl Slot {
     pub fn blob(&self) -> BlobEntry {
-        BlobEntry { id: self.id, offset: self.offset, len: self.len, raw_len: self.raw_len, flags: self.flags }
+        BlobEntry {
+            id: self.id,
+            offset: self.offset,
+            len: self.len,
+            raw_len: self.raw_len,
+            flags: self.flags,
+        }
     }
     pub fn trust(&self) -> Trust {
         match self.trust {
@@ -67,7 +73,11 @@ pub struct PackInfo {
 
 enum Table {
     Mem(Vec<Slot>),
-    Mapped { map: memmap2::MmapMut, len: usize, _file: std::fs::File },
+    Mapped {
+        map: memmap2::MmapMut,
+        len: usize,
+        _file: std::fs::File,
+    },
 }
 
 pub struct ChunkIndex {
@@ -77,7 +87,10 @@ pub struct ChunkIndex {
 
 impl ChunkIndex {
     pub fn empty() -> ChunkIndex {
-        ChunkIndex { table: Table::Mem(Vec::new()), packs: Vec::new() }
+        ChunkIndex {
+            table: Table::Mem(Vec::new()),
+            packs: Vec::new(),
+        }
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -85,7 +98,9 @@ impl ChunkIndex {
             Table::Mem(v) => v,
             // SAFETY: the map is page-aligned, holds `len` records written from `Slot`s, and
             // `Slot` is repr(C) with no invalid bit patterns.
-            Table::Mapped { map, len, .. } => unsafe { std::slice::from_raw_parts(map.as_ptr() as *const Slot, *len) },
+            Table::Mapped { map, len, .. } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr() as *const Slot, *len)
+            },
         }
     }
 
@@ -165,7 +180,12 @@ impl IndexBuilder {
     }
 
     pub fn add_index_pack(&mut self, p: &IndexPack) -> u32 {
-        self.add_pack(PackInfo { id: p.id, key: Some(p.key.clone()), key_id: p.key_id, size: p.size })
+        self.add_pack(PackInfo {
+            id: p.id,
+            key: Some(p.key.clone()),
+            key_id: p.key_id,
+            size: p.size,
+        })
     }
 
     pub fn add(&mut self, pack: u32, b: &BlobEntry, trust: Trust) -> Result<()> {
@@ -211,12 +231,20 @@ impl IndexBuilder {
                 // SAFETY: the file is private to this process (unlinked temp file).
                 let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
                 // SAFETY: as in `ChunkIndex::slots`.
-                let slots = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut Slot, len) };
+                let slots =
+                    unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut Slot, len) };
                 slots.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-                Table::Mapped { map, len, _file: file }
+                Table::Mapped {
+                    map,
+                    len,
+                    _file: file,
+                }
             }
         };
-        Ok(ChunkIndex { table, packs: self.packs })
+        Ok(ChunkIndex {
+            table,
+            packs: self.packs,
+        })
     }
 }
 
@@ -228,7 +256,10 @@ fn slot_bytes(s: &Slot) -> &[u8] {
 /// Memory budget for the index table, from `ARSIP_INDEX_MEMORY` (bytes, with optional
 /// K/M/G suffix), default 256 MiB.
 pub fn budget_from_env() -> usize {
-    std::env::var("ARSIP_INDEX_MEMORY").ok().and_then(|s| parse_size(&s)).unwrap_or(256 << 20)
+    std::env::var("ARSIP_INDEX_MEMORY")
+        .ok()
+        .and_then(|s| parse_size(&s))
+        .unwrap_or(256 << 20)
 }
 
 pub fn parse_size(s: &str) -> Option<usize> {
@@ -250,7 +281,13 @@ mod tests {
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&i.to_be_bytes());
         id[31] = 7;
-        BlobEntry { id, offset: i, len: i + 1, raw_len: i + 2, flags: 0 }
+        BlobEntry {
+            id,
+            offset: i,
+            len: i + 1,
+            raw_len: i + 2,
+            flags: 0,
+        }
     }
 
     #[test]
@@ -258,9 +295,23 @@ mod tests {
         for budget in [1 << 30, 0] {
             let dir = tempfile::tempdir().unwrap();
             let mut b = IndexBuilder::new(budget, dir.path().into());
-            let p = b.add_pack(PackInfo { id: [1; 32], key: None, key_id: 0, size: 0 });
+            let p = b.add_pack(PackInfo {
+                id: [1; 32],
+                key: None,
+                key_id: 0,
+                size: 0,
+            });
             for i in (0..5000).rev() {
-                b.add(p, &entry(i), if i % 2 == 0 { Trust::Root } else { Trust::Foreign }).unwrap();
+                b.add(
+                    p,
+                    &entry(i),
+                    if i % 2 == 0 {
+                        Trust::Root
+                    } else {
+                        Trust::Foreign
+                    },
+                )
+                .unwrap();
             }
             let idx = b.finish().unwrap();
             assert_eq!(idx.is_spilled(), budget == 0);
@@ -278,7 +329,12 @@ mod tests {
     fn prefers_trusted_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = IndexBuilder::new(1 << 20, dir.path().into());
-        let p = b.add_pack(PackInfo { id: [1; 32], key: None, key_id: 0, size: 0 });
+        let p = b.add_pack(PackInfo {
+            id: [1; 32],
+            key: None,
+            key_id: 0,
+            size: 0,
+        });
         let mut e = entry(1);
         b.add(p, &e, Trust::Foreign).unwrap();
         e.offset = 99;

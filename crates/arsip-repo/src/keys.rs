@@ -27,13 +27,19 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
+        ChunkerParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
     }
 }
 
 impl ChunkerParams {
     pub fn validate(&self) -> Result<()> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max)
@@ -91,23 +97,34 @@ struct Signed {
 pub fn sign_doc<T: Serialize>(signer: &WriterKey, body: &T) -> Vec<u8> {
     let value = serde_json::to_value(body).expect("serialisable");
     let canonical = serde_json::to_vec(&value).expect("serialisable");
-    let doc = Signed { body: value, sig: hex::encode(signer.sign(&canonical)) };
+    let doc = Signed {
+        body: value,
+        sig: hex::encode(signer.sign(&canonical)),
+    };
     let mut out = serde_json::to_vec_pretty(&doc).expect("serialisable");
     out.push(b'\n');
     out
 }
 
-pub fn verify_doc<T: for<'de> Deserialize<'de>>(object: &str, bytes: &[u8], verify_key: &[u8; 32]) -> Result<T> {
-    let doc: Signed = serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+pub fn verify_doc<T: for<'de> Deserialize<'de>>(
+    object: &str,
+    bytes: &[u8],
+    verify_key: &[u8; 32],
+) -> Result<T> {
+    let doc: Signed =
+        serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
     let canonical = serde_json::to_vec(&doc.body).expect("serialisable");
-    let sig = hex::decode(&doc.sig).map_err(|_| RepoError::corrupt(object, "signature is not hex"))?;
-    crypto::verify(verify_key, &canonical, &sig).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    let sig =
+        hex::decode(&doc.sig).map_err(|_| RepoError::corrupt(object, "signature is not hex"))?;
+    crypto::verify(verify_key, &canonical, &sig)
+        .map_err(|e| RepoError::corrupt(object, e.to_string()))?;
     serde_json::from_value(doc.body).map_err(|e| RepoError::corrupt(object, e.to_string()))
 }
 
 /// Read a signed document's body without verifying it (only to learn which key verifies it).
 pub fn unverified_body<T: for<'de> Deserialize<'de>>(object: &str, bytes: &[u8]) -> Result<T> {
-    let doc: Signed = serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    let doc: Signed =
+        serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
     serde_json::from_value(doc.body).map_err(|e| RepoError::corrupt(object, e.to_string()))
 }
 
@@ -137,7 +154,8 @@ impl KdfParams {
         let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(32))
             .map_err(|e| RepoError::Invalid(format!("argon2 parameters: {e}")))?;
         let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = hex::decode(&self.salt).map_err(|_| RepoError::corrupt("key slot", "salt is not hex"))?;
+        let salt = hex::decode(&self.salt)
+            .map_err(|_| RepoError::corrupt("key slot", "salt is not hex"))?;
         let mut out = Zeroizing::new([0u8; 32]);
         a.hash_password_into(password, &salt, out.as_mut())
             .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;
@@ -198,15 +216,42 @@ impl KeySlot {
         format!("arsip key slot\0{repo_id}\0{slot_id}").into_bytes()
     }
 
-    pub fn new_password(repo_id: &str, master: &Key, password: &[u8], label: &str, now: jiff::Timestamp) -> Result<KeySlot> {
+    pub fn new_password(
+        repo_id: &str,
+        master: &Key,
+        password: &[u8],
+        label: &str,
+        now: jiff::Timestamp,
+    ) -> Result<KeySlot> {
         let kdf = KdfParams::new();
         let wrapping = kdf.derive(password)?;
-        Ok(Self::wrap(repo_id, master, &wrapping, SlotKind::Password, Some(kdf), label, now))
+        Ok(Self::wrap(
+            repo_id,
+            master,
+            &wrapping,
+            SlotKind::Password,
+            Some(kdf),
+            label,
+            now,
+        ))
     }
 
-    pub fn new_keyfile(repo_id: &str, master: &Key, label: &str, now: jiff::Timestamp) -> (KeySlot, KeyFile) {
+    pub fn new_keyfile(
+        repo_id: &str,
+        master: &Key,
+        label: &str,
+        now: jiff::Timestamp,
+    ) -> (KeySlot, KeyFile) {
         let wrapping = Key::random();
-        let slot = Self::wrap(repo_id, master, &wrapping, SlotKind::Keyfile, None, label, now);
+        let slot = Self::wrap(
+            repo_id,
+            master,
+            &wrapping,
+            SlotKind::Keyfile,
+            None,
+            label,
+            now,
+        );
         let file = KeyFile {
             arsip_key_file: 1,
             repo_id: repo_id.to_string(),
@@ -216,7 +261,15 @@ impl KeySlot {
         (slot, file)
     }
 
-    fn wrap(repo_id: &str, master: &Key, wrapping: &Key, kind: SlotKind, kdf: Option<KdfParams>, label: &str, now: jiff::Timestamp) -> KeySlot {
+    fn wrap(
+        repo_id: &str,
+        master: &Key,
+        wrapping: &Key,
+        kind: SlotKind,
+        kdf: Option<KdfParams>,
+        label: &str,
+        now: jiff::Timestamp,
+    ) -> KeySlot {
         let id = hex::encode(crypto::random_bytes::<8>());
         let wrapped = crypto::seal(wrapping, &master.0, &Self::aad(repo_id, &id));
         KeySlot {
@@ -240,10 +293,13 @@ impl KeySlot {
             }
             _ => return Ok(None),
         };
-        let wrapped = hex::decode(&self.wrapped).map_err(|_| RepoError::corrupt(self.object_name(), "not hex"))?;
+        let wrapped = hex::decode(&self.wrapped)
+            .map_err(|_| RepoError::corrupt(self.object_name(), "not hex"))?;
         match crypto::open(&wrapping, &wrapped, &Self::aad(repo_id, &self.id)) {
             Ok(m) => {
-                let arr: [u8; 32] = m.try_into().map_err(|_| RepoError::corrupt(self.object_name(), "bad length"))?;
+                let arr: [u8; 32] = m
+                    .try_into()
+                    .map_err(|_| RepoError::corrupt(self.object_name(), "bad length"))?;
                 Ok(Some(Key(arr)))
             }
             Err(_) => Ok(None),
@@ -291,7 +347,11 @@ pub struct WriterRecord {
 }
 
 pub fn writer_object(id: &WriterId, revoked: bool) -> String {
-    format!("{WRITERS_PREFIX}{}{}", hex::encode(id), if revoked { ".revoked" } else { "" })
+    format!(
+        "{WRITERS_PREFIX}{}{}",
+        hex::encode(id),
+        if revoked { ".revoked" } else { "" }
+    )
 }
 
 /// Every derived key of one master secret.
@@ -303,7 +363,11 @@ pub struct MasterKeys {
 
 impl MasterKeys {
     pub fn new(master: Key) -> MasterKeys {
-        MasterKeys { repo_secret: crypto::RepoSecret::from_master(&master), root: WriterKey::root(&master), master }
+        MasterKeys {
+            repo_secret: crypto::RepoSecret::from_master(&master),
+            root: WriterKey::root(&master),
+            master,
+        }
     }
 }
 

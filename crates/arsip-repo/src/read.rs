@@ -55,12 +55,17 @@ impl Reader {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let key = pack.key.clone().ok_or(RepoError::NeedsFullKey("reading data"))?;
+            let key = pack
+                .key
+                .clone()
+                .ok_or(RepoError::NeedsFullKey("reading data"))?;
             let id_key = self.repo.id_key().clone();
             let entry = slot.blob();
-            let r = tokio::task::spawn_blocking(move || format::open_blob(&name, pack.key_id, &key, &entry, &ct, &id_key))
-                .await
-                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            let r = tokio::task::spawn_blocking(move || {
+                format::open_blob(&name, pack.key_id, &key, &entry, &ct, &id_key)
+            })
+            .await
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
             match r {
                 Ok(d) => return Ok(d),
                 Err(e) => last = Some(e),
@@ -71,12 +76,17 @@ impl Reader {
 
     /// The chunks of `ids`, in order, fetched `READ_AHEAD` at a time.
     pub fn stream(&self, ids: Vec<ChunkId>) -> impl Stream<Item = Result<Vec<u8>>> + '_ {
-        futures::stream::iter(ids).map(move |id| self.chunk(id)).buffered(READ_AHEAD)
+        futures::stream::iter(ids)
+            .map(move |id| self.chunk(id))
+            .buffered(READ_AHEAD)
     }
 
     /// Read a snapshot's whole tree stream into memory-backed reader. Trees are a few
     /// hundred bytes per file; a tree larger than 64 MiB is spooled to a temp file.
-    pub async fn tree(&self, manifest: &Manifest) -> Result<TreeReader<Box<dyn std::io::BufRead + Send>>> {
+    pub async fn tree(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<TreeReader<Box<dyn std::io::BufRead + Send>>> {
         let ids = manifest.tree_ids()?;
         let mut spool = tempfile::SpooledTempFile::new(64 << 20);
         let mut s = std::pin::pin!(self.stream(ids));

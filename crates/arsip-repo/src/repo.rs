@@ -17,7 +17,9 @@ use crate::crypto::{self, Key, WriterKey};
 use crate::error::{RepoError, Result};
 use crate::format::{self, ObjectType, WriterId, ROOT_WRITER};
 use crate::index::{ChunkIndex, IndexBuilder, PackInfo, Trust};
-use crate::keys::{self, AgentFile, ChunkerParams, Config, KeyFile, KeySlot, MasterKeys, Secret, WriterRecord};
+use crate::keys::{
+    self, AgentFile, ChunkerParams, Config, KeyFile, KeySlot, MasterKeys, Secret, WriterRecord,
+};
 use crate::snapshot::{Manifest, Snapshot, SNAPSHOTS_PREFIX};
 
 pub const INDEX_PREFIX: &str = "index/";
@@ -47,7 +49,11 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { chunker: ChunkerParams::default(), compression_level: 3, pack_size: 32 << 20 }
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_size: 32 << 20,
+        }
     }
 }
 
@@ -68,7 +74,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("store", &self.store.describe()).finish_non_exhaustive()
+        f.debug_struct("Repository")
+            .field("store", &self.store.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,10 +106,14 @@ impl Repository {
     ) -> Result<(Repository, Option<KeyFile>)> {
         opts.chunker.validate()?;
         if !(1..=22).contains(&opts.compression_level) && opts.compression_level != 0 {
-            return Err(RepoError::Invalid("compression level must be 0 (off) or 1..22".into()));
+            return Err(RepoError::Invalid(
+                "compression level must be 0 (off) or 1..22".into(),
+            ));
         }
         if !(1 << 16..=1 << 30).contains(&opts.pack_size) {
-            return Err(RepoError::Invalid("pack size must be between 64 KiB and 1 GiB".into()));
+            return Err(RepoError::Invalid(
+                "pack size must be between 64 KiB and 1 GiB".into(),
+            ));
         }
         match store.head(keys::CONFIG_OBJECT).await {
             Ok(_) => return Err(RepoError::AlreadyInitialized(store.describe())),
@@ -128,34 +140,60 @@ impl Repository {
         let keyfile = match password {
             Some(p) => {
                 let slot = KeySlot::new_password(&repo_id, &mk.master, p, "initial", now)?;
-                store.create(&slot.object_name(), Bytes::from(serde_json::to_vec_pretty(&slot).unwrap())).await?;
+                store
+                    .create(
+                        &slot.object_name(),
+                        Bytes::from(serde_json::to_vec_pretty(&slot).unwrap()),
+                    )
+                    .await?;
                 None
             }
             None => {
                 let (slot, file) = KeySlot::new_keyfile(&repo_id, &mk.master, "initial", now);
-                store.create(&slot.object_name(), Bytes::from(serde_json::to_vec_pretty(&slot).unwrap())).await?;
+                store
+                    .create(
+                        &slot.object_name(),
+                        Bytes::from(serde_json::to_vec_pretty(&slot).unwrap()),
+                    )
+                    .await?;
                 Some(file)
             }
         };
-        store.create(keys::CONFIG_OBJECT, Bytes::from(keys::sign_doc(&mk.root, &config))).await?;
+        store
+            .create(
+                keys::CONFIG_OBJECT,
+                Bytes::from(keys::sign_doc(&mk.root, &config)),
+            )
+            .await?;
         let repo = Self::assemble(store, config, Access::Full(mk), None, clock)?;
         Ok((repo, keyfile))
     }
 
-    pub async fn open(store: DynStore, with: OpenWith, clock: Arc<dyn Clock>) -> Result<Repository> {
+    pub async fn open(
+        store: DynStore,
+        with: OpenWith,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Repository> {
         let raw = match store.get(keys::CONFIG_OBJECT).await {
             Ok(b) => b,
-            Err(e) if e.kind == ErrorKind::NotFound => return Err(RepoError::NotARepository(store.describe())),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(RepoError::NotARepository(store.describe()))
+            }
             Err(e) => return Err(e.into()),
         };
         let claimed: Config = keys::unverified_body(keys::CONFIG_OBJECT, &raw)?;
         if claimed.version != 1 {
-            return Err(RepoError::Unsupported(format!("repository version {}", claimed.version)));
+            return Err(RepoError::Unsupported(format!(
+                "repository version {}",
+                claimed.version
+            )));
         }
         match with {
             OpenWith::Agent(agent) => {
                 if agent.repo_id != claimed.repo_id {
-                    return Err(RepoError::Invalid("this agent file belongs to another repository".into()));
+                    return Err(RepoError::Invalid(
+                        "this agent file belongs to another repository".into(),
+                    ));
                 }
                 let root = keys::decode32(&agent.root_verify_key, "agent file")?;
                 let config: Config = keys::verify_doc(keys::CONFIG_OBJECT, &raw, &root)?;
@@ -163,10 +201,14 @@ impl Repository {
             }
             OpenWith::KeyFile(f) => {
                 if f.repo_id != claimed.repo_id {
-                    return Err(RepoError::Invalid("this key file belongs to another repository".into()));
+                    return Err(RepoError::Invalid(
+                        "this key file belongs to another repository".into(),
+                    ));
                 }
                 let slot = read_slot(&store, &f.slot_id).await?;
-                let master = slot.open(&claimed.repo_id, &Secret::KeyFile(&f))?.ok_or(RepoError::WrongKey)?;
+                let master = slot
+                    .open(&claimed.repo_id, &Secret::KeyFile(&f))?
+                    .ok_or(RepoError::WrongKey)?;
                 Self::open_full(store, &raw, master, clock)
             }
             OpenWith::Password(p) => {
@@ -181,27 +223,51 @@ impl Repository {
         }
     }
 
-    fn open_full(store: DynStore, raw: &[u8], master: Key, clock: Arc<dyn Clock>) -> Result<Repository> {
+    fn open_full(
+        store: DynStore,
+        raw: &[u8],
+        master: Key,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Repository> {
         let mk = MasterKeys::new(master);
         let config: Config = keys::verify_doc(keys::CONFIG_OBJECT, raw, &mk.root.verify_key())?;
         if config.public_key()? != mk.repo_secret.public() {
-            return Err(RepoError::corrupt(keys::CONFIG_OBJECT, "public key does not match the master secret"));
+            return Err(RepoError::corrupt(
+                keys::CONFIG_OBJECT,
+                "public key does not match the master secret",
+            ));
         }
         Self::assemble(store, config, Access::Full(mk), None, clock)
     }
 
-    fn assemble(store: DynStore, config: Config, access: Access, agent: Option<AgentFile>, clock: Arc<dyn Clock>) -> Result<Repository> {
+    fn assemble(
+        store: DynStore,
+        config: Config,
+        access: Access,
+        agent: Option<AgentFile>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Repository> {
         let public = config.public_key()?;
         let root_verify = config.root_verify_key()?;
         let (writer_id, signer, id_key, chunker_seed) = match (&access, agent) {
-            (Access::Full(mk), _) => (ROOT_WRITER, mk.root.clone(), keys::chunk_id_key(&mk.master, 0), keys::chunker_seed(&mk.master)),
+            (Access::Full(mk), _) => (
+                ROOT_WRITER,
+                mk.root.clone(),
+                keys::chunk_id_key(&mk.master, 0),
+                keys::chunker_seed(&mk.master),
+            ),
             (Access::Agent, Some(a)) => {
                 let wid: WriterId = hex::decode(&a.writer_id)
                     .ok()
                     .and_then(|v| v.try_into().ok())
                     .ok_or_else(|| RepoError::Invalid("agent file: bad writer id".into()))?;
                 let seed = keys::decode32(&a.signing_seed, "agent file")?;
-                (wid, WriterKey::from_seed(&seed), Key(keys::decode32(&a.chunk_id_key, "agent file")?), a.chunker_seed)
+                (
+                    wid,
+                    WriterKey::from_seed(&seed),
+                    Key(keys::decode32(&a.chunk_id_key, "agent file")?),
+                    a.chunker_seed,
+                )
             }
             (Access::Agent, None) => unreachable!("agent access always comes with its file"),
         };
@@ -252,15 +318,32 @@ impl Repository {
 
     pub async fn add_password(&self, password: &[u8], label: &str) -> Result<KeySlot> {
         let mk = self.master("adding a key")?;
-        let slot = KeySlot::new_password(&self.config.repo_id, &mk.master, password, label, self.clock.now())?;
-        self.store.create(&slot.object_name(), Bytes::from(serde_json::to_vec_pretty(&slot).unwrap())).await?;
+        let slot = KeySlot::new_password(
+            &self.config.repo_id,
+            &mk.master,
+            password,
+            label,
+            self.clock.now(),
+        )?;
+        self.store
+            .create(
+                &slot.object_name(),
+                Bytes::from(serde_json::to_vec_pretty(&slot).unwrap()),
+            )
+            .await?;
         Ok(slot)
     }
 
     pub async fn add_keyfile(&self, label: &str) -> Result<(KeySlot, KeyFile)> {
         let mk = self.master("adding a key")?;
-        let (slot, file) = KeySlot::new_keyfile(&self.config.repo_id, &mk.master, label, self.clock.now());
-        self.store.create(&slot.object_name(), Bytes::from(serde_json::to_vec_pretty(&slot).unwrap())).await?;
+        let (slot, file) =
+            KeySlot::new_keyfile(&self.config.repo_id, &mk.master, label, self.clock.now());
+        self.store
+            .create(
+                &slot.object_name(),
+                Bytes::from(serde_json::to_vec_pretty(&slot).unwrap()),
+            )
+            .await?;
         Ok((slot, file))
     }
 
@@ -276,9 +359,13 @@ impl Repository {
             return Err(RepoError::NotFound(format!("no key slot {id}")));
         }
         if slots.len() == 1 {
-            return Err(RepoError::Invalid("refusing to remove the last key slot: the repository would be unreadable".into()));
+            return Err(RepoError::Invalid(
+                "refusing to remove the last key slot: the repository would be unreadable".into(),
+            ));
         }
-        self.store.delete(&format!("{}{id}", keys::KEYS_PREFIX)).await?;
+        self.store
+            .delete(&format!("{}{id}", keys::KEYS_PREFIX))
+            .await?;
         Ok(())
     }
 
@@ -298,7 +385,12 @@ impl Repository {
             created: self.clock.now(),
             revoked: None,
         };
-        self.store.create(&keys::writer_object(&writer_id, false), Bytes::from(keys::sign_doc(&mk.root, &rec))).await?;
+        self.store
+            .create(
+                &keys::writer_object(&writer_id, false),
+                Bytes::from(keys::sign_doc(&mk.root, &rec)),
+            )
+            .await?;
         Ok(AgentFile {
             arsip_agent_file: 1,
             repo_id: self.config.repo_id.clone(),
@@ -344,8 +436,16 @@ impl Repository {
             .find(|w| w.writer_id == writer_hex)
             .ok_or_else(|| RepoError::NotFound(format!("no agent {writer_hex}")))?;
         rec.revoked = Some(self.clock.now());
-        let id: WriterId = hex::decode(writer_hex).ok().and_then(|v| v.try_into().ok()).unwrap();
-        self.store.create(&keys::writer_object(&id, true), Bytes::from(keys::sign_doc(&mk.root, &rec))).await?;
+        let id: WriterId = hex::decode(writer_hex)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .unwrap();
+        self.store
+            .create(
+                &keys::writer_object(&id, true),
+                Bytes::from(keys::sign_doc(&mk.root, &rec)),
+            )
+            .await?;
         self.writers.lock().unwrap().remove(&id);
         Ok(())
     }
@@ -363,9 +463,14 @@ impl Repository {
         }
         let key = match self.store.head(&keys::writer_object(id, true)).await {
             Ok(_) => None,
-            Err(e) if e.kind == ErrorKind::NotFound => match self.store.get(&keys::writer_object(id, false)).await {
+            Err(e) if e.kind == ErrorKind::NotFound => match self
+                .store
+                .get(&keys::writer_object(id, false))
+                .await
+            {
                 Ok(raw) => {
-                    let rec: WriterRecord = keys::verify_doc(&keys::writer_object(id, false), &raw, &self.root_verify)?;
+                    let rec: WriterRecord =
+                        keys::verify_doc(&keys::writer_object(id, false), &raw, &self.root_verify)?;
                     Some(keys::decode32(&rec.verify_key, "writer record")?)
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => None,
@@ -377,12 +482,22 @@ impl Repository {
         Ok(key)
     }
 
-    async fn verify_writer(&self, object: &str, writer: &WriterId, signed: &[u8], sig: &[u8]) -> Result<()> {
+    async fn verify_writer(
+        &self,
+        object: &str,
+        writer: &WriterId,
+        signed: &[u8],
+        sig: &[u8],
+    ) -> Result<()> {
         match self.writer_key(writer).await? {
-            Some(vk) => crypto::verify(&vk, signed, sig).map_err(|e| RepoError::corrupt(object, e.to_string())),
+            Some(vk) => crypto::verify(&vk, signed, sig)
+                .map_err(|e| RepoError::corrupt(object, e.to_string())),
             None => Err(RepoError::corrupt(
                 object,
-                format!("written by unknown or revoked writer {}", hex::encode(writer)),
+                format!(
+                    "written by unknown or revoked writer {}",
+                    hex::encode(writer)
+                ),
             )),
         }
     }
@@ -393,8 +508,16 @@ impl Repository {
     /// unknown or revoked writers, or that fail their signature, are skipped with a warning
     /// (their chunks then count as missing, which `check` reports).
     pub async fn load_index(&self) -> Result<ChunkIndex> {
-        let names: Vec<String> = self.store.list(INDEX_PREFIX).map_ok(|m| m.key).try_collect().await?;
-        let mut builder = IndexBuilder::new(crate::index::budget_from_env(), self.cache_dir.join("spill"));
+        let names: Vec<String> = self
+            .store
+            .list(INDEX_PREFIX)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await?;
+        let mut builder = IndexBuilder::new(
+            crate::index::budget_from_env(),
+            self.cache_dir.join("spill"),
+        );
         let mut fetches = futures::stream::iter(names.into_iter().map(|k| async move {
             let b = self.store.get(&k).await;
             (k, b)
@@ -409,9 +532,15 @@ impl Repository {
         builder.finish()
     }
 
-    async fn add_index_object(&self, builder: &mut IndexBuilder, name: &str, bytes: &[u8]) -> Result<()> {
+    async fn add_index_object(
+        &self,
+        builder: &mut IndexBuilder,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
         let p = format::parse_index(name, bytes)?;
-        self.verify_writer(name, &p.writer, p.signed, p.signature).await?;
+        self.verify_writer(name, &p.writer, p.signed, p.signature)
+            .await?;
         let trust = if p.writer == ROOT_WRITER {
             Trust::Root
         } else if p.writer == self.writer_id {
@@ -421,7 +550,8 @@ impl Repository {
         };
         match &self.access {
             Access::Full(mk) => {
-                let (packs, entries) = format::open_index_locations(name, bytes, &p, &mk.repo_secret)?;
+                let (packs, entries) =
+                    format::open_index_locations(name, bytes, &p, &mk.repo_secret)?;
                 let nums: Vec<u32> = packs.iter().map(|pk| builder.add_index_pack(pk)).collect();
                 for e in entries {
                     builder.add(nums[e.pack as usize], &e.blob, trust)?;
@@ -431,9 +561,24 @@ impl Repository {
                 if trust == Trust::Foreign {
                     return Ok(());
                 }
-                let n = builder.add_pack(PackInfo { id: [0; 32], key: None, key_id: 0, size: 0 });
+                let n = builder.add_pack(PackInfo {
+                    id: [0; 32],
+                    key: None,
+                    key_id: 0,
+                    size: 0,
+                });
                 for id in p.chunk_ids() {
-                    builder.add(n, &format::BlobEntry { id, offset: 0, len: 0, raw_len: 0, flags: 0 }, trust)?;
+                    builder.add(
+                        n,
+                        &format::BlobEntry {
+                            id,
+                            offset: 0,
+                            len: 0,
+                            raw_len: 0,
+                            flags: 0,
+                        },
+                        trust,
+                    )?;
                 }
             }
         }
@@ -447,18 +592,26 @@ impl Repository {
     /// shrink). Needs a full key.
     pub async fn snapshots_report(&self) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
         let mk = self.master("listing snapshots")?;
-        let names: Vec<String> = self.store.list(SNAPSHOTS_PREFIX).map_ok(|m| m.key).try_collect().await?;
-        let results: Vec<(String, Result<Snapshot>)> = futures::stream::iter(names.into_iter().map(|name| async move {
-            let r = match self.store.get(&name).await {
-                Ok(raw) => self.open_manifest(&name, &raw, mk).await,
-                Err(e) if e.kind == ErrorKind::NotFound => Err(RepoError::corrupt(&name, "vanished while listing")),
-                Err(e) => Err(e.into()),
-            };
-            (name, r)
-        }))
-        .buffer_unordered(FETCH_CONCURRENCY)
-        .collect()
-        .await;
+        let names: Vec<String> = self
+            .store
+            .list(SNAPSHOTS_PREFIX)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await?;
+        let results: Vec<(String, Result<Snapshot>)> =
+            futures::stream::iter(names.into_iter().map(|name| async move {
+                let r = match self.store.get(&name).await {
+                    Ok(raw) => self.open_manifest(&name, &raw, mk).await,
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        Err(RepoError::corrupt(&name, "vanished while listing"))
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                (name, r)
+            }))
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (name, r) in results {
@@ -482,16 +635,30 @@ impl Repository {
         let (writer, signed, sig) = format::sealed_doc_writer(name, raw, ObjectType::Snapshot)?;
         self.verify_writer(name, &writer, signed, sig).await?;
         let body = format::open_sealed_doc(name, raw, ObjectType::Snapshot, &mk.repo_secret)?;
-        let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| RepoError::corrupt(name, e.to_string()))?;
-        Ok(Snapshot { id: id.to_string(), writer: hex::encode(writer), manifest })
+        let manifest: Manifest =
+            serde_json::from_slice(&body).map_err(|e| RepoError::corrupt(name, e.to_string()))?;
+        Ok(Snapshot {
+            id: id.to_string(),
+            writer: hex::encode(writer),
+            manifest,
+        })
     }
 
     /// Write a manifest: the last step of a backup, after its packs and index are durable.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<String> {
         let body = serde_json::to_vec(manifest).expect("serialisable");
-        let obj = format::encode_sealed_doc(ObjectType::Snapshot, 0, &self.writer_id, &self.signer, &self.public, &body);
+        let obj = format::encode_sealed_doc(
+            ObjectType::Snapshot,
+            0,
+            &self.writer_id,
+            &self.signer,
+            &self.public,
+            &body,
+        );
         let id = blake3::hash(&obj).to_hex().to_string();
-        self.store.create(&format!("{SNAPSHOTS_PREFIX}{id}"), Bytes::from(obj)).await?;
+        self.store
+            .create(&format!("{SNAPSHOTS_PREFIX}{id}"), Bytes::from(obj))
+            .await?;
         Ok(id)
     }
 }
@@ -507,7 +674,11 @@ async fn read_slot(store: &DynStore, id: &str) -> Result<KeySlot> {
 }
 
 async fn list_slots(store: &DynStore) -> Result<Vec<KeySlot>> {
-    let names: Vec<String> = store.list(keys::KEYS_PREFIX).map_ok(|m| m.key).try_collect().await?;
+    let names: Vec<String> = store
+        .list(keys::KEYS_PREFIX)
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await?;
     let mut out = Vec::new();
     for n in names {
         let raw = store.get(&n).await?;
@@ -522,7 +693,9 @@ async fn probe_conditional_create(store: &DynStore) -> Result<()> {
     let key = format!("probe/{}", hex::encode(crypto::random_bytes::<8>()));
     match store.create(&key, Bytes::from_static(b"1")).await {
         Ok(()) => {}
-        Err(e) if e.kind == ErrorKind::NotSupported => return Err(RepoError::NoConditionalCreate(store.describe())),
+        Err(e) if e.kind == ErrorKind::NotSupported => {
+            return Err(RepoError::NoConditionalCreate(store.describe()))
+        }
         Err(e) => return Err(e.into()),
     }
     let second = store.create(&key, Bytes::from_static(b"2")).await;
@@ -530,7 +703,9 @@ async fn probe_conditional_create(store: &DynStore) -> Result<()> {
     let _ = store.delete(&key).await;
     match second {
         Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.kind == ErrorKind::NotSupported => Err(RepoError::NoConditionalCreate(store.describe())),
+        Err(e) if e.kind == ErrorKind::NotSupported => {
+            Err(RepoError::NoConditionalCreate(store.describe()))
+        }
         Err(e) => Err(e.into()),
         Ok(()) => Err(RepoError::NoConditionalCreate(store.describe())),
     }

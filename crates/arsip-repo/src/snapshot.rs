@@ -118,11 +118,15 @@ impl<W: Write> TreeWriter<W> {
     }
 
     pub fn node(&mut self, node: &Node, chunks: &[ChunkId]) -> Result<()> {
-        serde_json::to_writer(&mut self.out, node).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        serde_json::to_writer(&mut self.out, node)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
         self.out.write_all(b"\n")?;
         for group in chunks.chunks(CHUNKS_PER_LINE) {
-            let line = ChunksLine { chunks: group.iter().map(hex::encode).collect() };
-            serde_json::to_writer(&mut self.out, &line).map_err(|e| RepoError::Invalid(e.to_string()))?;
+            let line = ChunksLine {
+                chunks: group.iter().map(hex::encode).collect(),
+            };
+            serde_json::to_writer(&mut self.out, &line)
+                .map_err(|e| RepoError::Invalid(e.to_string()))?;
             self.out.write_all(b"\n")?;
         }
         Ok(())
@@ -142,7 +146,11 @@ pub struct TreeReader<R: BufRead> {
 
 impl<R: BufRead> TreeReader<R> {
     pub fn new(input: R) -> Self {
-        TreeReader { input, pending: None, line: String::new() }
+        TreeReader {
+            input,
+            pending: None,
+            line: String::new(),
+        }
     }
 
     fn read_line(&mut self) -> Result<bool> {
@@ -159,20 +167,25 @@ impl<R: BufRead> TreeReader<R> {
                 if !self.read_line()? {
                     return Ok(None);
                 }
-                serde_json::from_str(&self.line).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?
+                serde_json::from_str(&self.line)
+                    .map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?
             }
         };
         let mut chunks = Vec::new();
         while self.read_line()? {
             if self.line.starts_with("{\"chunks\"") {
-                let c: ChunksLine =
-                    serde_json::from_str(&self.line).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?;
+                let c: ChunksLine = serde_json::from_str(&self.line)
+                    .map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?;
                 for h in &c.chunks {
-                    chunks.push(parse_chunk_id(h).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?);
+                    chunks.push(
+                        parse_chunk_id(h)
+                            .map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?,
+                    );
                 }
             } else {
                 self.pending = Some(
-                    serde_json::from_str(&self.line).map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?,
+                    serde_json::from_str(&self.line)
+                        .map_err(|e| RepoError::corrupt("tree stream", e.to_string()))?,
                 );
                 break;
             }
@@ -184,15 +197,16 @@ impl<R: BufRead> TreeReader<R> {
 /// Which snapshot a user means: `latest`, a full id, or a unique prefix of one.
 pub fn select<'a>(snaps: &'a [Snapshot], spec: &str) -> Result<&'a Snapshot> {
     if spec == "latest" {
-        return snaps
-            .iter()
-            .max_by_key(|s| s.manifest.time)
-            .ok_or_else(|| RepoError::NotFound("the repository has no snapshots (matching the filters)".into()));
+        return snaps.iter().max_by_key(|s| s.manifest.time).ok_or_else(|| {
+            RepoError::NotFound("the repository has no snapshots (matching the filters)".into())
+        });
     }
     let matches: Vec<&Snapshot> = snaps.iter().filter(|s| s.id.starts_with(spec)).collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(RepoError::NotFound(format!("no snapshot {spec:?} in this repository"))),
+        [] => Err(RepoError::NotFound(format!(
+            "no snapshot {spec:?} in this repository"
+        ))),
         many => Err(RepoError::Invalid(format!(
             "snapshot prefix {spec:?} is ambiguous ({} matches); give more characters",
             many.len()
@@ -207,9 +221,28 @@ mod tests {
     #[test]
     fn tree_roundtrip() {
         let mut w = TreeWriter::new(Vec::new());
-        let f = Node { path: "a/b".into(), node_type: NodeType::File, mode: 0o644, mtime: None, size: 3, target: None, uid: None, gid: None };
-        let d = Node { path: "a".into(), node_type: NodeType::Dir, ..f.clone() };
-        let many: Vec<ChunkId> = (0..600u32).map(|i| { let mut c = [0; 32]; c[..4].copy_from_slice(&i.to_le_bytes()); c }).collect();
+        let f = Node {
+            path: "a/b".into(),
+            node_type: NodeType::File,
+            mode: 0o644,
+            mtime: None,
+            size: 3,
+            target: None,
+            uid: None,
+            gid: None,
+        };
+        let d = Node {
+            path: "a".into(),
+            node_type: NodeType::Dir,
+            ..f.clone()
+        };
+        let many: Vec<ChunkId> = (0..600u32)
+            .map(|i| {
+                let mut c = [0; 32];
+                c[..4].copy_from_slice(&i.to_le_bytes());
+                c
+            })
+            .collect();
         w.node(&d, &[]).unwrap();
         w.node(&f, &many).unwrap();
         w.node(&d, &[]).unwrap();

@@ -22,7 +22,9 @@ use futures::StreamExt;
 
 use crate::crypto;
 use crate::error::{RepoError, Result};
-use crate::format::{self, BlobEntry, ChunkId, FinishedPack, IndexEntry, IndexPack, PackBuilder, FLAG_ZSTD};
+use crate::format::{
+    self, BlobEntry, ChunkId, FinishedPack, IndexEntry, IndexPack, PackBuilder, FLAG_ZSTD,
+};
 use crate::index::ChunkIndex;
 use crate::repo::{Repository, INDEX_PREFIX};
 
@@ -76,14 +78,23 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        SessionOptions { workers: cores.clamp(1, 8), uploads: 2 }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        SessionOptions {
+            workers: cores.clamp(1, 8),
+            uploads: 2,
+        }
     }
 }
 
 impl BackupSession {
     /// Start a session. Must be called inside a tokio runtime.
-    pub fn start(repo: Arc<Repository>, known: Arc<ChunkIndex>, opts: SessionOptions) -> BackupSession {
+    pub fn start(
+        repo: Arc<Repository>,
+        known: Arc<ChunkIndex>,
+        opts: SessionOptions,
+    ) -> BackupSession {
         let progress = Arc::new(Progress::default());
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(opts.workers * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -102,7 +113,12 @@ impl BackupSession {
             );
         }
         drop(pack_tx);
-        let uploader = tokio::spawn(upload_loop(repo.clone(), pack_rx, opts.uploads, progress.clone()));
+        let uploader = tokio::spawn(upload_loop(
+            repo.clone(),
+            pack_rx,
+            opts.uploads,
+            progress.clone(),
+        ));
         BackupSession {
             repo,
             known,
@@ -130,7 +146,12 @@ impl BackupSession {
             fastcdc::v2020::Normalization::Level1,
             self.repo.chunker_seed(),
         );
-        let jobs = self.jobs.lock().unwrap().clone().ok_or_else(|| RepoError::Invalid("session finished".into()))?;
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| RepoError::Invalid("session finished".into()))?;
         let mut ids = Vec::new();
         let mut total = 0u64;
         for chunk in chunker {
@@ -140,14 +161,26 @@ impl BackupSession {
             })?;
             let id = crypto::chunk_id(self.repo.id_key(), &chunk.data);
             total += chunk.data.len() as u64;
-            self.progress.read_bytes.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+            self.progress
+                .read_bytes
+                .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
             self.progress.chunks.fetch_add(1, Ordering::Relaxed);
             ids.push(id);
             if !self.known.dedupable(&id) && self.pending.lock().unwrap().insert(id) {
                 self.progress.new_chunks.fetch_add(1, Ordering::Relaxed);
-                self.progress.new_bytes.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
-                if jobs.send(Job { id, data: chunk.data }).is_err() {
-                    return Err(RepoError::Invalid("the upload pipeline stopped; see the error that follows".into()));
+                self.progress
+                    .new_bytes
+                    .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+                if jobs
+                    .send(Job {
+                        id,
+                        data: chunk.data,
+                    })
+                    .is_err()
+                {
+                    return Err(RepoError::Invalid(
+                        "the upload pipeline stopped; see the error that follows".into(),
+                    ));
                 }
             }
         }
@@ -167,7 +200,9 @@ impl BackupSession {
         let worker_result = tokio::task::spawn_blocking(move || {
             let mut first = Ok(());
             for w in workers {
-                let r = w.join().unwrap_or_else(|_| Err(RepoError::Invalid("pack worker panicked".into())));
+                let r = w
+                    .join()
+                    .unwrap_or_else(|_| Err(RepoError::Invalid("pack worker panicked".into())));
                 if first.is_ok() {
                     first = r;
                 }
@@ -176,9 +211,16 @@ impl BackupSession {
         })
         .await
         .map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let uploader = self.uploader.lock().unwrap().take().ok_or_else(|| RepoError::Invalid("session finished twice".into()))?;
+        let uploader = self
+            .uploader
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| RepoError::Invalid("session finished twice".into()))?;
         // The uploader's error is the root cause when both failed.
-        let indexes = uploader.await.map_err(|e| RepoError::Invalid(e.to_string()))??;
+        let indexes = uploader
+            .await
+            .map_err(|e| RepoError::Invalid(e.to_string()))??;
         worker_result?;
         let p = &self.progress;
         Ok(SessionStats {
@@ -201,7 +243,11 @@ fn pack_worker(
 ) -> Result<()> {
     let level = repo.config.compression_level;
     let target = repo.config.pack_size as usize;
-    let mut compressor = if level > 0 { Some(zstd::bulk::Compressor::new(level)?) } else { None };
+    let mut compressor = if level > 0 {
+        Some(zstd::bulk::Compressor::new(level)?)
+    } else {
+        None
+    };
     let mut pack: Option<PackBuilder> = None;
     let mut out = Vec::new();
     loop {
@@ -255,9 +301,19 @@ async fn upload_loop(
             let progress = progress.clone();
             async move {
                 let size = fp.bytes.len() as u64;
-                repo.store.create(&format::pack_key_name(&fp.id), Bytes::from(fp.bytes)).await?;
+                repo.store
+                    .create(&format::pack_key_name(&fp.id), Bytes::from(fp.bytes))
+                    .await?;
                 progress.stored_bytes.fetch_add(size, Ordering::Relaxed);
-                Ok::<_, RepoError>((IndexPack { id: fp.id, key: fp.key, size, key_id: 0 }, fp.entries))
+                Ok::<_, RepoError>((
+                    IndexPack {
+                        id: fp.id,
+                        key: fp.key,
+                        size,
+                        key_id: 0,
+                    },
+                    fp.entries,
+                ))
             }
         })
         .buffer_unordered(concurrency.max(1));
@@ -268,9 +324,18 @@ async fn upload_loop(
         let (pack, blobs) = r?;
         let n = packs.len() as u32;
         packs.push(pack);
-        entries.extend(blobs.into_iter().map(|blob: BlobEntry| IndexEntry { pack: n, blob }));
+        entries.extend(
+            blobs
+                .into_iter()
+                .map(|blob: BlobEntry| IndexEntry { pack: n, blob }),
+        );
         if entries.len() >= INDEX_FLUSH_ENTRIES {
-            write_index(&repo, &std::mem::take(&mut packs), &std::mem::take(&mut entries)).await?;
+            write_index(
+                &repo,
+                &std::mem::take(&mut packs),
+                &std::mem::take(&mut entries),
+            )
+            .await?;
             indexes += 1;
         }
     }
@@ -281,12 +346,20 @@ async fn upload_loop(
     Ok(indexes)
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 async fn write_index(repo: &Repository, packs: &[IndexPack], entries: &[IndexEntry]) -> Result<()> {
-    let obj = format::encode_index(&repo.writer_id, repo.signer(), repo.public_key(), packs, entries);
+    let obj = format::encode_index(
+        &repo.writer_id,
+        repo.signer(),
+        repo.public_key(),
+        packs,
+        entries,
+    );
     let name = format!("{INDEX_PREFIX}{}", blake3::hash(&obj).to_hex());
     repo.store.create(&name, Bytes::from(obj)).await?;
     Ok(())

@@ -36,7 +36,9 @@ impl Location {
     pub fn parse(s: &str) -> Result<Location> {
         let bad = |m: &str| StorageError::new(ErrorKind::Permanent, None, m.to_string());
         if s.is_empty() {
-            return Err(bad("empty repository location; pass --repo PATH or set ARSIP_REPO"));
+            return Err(bad(
+                "empty repository location; pass --repo PATH or set ARSIP_REPO",
+            ));
         }
         if s == "memory:" {
             return Ok(Location::Memory);
@@ -55,7 +57,10 @@ impl Location {
             return match scheme {
                 "s3" => Ok(Location::S3 { bucket, prefix }),
                 "gs" => Ok(Location::Gcs { bucket, prefix }),
-                "az" | "azure" => Ok(Location::Azure { container: bucket, prefix }),
+                "az" | "azure" => Ok(Location::Azure {
+                    container: bucket,
+                    prefix,
+                }),
                 "file" => Ok(Location::Local(PathBuf::from(format!("/{rest}")))),
                 other => Err(bad(&format!(
                     "unsupported repository scheme {other}://; use a path, s3://, gs:// or az://"
@@ -93,27 +98,41 @@ pub fn open(loc: &Location, create_dir: bool) -> Result<Arc<dyn Store>> {
                 .with_bucket_name(bucket)
                 .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
             if let Ok(endpoint) = std::env::var("ARSIP_S3_ENDPOINT") {
-                b = b.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
+                b = b
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_endpoint(endpoint);
             }
             if let Ok(region) = std::env::var("ARSIP_S3_REGION") {
                 b = b.with_region(region);
             }
             let s3 = b.build().map_err(os_err)?;
-            Ok(Arc::new(ObjectStoreBackend::new(Arc::new(s3), prefix.clone(), loc.to_string())))
+            Ok(Arc::new(ObjectStoreBackend::new(
+                Arc::new(s3),
+                prefix.clone(),
+                loc.to_string(),
+            )))
         }
         Location::Gcs { bucket, prefix } => {
             let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(os_err)?;
-            Ok(Arc::new(ObjectStoreBackend::new(Arc::new(gcs), prefix.clone(), loc.to_string())))
+            Ok(Arc::new(ObjectStoreBackend::new(
+                Arc::new(gcs),
+                prefix.clone(),
+                loc.to_string(),
+            )))
         }
         Location::Azure { container, prefix } => {
             let az = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(container)
                 .build()
                 .map_err(os_err)?;
-            Ok(Arc::new(ObjectStoreBackend::new(Arc::new(az), prefix.clone(), loc.to_string())))
+            Ok(Arc::new(ObjectStoreBackend::new(
+                Arc::new(az),
+                prefix.clone(),
+                loc.to_string(),
+            )))
         }
     }
 }
@@ -128,7 +147,11 @@ pub struct ObjectStoreBackend {
 
 impl ObjectStoreBackend {
     pub fn new(inner: Arc<dyn ObjectStore>, prefix: String, describe: String) -> Self {
-        ObjectStoreBackend { inner, prefix, describe }
+        ObjectStoreBackend {
+            inner,
+            prefix,
+            describe,
+        }
     }
 
     fn path(&self, key: &str) -> OsPath {
@@ -143,7 +166,9 @@ impl ObjectStoreBackend {
         if self.prefix.is_empty() {
             full
         } else {
-            full.strip_prefix(&self.prefix).map(|s| s.trim_start_matches('/')).unwrap_or(full)
+            full.strip_prefix(&self.prefix)
+                .map(|s| s.trim_start_matches('/'))
+                .unwrap_or(full)
         }
     }
 }
@@ -151,7 +176,10 @@ impl ObjectStoreBackend {
 #[async_trait]
 impl Store for ObjectStoreBackend {
     async fn create(&self, key: &str, data: Bytes) -> Result<()> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         self.inner
             .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
             .await
@@ -162,7 +190,9 @@ impl Store for ObjectStoreBackend {
     async fn get(&self, key: &str) -> Result<Bytes> {
         let r = self.inner.get(&self.path(key)).await;
         let r = r.map_err(|e| StorageError::from_object_store(key, e))?;
-        r.bytes().await.map_err(|e| StorageError::from_object_store(key, e))
+        r.bytes()
+            .await
+            .map_err(|e| StorageError::from_object_store(key, e))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
@@ -172,7 +202,11 @@ impl Store for ObjectStoreBackend {
             return Err(StorageError::new(
                 ErrorKind::Permanent,
                 Some(key),
-                format!("short read: wanted {} bytes, got {}", range.end - range.start, b.len()),
+                format!(
+                    "short read: wanted {} bytes, got {}",
+                    range.end - range.start,
+                    b.len()
+                ),
             ));
         }
         Ok(b)
@@ -181,16 +215,26 @@ impl Store for ObjectStoreBackend {
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let m = self.inner.head(&self.path(key)).await;
         let m = m.map_err(|e| StorageError::from_object_store(key, e))?;
-        Ok(ObjectMeta { key: key.to_string(), size: m.size })
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: m.size,
+        })
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
         let p = self.path(prefix.trim_end_matches('/'));
-        let p = if prefix.is_empty() && self.prefix.is_empty() { None } else { Some(p) };
+        let p = if prefix.is_empty() && self.prefix.is_empty() {
+            None
+        } else {
+            Some(p)
+        };
         self.inner
             .list(p.as_ref())
             .map(move |r| match r {
-                Ok(m) => Ok(ObjectMeta { key: self.strip(m.location.as_ref()).to_string(), size: m.size }),
+                Ok(m) => Ok(ObjectMeta {
+                    key: self.strip(m.location.as_ref()).to_string(),
+                    size: m.size,
+                }),
                 Err(e) => Err(StorageError::from_object_store(prefix, e)),
             })
             .boxed()
@@ -223,12 +267,19 @@ impl LocalStore {
         let perm = |m: String| StorageError::new(ErrorKind::Permanent, None, m);
         if create_dir {
             std::fs::create_dir_all(root).map_err(|e| {
-                perm(format!("cannot create repository directory {}: {e}", root.display()))
+                perm(format!(
+                    "cannot create repository directory {}: {e}",
+                    root.display()
+                ))
             })?;
         }
         let root = root.canonicalize().map_err(|e| {
             StorageError::new(
-                if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Permanent },
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorKind::NotFound
+                } else {
+                    ErrorKind::Permanent
+                },
                 None,
                 format!("repository directory {}: {e}", root.display()),
             )
@@ -239,7 +290,10 @@ impl LocalStore {
         let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| StorageError::from_object_store("", e))?;
         let describe = format!("local:{}", root.display());
-        Ok(LocalStore { inner: ObjectStoreBackend::new(Arc::new(fs), String::new(), describe), root })
+        Ok(LocalStore {
+            inner: ObjectStoreBackend::new(Arc::new(fs), String::new(), describe),
+            root,
+        })
     }
 
     fn sync_path(root: &Path, key: &str) -> std::io::Result<()> {
@@ -307,9 +361,15 @@ mod tests {
     fn parses_locations() {
         assert_eq!(
             Location::parse("s3://b/x/y/").unwrap(),
-            Location::S3 { bucket: "b".into(), prefix: "x/y".into() }
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "x/y".into()
+            }
         );
-        assert_eq!(Location::parse("/tmp/r").unwrap(), Location::Local("/tmp/r".into()));
+        assert_eq!(
+            Location::parse("/tmp/r").unwrap(),
+            Location::Local("/tmp/r".into())
+        );
         assert!(Location::parse("s3://key:secret@b/x").is_err());
         assert!(Location::parse("ftp://b").is_err());
     }

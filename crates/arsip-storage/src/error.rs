@@ -33,7 +33,11 @@ pub struct StorageError {
 
 impl StorageError {
     pub fn new(kind: ErrorKind, key: Option<&str>, message: impl Into<String>) -> Self {
-        StorageError { kind, key: key.map(str::to_owned), message: message.into() }
+        StorageError {
+            kind,
+            key: key.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -129,11 +133,17 @@ mod tests {
             store: "LocalFileSystem",
             source: Box::new(std::io::Error::from(std::io::ErrorKind::StorageFull)),
         };
-        assert_eq!(StorageError::from_object_store("k", e).kind, ErrorKind::Permanent);
+        assert_eq!(
+            StorageError::from_object_store("k", e).kind,
+            ErrorKind::Permanent
+        );
         let e = object_store::Error::Generic {
             store: "S3",
             source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
         };
-        assert_eq!(StorageError::from_object_store("k", e).kind, ErrorKind::Transient);
+        assert_eq!(
+            StorageError::from_object_store("k", e).kind,
+            ErrorKind::Transient
+        );
     }
 }

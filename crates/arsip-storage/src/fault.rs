@@ -63,7 +63,12 @@ pub struct Faulty {
 
 impl Faulty {
     pub fn new(inner: DynStore, plan: FaultPlan) -> Self {
-        Faulty { inner, plan, seen: Mutex::default(), injected: Mutex::new(0) }
+        Faulty {
+            inner,
+            plan,
+            seen: Mutex::default(),
+            injected: Mutex::new(0),
+        }
     }
 
     /// How many faults were injected so far.

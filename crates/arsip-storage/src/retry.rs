@@ -24,7 +24,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 6, initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+        RetryPolicy {
+            attempts: 6,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
     }
 }
 
@@ -40,7 +44,11 @@ impl Retry {
     }
 
     fn delay(&self, attempt: u32) -> Duration {
-        let base = self.policy.initial.saturating_mul(1 << attempt.min(16)).min(self.policy.max);
+        let base = self
+            .policy
+            .initial
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.policy.max);
         let jitter = rand::thread_rng().gen_range(0.5..1.0);
         base.mul_f64(jitter)
     }

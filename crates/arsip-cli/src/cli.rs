@@ -1,0 +1,156 @@
+//! Command-line definition. Each option is declared once here, with its environment
+//! variable where one exists; precedence is flag > environment > default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arsip",
+    version,
+    about = "Backup and disaster recovery for multi-tenant PostgreSQL + object storage"
+)]
+pub struct Cli {
+    /// Repository: a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix
+    #[arg(long, global = true, env = "ARSIP_REPO")]
+    pub repo: Option<String>,
+
+    /// Key file (a full key file, or agent credentials from `key add --agent`) instead of a password
+    #[arg(long, global = true, env = "ARSIP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress bars or informational output
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files, directories or a stream
+    #[command(subcommand)]
+    Backup(BackupCmd),
+    /// List snapshots
+    Snapshots(FilterArgs),
+    /// Restore a snapshot into a directory or to stdout
+    Restore(RestoreArgs),
+    /// Verify the repository's structure and, with --read-data, its content
+    Check(CheckArgs),
+    /// Repository statistics
+    Stats,
+    /// Manage key slots and agent credentials
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// zstd level per chunk (0 = no compression)
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+    /// Target pack size in bytes (suffix K/M/G allowed)
+    #[arg(long, default_value = "32M")]
+    pub pack_size: String,
+    /// Chunk sizes min/avg/max in bytes (suffix K/M allowed)
+    #[arg(long, default_value = "256K")]
+    pub chunk_min: String,
+    #[arg(long, default_value = "1M")]
+    pub chunk_avg: String,
+    #[arg(long, default_value = "4M")]
+    pub chunk_max: String,
+    /// Also write a full key file (mode 0600) for unattended use without a password KDF
+    #[arg(long)]
+    pub key_file_out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Files and directories (modes, mtimes, symlinks kept)
+    Files {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        tags: TagArgs,
+    },
+    /// A stream read from stdin, stored under NAME
+    Stdin {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        tags: TagArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// KEY=VALUE, repeatable
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this kind (files, stdin, …)
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only snapshots whose source is this
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or `latest`
+    pub snapshot: String,
+    /// Restore into this directory
+    #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
+    pub to: Option<PathBuf>,
+    /// Write the snapshot's single file to stdout
+    #[arg(long)]
+    pub stdout: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Download and verify every pack
+    #[arg(long)]
+    pub read_data: bool,
+    /// Download and verify this percentage of packs, chosen at random
+    #[arg(long, value_name = "PCT", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Add a password slot (default), a key-file slot, or agent credentials
+    Add {
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Create write-only agent credentials instead of a full key
+        #[arg(long, requires = "out")]
+        agent: bool,
+        /// Create a full key file instead of a password
+        #[arg(long, conflicts_with = "agent", requires = "out")]
+        keyfile: bool,
+        /// Where to write the key file or agent file (mode 0600, must not exist)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List key slots and agents
+    List,
+    /// Remove a key slot, or revoke an agent (by id)
+    Remove { id: String },
+    /// Change the password: add a new slot, then remove the one that opened the repository
+    Passwd,
+}

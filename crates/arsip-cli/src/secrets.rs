@@ -1,0 +1,114 @@
+//! Where secrets come from: `ARSIP_PASSWORD_FILE`, `ARSIP_PASSWORD`, or a prompt on the
+//! terminal; key files from `--key-file` / `ARSIP_KEY_FILE`. Never from argv, never logged.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use arsip_repo::keys::{AgentFile, KeyFile};
+use arsip_repo::OpenWith;
+use zeroize::Zeroizing;
+
+/// Read the repository password.
+pub fn password(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    from_env_or_prompt("ARSIP_PASSWORD_FILE", "ARSIP_PASSWORD", prompt, confirm)
+}
+
+/// Read a new password (for `key add` / `key passwd`).
+pub fn new_password() -> Result<Zeroizing<Vec<u8>>> {
+    from_env_or_prompt(
+        "ARSIP_NEW_PASSWORD_FILE",
+        "ARSIP_NEW_PASSWORD",
+        "new password: ",
+        true,
+    )
+}
+
+fn from_env_or_prompt(
+    file_var: &str,
+    var: &str,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(path) = std::env::var_os(file_var) {
+        let raw = std::fs::read(&path)
+            .with_context(|| format!("cannot read {file_var} ({})", Path::new(&path).display()))?;
+        let mut s = Zeroizing::new(raw);
+        while s.last() == Some(&b'\n') || s.last() == Some(&b'\r') {
+            s.pop();
+        }
+        return non_empty(s, file_var);
+    }
+    if let Some(v) = std::env::var_os(var) {
+        return non_empty(Zeroizing::new(v.into_encoded_bytes()), var);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && std::fs::File::open("/dev/tty").is_err()
+    {
+        bail!(
+            "no password: set {file_var} (preferred) or {var}, or run on a terminal to be prompted"
+        );
+    }
+    let p = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .context("reading password from the terminal")?
+            .into_bytes(),
+    );
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("repeat: ")?.into_bytes());
+        if *again != *p {
+            bail!("the passwords do not match");
+        }
+    }
+    non_empty(p, var)
+}
+
+fn non_empty(p: Zeroizing<Vec<u8>>, source: &str) -> Result<Zeroizing<Vec<u8>>> {
+    if p.is_empty() {
+        bail!("the password from {source} is empty");
+    }
+    Ok(p)
+}
+
+/// What opens the repository: the key file if one is given, else a password.
+pub fn open_with(key_file: Option<&Path>) -> Result<OpenWith> {
+    match key_file {
+        Some(path) => {
+            let raw = Zeroizing::new(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read key file {}", path.display()))?,
+            );
+            let v: serde_json::Value = serde_json::from_slice(&raw)
+                .with_context(|| format!("{} is not an arsip key file", path.display()))?;
+            if v.get("arsip_agent_file").is_some() {
+                Ok(OpenWith::Agent(
+                    serde_json::from_value::<AgentFile>(v).context("agent file")?,
+                ))
+            } else if v.get("arsip_key_file").is_some() {
+                Ok(OpenWith::KeyFile(
+                    serde_json::from_value::<KeyFile>(v).context("key file")?,
+                ))
+            } else {
+                bail!("{} is not an arsip key file or agent file", path.display())
+            }
+        }
+        None => Ok(OpenWith::Password(password(
+            "repository password: ",
+            false,
+        )?)),
+    }
+}
+
+/// Write a secret file with mode 0600, refusing to overwrite anything.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
