@@ -1,0 +1,162 @@
+//! Shared test harness: a real S3-protocol server (moto in server mode) started once per
+//! test binary on a random loopback port, a fresh bucket per test, and temp directories.
+//!
+//! The server binary is `$ARSIP_MOTO_SERVER`, else `$ARSIP_TOOLS_DIR/moto-venv/bin/moto_server`
+//! (default tools dir `~/.cache/arsip-tools`), which `scripts/test` installs. A test that
+//! cannot find or start it fails; it never skips.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A running S3 server. It is started from a thread that lives as long as the test process
+/// with `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the test binary (statics are never
+/// dropped, so a guard alone would leak it).
+pub struct S3Server {
+    pub endpoint: String,
+    port: u16,
+}
+
+/// Spawn `cmd` so that it is killed when the test process exits.
+pub fn spawn_tied(mut cmd: Command) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let r: std::io::Result<Child> = cmd.spawn();
+        let (res, child) = match r {
+            Ok(c) => (Ok(c.id()), Some(c)),
+            Err(e) => (Err(e), None),
+        };
+        let _ = tx.send(res);
+        // This thread must outlive the child: PDEATHSIG fires when the spawning thread exits.
+        let _keep = child;
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("spawner thread")
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ARSIP_MOTO_SERVER") {
+        return p.into();
+    }
+    let tools = std::env::var_os("ARSIP_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/arsip-tools")
+        });
+    tools.join("moto-venv/bin/moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The process-wide S3 server, started on first use.
+pub fn s3() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let bin = moto_binary();
+        assert!(
+            bin.exists(),
+            "S3 test server not found at {} — run ./scripts/test (it installs moto), or set ARSIP_MOTO_SERVER",
+            bin.display()
+        );
+        let port = free_port();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+        spawn_tied(cmd).unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "S3 test server did not start listening on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server { endpoint: format!("http://127.0.0.1:{port}"), port }
+    })
+}
+
+impl S3Server {
+    /// Create a fresh bucket and return its name. moto does not check signatures, so a
+    /// plain unsigned PUT creates it.
+    pub fn bucket(&self) -> String {
+        let name = format!("arsip-test-{:016x}", rand::random::<u64>());
+        let status = self.raw("PUT", &format!("/{name}"), &[]);
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "creating bucket {name}: {status}"
+        );
+        name
+    }
+
+    /// Send one raw HTTP request; returns the status line.
+    pub fn raw(&self, method: &str, path: &str, body: &[u8]) -> String {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to S3 test server");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.lines().next().unwrap_or("").to_string()
+    }
+
+    /// Environment for an arsip process talking to this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ARSIP_S3_ENDPOINT", self.endpoint.clone()),
+            ("ARSIP_S3_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ]
+    }
+
+    /// Set this server's environment in the current process (for in-process tests).
+    pub fn set_env(&self) {
+        for (k, v) in self.env() {
+            // Tests in one binary all point at the same server, so concurrent writes agree.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes with a given share of compressible text.
+pub fn sample_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    let words = [
+        "tenant", "vehicle", "photo", "lead", "jakarta", "avanza", "xenia", "brio", "price", "km",
+    ];
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 3 == 0 {
+            out.extend_from_slice(&x.to_le_bytes());
+        } else {
+            out.extend_from_slice(words[(x % 10) as usize].as_bytes());
+            out.push(b' ');
+        }
+    }
+    out.truncate(len);
+    out
+}
