@@ -247,6 +247,35 @@ fn verify_pack(
     let Some(key) = info.key.clone() else {
         return (problems, bad);
     };
+    // The pack's own table (self-description, used to rebuild indexes) must agree with the
+    // index: same key, and every indexed blob listed with the same position and sizes.
+    if let Ok(mk) = repo.master("check") {
+        match format::read_pack_table(name, bytes, &mk.repo_secret) {
+            Ok((table_key, table)) => {
+                if table_key != key {
+                    problems.push(p(
+                        "the index names this pack with a key the pack does not carry".into(),
+                    ));
+                }
+                let listed: HashSet<_> = table
+                    .iter()
+                    .map(|e| (e.id, e.offset, e.len, e.raw_len, e.flags))
+                    .collect();
+                let missing = index
+                    .slots()
+                    .iter()
+                    .filter(|s| s.pack == n)
+                    .filter(|s| !listed.contains(&(s.id, s.offset, s.len, s.raw_len, s.flags)))
+                    .count();
+                if missing > 0 {
+                    problems.push(p(format!(
+                        "{missing} indexed blob(s) are not in the pack's own table"
+                    )));
+                }
+            }
+            Err(e) => problems.push(p(format!("pack table: {e}"))),
+        }
+    }
     for s in index.slots().iter().filter(|s| s.pack == n) {
         let e = s.blob();
         let (start, end) = (e.offset as usize, e.offset as usize + e.len as usize);

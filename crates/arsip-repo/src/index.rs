@@ -150,7 +150,7 @@ pub struct IndexBuilder {
     budget_slots: usize,
     spill_dir: std::path::PathBuf,
     packs: Vec<PackInfo>,
-    pack_ids: HashMap<[u8; 32], u32>,
+    pack_ids: HashMap<([u8; 32], Option<[u8; 32]>), u32>,
 }
 
 impl IndexBuilder {
@@ -165,16 +165,17 @@ impl IndexBuilder {
         }
     }
 
-    /// Register a pack; returns its number in this index.
+    /// Register a pack; returns its number in this index. Packs are keyed by id *and* key:
+    /// an index from another writer that names a known pack with a different key gets its
+    /// own record, so a wrong key can only spoil that index's own entries (which readers try
+    /// after more trusted ones), never the entries of a trusted index.
     pub fn add_pack(&mut self, p: PackInfo) -> u32 {
-        if let Some(&n) = self.pack_ids.get(&p.id) {
-            if self.packs[n as usize].key.is_none() && p.key.is_some() {
-                self.packs[n as usize] = p;
-            }
+        let k = (p.id, p.key.as_ref().map(|k| k.0));
+        if let Some(&n) = self.pack_ids.get(&k) {
             return n;
         }
         let n = self.packs.len() as u32;
-        self.pack_ids.insert(p.id, n);
+        self.pack_ids.insert(k, n);
         self.packs.push(p);
         n
     }

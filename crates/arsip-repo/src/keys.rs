@@ -138,10 +138,11 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// Interactive-strength defaults (OWASP: m=64 MiB, t=3, p=1). `ARSIP_TEST_WEAK_KDF=1`
-    /// lowers them for test suites only.
+    /// Defaults: m=64 MiB, t=3, p=1 (above OWASP's minimums for Argon2id; about 0.2 s
+    /// here). `ARSIP_TEST_WEAK_KDF=1` lowers them for test suites, and only in debug builds:
+    /// a release binary ignores it.
     pub fn new() -> KdfParams {
-        let weak = std::env::var_os("ARSIP_TEST_WEAK_KDF").is_some();
+        let weak = cfg!(debug_assertions) && std::env::var_os("ARSIP_TEST_WEAK_KDF").is_some();
         KdfParams {
             m_kib: if weak { 64 } else { 64 * 1024 },
             t: if weak { 1 } else { 3 },
@@ -326,6 +327,8 @@ pub struct AgentFile {
     pub signing_seed: String,
     /// Chunk-id key of key scope 0.
     pub chunk_id_key: String,
+    /// Decimal string: JSON tools that read numbers as doubles would round a u64.
+    #[serde(with = "u64_string")]
     pub chunker_seed: u64,
     pub public_key: String,
     pub root_verify_key: String,
@@ -383,4 +386,18 @@ pub fn chunker_seed(master: &Key) -> u64 {
 
 pub fn root_writer() -> WriterId {
     ROOT_WRITER
+}
+
+mod u64_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }

@@ -404,26 +404,66 @@ impl Repository {
         })
     }
 
-    /// Every registered writer, with revocations applied.
+    /// Every registered writer, with revocations applied. Objects under `writers/` that are
+    /// not root-signed records of the id they are named after are ignored with a warning:
+    /// any create-capable credential could have planted them.
     pub async fn writers(&self) -> Result<Vec<WriterRecord>> {
-        let objects: Vec<_> = self.store.list(keys::WRITERS_PREFIX).try_collect().await?;
-        let mut out: Vec<WriterRecord> = Vec::new();
-        let mut revoked = Vec::new();
-        for o in objects {
-            let raw = self.store.get(&o.key).await?;
-            let rec: WriterRecord = keys::verify_doc(&o.key, &raw, &self.root_verify)?;
-            if o.key.ends_with(".revoked") {
-                revoked.push(rec);
-            } else {
+        let names: Vec<String> = self
+            .store
+            .list(keys::WRITERS_PREFIX)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for name in names.iter().filter(|n| !n.ends_with(".revoked")) {
+            let Some(id) = writer_id_from_name(name) else {
+                tracing::warn!(object = %name, "ignoring malformed writer object name");
+                continue;
+            };
+            if let Some(mut rec) = self.signed_writer_record(&id, false).await? {
+                rec.revoked = self
+                    .signed_writer_record(&id, true)
+                    .await?
+                    .and_then(|r| r.revoked);
                 out.push(rec);
             }
         }
-        for r in revoked {
-            if let Some(w) = out.iter_mut().find(|w| w.writer_id == r.writer_id) {
-                w.revoked = r.revoked;
+        Ok(out)
+    }
+
+    /// A writer record that is root-signed and names the id it is stored under; for
+    /// revocations, one that also carries a revocation time. `None` if absent or invalid.
+    async fn signed_writer_record(
+        &self,
+        id: &WriterId,
+        revoked: bool,
+    ) -> Result<Option<WriterRecord>> {
+        let name = keys::writer_object(id, revoked);
+        let raw = match self.store.get(&name).await {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let rec =
+            keys::verify_doc::<WriterRecord>(&name, &raw, &self.root_verify).and_then(|rec| {
+                if rec.writer_id != hex::encode(id) {
+                    Err(RepoError::corrupt(&name, "record names another writer id"))
+                } else if revoked && rec.revoked.is_none() {
+                    Err(RepoError::corrupt(
+                        &name,
+                        "revocation without a revocation time",
+                    ))
+                } else {
+                    Ok(rec)
+                }
+            });
+        match rec {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e, "ignoring writer object that is not a valid root-signed record");
+                Ok(None)
             }
         }
-        Ok(out)
     }
 
     /// Revoke an agent: readers refuse its snapshots and indexes from now on.
@@ -461,22 +501,11 @@ impl Repository {
         if let Some(k) = self.writers.lock().unwrap().get(id) {
             return Ok(*k);
         }
-        let key = match self.store.head(&keys::writer_object(id, true)).await {
-            Ok(_) => None,
-            Err(e) if e.kind == ErrorKind::NotFound => match self
-                .store
-                .get(&keys::writer_object(id, false))
-                .await
-            {
-                Ok(raw) => {
-                    let rec: WriterRecord =
-                        keys::verify_doc(&keys::writer_object(id, false), &raw, &self.root_verify)?;
-                    Some(keys::decode32(&rec.verify_key, "writer record")?)
-                }
-                Err(e) if e.kind == ErrorKind::NotFound => None,
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
+        let key = match self.signed_writer_record(id, false).await? {
+            Some(rec) if self.signed_writer_record(id, true).await?.is_none() => {
+                Some(keys::decode32(&rec.verify_key, "writer record")?)
+            }
+            _ => None,
         };
         self.writers.lock().unwrap().insert(*id, key);
         Ok(key)
@@ -661,6 +690,11 @@ impl Repository {
             .await?;
         Ok(id)
     }
+}
+
+fn writer_id_from_name(name: &str) -> Option<WriterId> {
+    let h = name.strip_prefix(keys::WRITERS_PREFIX)?;
+    hex::decode(h).ok()?.try_into().ok()
 }
 
 async fn read_slot(store: &DynStore, id: &str) -> Result<KeySlot> {

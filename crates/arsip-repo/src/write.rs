@@ -28,7 +28,7 @@ use crate::format::{
 use crate::index::ChunkIndex;
 use crate::repo::{Repository, INDEX_PREFIX};
 
-/// Entries per index object: 100 k entries ≈ 6 MiB.
+/// Entries per index object: 100 k entries ≈ 5 MiB.
 const INDEX_FLUSH_ENTRIES: usize = 100_000;
 
 /// Live counters of a session, read by progress displays.

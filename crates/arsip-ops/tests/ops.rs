@@ -1,0 +1,419 @@
+//! In-process tests of backups and restores over the repository: the write path only
+//! creates, retries lose nothing, and agents write without being able to read.
+//!
+//! Modules: `support` (stores and helpers), then one test per property.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use arsip_ops::backup::{Backup, SnapshotMeta};
+use arsip_ops::restore;
+use arsip_repo::check::{self, ReadData};
+use arsip_repo::clock::SystemClock;
+use arsip_repo::{InitOptions, OpenWith, RepoError, Repository};
+use arsip_storage::{backend, DynStore, ErrorKind, ObjectMeta, StorageError, Store};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+
+mod support {
+    use super::*;
+
+    /// Records every create and refuses (and remembers) any overwrite or delete.
+    #[derive(Debug)]
+    pub struct Guard {
+        pub inner: DynStore,
+        pub created: Mutex<HashSet<String>>,
+        pub violations: Mutex<Vec<String>>,
+    }
+
+    impl Guard {
+        pub fn new(inner: DynStore) -> Arc<Guard> {
+            Arc::new(Guard {
+                inner,
+                created: Mutex::default(),
+                violations: Mutex::default(),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Store for Guard {
+        async fn create(&self, key: &str, data: Bytes) -> arsip_storage::Result<()> {
+            if self.inner.head(key).await.is_ok() {
+                self.violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("overwrite of {key}"));
+                return Err(StorageError::new(
+                    ErrorKind::PermissionDenied,
+                    Some(key),
+                    "guard: overwrite refused",
+                ));
+            }
+            self.created.lock().unwrap().insert(key.to_string());
+            self.inner.create(key, data).await
+        }
+        async fn get(&self, key: &str) -> arsip_storage::Result<Bytes> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> arsip_storage::Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &str) -> arsip_storage::Result<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, arsip_storage::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn delete(&self, key: &str) -> arsip_storage::Result<()> {
+            self.violations
+                .lock()
+                .unwrap()
+                .push(format!("delete of {key}"));
+            Err(StorageError::new(
+                ErrorKind::PermissionDenied,
+                Some(key),
+                "guard: delete refused",
+            ))
+        }
+        fn describe(&self) -> String {
+            "guard".into()
+        }
+    }
+
+    pub fn small_pack_options() -> InitOptions {
+        InitOptions {
+            chunker: arsip_repo::keys::ChunkerParams {
+                min: 16 * 1024,
+                avg: 64 * 1024,
+                max: 256 * 1024,
+            },
+            compression_level: 3,
+            pack_size: 256 * 1024,
+        }
+    }
+
+    pub async fn init(store: DynStore) -> Arc<Repository> {
+        std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
+        let (repo, _) = Repository::init(
+            store,
+            Some(b"pw"),
+            &small_pack_options(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+        Arc::new(repo)
+    }
+
+    pub async fn open(store: DynStore) -> Arc<Repository> {
+        let with = OpenWith::Password(zeroize::Zeroizing::new(b"pw".to_vec()));
+        Arc::new(
+            Repository::open(store, with, Arc::new(SystemClock))
+                .await
+                .unwrap(),
+        )
+    }
+
+    pub fn meta(kind: &str) -> SnapshotMeta {
+        SnapshotMeta {
+            kind: kind.into(),
+            source: "test".into(),
+            ..Default::default()
+        }
+    }
+
+    pub async fn backup_bytes(
+        repo: Arc<Repository>,
+        data: Vec<u8>,
+    ) -> arsip_ops::backup::BackupOutcome {
+        let b = Backup::start(repo).await.unwrap();
+        b.stream(std::io::Cursor::new(data), "stream".into(), meta("stdin"))
+            .await
+            .unwrap()
+    }
+
+    pub async fn restore_bytes(repo: Arc<Repository>, id: &str) -> Result<Vec<u8>, RepoError> {
+        let snaps = repo.snapshots_report().await?.0;
+        let snap = arsip_repo::snapshot::select(&snaps, id)?.clone();
+        let reader = restore::reader(repo).await?;
+        let mut out = Vec::new();
+        restore::to_writer(&reader, &snap, &mut out, &|_| {}).await?;
+        Ok(out)
+    }
+
+    pub fn memory() -> DynStore {
+        backend::open(&backend::Location::Memory, false).unwrap()
+    }
+}
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_path_never_overwrites_or_deletes() {
+    let base = memory();
+    init(base.clone()).await;
+    let guard = Guard::new(base.clone());
+    let repo = open(guard.clone()).await;
+    let data = arsip_testkit::sample_data(3 << 20, 7);
+    let first = backup_bytes(repo.clone(), data.clone()).await;
+    // Second backup of the same data and of changed data: dedup paths, still create-only.
+    let second = backup_bytes(repo.clone(), data.clone()).await;
+    let mut changed = data.clone();
+    changed[1_000_000..1_000_100].fill(b'#');
+    backup_bytes(repo.clone(), changed.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), &data[..100_000]).unwrap();
+    Backup::start(repo.clone())
+        .await
+        .unwrap()
+        .files(vec![dir.path().into()], meta("files"))
+        .await
+        .unwrap();
+
+    assert!(
+        guard.violations.lock().unwrap().is_empty(),
+        "{:?}",
+        guard.violations.lock().unwrap()
+    );
+    assert!(
+        second.added_bytes < data.len() as u64 / 100,
+        "unchanged input added {} bytes",
+        second.added_bytes
+    );
+    assert_eq!(restore_bytes(repo.clone(), &first.id).await.unwrap(), data);
+    let report = check::check(repo, ReadData::Subset(100.0)).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_on_every_put_and_get_lose_nothing() {
+    use arsip_storage::fault::{FaultPlan, Faulty};
+    let base = memory();
+    init(base.clone()).await;
+    let plan = FaultPlan {
+        fail_each_create_once: true,
+        fail_each_get_once: true,
+        ..Default::default()
+    };
+    let faulty = Arc::new(Faulty::new(base.clone(), plan));
+    let policy = arsip_storage::retry::RetryPolicy {
+        initial: std::time::Duration::from_millis(1),
+        ..Default::default()
+    };
+    let store: DynStore = Arc::new(arsip_storage::retry::Retry::new(faulty.clone(), policy));
+    let repo = open(store).await;
+    let data = arsip_testkit::sample_data(2 << 20, 9);
+    let out = backup_bytes(repo.clone(), data.clone()).await;
+    assert_eq!(restore_bytes(repo.clone(), &out.id).await.unwrap(), data);
+    assert!(
+        faulty.injected() > 10,
+        "faults were injected: {}",
+        faulty.injected()
+    );
+    let report = check::check(open(base).await, ReadData::Subset(100.0))
+        .await
+        .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_storage_failure_fails_the_backup_and_commits_nothing() {
+    use arsip_storage::fault::{FaultPlan, Faulty};
+    let base = memory();
+    init(base.clone()).await;
+    let plan = FaultPlan {
+        fail_create_prefix: Some("index/".into()),
+        ..Default::default()
+    };
+    let repo = open(Arc::new(Faulty::new(base.clone(), plan))).await;
+    let b = Backup::start(repo).await.unwrap();
+    let r = b
+        .stream(
+            std::io::Cursor::new(arsip_testkit::sample_data(1 << 20, 3)),
+            "s".into(),
+            meta("stdin"),
+        )
+        .await;
+    assert!(r.is_err());
+    let repo = open(base).await;
+    assert!(
+        repo.snapshots_report().await.unwrap().0.is_empty(),
+        "no snapshot may appear"
+    );
+    assert!(check::check(repo, ReadData::None).await.unwrap().ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_write_but_cannot_read() {
+    let base = memory();
+    let full = init(base.clone()).await;
+    let shared = arsip_testkit::sample_data(2 << 20, 11);
+    let full_snap = backup_bytes(full.clone(), shared.clone()).await;
+    let agent_file = full.add_agent("db-host-1").await.unwrap();
+
+    // The agent works through an append-only store, as on a database host.
+    let agent_store: DynStore = Arc::new(arsip_storage::append_only::AppendOnly::new(base.clone()));
+    let agent = Arc::new(
+        Repository::open(
+            agent_store,
+            OpenWith::Agent(agent_file.clone()),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap(),
+    );
+    let mut agent_data = shared.clone();
+    agent_data.extend(arsip_testkit::sample_data(1 << 20, 12));
+    let agent_snap = backup_bytes(agent.clone(), agent_data.clone()).await;
+    assert!(
+        agent_snap.added_bytes < (1 << 20) + (512 << 10),
+        "agent dedups against root chunks: added {}",
+        agent_snap.added_bytes
+    );
+
+    // The agent can read nothing sealed.
+    assert!(matches!(
+        agent.snapshots_report().await,
+        Err(RepoError::NeedsFullKey(_))
+    ));
+    assert!(matches!(
+        restore::reader(agent.clone()).await,
+        Err(RepoError::NeedsFullKey(_))
+    ));
+    assert!(matches!(
+        check::check(agent.clone(), ReadData::None).await,
+        Err(RepoError::NeedsFullKey(_))
+    ));
+
+    // A full key restores what the agent wrote, and the full writer never deduplicates
+    // against the agent's (unverified) chunks.
+    assert_eq!(
+        restore_bytes(full.clone(), &agent_snap.id).await.unwrap(),
+        agent_data
+    );
+    assert_eq!(
+        restore_bytes(full.clone(), &full_snap.id).await.unwrap(),
+        shared
+    );
+    let full_again = backup_bytes(full.clone(), agent_data.clone()).await;
+    assert!(
+        full_again.added_bytes >= 1 << 20,
+        "full writer must store the agent-only chunks itself: {}",
+        full_again.added_bytes
+    );
+
+    // No object of any type opens with any key material of the agent file.
+    let agent_keys: Vec<[u8; 32]> = [
+        &agent_file.signing_seed,
+        &agent_file.chunk_id_key,
+        &agent_file.public_key,
+        &agent_file.root_verify_key,
+    ]
+    .iter()
+    .map(|h| arsip_repo::keys::decode32(h, "agent").unwrap())
+    .collect();
+    let objects: Vec<ObjectMeta> = base.list("").try_collect().await.unwrap();
+    let mut kinds = HashSet::new();
+    for o in &objects {
+        let bytes = base.get(&o.key).await.unwrap();
+        let kind = o.key.split('/').next().unwrap().to_string();
+        assert!(
+            !agent_can_decrypt(&o.key, &bytes, &agent_keys, &agent_file.repo_id),
+            "agent key material opens {}",
+            o.key
+        );
+        kinds.insert(kind);
+    }
+    for k in ["config", "keys", "writers", "data", "index", "snapshots"] {
+        assert!(kinds.contains(k), "test covers {k} objects: {kinds:?}");
+    }
+
+    // A compromised agent cannot register itself under a new id (copying its root-signed
+    // record) nor revoke another writer: both need a root signature over the right id.
+    let second = full.add_agent("db-host-2").await.unwrap();
+    let own_record = base
+        .get(&format!("writers/{}", agent_file.writer_id))
+        .await
+        .unwrap();
+    let forged_id = "ff".repeat(16);
+    base.create(&format!("writers/{forged_id}"), own_record.clone())
+        .await
+        .unwrap();
+    base.create(&format!("writers/{}.revoked", second.writer_id), own_record)
+        .await
+        .unwrap();
+    let fresh = open(base.clone()).await;
+    let id: [u8; 16] = hex::decode(&forged_id).unwrap().try_into().unwrap();
+    assert_eq!(
+        fresh.writer_key(&id).await.unwrap(),
+        None,
+        "forged registration accepted"
+    );
+    let second_id: [u8; 16] = hex::decode(&second.writer_id).unwrap().try_into().unwrap();
+    assert!(
+        fresh.writer_key(&second_id).await.unwrap().is_some(),
+        "forged revocation accepted"
+    );
+    let writers = fresh.writers().await.unwrap();
+    assert!(
+        writers
+            .iter()
+            .all(|w| w.revoked.is_none() && w.writer_id != forged_id),
+        "{writers:?}"
+    );
+
+    // Revoking the agent makes readers refuse what it signed.
+    let writer = agent_file.writer_id.clone();
+    full.revoke_agent(&writer).await.unwrap();
+    let reopened = open(base.clone()).await;
+    let (good, bad) = reopened.snapshots_report().await.unwrap();
+    assert!(good.iter().all(|s| s.writer != writer));
+    assert_eq!(
+        bad.len(),
+        1,
+        "the agent's snapshot is reported, not silently dropped"
+    );
+}
+
+/// Try every way an agent could use its key material to decrypt `bytes`.
+fn agent_can_decrypt(name: &str, bytes: &[u8], keys: &[[u8; 32]], repo_id: &str) -> bool {
+    use arsip_repo::crypto::{self, Key, RepoSecret};
+    use arsip_repo::format::{self, ObjectType};
+    for k in keys {
+        let as_master = RepoSecret::from_master(&Key(*k));
+        let sym = Key(*k);
+        if name.starts_with("data/") && format::read_pack_table(name, bytes, &as_master).is_ok() {
+            return true;
+        }
+        if name.starts_with("index/") {
+            let p = format::parse_index(name, bytes).unwrap();
+            if format::open_index_locations(name, bytes, &p, &as_master).is_ok() {
+                return true;
+            }
+        }
+        if name.starts_with("snapshots/")
+            && format::open_sealed_doc(name, bytes, ObjectType::Snapshot, &as_master).is_ok()
+        {
+            return true;
+        }
+        if name.starts_with("keys/") {
+            let slot: arsip_repo::keys::KeySlot = serde_json::from_slice(bytes).unwrap();
+            let wrapped = hex::decode(&slot.wrapped).unwrap();
+            let aad = format!("arsip key slot\0{repo_id}\0{}", slot.id);
+            if crypto::open(&sym, &wrapped, aad.as_bytes()).is_ok()
+                || matches!(
+                    slot.open(repo_id, &arsip_repo::keys::Secret::Password(k)),
+                    Ok(Some(_))
+                )
+            {
+                return true;
+            }
+        }
+        // `config` and `writers/` are signed plaintext JSON: nothing in them to decrypt.
+    }
+    false
+}
