@@ -50,6 +50,11 @@ pub enum Command {
     /// Manage key slots and agent credentials
     #[command(subcommand)]
     Key(KeyCmd),
+    /// PostgreSQL WAL archiving: archive_command and restore_command
+    #[command(subcommand)]
+    Wal(crate::pg::WalCmd),
+    /// Try everything on a throwaway cluster: archive, back up, lose data, restore to a time
+    Quickstart(crate::pg::QuickstartArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +86,8 @@ pub enum BackupCmd {
         #[command(flatten)]
         tags: TagArgs,
     },
+    /// PostgreSQL: --logical (pg_dump) or --physical (base backup of the data directory)
+    Pg(crate::pg::PgBackupArgs),
     /// A stream read from stdin, stored under NAME
     Stdin {
         #[arg(long)]
@@ -108,9 +115,14 @@ pub struct FilterArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RestoreArgs {
     /// Snapshot id, unique id prefix, or `latest`
+    #[arg(required = true, default_value = "", hide_default_value = true)]
     pub snapshot: String,
+    /// `restore pg …`: PostgreSQL restores
+    #[command(subcommand)]
+    pub pg: Option<crate::pg::RestoreSub>,
     /// Restore into this directory
     #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
     pub to: Option<PathBuf>,

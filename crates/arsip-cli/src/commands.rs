@@ -30,6 +30,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Check(c) => ctx.check(c).await,
         Command::Stats => ctx.stats().await,
         Command::Key(k) => ctx.key(k).await,
+        Command::Wal(w) => crate::pg::wal(&cli, w).await,
+        Command::Quickstart(q) => crate::pg::quickstart(&cli, q).await,
     }
 }
 
@@ -157,6 +159,9 @@ impl Ctx<'_> {
     }
 
     async fn backup(&self, b: &BackupCmd) -> Result<u8> {
+        if let BackupCmd::Pg(a) = b {
+            return crate::pg::backup(self.cli, a).await;
+        }
         let repo = self.open(Mode::AppendOnly).await?;
         let backup = Backup::start(repo).await?;
         let bar = progress::follow_backup(self.progress(), backup.progress());
@@ -180,6 +185,7 @@ impl Ctx<'_> {
                 };
                 backup.files(paths.clone(), meta).await
             }
+            BackupCmd::Pg(_) => unreachable!("dispatched before the generic backup path"),
             BackupCmd::Stdin { name, tags } => {
                 let meta = SnapshotMeta {
                     kind: "stdin".into(),
@@ -280,6 +286,9 @@ impl Ctx<'_> {
     }
 
     async fn restore(&self, r: &RestoreArgs) -> Result<u8> {
+        if let Some(sub) = &r.pg {
+            return crate::pg::restore(self.cli, sub).await;
+        }
         let repo = self.open(Mode::Full).await?;
         let (snaps, bad) = self.list(&repo, &r.filter).await?;
         let snap = match arsip_repo::snapshot::select(&snaps, &r.snapshot) {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod pg;
 mod progress;
 mod secrets;
 

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod read;
 pub mod repo;
 pub mod snapshot;
+pub mod wal;
 pub mod write;
 
 pub use error::{RepoError, Result};

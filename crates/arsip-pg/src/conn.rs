@@ -1,0 +1,221 @@
+//! Connecting to PostgreSQL the way libpq does: `--dbname` (a conninfo string or URL) and
+//! then `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGPASSFILE` (default
+//! `~/.pgpass`). A password written inside `--dbname` is refused: argv is visible to every
+//! user of the host (`ps`), and arsip keeps secrets out of argv.
+
+use std::path::PathBuf;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{PgError, Result};
+
+/// Refuse a password inside a connection string given on the command line.
+pub fn refuse_password(dbname: &str) -> Result<()> {
+    let hint = "put the password in a password file (PGPASSFILE, default ~/.pgpass, mode 0600) \
+                or PGPASSWORD, never on the command line";
+    if dbname.contains("://") {
+        let u = url::Url::parse(dbname).map_err(|e| {
+            PgError::refused(
+                format!("--dbname is not a valid URL: {e}"),
+                "check --dbname",
+            )
+        })?;
+        if u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password") {
+            return Err(PgError::refused(
+                "refusing a password inside the --dbname URL",
+                hint,
+            ));
+        }
+    } else if dbname
+        .split_whitespace()
+        .any(|kv| kv.split('=').next().is_some_and(|k| k.trim() == "password"))
+        || dbname.contains("password =")
+    {
+        return Err(PgError::refused(
+            "refusing a password inside the --dbname connection string",
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+fn os_user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| {
+        let pw = unsafe { libc::getpwuid(libc::geteuid()) };
+        if pw.is_null() {
+            "postgres".into()
+        } else {
+            unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
+                .to_string_lossy()
+                .into_owned()
+        }
+    })
+}
+
+/// Resolve a connection config: `--dbname` first, then the libpq environment.
+pub fn config(dbname: Option<&str>) -> Result<Config> {
+    let mut cfg = match dbname {
+        Some(d) if d.contains('=') || d.contains("://") => {
+            refuse_password(d)?;
+            d.parse::<Config>().map_err(|e| {
+                PgError::refused(format!("cannot parse --dbname: {e}"), "check --dbname")
+            })?
+        }
+        Some(d) => {
+            let mut c = Config::new();
+            c.dbname(d);
+            c
+        }
+        None => Config::new(),
+    };
+    if cfg.get_hosts().is_empty() {
+        let hosts = std::env::var("PGHOST").unwrap_or_else(|_| "/var/run/postgresql".into());
+        for h in hosts.split(',') {
+            if h.starts_with('/') {
+                cfg.host_path(h);
+            } else {
+                cfg.host(h);
+            }
+        }
+    }
+    if cfg.get_ports().is_empty() {
+        let port = std::env::var("PGPORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5432);
+        cfg.port(port);
+    }
+    if cfg.get_user().is_none() {
+        cfg.user(std::env::var("PGUSER").unwrap_or_else(|_| os_user()));
+    }
+    if cfg.get_dbname().is_none() {
+        let db = std::env::var("PGDATABASE")
+            .unwrap_or_else(|_| cfg.get_user().unwrap_or("postgres").to_string());
+        cfg.dbname(db);
+    }
+    if cfg.get_password().is_none() {
+        if let Ok(p) = std::env::var("PGPASSWORD") {
+            cfg.password(p);
+        } else if let Some(p) = pgpass_lookup(&cfg) {
+            cfg.password(p);
+        }
+    }
+    cfg.application_name("arsip");
+    Ok(cfg)
+}
+
+/// Look the password up in PGPASSFILE / ~/.pgpass (libpq's format and matching rules).
+fn pgpass_lookup(cfg: &Config) -> Option<String> {
+    let path: PathBuf = std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let host = match cfg.get_hosts().first()? {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(_) => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432).to_string();
+    let want = [
+        host.as_str(),
+        port.as_str(),
+        cfg.get_dbname().unwrap_or(""),
+        cfg.get_user().unwrap_or(""),
+    ];
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() != 5 {
+            continue;
+        }
+        if fields[..4]
+            .iter()
+            .zip(want.iter())
+            .all(|(f, w)| f == "*" || f == w)
+        {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut esc = false;
+    for ch in line.chars() {
+        if esc {
+            out.last_mut().unwrap().push(ch);
+            esc = false;
+        } else if ch == '\\' {
+            esc = true;
+        } else if ch == ':' && out.len() < 5 {
+            out.push(String::new());
+        } else {
+            out.last_mut().unwrap().push(ch);
+        }
+    }
+    out
+}
+
+/// Connect and drive the connection on a background task.
+pub async fn connect(cfg: &Config) -> Result<Client> {
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Environment for libpq programs (pg_dump, pg_restore, psql) matching `cfg`, so they reach
+/// the same server without a password on their command line.
+pub fn libpq_env(cfg: &Config) -> Vec<(&'static str, String)> {
+    let mut env = Vec::new();
+    if let Some(h) = cfg.get_hosts().first() {
+        env.push((
+            "PGHOST",
+            match h {
+                Host::Tcp(h) => h.clone(),
+                Host::Unix(p) => p.display().to_string(),
+            },
+        ));
+    }
+    if let Some(p) = cfg.get_ports().first() {
+        env.push(("PGPORT", p.to_string()));
+    }
+    if let Some(u) = cfg.get_user() {
+        env.push(("PGUSER", u.to_string()));
+    }
+    if let Some(d) = cfg.get_dbname() {
+        env.push(("PGDATABASE", d.to_string()));
+    }
+    if let Some(p) = cfg.get_password() {
+        env.push(("PGPASSWORD", String::from_utf8_lossy(p).into_owned()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_passwords() {
+        assert!(refuse_password("postgres://u:secret@h/db").is_err());
+        assert!(refuse_password("postgres://u@h/db?password=x").is_err());
+        assert!(refuse_password("host=h password=x dbname=d").is_err());
+        assert!(refuse_password("postgres://u@h/db").is_ok());
+        assert!(refuse_password("host=h dbname=d").is_ok());
+    }
+
+    #[test]
+    fn pgpass_split() {
+        assert_eq!(
+            split_pgpass("h:5432:*:u:p\\:w"),
+            vec!["h", "5432", "*", "u", "p:w"]
+        );
+    }
+}
