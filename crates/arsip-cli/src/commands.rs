@@ -133,8 +133,9 @@ impl Ctx<'_> {
         let (repo, _) =
             Repository::init(store, Some(&password), &opts, arsip_repo::clock::from_env()).await?;
         if let Some(out) = &a.key_file_out {
+            let reserved = secrets::SecretFile::reserve(out)?;
             let (slot, file) = repo.add_keyfile("init key file").await?;
-            secrets::write_secret_file(out, &serde_json::to_vec_pretty(&file)?)?;
+            reserved.write(&serde_json::to_vec_pretty(&file)?)?;
             self.info(format!(
                 "wrote key file {} (slot {})",
                 out.display(),
@@ -449,11 +450,9 @@ impl Ctx<'_> {
                 out,
             } => {
                 if *agent {
+                    let reserved = secrets::SecretFile::reserve(out.as_ref().unwrap())?;
                     let file = repo.add_agent(label).await?;
-                    secrets::write_secret_file(
-                        out.as_ref().unwrap(),
-                        &serde_json::to_vec_pretty(&file)?,
-                    )?;
+                    reserved.write(&serde_json::to_vec_pretty(&file)?)?;
                     self.emit(
                         json!({"agent": file.writer_id, "out": out}),
                         &format!(
@@ -463,11 +462,9 @@ impl Ctx<'_> {
                         ),
                     )?;
                 } else if *keyfile {
+                    let reserved = secrets::SecretFile::reserve(out.as_ref().unwrap())?;
                     let (slot, file) = repo.add_keyfile(label).await?;
-                    secrets::write_secret_file(
-                        out.as_ref().unwrap(),
-                        &serde_json::to_vec_pretty(&file)?,
-                    )?;
+                    reserved.write(&serde_json::to_vec_pretty(&file)?)?;
                     self.emit(
                         json!({"slot": slot.id, "out": out}),
                         &format!(

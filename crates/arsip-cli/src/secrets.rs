@@ -98,17 +98,39 @@ pub fn open_with(key_file: Option<&Path>) -> Result<OpenWith> {
     }
 }
 
-/// Write a secret file with mode 0600, refusing to overwrite anything.
-pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+/// A secret file reserved before the secret exists: created empty with mode 0600 (refusing
+/// to overwrite anything), so that a key is never added to the repository when its file
+/// cannot be written. Dropped without `write`, the empty file is removed.
+pub struct SecretFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl SecretFile {
+    pub fn reserve(path: &Path) -> Result<SecretFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+        Ok(SecretFile { path: path.to_path_buf(), file: Some(file) })
+    }
+
+    pub fn write(mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut f = self.file.take().expect("written once");
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }

@@ -55,6 +55,11 @@ pub fn parse_header(object: &str, bytes: &[u8], ty: ObjectType) -> Result<u32> {
             format!("object type {} where {:?} expected", bytes[5], ty),
         ));
     }
+    if bytes[6..8] != [0, 0] || bytes[12..16] != [0; 4] {
+        return Err(RepoError::Unsupported(format!(
+            "{object} uses header flags this arsip does not know; upgrade arsip"
+        )));
+    }
     Ok(u32::from_le_bytes(bytes[8..12].try_into().unwrap()))
 }
 

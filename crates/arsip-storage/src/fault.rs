@@ -23,12 +23,25 @@ pub struct FaultPlan {
     pub fail_get_prefix: Option<(String, ErrorKind)>,
     /// Refuse creates whose key starts with this prefix, always (permanent).
     pub fail_create_prefix: Option<String>,
+    /// Kill the process with SIGKILL at the n-th create (1-based) whose key starts with the
+    /// prefix, before or after storing it: crash tests of the write path.
+    pub crash: Option<Crash>,
+    /// Report success for creates of existing objects, like servers that ignore
+    /// `If-None-Match` (the object is left as it was).
+    pub ignore_if_none_match: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Crash {
+    pub prefix: String,
+    pub nth: u64,
+    pub after: bool,
 }
 
 impl FaultPlan {
     /// Parse the compact form used by the `ARSIP_FAULTS` test hook:
     /// comma-separated `create-once`, `get-once`, `get:PREFIX:transient|permanent`,
-    /// `create:PREFIX`.
+    /// `create:PREFIX`, `crash:PREFIX:N:before|after`, `ignore-if-none-match`.
     pub fn parse(s: &str) -> std::result::Result<FaultPlan, String> {
         let mut p = FaultPlan::default();
         for item in s.split(',').filter(|i| !i.is_empty()) {
@@ -36,6 +49,7 @@ impl FaultPlan {
             match parts.as_slice() {
                 ["create-once"] => p.fail_each_create_once = true,
                 ["get-once"] => p.fail_each_get_once = true,
+                ["ignore-if-none-match"] => p.ignore_if_none_match = true,
                 ["get", prefix, kind] => {
                     let k = match *kind {
                         "transient" => ErrorKind::Transient,
@@ -46,6 +60,10 @@ impl FaultPlan {
                     p.fail_get_prefix = Some((prefix.to_string(), k));
                 }
                 ["create", prefix] => p.fail_create_prefix = Some(prefix.to_string()),
+                ["crash", prefix, nth, when @ ("before" | "after")] => {
+                    let nth = nth.parse().map_err(|_| format!("bad crash count {nth}"))?;
+                    p.crash = Some(Crash { prefix: prefix.to_string(), nth, after: *when == "after" });
+                }
                 _ => return Err(format!("unknown fault {item}")),
             }
         }
@@ -59,6 +77,7 @@ pub struct Faulty {
     plan: FaultPlan,
     seen: Mutex<HashMap<String, u32>>,
     injected: Mutex<u64>,
+    crash_count: Mutex<u64>,
 }
 
 impl Faulty {
@@ -68,6 +87,7 @@ impl Faulty {
             plan,
             seen: Mutex::default(),
             injected: Mutex::new(0),
+            crash_count: Mutex::new(0),
         }
     }
 
@@ -104,6 +124,14 @@ impl Faulty {
 #[async_trait]
 impl Store for Faulty {
     async fn create(&self, key: &str, data: Bytes) -> Result<()> {
+        let crash_here = self.plan.crash.as_ref().filter(|c| key.starts_with(c.prefix.as_str())).is_some_and(|c| {
+            let mut n = self.crash_count.lock().unwrap();
+            *n += 1;
+            *n == c.nth
+        });
+        if crash_here && !self.plan.crash.as_ref().unwrap().after {
+            kill_self();
+        }
         if let Some(prefix) = &self.plan.fail_create_prefix {
             if key.starts_with(prefix.as_str()) {
                 return Err(self.fault(ErrorKind::Permanent, key));
@@ -112,7 +140,14 @@ impl Store for Faulty {
         if self.plan.fail_each_create_once && self.first_time("create", key) {
             return Err(self.fault(ErrorKind::Transient, key));
         }
-        self.inner.create(key, data).await
+        let r = match self.inner.create(key, data).await {
+            Err(e) if e.kind == ErrorKind::AlreadyExists && self.plan.ignore_if_none_match => Ok(()),
+            r => r,
+        };
+        if crash_here {
+            kill_self();
+        }
+        r
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.check_get(key)?;
@@ -134,4 +169,13 @@ impl Store for Faulty {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+}
+
+/// Die exactly as `kill -9` would: no destructors, no flushes.
+fn kill_self() -> ! {
+    // SAFETY: plain syscalls.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    unreachable!("SIGKILL cannot be caught")
 }
