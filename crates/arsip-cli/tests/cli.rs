@@ -639,3 +639,53 @@ mod crash {
         crash_loop(&Arsip::s3(tmp.path()), 100);
     }
 }
+
+mod fixtures {
+    //! Frozen repositories (written once by `tests/fixtures/make.sh`, never rewritten): later
+    //! code must still read them, and must report their damage exactly as recorded.
+    use super::support::*;
+
+    fn fixture(name: &str, tmp: &std::path::Path) -> Arsip {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let dst = tmp.join(name);
+        let status = std::process::Command::new("cp").arg("-r").arg(&src).arg(&dst).status().unwrap();
+        assert!(status.success());
+        let mut a = Arsip::local(tmp);
+        a.repo = dst.display().to_string();
+        a.with_env("ARSIP_PASSWORD", "fixture").without_env("ARSIP_PASSWORD_FILE")
+    }
+
+    fn expected(name: &str) -> serde_json::Value {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.expected.json"));
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn check_reports_on_frozen_repositories() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["clean", "flipped-pack", "missing-pack", "missing-index", "damaged-manifest"] {
+            let a = fixture(name, tmp.path());
+            let o = a.run(&["check", "--read-data", "--json"]);
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}", stderr(&o)));
+            let mut affected: Vec<String> =
+                report["affected_snapshots"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+            affected.sort();
+            let got = serde_json::json!({"problems": report["problems"], "affected_snapshots": affected});
+            assert_eq!(got, expected(name), "{name}");
+            assert_eq!(code(&o), if name == "clean" { 0 } else { 6 }, "{name}");
+        }
+    }
+
+    #[test]
+    fn frozen_repository_still_restores() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = fixture("clean", tmp.path());
+        let out = a.run(&["restore", "latest", "--kind", "stdin", "--stdout"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let want: String = (1..=30000).map(|i| format!("{i}\n")).collect();
+        assert!(out.stdout == want.as_bytes());
+        let snaps = a.json(&["snapshots"]);
+        assert_eq!(snaps[0]["tags"]["env"], "fixture");
+        assert_eq!(snaps[0]["time"], "2026-11-25T19:00:00Z", "the injected clock stamped the snapshot");
+    }
+}
