@@ -27,23 +27,37 @@ mod support {
     impl Arsip {
         pub fn local(dir: &Path) -> Arsip {
             let root = dir.join("repo");
-            Arsip { repo: root.display().to_string(), env: base_env(dir), local_root: Some(root) }
+            Arsip {
+                repo: root.display().to_string(),
+                env: base_env(dir),
+                local_root: Some(root),
+            }
         }
 
         pub fn s3(dir: &Path) -> Arsip {
             let s3 = arsip_testkit::s3();
             let mut env = base_env(dir);
             env.extend(s3.env().into_iter().map(|(k, v)| (k.to_string(), v)));
-            Arsip { repo: format!("s3://{}/backups/prod", s3.bucket()), env, local_root: None }
+            Arsip {
+                repo: format!("s3://{}/backups/prod", s3.bucket()),
+                env,
+                local_root: None,
+            }
         }
 
         pub fn both(dir: &Path) -> Vec<(&'static str, Arsip)> {
-            vec![("local", Arsip::local(&dir.join("l"))), ("s3", Arsip::s3(&dir.join("s")))]
+            vec![
+                ("local", Arsip::local(&dir.join("l"))),
+                ("s3", Arsip::s3(&dir.join("s"))),
+            ]
         }
 
         pub fn cmd(&self, args: &[&str]) -> Command {
             let mut c = Command::new(EXE);
-            c.args(args).env_clear().env("ARSIP_REPO", &self.repo).env("PATH", std::env::var("PATH").unwrap_or_default());
+            c.args(args)
+                .env_clear()
+                .env("ARSIP_REPO", &self.repo)
+                .env("PATH", std::env::var("PATH").unwrap_or_default());
             for (k, v) in &self.env {
                 c.env(k, v);
             }
@@ -56,7 +70,13 @@ mod support {
 
         pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
             use std::io::Write;
-            let mut child = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            let mut child = self
+                .cmd(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
             let mut stdin = child.stdin.take().unwrap();
             let data = input.to_vec();
             let t = std::thread::spawn(move || {
@@ -70,7 +90,12 @@ mod support {
         /// Run and require success; returns stdout.
         pub fn ok(&self, args: &[&str]) -> String {
             let out = self.run(args);
-            assert!(out.status.success(), "arsip {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "arsip {args:?} failed: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         }
 
@@ -81,7 +106,17 @@ mod support {
         }
 
         pub fn init(&self) {
-            self.ok(&["init", "--pack-size", "256K", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K"]);
+            self.ok(&[
+                "init",
+                "--pack-size",
+                "256K",
+                "--chunk-min",
+                "16K",
+                "--chunk-avg",
+                "64K",
+                "--chunk-max",
+                "256K",
+            ]);
         }
 
         pub fn with_env(&self, k: &str, v: &str) -> Arsip {
@@ -105,7 +140,10 @@ mod support {
         vec![
             ("ARSIP_PASSWORD_FILE".into(), pw.display().to_string()),
             ("ARSIP_TEST_WEAK_KDF".into(), "1".into()),
-            ("ARSIP_CACHE_DIR".into(), dir.join("cache").display().to_string()),
+            (
+                "ARSIP_CACHE_DIR".into(),
+                dir.join("cache").display().to_string(),
+            ),
             ("HOME".into(), dir.display().to_string()),
         ]
     }
@@ -123,12 +161,25 @@ mod support {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(root.join("etc/app/conf.d")).unwrap();
         std::fs::create_dir_all(root.join("secrets")).unwrap();
-        std::fs::write(root.join("etc/app/app.yaml"), format!("db: postgres://db/app\nseed: {seed}\n")).unwrap();
-        std::fs::write(root.join("etc/app/conf.d/big.bin"), arsip_testkit::sample_data(700_000, seed)).unwrap();
+        std::fs::write(
+            root.join("etc/app/app.yaml"),
+            format!("db: postgres://db/app\nseed: {seed}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("etc/app/conf.d/big.bin"),
+            arsip_testkit::sample_data(700_000, seed),
+        )
+        .unwrap();
         std::fs::write(root.join("etc/app/empty"), b"").unwrap();
         std::fs::write(root.join("secrets/jwt.key"), b"not-a-real-secret").unwrap();
-        std::fs::set_permissions(root.join("secrets/jwt.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::set_permissions(root.join("secrets"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            root.join("secrets/jwt.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::set_permissions(root.join("secrets"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
         std::os::unix::fs::symlink("app/app.yaml", root.join("etc/current.yaml")).unwrap();
     }
 
@@ -137,21 +188,45 @@ mod support {
         use std::os::unix::fs::MetadataExt;
         let ma = std::fs::symlink_metadata(a).unwrap();
         let mb = std::fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
-        assert_eq!(ma.file_type().is_symlink(), mb.file_type().is_symlink(), "{}", b.display());
-        assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "mode of {}", b.display());
+        assert_eq!(
+            ma.file_type().is_symlink(),
+            mb.file_type().is_symlink(),
+            "{}",
+            b.display()
+        );
+        assert_eq!(
+            ma.mode() & 0o7777,
+            mb.mode() & 0o7777,
+            "mode of {}",
+            b.display()
+        );
         if ma.file_type().is_symlink() {
-            assert_eq!(std::fs::read_link(a).unwrap(), std::fs::read_link(b).unwrap());
+            assert_eq!(
+                std::fs::read_link(a).unwrap(),
+                std::fs::read_link(b).unwrap()
+            );
         } else if ma.is_dir() {
-            let mut names: Vec<_> = std::fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names: Vec<_> = std::fs::read_dir(a)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             names.sort();
-            let mut names_b: Vec<_> = std::fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names_b: Vec<_> = std::fs::read_dir(b)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             names_b.sort();
             assert_eq!(names, names_b, "entries of {}", b.display());
             for n in names {
                 assert_same_tree(&a.join(&n), &b.join(&n));
             }
         } else {
-            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "content of {}", b.display());
+            assert_eq!(
+                std::fs::read(a).unwrap(),
+                std::fs::read(b).unwrap(),
+                "content of {}",
+                b.display()
+            );
             assert_eq!(ma.mtime(), mb.mtime(), "mtime of {}", b.display());
         }
     }
@@ -172,7 +247,15 @@ mod roundtrip {
             let src = tmp.path().join(format!("src-{name}"));
             make_tree(&src, 1);
             a.init();
-            let out = a.json(&["backup", "files", src.to_str().unwrap(), "--tag", "env=prod", "--tag", "tenant=42"]);
+            let out = a.json(&[
+                "backup",
+                "files",
+                src.to_str().unwrap(),
+                "--tag",
+                "env=prod",
+                "--tag",
+                "tenant=42",
+            ]);
             let files_id = out["id"].as_str().unwrap().to_string();
             assert_eq!(out["files"], 4, "{out}");
 
@@ -185,7 +268,10 @@ mod roundtrip {
             assert_eq!(arr.len(), 2, "{name}: {snaps}");
             for s in arr {
                 for field in ["id", "time", "kind", "tags", "logical_bytes"] {
-                    assert!(s.get(field).is_some(), "{name}: snapshot JSON lacks {field}: {s}");
+                    assert!(
+                        s.get(field).is_some(),
+                        "{name}: snapshot JSON lacks {field}: {s}"
+                    );
                 }
             }
             assert_eq!(arr[0]["tags"]["tenant"], "42");
@@ -199,27 +285,47 @@ mod roundtrip {
             let out = a.run(&["restore", "latest", "--stdout"]);
             assert!(out.status.success(), "{}", stderr(&out));
             assert!(out.stdout == dump, "{name}: stdout restore differs");
+            // With a tiny index memory budget the index spills to a mapped file: same result.
             let t2 = tmp.path().join(format!("restore2-{name}"));
-            a.ok(&["restore", "latest", "--kind", "files", "--to", t2.to_str().unwrap()]);
+            a.with_env("ARSIP_INDEX_MEMORY", "1K").ok(&[
+                "restore",
+                "latest",
+                "--kind",
+                "files",
+                "--to",
+                t2.to_str().unwrap(),
+            ]);
             assert_same_tree(&src, &restored(&t2, &src));
 
             // Unchanged input stores almost nothing new.
             let again = a.run_stdin(&["backup", "stdin", "--name", "app.dump", "--json"], &dump);
             let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-            assert!(v["added_bytes"].as_u64().unwrap() < dump.len() as u64 / 100, "{name}: {v}");
+            assert!(
+                v["added_bytes"].as_u64().unwrap() < dump.len() as u64 / 100,
+                "{name}: {v}"
+            );
 
             let check = a.json(&["check", "--read-data"]);
-            assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{name}: {check}");
+            assert_eq!(
+                check["problems"].as_array().unwrap().len(),
+                0,
+                "{name}: {check}"
+            );
             assert!(check["packs_read"].as_u64().unwrap() > 0);
             let subset = a.json(&["check", "--read-data-subset=50"]);
             assert!(subset["problems"].as_array().unwrap().is_empty());
 
             let stats = a.json(&["stats"]);
             for field in ["stored_bytes", "logical_bytes", "snapshots", "chunks"] {
-                assert!(stats[field].as_u64().is_some(), "{name}: stats lacks {field}: {stats}");
+                assert!(
+                    stats[field].as_u64().is_some(),
+                    "{name}: stats lacks {field}: {stats}"
+                );
             }
             assert_eq!(stats["snapshots"], 3);
-            assert!(stats["stored_bytes"].as_u64().unwrap() < stats["logical_bytes"].as_u64().unwrap());
+            assert!(
+                stats["stored_bytes"].as_u64().unwrap() < stats["logical_bytes"].as_u64().unwrap()
+            );
         }
     }
 
@@ -237,13 +343,19 @@ mod roundtrip {
         std::fs::write(&dest, "stale").unwrap();
         a.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
         assert_same_tree(&src, &restored(&target, &src));
-        let leftovers: Vec<_> = walk(&target).into_iter().filter(|p| p.contains(".arsip-tmp")).collect();
+        let leftovers: Vec<_> = walk(&target)
+            .into_iter()
+            .filter(|p| p.contains(".arsip-tmp"))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     pub fn walk(p: &std::path::Path) -> Vec<String> {
         let mut out = vec![p.display().to_string()];
-        if std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::symlink_metadata(p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             for e in std::fs::read_dir(p).unwrap() {
                 out.extend(walk(&e.unwrap().path()));
             }
@@ -267,7 +379,8 @@ mod keys {
         // A second password opens the same repository.
         let new_pw = tmp.path().join("new-password");
         std::fs::write(&new_pw, "second password").unwrap();
-        a.with_env("ARSIP_NEW_PASSWORD_FILE", new_pw.to_str().unwrap()).ok(&["key", "add", "--label", "ops"]);
+        a.with_env("ARSIP_NEW_PASSWORD_FILE", new_pw.to_str().unwrap())
+            .ok(&["key", "add", "--label", "ops"]);
         let second = a.with_env("ARSIP_PASSWORD_FILE", new_pw.to_str().unwrap());
         assert_eq!(second.json(&["snapshots"]).as_array().unwrap().len(), 1);
 
@@ -275,8 +388,13 @@ mod keys {
         let kf = tmp.path().join("full.key");
         a.ok(&["key", "add", "--keyfile", "--out", kf.to_str().unwrap()]);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&kf).unwrap().permissions().mode() & 0o777, 0o600);
-        let by_file = a.without_env("ARSIP_PASSWORD_FILE").with_env("ARSIP_KEY_FILE", kf.to_str().unwrap());
+        assert_eq!(
+            std::fs::metadata(&kf).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let by_file = a
+            .without_env("ARSIP_PASSWORD_FILE")
+            .with_env("ARSIP_KEY_FILE", kf.to_str().unwrap());
         assert_eq!(by_file.json(&["snapshots"]).as_array().unwrap().len(), 1);
         // --out never overwrites.
         let o = a.run(&["key", "add", "--keyfile", "--out", kf.to_str().unwrap()]);
@@ -285,8 +403,14 @@ mod keys {
         // passwd replaces the slot that opened the repository; the old password stops working.
         let third = tmp.path().join("third");
         std::fs::write(&third, "third password").unwrap();
-        second.with_env("ARSIP_NEW_PASSWORD_FILE", third.to_str().unwrap()).ok(&["key", "passwd"]);
-        assert_eq!(code(&second.run(&["snapshots"])), 4, "old password must fail with exit 4");
+        second
+            .with_env("ARSIP_NEW_PASSWORD_FILE", third.to_str().unwrap())
+            .ok(&["key", "passwd"]);
+        assert_eq!(
+            code(&second.run(&["snapshots"])),
+            4,
+            "old password must fail with exit 4"
+        );
         let t = a.with_env("ARSIP_PASSWORD_FILE", third.to_str().unwrap());
         let slots = t.json(&["key", "list"]);
         assert_eq!(slots["slots"].as_array().unwrap().len(), 3, "{slots}");
@@ -298,10 +422,22 @@ mod keys {
                 t.ok(&["key", "remove", id]);
             }
         }
-        let slots = t.json(&["key", "list"])["slots"].as_array().unwrap().clone();
+        let slots = t.json(&["key", "list"])["slots"]
+            .as_array()
+            .unwrap()
+            .clone();
         assert_eq!(slots.len(), 2);
-        t.ok(&["key", "remove", slots.iter().find(|s| s["kind"] == "keyfile").unwrap()["id"].as_str().unwrap()]);
-        let last = t.json(&["key", "list"])["slots"][0]["id"].as_str().unwrap().to_string();
+        t.ok(&[
+            "key",
+            "remove",
+            slots.iter().find(|s| s["kind"] == "keyfile").unwrap()["id"]
+                .as_str()
+                .unwrap(),
+        ]);
+        let last = t.json(&["key", "list"])["slots"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let o = t.run(&["key", "remove", &last]);
         assert_ne!(code(&o), 0, "removing the last slot must be refused");
         // Data is untouched by all of this.
@@ -316,18 +452,41 @@ mod keys {
         for (name, a) in Arsip::both(tmp.path()) {
             a.init();
             let agent_file = tmp.path().join(format!("agent-{name}.json"));
-            a.ok(&["key", "add", "--agent", "--label", "db-1", "--out", agent_file.to_str().unwrap()]);
-            let agent = a.without_env("ARSIP_PASSWORD_FILE").with_env("ARSIP_KEY_FILE", agent_file.to_str().unwrap());
+            a.ok(&[
+                "key",
+                "add",
+                "--agent",
+                "--label",
+                "db-1",
+                "--out",
+                agent_file.to_str().unwrap(),
+            ]);
+            let agent = a
+                .without_env("ARSIP_PASSWORD_FILE")
+                .with_env("ARSIP_KEY_FILE", agent_file.to_str().unwrap());
             let dump = arsip_testkit::sample_data(1_000_000, 8);
             let o = agent.run_stdin(&["backup", "stdin", "--name", "db.dump"], &dump);
             assert!(o.status.success(), "{name}: {}", stderr(&o));
-            for args in [&["snapshots"][..], &["restore", "latest", "--stdout"], &["check"], &["stats"]] {
+            for args in [
+                &["snapshots"][..],
+                &["restore", "latest", "--stdout"],
+                &["check"],
+                &["stats"],
+            ] {
                 let o = agent.run(args);
-                assert_eq!(code(&o), 8, "{name}: agent must be refused {args:?}: {}", stderr(&o));
+                assert_eq!(
+                    code(&o),
+                    8,
+                    "{name}: agent must be refused {args:?}: {}",
+                    stderr(&o)
+                );
                 assert!(stderr(&o).contains("full key"), "{}", stderr(&o));
             }
             let out = a.run(&["restore", "latest", "--stdout"]);
-            assert!(out.status.success() && out.stdout == dump, "{name}: full key restores the agent's backup");
+            assert!(
+                out.status.success() && out.stdout == dump,
+                "{name}: full key restores the agent's backup"
+            );
             let list = a.json(&["key", "list"]);
             assert_eq!(list["agents"].as_array().unwrap().len(), 1);
         }
@@ -346,12 +505,21 @@ mod bad_input {
 
         let bad_pw = tmp.path().join("bad");
         std::fs::write(&bad_pw, "hunter2-xyzzy").unwrap();
-        let o = a.with_env("ARSIP_PASSWORD_FILE", bad_pw.to_str().unwrap()).run(&["snapshots"]);
+        let o = a
+            .with_env("ARSIP_PASSWORD_FILE", bad_pw.to_str().unwrap())
+            .run(&["snapshots"]);
         assert_eq!(code(&o), 4, "{}", stderr(&o));
         assert!(stderr(&o).contains("HINT:"), "{}", stderr(&o));
-        assert!(!stderr(&o).contains("hunter2"), "the password must not be echoed: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("hunter2"),
+            "the password must not be echoed: {}",
+            stderr(&o)
+        );
 
-        let missing = Arsip { repo: tmp.path().join("nope").display().to_string(), ..a.clone() };
+        let missing = Arsip {
+            repo: tmp.path().join("nope").display().to_string(),
+            ..a.clone()
+        };
         let o = missing.run(&["snapshots"]);
         assert_eq!(code(&o), 3, "{}", stderr(&o));
         assert!(stderr(&o).contains("HINT:"));
@@ -359,7 +527,11 @@ mod bad_input {
         let not_repo_dir = tmp.path().join("plain");
         std::fs::create_dir_all(&not_repo_dir).unwrap();
         std::fs::write(not_repo_dir.join("file"), "x").unwrap();
-        let o = Arsip { repo: not_repo_dir.display().to_string(), ..a.clone() }.run(&["snapshots"]);
+        let o = Arsip {
+            repo: not_repo_dir.display().to_string(),
+            ..a.clone()
+        }
+        .run(&["snapshots"]);
         assert_eq!(code(&o), 3, "{}", stderr(&o));
         assert!(stderr(&o).contains("arsip init"), "{}", stderr(&o));
 
@@ -367,37 +539,67 @@ mod bad_input {
         assert_eq!(code(&o), 7, "{}", stderr(&o));
 
         let o = a.run(&["init"]);
-        assert_eq!(code(&o), 8, "init over an existing repository: {}", stderr(&o));
+        assert_eq!(
+            code(&o),
+            8,
+            "init over an existing repository: {}",
+            stderr(&o)
+        );
 
         let o = a.without_env("ARSIP_PASSWORD_FILE").run(&["snapshots"]);
         assert_ne!(code(&o), 0);
         assert!(stderr(&o).contains("ARSIP_PASSWORD_FILE"), "{}", stderr(&o));
 
-        let o = a.run(&["backup", "files", tmp.path().join("does-not-exist").to_str().unwrap()]);
+        let o = a.run(&[
+            "backup",
+            "files",
+            tmp.path().join("does-not-exist").to_str().unwrap(),
+        ]);
         assert_ne!(code(&o), 0);
-        assert_eq!(a.json(&["snapshots"]).as_array().unwrap().len(), 1, "a failed backup commits nothing");
+        assert_eq!(
+            a.json(&["snapshots"]).as_array().unwrap().len(),
+            1,
+            "a failed backup commits nothing"
+        );
     }
 
     #[test]
     fn unreachable_and_misconfigured_s3() {
         let tmp = tempfile::tempdir().unwrap();
         let s3 = Arsip::s3(tmp.path());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let down = s3.with_env("ARSIP_S3_ENDPOINT", &format!("http://127.0.0.1:{port}"));
         let started = std::time::Instant::now();
         let o = down.run(&["snapshots"]);
         assert_eq!(code(&o), 5, "{}", stderr(&o));
         assert!(stderr(&o).contains("HINT:"), "{}", stderr(&o));
-        assert!(started.elapsed() < std::time::Duration::from_secs(120), "retries are bounded");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "retries are bounded"
+        );
 
-        let no_bucket = Arsip { repo: "s3://no-such-bucket-arsip/x".into(), ..s3.clone() };
+        let no_bucket = Arsip {
+            repo: "s3://no-such-bucket-arsip/x".into(),
+            ..s3.clone()
+        };
         let o = no_bucket.run(&["snapshots"]);
         assert!(matches!(code(&o), 3 | 5), "{}: {}", code(&o), stderr(&o));
 
-        let bad_url = Arsip { repo: "s3://AKIA:secret@bucket/x".into(), ..s3.clone() };
+        let bad_url = Arsip {
+            repo: "s3://AKIA:secret@bucket/x".into(),
+            ..s3.clone()
+        };
         let o = bad_url.run(&["snapshots"]);
         assert_ne!(code(&o), 0);
-        assert!(!stderr(&o).contains("secret"), "credentials must not be echoed: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("secret"),
+            "credentials must not be echoed: {}",
+            stderr(&o)
+        );
     }
 
     #[test]
@@ -448,7 +650,10 @@ mod damage {
         let tmp = tempfile::tempdir().unwrap();
         let (a, _) = fixture(tmp.path());
         let root = a.local_root.clone().unwrap();
-        let stream_id = a.json(&["snapshots", "--kind", "stdin"])[0]["id"].as_str().unwrap().to_string();
+        let stream_id = a.json(&["snapshots", "--kind", "stdin"])[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         // Damage the largest pack (it holds the stream's data).
         let mut packs = objects(&root, "data");
         packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
@@ -459,14 +664,24 @@ mod damage {
         let o = a.run(&["check", "--read-data"]);
         assert_eq!(code(&o), 6, "{}", String::from_utf8_lossy(&o.stdout));
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains(&victim_name), "check names the damaged object: {out}");
-        assert!(out.contains(&format!("AFFECTED snapshot {stream_id}")), "check names the affected snapshot: {out}");
+        assert!(
+            out.contains(&victim_name),
+            "check names the damaged object: {out}"
+        );
+        assert!(
+            out.contains(&format!("AFFECTED snapshot {stream_id}")),
+            "check names the affected snapshot: {out}"
+        );
         // Structure-only check does not read data and stays clean.
         assert_eq!(code(&a.run(&["check"])), 0);
 
         let o = a.run(&["restore", &stream_id, "--stdout"]);
         assert_eq!(code(&o), 6, "{}", stderr(&o));
-        assert!(stderr(&o).contains(&victim_name) || stderr(&o).contains("damaged"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&victim_name) || stderr(&o).contains("damaged"),
+            "{}",
+            stderr(&o)
+        );
         let target = tmp.path().join("t");
         let o = a.run(&["restore", &stream_id, "--to", target.to_str().unwrap()]);
         assert_eq!(code(&o), 6);
@@ -488,16 +703,34 @@ mod damage {
         ] {
             let dir = tmp.path().join(case);
             copy_dir(&orig, &dir.join("repo"));
-            let b = Arsip { repo: dir.join("repo").display().to_string(), local_root: Some(dir.join("repo")), ..a.clone() };
+            let b = Arsip {
+                repo: dir.join("repo").display().to_string(),
+                local_root: Some(dir.join("repo")),
+                ..a.clone()
+            };
             let root = b.local_root.clone().unwrap();
-            let victim = if prefix == "config" { root.join("config") } else { objects(&root, prefix)[0].clone() };
+            let victim = if prefix == "config" {
+                root.join("config")
+            } else {
+                objects(&root, prefix)[0].clone()
+            };
             if truncate {
                 let len = std::fs::metadata(&victim).unwrap().len();
-                let f = std::fs::OpenOptions::new().write(true).open(&victim).unwrap();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&victim)
+                    .unwrap();
                 f.set_len(len / 2).unwrap();
             } else {
                 let len = std::fs::metadata(&victim).unwrap().len() as usize;
-                flip(&victim, if prefix == "keys" || prefix == "config" { len / 3 } else { len / 2 });
+                flip(
+                    &victim,
+                    if prefix == "keys" || prefix == "config" {
+                        len / 3
+                    } else {
+                        len / 2
+                    },
+                );
             }
             let o = b.run(&["check", "--read-data"]);
             let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
@@ -536,17 +769,30 @@ mod concurrency {
             d2.extend(arsip_testkit::sample_data(1_000_000, 22));
             let (a1, a2) = (a.clone(), a.clone());
             let (c1, c2) = (d1.clone(), d2.clone());
-            let t1 = std::thread::spawn(move || a1.run_stdin(&["backup", "stdin", "--name", "one", "--json"], &c1));
-            let t2 = std::thread::spawn(move || a2.run_stdin(&["backup", "stdin", "--name", "two", "--json"], &c2));
+            let t1 = std::thread::spawn(move || {
+                a1.run_stdin(&["backup", "stdin", "--name", "one", "--json"], &c1)
+            });
+            let t2 = std::thread::spawn(move || {
+                a2.run_stdin(&["backup", "stdin", "--name", "two", "--json"], &c2)
+            });
             let (o1, o2) = (t1.join().unwrap(), t2.join().unwrap());
             assert!(o1.status.success(), "{name}: {}", stderr(&o1));
             assert!(o2.status.success(), "{name}: {}", stderr(&o2));
             for (o, d) in [(o1, d1), (o2, d2)] {
-                let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"].as_str().unwrap().to_string();
+                let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 let r = a.run(&["restore", &id, "--stdout"]);
-                assert!(r.status.success() && r.stdout == d, "{name}: restore of {id}");
+                assert!(
+                    r.status.success() && r.stdout == d,
+                    "{name}: restore of {id}"
+                );
             }
-            assert!(a.json(&["check", "--read-data"])["problems"].as_array().unwrap().is_empty());
+            assert!(a.json(&["check", "--read-data"])["problems"]
+                .as_array()
+                .unwrap()
+                .is_empty());
             assert!(!a.run(&["snapshots"]).stdout.is_empty());
         }
     }
@@ -567,7 +813,10 @@ mod crash {
             1 => Some(format!("crash:data/:{n}:after")),
             2 => Some("crash:index/:1:before".into()),
             3 => Some("crash:index/:1:after".into()),
-            4 => Some(format!("crash:snapshots/:1:{}", if rng % 2 == 0 { "before" } else { "after" })),
+            4 => Some(format!(
+                "crash:snapshots/:1:{}",
+                if rng % 2 == 0 { "before" } else { "after" }
+            )),
             _ => None,
         }
     }
@@ -613,10 +862,17 @@ mod crash {
             // After every crash: no partial snapshot, structure clean.
             let snaps = a.json(&["snapshots"]);
             let n = snaps.as_array().unwrap().len();
-            assert!(n >= committed && n <= i + 1, "iteration {i}: {n} snapshots, {committed} acknowledged");
+            assert!(
+                n >= committed && n <= i + 1,
+                "iteration {i}: {n} snapshots, {committed} acknowledged"
+            );
             committed = n;
             let check = a.run(&["check", "--json"]);
-            assert!(check.status.success(), "iteration {i}: check after crash: {}", String::from_utf8_lossy(&check.stdout));
+            assert!(
+                check.status.success(),
+                "iteration {i}: check after crash: {}",
+                String::from_utf8_lossy(&check.stdout)
+            );
         }
         // The next backup succeeds, and everything listed restores with verified data.
         let o = a.run_stdin(&["backup", "stdin", "--name", "after.bin"], &src);
@@ -646,31 +902,52 @@ mod fixtures {
     use super::support::*;
 
     fn fixture(name: &str, tmp: &std::path::Path) -> Arsip {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         let dst = tmp.join(name);
-        let status = std::process::Command::new("cp").arg("-r").arg(&src).arg(&dst).status().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .unwrap();
         assert!(status.success());
         let mut a = Arsip::local(tmp);
         a.repo = dst.display().to_string();
-        a.with_env("ARSIP_PASSWORD", "fixture").without_env("ARSIP_PASSWORD_FILE")
+        a.with_env("ARSIP_PASSWORD", "fixture")
+            .without_env("ARSIP_PASSWORD_FILE")
     }
 
     fn expected(name: &str) -> serde_json::Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.expected.json"));
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/{name}.expected.json"));
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     }
 
     #[test]
     fn check_reports_on_frozen_repositories() {
         let tmp = tempfile::tempdir().unwrap();
-        for name in ["clean", "flipped-pack", "missing-pack", "missing-index", "damaged-manifest"] {
+        for name in [
+            "clean",
+            "flipped-pack",
+            "missing-pack",
+            "missing-index",
+            "damaged-manifest",
+        ] {
             let a = fixture(name, tmp.path());
             let o = a.run(&["check", "--read-data", "--json"]);
-            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}", stderr(&o)));
-            let mut affected: Vec<String> =
-                report["affected_snapshots"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+                .unwrap_or_else(|e| panic!("{name}: {e}: {}", stderr(&o)));
+            let mut affected: Vec<String> = report["affected_snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
             affected.sort();
-            let got = serde_json::json!({"problems": report["problems"], "affected_snapshots": affected});
+            let got =
+                serde_json::json!({"problems": report["problems"], "affected_snapshots": affected});
             assert_eq!(got, expected(name), "{name}");
             assert_eq!(code(&o), if name == "clean" { 0 } else { 6 }, "{name}");
         }
@@ -686,6 +963,9 @@ mod fixtures {
         assert!(out.stdout == want.as_bytes());
         let snaps = a.json(&["snapshots"]);
         assert_eq!(snaps[0]["tags"]["env"], "fixture");
-        assert_eq!(snaps[0]["time"], "2026-11-25T19:00:00Z", "the injected clock stamped the snapshot");
+        assert_eq!(
+            snaps[0]["time"], "2026-11-25T19:00:00Z",
+            "the injected clock stamped the snapshot"
+        );
     }
 }

@@ -158,7 +158,7 @@ impl IndexBuilder {
         IndexBuilder {
             mem: Vec::new(),
             spill: None,
-            budget_slots: (budget_bytes / SLOT_SIZE).max(1024),
+            budget_slots: (budget_bytes / SLOT_SIZE).max(16),
             spill_dir,
             packs: Vec::new(),
             pack_ids: HashMap::new(),
@@ -207,6 +207,11 @@ impl IndexBuilder {
         }
         self.mem.push(slot);
         if self.mem.len() > self.budget_slots {
+            tracing::info!(
+                budget_bytes = self.budget_slots * SLOT_SIZE,
+                dir = %self.spill_dir.display(),
+                "index exceeds its memory budget; spilling to a mapped file"
+            );
             std::fs::create_dir_all(&self.spill_dir)?;
             let file = tempfile::tempfile_in(&self.spill_dir)?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
