@@ -395,12 +395,14 @@ impl Ctx<'_> {
         let repo = self.open(Mode::Full).await?;
         let (snaps, _) = self.list(&repo, &FilterArgs::default()).await?;
         let index = repo.load_index().await?;
-        let objects: Vec<_> = repo.store.list("").try_collect().await?;
-        let stored_bytes: u64 = objects.iter().map(|o| o.size).sum();
-        let packs = objects
-            .iter()
-            .filter(|o| o.key.starts_with("data/"))
-            .count();
+        // Streamed: a listing of millions of objects is never held in memory.
+        let (objects, stored_bytes, packs) = repo
+            .store
+            .list("")
+            .try_fold((0usize, 0u64, 0usize), |(n, bytes, packs), o| async move {
+                Ok((n + 1, bytes + o.size, packs + usize::from(o.key.starts_with("data/"))))
+            })
+            .await?;
         let logical_bytes: u64 = snaps.iter().map(|s| s.manifest.logical_bytes).sum();
         let mut unique_raw = 0u64;
         let mut last = None;
@@ -412,7 +414,7 @@ impl Ctx<'_> {
         }
         let v = json!({
             "snapshots": snaps.len(), "logical_bytes": logical_bytes, "stored_bytes": stored_bytes,
-            "unique_bytes": unique_raw, "chunks": index.len(), "packs": packs, "objects": objects.len(),
+            "unique_bytes": unique_raw, "chunks": index.len(), "packs": packs, "objects": objects,
             "dedup_ratio": if stored_bytes > 0 { logical_bytes as f64 / stored_bytes as f64 } else { 0.0 },
             "index_memory_bytes": index.len() * arsip_repo::index::SLOT_SIZE,
         });
@@ -428,7 +430,7 @@ impl Ctx<'_> {
             println!(
                 "stored bytes:   {} in {} objects, {} packs",
                 human(stored_bytes),
-                objects.len(),
+                objects,
                 packs
             );
             println!("chunks:         {}", index.len());
