@@ -106,7 +106,7 @@ pub struct PgBackupArgs {
 #[derive(Subcommand, Debug)]
 pub enum RestoreSub {
     /// Restore a PostgreSQL backup (logical into a database, physical into a data directory)
-    Pg(PgRestoreArgs),
+    Pg(Box<PgRestoreArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -357,15 +357,146 @@ async fn wal_fetch(
     }
 }
 
+fn parse_tags(t: &[String]) -> Result<BTreeMap<String, String>> {
+    t.iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("tag {s:?} is not KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn print_outcome(cli: &Cli, o: &arsip_ops::backup::BackupOutcome) -> Result<()> {
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(o)?);
+    } else {
+        println!(
+            "snapshot {} saved ({}): {} bytes read, {} new, {} stored, {:.1}s",
+            &o.id[..8],
+            o.kind,
+            o.logical_bytes,
+            o.added_bytes,
+            o.stored_bytes,
+            o.seconds
+        );
+    }
+    Ok(())
+}
+
 pub async fn backup(cli: &Cli, a: &PgBackupArgs) -> Result<u8> {
-    let _ = (cli, a);
-    anyhow::bail!("backup pg is not implemented yet")
+    if let Some(d) = &a.dbname {
+        arsip_pg::conn::refuse_password(d).map_err(lift)?;
+    }
+    let repo = open_repo(cli, true).await?;
+    let tags = parse_tags(&a.tags)?;
+    let o = if a.logical {
+        let opts = arsip_pg::logical::LogicalBackup {
+            dbname: a.dbname.clone(),
+            all: a.all,
+            tags,
+        };
+        arsip_pg::logical::backup(repo, &opts).await.map_err(lift)?
+    } else {
+        let pgdata = a
+            .pgdata
+            .clone()
+            .context("--physical needs --pgdata DIR (or PGDATA)")?;
+        let opts = arsip_pg::physical::PhysicalBackup {
+            dbname: a.dbname.clone(),
+            pgdata,
+            fast: a.fast,
+            wal_timeout: std::time::Duration::from_secs(a.wal_timeout),
+            stanza: a.stanza.clone(),
+            tags,
+        };
+        arsip_pg::physical::backup(repo, &opts)
+            .await
+            .map_err(lift)?
+    };
+    print_outcome(cli, &o)?;
+    Ok(exit::OK)
+}
+
+async fn list_kind(repo: &Repository, kind: &str) -> Result<Vec<arsip_repo::snapshot::Snapshot>> {
+    let (snaps, bad) = repo.snapshots_report().await?;
+    for (name, e) in &bad {
+        eprintln!("arsip: warning: {name} is damaged and cannot be listed: {e}");
+    }
+    Ok(snaps
+        .into_iter()
+        .filter(|s| s.manifest.kind == kind)
+        .collect())
 }
 
 pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
     let RestoreSub::Pg(a) = sub;
-    let _ = (cli, a);
-    anyhow::bail!("restore pg is not implemented yet")
+    if let Some(d) = &a.dbname {
+        arsip_pg::conn::refuse_password(d).map_err(lift)?;
+    }
+    let repo = open_repo(cli, false).await?;
+    if a.logical {
+        let snaps = list_kind(&repo, arsip_pg::logical::KIND).await?;
+        let snap = arsip_repo::snapshot::select(&snaps, a.snapshot.as_deref().unwrap_or("latest"))?
+            .clone();
+        let opts = arsip_pg::logical::LogicalRestore {
+            dbname: a.dbname.clone(),
+            create: a.create,
+            tables: a.tables.clone(),
+            jobs: a.jobs.max(1),
+        };
+        let o = arsip_pg::logical::restore(repo, &snap, &opts)
+            .await
+            .map_err(lift)?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&o)?);
+        } else {
+            info(
+                cli,
+                format!(
+                    "restored snapshot {} into database {} ({} bytes of dump) in {:.1}s",
+                    &o.snapshot[..8],
+                    o.database,
+                    o.bytes,
+                    o.seconds
+                ),
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let to = a.to.clone().context("--physical needs --to DIR")?;
+    let target = arsip_pg::restore::Target::from_args(
+        a.target_time.as_deref(),
+        a.target_lsn.as_deref(),
+        a.target_xid.as_deref(),
+        a.target_name.as_deref(),
+        a.target.as_deref(),
+    )
+    .map_err(lift)?;
+    let opts = arsip_pg::restore::PhysicalRestore {
+        snapshot: a.snapshot.clone(),
+        to,
+        target,
+        target_timeline: a.target_timeline.clone(),
+        target_action: a.target_action.clone(),
+        exclusive: a.exclusive,
+        start: a.start,
+        port: a.port,
+        no_archive: a.no_archive,
+        stanza: a.stanza.clone(),
+        arsip_exe: std::env::current_exe()?,
+        repo_location: cli.repo.clone().context("no repository given")?,
+        key_file: cli.key_file.clone(),
+    };
+    let snaps = list_kind(&repo, arsip_pg::physical::KIND).await?;
+    let o = arsip_pg::restore::restore(repo, &snaps, &opts)
+        .await
+        .map_err(lift)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&o)?);
+    } else {
+        println!("{}", o.summary());
+    }
+    Ok(exit::OK)
 }
 
 pub async fn quickstart(cli: &Cli, a: &QuickstartArgs) -> Result<u8> {

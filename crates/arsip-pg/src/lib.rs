@@ -14,6 +14,7 @@ pub mod error;
 pub mod logical;
 pub mod physical;
 pub mod restore;
+pub mod session;
 pub mod walarchive;
 
 pub use error::{PgError, Result};

@@ -1,1 +1,564 @@
-//! TODO
+//! Physical base backups, read straight from the data directory on the database host.
+//!
+//! Order of events (each step's failure aborts before the snapshot exists):
+//! 1. checks: the connected server is not a standby, its system identifier and data directory
+//!    match `--pgdata`, archiving is on, and the stanza belongs to this cluster;
+//! 2. `pg_backup_start(label, fast)` in a session held open for the whole backup
+//!    (non-exclusive: the session's end aborts the backup);
+//! 3. the walk: every file with pg_basebackup's exclusions, tablespaces through
+//!    `pg_tblspc/<oid>`, `global/pg_control` last; files that vanish are skipped, files that
+//!    shrink are stored as read (WAL replay repairs both);
+//! 4. `pg_backup_stop(true)`; `backup_label` and `tablespace_map` are stored from its result;
+//! 5. wait (with a timeout) until every WAL segment from start to stop is in the repository;
+//! 6. commit the snapshot, with start/stop LSN, timeline and times as facts.
+//!
+//! Incremental reads: a host-side cache (`<cache>/pg-physical/<repo>-<sysid>.json`, because
+//! agents cannot read manifests) records each file's size, mtime and chunk ids. A file with
+//! the same size and mtime, older than the previous backup's start minus one second, reuses
+//! its chunk ids without being read, if the repository still holds them. A different system
+//! identifier or timeline forces a full read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arsip_ops::backup::BackupOutcome;
+use arsip_repo::format::ChunkId;
+use arsip_repo::index::ChunkIndex;
+use arsip_repo::snapshot::{Node, NodeType};
+use arsip_repo::write::BackupSession;
+use arsip_repo::{RepoError, Repository};
+use serde_json::{json, Value};
+
+use crate::conn;
+use crate::control::{parse_lsn, ClusterId, SegName};
+use crate::error::{PgError, Result};
+use crate::session::PgSession;
+use crate::walarchive::check_stanza;
+
+pub const KIND: &str = "pg-physical";
+
+/// Directories whose contents are not copied (the directory itself is kept).
+const EXCLUDE_CONTENTS: &[&str] = &[
+    "pg_wal",
+    "pg_stat_tmp",
+    "pg_replslot",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_subtrans",
+];
+/// Files never copied, at the top level.
+const EXCLUDE_TOP_FILES: &[&str] = &[
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_label",
+    "tablespace_map",
+    "current_logfiles",
+    "postgresql.auto.conf.tmp",
+    "recovery.signal",
+    "standby.signal",
+    "backup_manifest",
+];
+
+#[derive(Debug, Clone)]
+pub struct PhysicalBackup {
+    pub dbname: Option<String>,
+    pub pgdata: PathBuf,
+    pub fast: bool,
+    pub wal_timeout: Duration,
+    pub stanza: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Cache {
+    system_identifier: u64,
+    timeline: u32,
+    /// Unix seconds of the previous backup's start.
+    started: i64,
+    files: HashMap<String, CachedFile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CachedFile {
+    size: u64,
+    mtime_ns: i128,
+    chunks: Vec<String>,
+}
+
+fn cache_path(repo: &Repository, sysid: u64) -> PathBuf {
+    repo.cache_dir()
+        .join("pg-physical")
+        .join(format!("{}-{sysid}.json", &repo.config.repo_id[..16]))
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
+/// Walk state for one backup.
+struct Walk<'a> {
+    session: &'a BackupSession,
+    index: &'a ChunkIndex,
+    prev: Option<&'a Cache>,
+    /// Files older than this (unix seconds) may be reused from the cache.
+    reuse_before: i64,
+    next: Cache,
+    nodes: Vec<(Node, Vec<ChunkId>)>,
+    pg_control: Option<(Node, Vec<ChunkId>)>,
+    bytes_read: u64,
+    reused_files: u64,
+    reused_bytes: u64,
+}
+
+fn node(rel: &str, m: &std::fs::Metadata, t: NodeType, target: Option<String>) -> Node {
+    Node {
+        path: rel.to_string(),
+        node_type: t,
+        mode: m.mode() & 0o7777,
+        mtime: jiff::Timestamp::new(m.mtime(), m.mtime_nsec() as i32).ok(),
+        size: if t == NodeType::File { m.len() } else { 0 },
+        target,
+        uid: Some(m.uid()),
+        gid: Some(m.gid()),
+    }
+}
+
+/// Unlogged relations in one database directory: relfilenodes with an `_init` fork.
+fn unlogged_in(dir: &Path) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(base) = n.strip_suffix("_init") {
+                if base.bytes().all(|b| b.is_ascii_digit()) {
+                    out.insert(base.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn is_unlogged_fork(name: &str, unlogged: &std::collections::HashSet<String>) -> bool {
+    if name.ends_with("_init") {
+        return false;
+    }
+    let base = name.split(['_', '.']).next().unwrap_or("");
+    unlogged.contains(base)
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, abs: &Path, rel: &str, depth: usize) -> Result<()> {
+        let mut entries: Vec<_> = match std::fs::read_dir(abs) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        entries.sort_by_key(|e| e.file_name());
+        // Database directories (base/<oid>, tablespace .../<oid>) may hold unlogged relations.
+        let unlogged = unlogged_in(abs);
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let path = e.path();
+            let m = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if depth == 0 && EXCLUDE_TOP_FILES.contains(&name.as_str()) {
+                continue;
+            }
+            if name == "pg_internal.init" || name.starts_with("pgsql_tmp") {
+                continue;
+            }
+            if !unlogged.is_empty() && m.is_file() && is_unlogged_fork(&name, &unlogged) {
+                continue;
+            }
+            let ft = m.file_type();
+            if ft.is_symlink() {
+                if rel == "pg_tblspc" {
+                    // A tablespace: store its contents under pg_tblspc/<oid>/.
+                    let target = std::fs::read_link(&path)?;
+                    let tm = std::fs::metadata(&path)?;
+                    self.nodes
+                        .push((node(&child_rel, &tm, NodeType::Dir, None), vec![]));
+                    self.dir(&path, &child_rel, depth + 1)?;
+                    let _ = target;
+                } else {
+                    let target = std::fs::read_link(&path)?.to_string_lossy().into_owned();
+                    self.nodes.push((
+                        node(&child_rel, &m, NodeType::Symlink, Some(target)),
+                        vec![],
+                    ));
+                }
+            } else if ft.is_dir() {
+                self.nodes
+                    .push((node(&child_rel, &m, NodeType::Dir, None), vec![]));
+                if depth == 0 && EXCLUDE_CONTENTS.contains(&name.as_str()) {
+                    if name == "pg_wal" {
+                        // keep pg_wal/archive_status: PostgreSQL expects it
+                        let st = path.join("archive_status");
+                        if let Ok(sm) = std::fs::symlink_metadata(&st) {
+                            self.nodes.push((
+                                node("pg_wal/archive_status", &sm, NodeType::Dir, None),
+                                vec![],
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                self.dir(&path, &child_rel, depth + 1)?;
+            } else if ft.is_file() {
+                self.file(&path, &child_rel, &m)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, abs: &Path, rel: &str, m: &std::fs::Metadata) -> Result<()> {
+        let mut n = node(rel, m, NodeType::File, None);
+        let mt = mtime_ns(m);
+        if let Some(prev) = self.prev.and_then(|p| p.files.get(rel)) {
+            if prev.size == m.len()
+                && prev.mtime_ns == mt
+                && (mt / 1_000_000_000) < self.reuse_before as i128
+            {
+                let ids: Option<Vec<ChunkId>> = prev
+                    .chunks
+                    .iter()
+                    .map(|h| {
+                        arsip_repo::snapshot::parse_chunk_id(h)
+                            .ok()
+                            .filter(|id| self.index.dedupable(id))
+                    })
+                    .collect();
+                if let Some(ids) = ids {
+                    self.reused_files += 1;
+                    self.reused_bytes += m.len();
+                    self.next.files.insert(rel.to_string(), prev.clone());
+                    self.push_file(rel, n, ids);
+                    return Ok(());
+                }
+            }
+        }
+        let f = match std::fs::File::open(abs) {
+            Ok(f) => f,
+            // Dropped or truncated away mid-backup: WAL replay recreates what matters.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let (ids, size) = self.session.write_stream(f)?;
+        n.size = size;
+        self.bytes_read += size;
+        self.next.files.insert(
+            rel.to_string(),
+            CachedFile {
+                size,
+                mtime_ns: mt,
+                chunks: ids.iter().map(hex::encode).collect(),
+            },
+        );
+        self.push_file(rel, n, ids);
+        Ok(())
+    }
+
+    fn push_file(&mut self, rel: &str, n: Node, ids: Vec<ChunkId>) {
+        if rel == "global/pg_control" {
+            self.pg_control = Some((n, ids));
+        } else {
+            self.nodes.push((n, ids));
+        }
+    }
+}
+
+fn label_value<'a>(label: &'a str, key: &str) -> Option<&'a str> {
+    label
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim_start_matches(':').trim())
+}
+
+pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<BackupOutcome> {
+    let cfg = conn::config(opts.dbname.as_deref())?;
+    let client = conn::connect(&cfg).await?;
+    let pgdata = opts.pgdata.canonicalize().map_err(|e| {
+        PgError::refused(
+            format!("--pgdata {}: {e}", opts.pgdata.display()),
+            "pass the cluster's data directory",
+        )
+    })?;
+    let id = ClusterId::read(&pgdata)?;
+    let r = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), (SELECT system_identifier::text FROM pg_control_system()), \
+             current_setting('data_directory'), current_setting('archive_mode'), \
+             current_setting('archive_command'), current_setting('server_version'), \
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
+             current_setting('data_checksums')",
+            &[],
+        )
+        .await?;
+    if r.get::<_, bool>(0) {
+        return Err(PgError::refused(
+            "the server is a standby; physical backups from standbys are not supported yet",
+            "run the backup against the primary",
+        ));
+    }
+    let server_sysid: String = r.get(1);
+    if server_sysid != id.system_identifier.to_string() {
+        return Err(PgError::refused(
+            format!(
+                "the connected server's system identifier {server_sysid} is not that of {} ({})",
+                pgdata.display(),
+                id.system_identifier
+            ),
+            "connect to the server that runs on --pgdata (PGHOST/PGPORT or --dbname)",
+        ));
+    }
+    let server_dir = PathBuf::from(r.get::<_, String>(2));
+    if server_dir.canonicalize().ok().as_deref() != Some(pgdata.as_path()) {
+        return Err(PgError::refused(
+            format!(
+                "the server's data_directory is {}, not {}",
+                server_dir.display(),
+                pgdata.display()
+            ),
+            "pass the server's data directory as --pgdata",
+        ));
+    }
+    let archive_mode: String = r.get(3);
+    let archive_command: String = r.get(4);
+    if archive_mode == "off" || archive_command.trim().is_empty() {
+        return Err(PgError::refused(
+            "WAL archiving is off: a base backup without archived WAL cannot be restored",
+            "set archive_mode = on and archive_command = 'arsip wal push %p' (restart needed)",
+        ));
+    }
+    let server_version: String = r.get(5);
+    let seg_size = r.get::<_, i64>(6) as u64;
+    let checksums: String = r.get(7);
+    check_stanza(&repo, &opts.stanza, &id).await?;
+
+    let mut session = PgSession::start(repo.clone()).await?;
+    let started_unix = session.started.as_second();
+    let label = format!("arsip {}", session.started);
+    let row = client
+        .query_one(
+            "SELECT l::text, now()::text FROM pg_backup_start($1, $2) l",
+            &[&label, &opts.fast],
+        )
+        .await?;
+    let start_lsn_s: String = row.get(0);
+    let start_time: String = row.get(1);
+
+    // Host cache of the previous backup of this cluster into this repository.
+    let cpath = cache_path(&repo, id.system_identifier);
+    let prev: Option<Cache> = std::fs::read(&cpath)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|c: &Cache| c.system_identifier == id.system_identifier);
+    let cur_tli: i32 = client
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await?
+        .get(0);
+    let prev = prev.filter(|c| c.timeline == cur_tli as u32);
+
+    let sess = session.session.clone();
+    let index = session.index.clone();
+    let pg = pgdata.clone();
+    let walk_result = tokio::task::spawn_blocking(move || {
+        let reuse_before = prev.as_ref().map_or(i64::MIN, |p| p.started - 1);
+        let mut w = Walk {
+            session: &sess,
+            index: &index,
+            prev: prev.as_ref(),
+            reuse_before,
+            next: Cache {
+                system_identifier: 0,
+                timeline: 0,
+                started: started_unix,
+                files: HashMap::new(),
+            },
+            nodes: Vec::new(),
+            pg_control: None,
+            bytes_read: 0,
+            reused_files: 0,
+            reused_bytes: 0,
+        };
+        w.dir(&pg, "", 0)?;
+        Ok::<_, PgError>((
+            w.nodes,
+            w.pg_control,
+            w.next,
+            w.bytes_read,
+            w.reused_files,
+            w.reused_bytes,
+        ))
+    })
+    .await
+    .map_err(|e| PgError::Tool(e.to_string()))?;
+    let (nodes, pg_control, mut next_cache, bytes_read, reused_files, reused_bytes) =
+        match walk_result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = client.batch_execute("SELECT pg_backup_stop(false)").await;
+                return Err(e);
+            }
+        };
+
+    // pg_backup_stop waits for the stop segment to be archived; bound the wait.
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            opts.wal_timeout.as_millis().max(1000)
+        ))
+        .await?;
+    let stop = client
+        .query_one(
+            "SELECT lsn::text, labelfile, spcmapfile, clock_timestamp()::text FROM pg_backup_stop(true)",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            PgError::refused(
+                format!("pg_backup_stop did not complete: {e}"),
+                "check that archive_command succeeds (pg_stat_archiver, the server log); raise --wal-timeout",
+            )
+        })?;
+    let stop_lsn_s: String = stop.get(0);
+    let labelfile: String = stop.get(1);
+    let spcmap: Option<String> = stop.get(2);
+    let stop_time: String = stop.get(3);
+    let timeline: u32 = label_value(&labelfile, "START TIMELINE")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cur_tli as u32);
+    let start_lsn = parse_lsn(&start_lsn_s).unwrap_or(0);
+    let stop_lsn = parse_lsn(&stop_lsn_s).unwrap_or(0);
+    let start_seg = SegName::from_lsn(timeline, start_lsn, seg_size);
+    let stop_seg = SegName::from_lsn(
+        timeline,
+        stop_lsn.saturating_sub(1).max(start_lsn),
+        seg_size,
+    );
+
+    // Tree: files in walk order, then backup_label and tablespace_map, pg_control last.
+    let now = session.started;
+    for (n, ids) in &nodes {
+        session.node(n, ids)?;
+    }
+    let sess = session.session.clone();
+    let lf = labelfile.clone();
+    let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(lf.as_bytes()))
+        .await
+        .map_err(|e| PgError::Tool(e.to_string()))??;
+    session.node(&meta_file("backup_label", size, now), &ids)?;
+    if let Some(map) = spcmap.as_ref().filter(|m| !m.is_empty()) {
+        let sess = session.session.clone();
+        let m = map.clone();
+        let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(m.as_bytes()))
+            .await
+            .map_err(|e| PgError::Tool(e.to_string()))??;
+        session.node(&meta_file("tablespace_map", size, now), &ids)?;
+    }
+    let (pc, pc_ids) = pg_control.ok_or_else(|| {
+        PgError::refused(
+            "global/pg_control was not found in the data directory",
+            "check --pgdata",
+        )
+    })?;
+    session.node(&pc, &pc_ids)?;
+
+    // Every segment from start to stop must be durable in the repository.
+    let ns = id.namespace();
+    let deadline = Instant::now() + opts.wal_timeout;
+    for segno in start_seg.segno..=stop_seg.segno {
+        let name = SegName { timeline, segno }.name(seg_size);
+        loop {
+            if repo.wal_exists(&ns, &name).await? {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(PgError::refused(
+                    format!("WAL segment {name} needed by this backup is not in the repository"),
+                    "check archive_command (pg_stat_archiver, the server log); no snapshot was committed",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    let mut facts: BTreeMap<String, Value> = BTreeMap::new();
+    facts.insert(
+        "system_identifier".into(),
+        json!(id.system_identifier.to_string()),
+    );
+    facts.insert("major".into(), json!(id.major));
+    facts.insert("server_version".into(), json!(server_version));
+    facts.insert("namespace".into(), json!(ns));
+    facts.insert("stanza".into(), json!(opts.stanza));
+    facts.insert("timeline".into(), json!(timeline));
+    facts.insert("start_lsn".into(), json!(start_lsn_s));
+    facts.insert("stop_lsn".into(), json!(stop_lsn_s));
+    facts.insert("start_wal".into(), json!(start_seg.name(seg_size)));
+    facts.insert("stop_wal".into(), json!(stop_seg.name(seg_size)));
+    facts.insert("start_time".into(), json!(start_time));
+    facts.insert("stop_time".into(), json!(stop_time));
+    facts.insert("wal_segment_size".into(), json!(seg_size));
+    facts.insert("data_checksums".into(), json!(checksums == "on"));
+    facts.insert("pgdata".into(), json!(pgdata.display().to_string()));
+    facts.insert("bytes_read".into(), json!(bytes_read));
+    facts.insert("reused_files".into(), json!(reused_files));
+    facts.insert("reused_bytes".into(), json!(reused_bytes));
+    if let Some(m) = spcmap.filter(|m| !m.is_empty()) {
+        facts.insert("tablespace_map".into(), json!(m));
+    }
+    let source = format!("{}:{}", arsip_repo::keys::hostname(), pgdata.display());
+    let out = session
+        .commit(KIND, source, opts.tags.clone(), facts)
+        .await?;
+
+    // Only a committed backup may seed the next one's reuse.
+    next_cache.system_identifier = id.system_identifier;
+    next_cache.timeline = timeline;
+    if let Some(dir) = cpath.parent() {
+        let _ = std::fs::create_dir_all(dir);
+        let tmp = cpath.with_extension("tmp");
+        if std::fs::write(&tmp, serde_json::to_vec(&next_cache).unwrap()).is_ok() {
+            let _ = std::fs::rename(&tmp, &cpath);
+        }
+    }
+    Ok(out)
+}
+
+fn meta_file(name: &str, size: u64, t: jiff::Timestamp) -> Node {
+    Node {
+        path: name.into(),
+        node_type: NodeType::File,
+        mode: 0o600,
+        mtime: Some(t),
+        size,
+        target: None,
+        uid: None,
+        gid: None,
+    }
+}
+
+impl From<PgError> for RepoError {
+    fn from(e: PgError) -> RepoError {
+        match e {
+            PgError::Repo(r) => r,
+            PgError::Io(io) => RepoError::Io(io),
+            other => RepoError::Invalid(other.to_string()),
+        }
+    }
+}

@@ -1,1 +1,636 @@
-//! TODO
+//! Physical restores and point-in-time recovery.
+//!
+//! Before writing anything: pick the snapshot (explicit, or the newest whose stop point
+//! precedes the target), refuse a non-empty target directory, a live `postmaster.pid`, and
+//! PostgreSQL programs of another major version, and check that every WAL segment from the
+//! backup's start to its stop (and, for an LSN target on the same timeline, to the target) is
+//! in the repository. Then restore the files (owner kept, directory mode 0700, `pg_control`
+//! last, every file fsynced), strip old recovery settings from `postgresql.auto.conf`, remove
+//! `standby.signal`, and write the new recovery configuration: `restore_command` through
+//! `arsip wal fetch`, the target, and `recovery.signal`. `--start` starts the cluster, waits
+//! for recovery to end and reports the LSN and time it reached.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arsip_repo::snapshot::Snapshot;
+use arsip_repo::Repository;
+use serde_json::Value;
+
+use crate::cluster::{as_postgres, check_output, tail};
+use crate::control::{bin_major, parse_lsn, pg_bin_dir, SegName};
+use crate::error::{PgError, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Replay all available WAL.
+    End,
+    Time(jiff::Timestamp),
+    Lsn(u64),
+    Xid(String),
+    Name(String),
+    Immediate,
+}
+
+/// Parse a target time: RFC 3339, or PostgreSQL's `YYYY-MM-DD HH:MM:SS[.f][+TZ]`.
+pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    let t = s.trim().replacen(' ', "T", 1);
+    if let Ok(t) = t.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    // "+07" → "+07:00"
+    let fixed = if t.len() > 3
+        && (t.as_bytes()[t.len() - 3] == b'+' || t.as_bytes()[t.len() - 3] == b'-')
+    {
+        format!("{t}:00")
+    } else {
+        t
+    };
+    fixed.parse().ok()
+}
+
+impl Target {
+    pub fn from_args(
+        time: Option<&str>,
+        lsn: Option<&str>,
+        xid: Option<&str>,
+        name: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<Target> {
+        let n = [
+            time.is_some(),
+            lsn.is_some(),
+            xid.is_some(),
+            name.is_some(),
+            target.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n > 1 {
+            return Err(PgError::refused(
+                "give at most one recovery target",
+                "choose one of --target-time, --target-lsn, --target-xid, --target-name, --target immediate",
+            ));
+        }
+        Ok(if let Some(t) = time {
+            Target::Time(parse_time(t).ok_or_else(|| {
+                PgError::refused(
+                    format!("--target-time {t:?} is not a time with a zone"),
+                    "use RFC 3339, e.g. 2026-03-01T10:31:00+07:00",
+                )
+            })?)
+        } else if let Some(l) = lsn {
+            Target::Lsn(parse_lsn(l).ok_or_else(|| {
+                PgError::refused(
+                    format!("--target-lsn {l:?} is not an LSN"),
+                    "e.g. 0/3000060",
+                )
+            })?)
+        } else if let Some(x) = xid {
+            Target::Xid(x.into())
+        } else if let Some(n) = name {
+            Target::Name(n.into())
+        } else if let Some(t) = target {
+            if t != "immediate" {
+                return Err(PgError::refused(
+                    format!("--target {t:?} is not supported"),
+                    "the only value is `immediate`",
+                ));
+            }
+            Target::Immediate
+        } else {
+            Target::End
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PhysicalRestore {
+    pub snapshot: Option<String>,
+    pub to: PathBuf,
+    pub target: Target,
+    pub target_timeline: Option<String>,
+    pub target_action: String,
+    pub exclusive: bool,
+    pub start: bool,
+    pub port: Option<u16>,
+    pub no_archive: bool,
+    pub stanza: String,
+    pub arsip_exe: PathBuf,
+    pub repo_location: String,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PhysicalRestoreOutcome {
+    pub snapshot: String,
+    pub to: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub restore_seconds: f64,
+    pub wal_checked_to: String,
+    pub started: bool,
+    pub reached_lsn: Option<String>,
+    pub reached_time: Option<String>,
+    pub timeline: Option<i32>,
+    pub recovery_seconds: Option<f64>,
+    /// From the start of the restore until the cluster accepts writes (with --start).
+    pub rto_seconds: Option<f64>,
+}
+
+impl PhysicalRestoreOutcome {
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "restored snapshot {} into {}: {} file(s), {} bytes in {:.1}s; WAL checked to {}",
+            &self.snapshot[..8.min(self.snapshot.len())],
+            self.to,
+            self.files,
+            self.bytes,
+            self.restore_seconds,
+            self.wal_checked_to
+        );
+        if self.started {
+            s += &format!(
+                "\nrecovery reached LSN {} (last transaction {}) on timeline {} in {:.1}s; RTO {:.1}s",
+                self.reached_lsn.as_deref().unwrap_or("?"),
+                self.reached_time.as_deref().unwrap_or("none replayed"),
+                self.timeline.map_or("?".into(), |t| t.to_string()),
+                self.recovery_seconds.unwrap_or(0.0),
+                self.rto_seconds.unwrap_or(0.0)
+            );
+        } else {
+            s += "\nstart it with pg_ctl (as the postgres user); recovery.signal is in place";
+        }
+        s
+    }
+}
+
+fn fact<'a>(s: &'a Snapshot, k: &str) -> Option<&'a Value> {
+    s.manifest.facts.get(k)
+}
+fn fact_str<'a>(s: &'a Snapshot, k: &str) -> Option<&'a str> {
+    fact(s, k).and_then(|v| v.as_str())
+}
+
+/// The snapshot a restore uses.
+pub fn choose<'a>(
+    snaps: &'a [Snapshot],
+    explicit: Option<&str>,
+    target: &Target,
+) -> Result<&'a Snapshot> {
+    if let Some(spec) = explicit.filter(|s| *s != "latest") {
+        return Ok(arsip_repo::snapshot::select(snaps, spec)?);
+    }
+    let mut cands: Vec<&Snapshot> = snaps.iter().collect();
+    cands.sort_by_key(|s| s.manifest.time);
+    let pick =
+        match target {
+            Target::End | Target::Immediate => cands.last().copied(),
+            _ if explicit == Some("latest") => cands.last().copied(),
+            Target::Time(t) => cands
+                .iter()
+                .rev()
+                .find(|s| {
+                    fact_str(s, "stop_time")
+                        .and_then(parse_time)
+                        .is_some_and(|st| st < *t)
+                })
+                .copied(),
+            Target::Lsn(l) => cands
+                .iter()
+                .rev()
+                .find(|s| {
+                    fact_str(s, "stop_lsn")
+                        .and_then(parse_lsn)
+                        .is_some_and(|st| st <= *l)
+                })
+                .copied(),
+            Target::Xid(_) | Target::Name(_) => return Err(PgError::refused(
+                "--target-xid and --target-name need an explicit SNAPSHOT",
+                "pick a backup taken before the target from `arsip snapshots --kind pg-physical`",
+            )),
+        };
+    pick.ok_or_else(|| {
+        PgError::refused(
+            "no physical backup ends before the recovery target",
+            "`arsip snapshots --kind pg-physical` lists backups with their stop times (facts.stop_time)",
+        )
+    })
+}
+
+fn dir_is_empty(d: &Path) -> Result<bool> {
+    match std::fs::read_dir(d) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn plain_path(p: &Path, what: &str) -> Result<String> {
+    let s = p.display().to_string();
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '\'' || c == '"' || c == '\\' || c == '%')
+    {
+        return Err(PgError::refused(
+            format!("{what} {s:?} contains spaces, quotes or %"),
+            "use a path without them (it goes into restore_command)",
+        ));
+    }
+    Ok(s)
+}
+
+/// Last value of a setting across postgresql.conf and postgresql.auto.conf.
+pub fn conf_value(pgdata: &Path, key: &str) -> Option<String> {
+    let mut v = None;
+    for f in ["postgresql.conf", "postgresql.auto.conf"] {
+        let Ok(text) = std::fs::read_to_string(pgdata.join(f)) else {
+            continue;
+        };
+        for l in text.lines() {
+            let l = l.trim();
+            if let Some(rest) = l.strip_prefix(key) {
+                let rest = rest.trim_start();
+                if let Some(val) = rest.strip_prefix('=') {
+                    let val = val.split('#').next().unwrap_or("").trim();
+                    v = Some(val.trim_matches('\'').to_string());
+                }
+            }
+        }
+    }
+    v
+}
+
+pub async fn restore(
+    repo: Arc<Repository>,
+    snaps: &[Snapshot],
+    o: &PhysicalRestore,
+) -> Result<PhysicalRestoreOutcome> {
+    let t0 = Instant::now();
+    if !["promote", "pause", "shutdown"].contains(&o.target_action.as_str()) {
+        return Err(PgError::refused(
+            format!("--target-action {:?}", o.target_action),
+            "use promote, pause or shutdown",
+        ));
+    }
+    let snap = choose(snaps, o.snapshot.as_deref(), &o.target)?.clone();
+    let key_file = o.key_file.as_ref().ok_or_else(|| {
+        PgError::refused(
+            "a physical restore needs a key file for its restore_command (the server runs `arsip wal fetch` unattended)",
+            "create one with `arsip key add --keyfile --out FILE` and pass --key-file FILE (readable by the postgres user)",
+        )
+    })?;
+    let key_file = key_file.canonicalize()?;
+    let exe = plain_path(&o.arsip_exe, "the arsip binary path")?;
+    let key_s = plain_path(&key_file, "--key-file")?;
+    let repo_s = o.repo_location.clone();
+    if repo_s
+        .chars()
+        .any(|c| c.is_whitespace() || c == '\'' || c == '%')
+    {
+        return Err(PgError::refused(
+            "the repository location contains spaces, quotes or %",
+            "use a plain location",
+        ));
+    }
+    // Refusals before writing anything.
+    if o.to.join("postmaster.pid").exists() {
+        return Err(PgError::refused(
+            format!(
+                "{} holds postmaster.pid: a server may be running there",
+                o.to.display()
+            ),
+            "stop that server, or restore into another directory",
+        ));
+    }
+    if !dir_is_empty(&o.to)? {
+        return Err(PgError::refused(
+            format!("{} is not empty", o.to.display()),
+            "restore into a new or empty directory",
+        ));
+    }
+    let major = fact(&snap, "major").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    let bin = pg_bin_dir()?;
+    let have = bin_major(&bin)?;
+    if have != major {
+        return Err(PgError::refused(
+            format!(
+                "the backup is PostgreSQL {major}, the programs in {} are {have}",
+                bin.display()
+            ),
+            "set ARSIP_PG_BIN to the matching major version's bin directory",
+        ));
+    }
+    let ns = fact_str(&snap, "namespace").unwrap_or_default().to_string();
+    let seg_size = fact(&snap, "wal_segment_size")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(16 << 20);
+    let tli = fact(&snap, "timeline")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1) as u32;
+    let start = fact_str(&snap, "start_wal").and_then(|n| SegName::parse(n, seg_size));
+    let stop = fact_str(&snap, "stop_wal").and_then(|n| SegName::parse(n, seg_size));
+    let (Some(start), Some(stop)) = (start, stop) else {
+        return Err(PgError::refused(
+            format!("snapshot {} lacks its WAL range facts", snap.short_id()),
+            "is it a pg-physical snapshot?",
+        ));
+    };
+    // WAL continuity, checked against the listing (one LIST, no reads).
+    let present: std::collections::HashSet<String> =
+        repo.wal_list(&ns).await?.into_iter().collect();
+    let mut last_seg = start.segno;
+    let end_segno = match o.target {
+        Target::Lsn(l) if l / seg_size >= stop.segno => l / seg_size,
+        _ => stop.segno,
+    };
+    for segno in start.segno..=end_segno {
+        let name = SegName {
+            timeline: tli,
+            segno,
+        }
+        .name(seg_size);
+        if !present.contains(&name) {
+            // After the stop point, another timeline may carry on; only the backup's own
+            // range is a hard requirement unless the target lies on this timeline.
+            if segno <= stop.segno || o.target_timeline.is_none() {
+                return Err(PgError::refused(
+                    format!(
+                        "WAL is not continuous: {name} (needed to reach the target from backup {}) is not in the repository",
+                        snap.short_id()
+                    ),
+                    "`arsip wal list` shows what is archived; pick an earlier target or another backup",
+                ));
+            }
+        }
+        last_seg = segno;
+    }
+    let wal_checked_to = SegName {
+        timeline: tli,
+        segno: last_seg,
+    }
+    .name(seg_size);
+
+    // Write the files.
+    std::fs::create_dir_all(&o.to)?;
+    let reader = arsip_ops::restore::reader(repo.clone()).await?;
+    let r = arsip_ops::restore::to_dir(&reader, &snap, &o.to, &|_| {}).await?;
+    let to = o.to.canonicalize()?;
+    let pv = std::fs::metadata(to.join("PG_VERSION"))?;
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700))?;
+        if unsafe { libc::geteuid() } == 0 {
+            chown_tree(&to, pv.uid(), pv.gid())?;
+        }
+    }
+    crate::walarchive::clear_spool(&to);
+
+    // Recovery configuration.
+    let auto = to.join("postgresql.auto.conf");
+    let old = std::fs::read_to_string(&auto).unwrap_or_default();
+    let mut conf: String = old
+        .lines()
+        .filter(|l| {
+            let k = l.trim_start();
+            !(k.starts_with("recovery_")
+                || k.starts_with("restore_command")
+                || k.starts_with("primary_conninfo")
+                || k.starts_with("primary_slot_name"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    conf += &format!(
+        "# written by arsip restore pg --physical (snapshot {})\n",
+        snap.short_id()
+    );
+    conf += &format!(
+        "restore_command = {}\n",
+        conf_quote(&format!(
+            "{exe} --repo {repo_s} --key-file {key_s} wal fetch --namespace {ns} %f %p"
+        ))
+    );
+    match &o.target {
+        Target::End => {}
+        Target::Time(t) => {
+            conf += &format!(
+                "recovery_target_time = {}\n",
+                conf_quote(&t.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string())
+            )
+        }
+        Target::Lsn(l) => {
+            conf += &format!(
+                "recovery_target_lsn = {}\n",
+                conf_quote(&crate::control::format_lsn(*l))
+            )
+        }
+        Target::Xid(x) => conf += &format!("recovery_target_xid = {}\n", conf_quote(x)),
+        Target::Name(n) => conf += &format!("recovery_target_name = {}\n", conf_quote(n)),
+        Target::Immediate => conf += "recovery_target = 'immediate'\n",
+    }
+    if o.target != Target::End {
+        conf += &format!(
+            "recovery_target_action = {}\n",
+            conf_quote(&o.target_action)
+        );
+        if o.exclusive {
+            conf += "recovery_target_inclusive = off\n";
+        }
+    }
+    if let Some(tl) = &o.target_timeline {
+        conf += &format!("recovery_target_timeline = {}\n", conf_quote(tl));
+    }
+    if let Some(p) = o.port {
+        conf += &format!("port = {p}\n");
+    }
+    if o.no_archive {
+        conf += "archive_mode = off\n";
+    }
+    write_synced(&auto, conf.as_bytes())?;
+    let _ = std::fs::remove_file(to.join("standby.signal"));
+    write_synced(&to.join("recovery.signal"), b"")?;
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::MetadataExt;
+        chown_tree(&to, pv.uid(), pv.gid())?;
+    }
+    std::fs::File::open(&to)?.sync_all()?;
+
+    let mut out = PhysicalRestoreOutcome {
+        snapshot: snap.id.clone(),
+        to: to.display().to_string(),
+        files: r.files,
+        bytes: r.bytes,
+        restore_seconds: t0.elapsed().as_secs_f64(),
+        wal_checked_to,
+        ..Default::default()
+    };
+    if o.start {
+        let log_dir = to.join("log");
+        std::fs::create_dir_all(&log_dir)?;
+        if unsafe { libc::geteuid() } == 0 {
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::chown(&log_dir, Some(pv.uid()), Some(pv.gid()))?;
+        }
+        let log = log_dir.join("arsip-recovery.log");
+        let t1 = Instant::now();
+        check_output(
+            "pg_ctl start",
+            as_postgres(&bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&to)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "3600", "start"])
+                .stdin(std::process::Stdio::null())
+                .output(),
+        )
+        .map_err(|e| {
+            PgError::Tool(format!(
+                "{e}\n--- recovery log (tail) ---\n{}",
+                tail(&std::fs::read_to_string(&log).unwrap_or_default(), 30)
+            ))
+        })?;
+        let host = conf_value(&to, "unix_socket_directories")
+            .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/var/run/postgresql".into());
+        let port: u16 = o
+            .port
+            .or_else(|| conf_value(&to, "port").and_then(|p| p.parse().ok()))
+            .unwrap_or(5432);
+        let reached = wait_for_recovery(
+            &host,
+            port,
+            &o.target_action,
+            Duration::from_secs(24 * 3600),
+            &to,
+            &log,
+        )
+        .await?;
+        out.started = true;
+        out.reached_lsn = reached.lsn.clone();
+        out.reached_time = reached.time.clone();
+        out.timeline = reached.timeline;
+        out.recovery_seconds = Some(t1.elapsed().as_secs_f64());
+        out.rto_seconds = Some(t0.elapsed().as_secs_f64());
+        if let (Target::Lsn(l), Some(r)) = (&o.target, reached.lsn.as_deref().and_then(parse_lsn)) {
+            if r < *l {
+                return Err(PgError::refused(
+                    format!(
+                        "recovery reached {} only, short of the target {}",
+                        reached.lsn.unwrap(),
+                        crate::control::format_lsn(*l)
+                    ),
+                    "WAL up to the target is missing from the repository",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(p)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+    let m = std::fs::symlink_metadata(p)?;
+    if m.is_dir() {
+        for e in std::fs::read_dir(p)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Reached {
+    pub lsn: Option<String>,
+    pub time: Option<String>,
+    pub timeline: Option<i32>,
+}
+
+/// Wait until recovery has ended (promote), paused (pause), or the server stopped
+/// (shutdown); then report the last replayed LSN and transaction time.
+pub async fn wait_for_recovery(
+    host: &str,
+    port: u16,
+    action: &str,
+    timeout: Duration,
+    pgdata: &Path,
+    log: &Path,
+) -> Result<Reached> {
+    let mut cfg = tokio_postgres::Config::new();
+    if host.starts_with('/') {
+        cfg.host_path(host);
+    } else {
+        cfg.host(host);
+    }
+    cfg.port(port).user("postgres").dbname("postgres");
+    let deadline = Instant::now() + timeout;
+    let pid_file = Some(pgdata.join("postmaster.pid"));
+    loop {
+        if Instant::now() > deadline {
+            return Err(PgError::Tool("recovery did not finish in time".into()));
+        }
+        if action == "shutdown" {
+            if pid_file.as_ref().is_some_and(|p| !p.exists()) {
+                return Ok(Reached::default());
+            }
+        } else if let Ok(c) = crate::conn::connect(&cfg).await {
+            let r = c
+                .query_one(
+                    "SELECT pg_is_in_recovery(), \
+                     CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'not paused' END, \
+                     pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text, \
+                     (SELECT timeline_id FROM pg_control_checkpoint())",
+                    &[],
+                )
+                .await;
+            if let Ok(r) = r {
+                let in_rec: bool = r.get(0);
+                let pause: String = r.get(1);
+                let done =
+                    (action == "promote" && !in_rec) || (action == "pause" && pause == "paused");
+                if done {
+                    let mut reached = Reached {
+                        lsn: r.get(2),
+                        time: r.get(3),
+                        timeline: r.get(4),
+                    };
+                    if action == "promote" {
+                        // The checkpoint timeline lags promotion until the end-of-recovery
+                        // checkpoint; ask the WAL insert position's file name instead.
+                        if let Ok(t) = c
+                            .query_one("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", &[])
+                            .await
+                        {
+                            reached.timeline = Some(t.get(0));
+                        }
+                    }
+                    return Ok(reached);
+                }
+            }
+        }
+        if pid_file.as_ref().is_some_and(|p| !p.exists()) && action != "shutdown" {
+            return Err(PgError::Tool(format!(
+                "the server stopped during recovery (target not reached, or WAL unreadable)\n--- recovery log (tail) ---\n{}",
+                tail(&std::fs::read_to_string(log).unwrap_or_default(), 30)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
