@@ -500,6 +500,17 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
 }
 
 pub async fn quickstart(cli: &Cli, a: &QuickstartArgs) -> Result<u8> {
-    let _ = (cli, a);
-    anyhow::bail!("quickstart is not implemented yet")
+    let opts = arsip_pg::quickstart::Options {
+        dir: a.dir.clone(),
+        keep: a.keep,
+        tenants: a.tenants.max(8),
+        arsip_exe: std::env::current_exe()?,
+    };
+    let r = arsip_pg::quickstart::run(&opts).await.map_err(lift)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", r.text());
+    }
+    Ok(if r.ok { exit::OK } else { exit::FAILURE })
 }

@@ -13,6 +13,7 @@ pub mod control;
 pub mod error;
 pub mod logical;
 pub mod physical;
+pub mod quickstart;
 pub mod restore;
 pub mod session;
 pub mod walarchive;

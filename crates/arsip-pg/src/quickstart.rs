@@ -1,0 +1,453 @@
+//! `arsip quickstart`: the whole story on a throwaway cluster, timed. Create a local
+//! repository, start a cluster archiving into it, load a small car-dealer schema, take a
+//! physical and a logical backup, keep writing, record a moment T, lose data after T (drop a
+//! table, delete one tenant's vehicles), restore to T into a new cluster, prove the data is
+//! back, and report each step's duration, the RTO and the RPO.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arsip_repo::{InitOptions, Repository};
+use arsip_storage::backend::{self, Location};
+
+use crate::cluster::{chown_postgres, make_base, Cluster, ClusterOptions};
+use crate::error::{PgError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dir: Option<PathBuf>,
+    pub keep: bool,
+    pub tenants: u32,
+    /// The arsip binary (archive_command and restore_command run it).
+    pub arsip_exe: PathBuf,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub step: String,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub dir: String,
+    pub steps: Vec<Step>,
+    pub target_time: String,
+    pub failure_time: String,
+    pub last_recovered_commit: Option<String>,
+    pub rto_seconds: f64,
+    pub rpo_seconds: Option<f64>,
+    pub verified: BTreeMap<String, String>,
+    pub ok: bool,
+    pub kept: bool,
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut s = String::from("arsip quickstart\n");
+        for st in &self.steps {
+            s += &format!("  {:<34} {:>7.2}s  {}\n", st.step, st.seconds, st.detail);
+        }
+        s += &format!("  target time T          {}\n", self.target_time);
+        s += &format!("  failure at             {}\n", self.failure_time);
+        s += &format!(
+            "  last recovered commit  {}\n",
+            self.last_recovered_commit.as_deref().unwrap_or("?")
+        );
+        s += &format!(
+            "  RTO {:.2}s (restore start until the new cluster accepted a write)\n",
+            self.rto_seconds
+        );
+        if let Some(r) = self.rpo_seconds {
+            s += &format!("  RPO {r:.3}s (failure time minus the last recoverable commit)\n");
+        }
+        for (k, v) in &self.verified {
+            s += &format!("  verified {k}: {v}\n");
+        }
+        s += if self.ok {
+            "  RESULT: every check passed; the data lost after T is back\n"
+        } else {
+            "  RESULT: FAILED\n"
+        };
+        if self.kept {
+            s += &format!("  kept everything under {}\n", self.dir);
+        }
+        s
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE tenants (id int PRIMARY KEY, name text NOT NULL, city text NOT NULL,
+    created timestamptz NOT NULL DEFAULT now());
+CREATE TABLE vehicles (id bigserial PRIMARY KEY, tenant_id int NOT NULL REFERENCES tenants(id),
+    vin text NOT NULL, make text, model text, year int, price_idr bigint, attrs jsonb);
+CREATE INDEX vehicles_tenant ON vehicles (tenant_id);
+CREATE TABLE photos (id bigserial PRIMARY KEY, vehicle_id bigint NOT NULL REFERENCES vehicles(id)
+    ON DELETE CASCADE, tenant_id int NOT NULL, object_key text NOT NULL, bytes int, sha256 text);
+CREATE INDEX photos_vehicle ON photos (vehicle_id);
+CREATE TABLE leads (id bigserial PRIMARY KEY, tenant_id int NOT NULL REFERENCES tenants(id),
+    vehicle_id bigint, name text, phone text, message text, created timestamptz DEFAULT now());
+CREATE INDEX leads_tenant ON leads (tenant_id, created);
+";
+
+fn load_sql(tenants: u32) -> String {
+    format!(
+        "INSERT INTO tenants (id, name, city) SELECT g, 'Dealer ' || g, \
+           (ARRAY['Jakarta','Bandung','Surabaya','Medan','Semarang'])[1 + g % 5] \
+           FROM generate_series(1, {tenants}) g;
+         INSERT INTO vehicles (tenant_id, vin, make, model, year, price_idr, attrs)
+           SELECT 1 + g % {tenants}, upper(substr(md5(g::text), 1, 17)),
+             (ARRAY['Toyota','Honda','Daihatsu','Suzuki','Mitsubishi'])[1 + g % 5],
+             'Model ' || (g % 40), 2005 + g % 20, 80000000 + (g * 7919) % 400000000,
+             jsonb_build_object('km', (g * 131) % 200000, 'color', md5((g * 3)::text))
+           FROM generate_series(1, {v}) g;
+         INSERT INTO photos (vehicle_id, tenant_id, object_key, bytes, sha256)
+           SELECT v.id, v.tenant_id, 'vehicles/' || v.tenant_id || '/' || v.id || '/photo-' || p || '.jpg',
+             100000 + (v.id * p) % 900000, md5(v.id::text || p) || md5(p::text || v.id)
+           FROM vehicles v, generate_series(1, 3) p;
+         INSERT INTO leads (tenant_id, vehicle_id, name, phone, message)
+           SELECT 1 + g % {tenants}, 1 + g % {v}, 'Customer ' || g, '+62812' || lpad(g::text, 7, '0'),
+             repeat(md5(g::text), 3) FROM generate_series(1, {l}) g;",
+        v = tenants * 200,
+        l = tenants * 100
+    )
+}
+
+struct Timer {
+    steps: Vec<Step>,
+}
+
+impl Timer {
+    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
+        let t = Instant::now();
+        let (v, detail) = f()?;
+        self.record(name, t, detail);
+        Ok(v)
+    }
+    fn record(&mut self, name: &str, t: Instant, detail: String) {
+        let s = Step {
+            step: name.into(),
+            seconds: t.elapsed().as_secs_f64(),
+            detail,
+        };
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("  {:<34} {:>7.2}s  {}", s.step, s.seconds, s.detail);
+        }
+        self.steps.push(s);
+    }
+}
+
+fn expect(c: &Cluster, what: &str, sql: &str) -> Result<String> {
+    c.psql("app", sql)
+        .map_err(|e| PgError::Tool(format!("checking {what}: {e}")))
+}
+
+pub async fn run(o: &Options) -> Result<Report> {
+    let mut tm = Timer { steps: Vec::new() };
+    let dir = match &o.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            chown_postgres(d)?;
+            d.canonicalize()?
+        }
+        None => make_base("arsip-quickstart-")?,
+    };
+    let repo_dir = dir.join("repo");
+    let key_path = dir.join("full.key");
+    let agent_path = dir.join("agent.key");
+
+    // 1. repository, with a key file (restore_command) and agent credentials (archive_command)
+    let t = Instant::now();
+    let store = backend::open(&Location::Local(repo_dir.clone()), true)
+        .map_err(arsip_repo::RepoError::from)?;
+    let (repo, keyfile) = Repository::init(
+        store,
+        None,
+        &InitOptions::default(),
+        arsip_repo::clock::from_env(),
+    )
+    .await?;
+    let keyfile = keyfile.expect("a repository made without a password has a key file");
+    write_secret(&key_path, &serde_json::to_vec_pretty(&keyfile).unwrap())?;
+    let agent = repo.add_agent("quickstart db host").await?;
+    write_secret(&agent_path, &serde_json::to_vec_pretty(&agent).unwrap())?;
+    chown_postgres(&dir)?;
+    let repo = Arc::new(repo);
+    tm.record("create repository", t, repo_dir.display().to_string());
+
+    // 2. cluster archiving through arsip
+    let exe = o.arsip_exe.display().to_string();
+    let archive = format!(
+        "{exe} --repo {} --key-file {} wal push %p",
+        repo_dir.display(),
+        agent_path.display()
+    );
+    let mut cluster = tm.run("start cluster (initdb, archiving)", || {
+        let c = Cluster::init(&ClusterOptions {
+            archive_command: Some(archive.clone()),
+            data_checksums: true,
+            conf: vec![],
+        })?;
+        c.start()?;
+        let d = format!(
+            "PostgreSQL {} at {}",
+            crate::control::read_major(&c.data)?,
+            c.data.display()
+        );
+        Ok((c, d))
+    })?;
+    cluster.keep = o.keep;
+
+    // 3. schema and data
+    tm.run("load car-dealer schema", || {
+        cluster.psql("postgres", "CREATE DATABASE app")?;
+        cluster.psql("app", SCHEMA)?;
+        cluster.psql("app", &load_sql(o.tenants))?;
+        let n = cluster.psql("app", "SELECT (SELECT count(*) FROM vehicles) || ' vehicles, ' || (SELECT count(*) FROM photos) || ' photos, ' || (SELECT count(*) FROM leads) || ' leads, ' || pg_size_pretty(pg_database_size('app'))")?;
+        Ok(((), format!("{} tenants, {n}", o.tenants)))
+    })?;
+
+    // 4. backups
+    let t = Instant::now();
+    let phys = crate::physical::backup(
+        repo.clone(),
+        &crate::physical::PhysicalBackup {
+            dbname: Some(cluster.conninfo("postgres")),
+            pgdata: cluster.data.clone(),
+            fast: true,
+            wal_timeout: Duration::from_secs(120),
+            stanza: "main".into(),
+            tags: BTreeMap::from([("origin".into(), "quickstart".into())]),
+        },
+    )
+    .await?;
+    tm.record(
+        "physical backup",
+        t,
+        format!(
+            "snapshot {}, {} files, {} bytes",
+            &phys.id[..8],
+            phys.files,
+            phys.logical_bytes
+        ),
+    );
+    let t = Instant::now();
+    let logi = crate::logical::backup(
+        repo.clone(),
+        &crate::logical::LogicalBackup {
+            dbname: Some(cluster.conninfo("app")),
+            all: false,
+            tags: BTreeMap::from([("origin".into(), "quickstart".into())]),
+        },
+    )
+    .await?;
+    tm.record(
+        "logical backup (pg_dump)",
+        t,
+        format!(
+            "snapshot {}, {} bytes dumped",
+            &logi.id[..8],
+            logi.logical_bytes
+        ),
+    );
+
+    // 5. keep writing, then record T and what the data looks like at T
+    let t = Instant::now();
+    for round in 0..5 {
+        cluster.psql(
+            "app",
+            &format!(
+                "INSERT INTO leads (tenant_id, vehicle_id, name, phone, message) SELECT 1 + g % {n}, 1 + g, \
+                 'Walk-in {round}-' || g, '+62813' || g, 'after backup' FROM generate_series(1, 200) g; \
+                 UPDATE vehicles SET price_idr = price_idr - 1000000 WHERE id % 50 = {round};",
+                n = o.tenants
+            ),
+        )?;
+    }
+    let target = cluster.psql(
+        "app",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )?;
+    let mut facts = BTreeMap::new();
+    for (k, sql) in checks() {
+        facts.insert(k.to_string(), expect(&cluster, k, sql)?);
+    }
+    tm.record("keep writing, record T", t, format!("T = {target}"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // 6. lose data after T
+    let t = Instant::now();
+    let failure_time = cluster.psql(
+        "app",
+        "BEGIN; DROP TABLE leads; DELETE FROM vehicles WHERE tenant_id = 7; COMMIT; \
+         SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )?;
+    let seg = cluster.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+    wait_archived(&cluster, &seg).await?;
+    tm.record(
+        "lose data after T",
+        t,
+        "DROP TABLE leads; DELETE tenant 7's vehicles (WAL archived)".into(),
+    );
+
+    // 7. restore to T into a new cluster
+    let restore_start = Instant::now();
+    let base = make_base("arsip-quickstart-restore-")?;
+    let (snaps, _) = repo.snapshots_report().await?;
+    let snaps: Vec<_> = snaps
+        .into_iter()
+        .filter(|s| s.manifest.kind == crate::physical::KIND)
+        .collect();
+    let r = crate::restore::restore(
+        repo.clone(),
+        &snaps,
+        &crate::restore::PhysicalRestore {
+            snapshot: None,
+            to: base.join("data"),
+            target: crate::restore::Target::Time(
+                crate::restore::parse_time(&target).ok_or_else(|| PgError::Tool("bad T".into()))?,
+            ),
+            target_timeline: None,
+            target_action: "promote".into(),
+            exclusive: false,
+            start: false,
+            port: None,
+            no_archive: true,
+            stanza: "main".into(),
+            arsip_exe: o.arsip_exe.clone(),
+            repo_location: repo_dir.display().to_string(),
+            key_file: Some(key_path.clone()),
+        },
+    )
+    .await?;
+    tm.record(
+        "restore base backup",
+        restore_start,
+        format!("{} files, {} bytes, WAL checked", r.files, r.bytes),
+    );
+    let t = Instant::now();
+    let mut restored = Cluster::adopt(base)?;
+    restored.keep = o.keep;
+    restored.start()?;
+    let reached = crate::restore::wait_for_recovery(
+        &restored.socket_dir.display().to_string(),
+        restored.port,
+        "promote",
+        Duration::from_secs(600),
+        &restored.data,
+        &restored.log_path(),
+    )
+    .await?;
+    restored.psql(
+        "app",
+        "CREATE TABLE rto_probe (x int); DROP TABLE rto_probe",
+    )?;
+    let rto = restore_start.elapsed().as_secs_f64();
+    tm.record(
+        "replay WAL to T, promote",
+        t,
+        format!(
+            "reached {} on timeline {}",
+            reached.lsn.as_deref().unwrap_or("?"),
+            reached.timeline.unwrap_or(0)
+        ),
+    );
+
+    // 8. prove it
+    let t = Instant::now();
+    let mut verified = BTreeMap::new();
+    let mut ok = true;
+    for (k, sql) in checks() {
+        let got = expect(&restored, k, sql)?;
+        let want = &facts[k];
+        let good = &got == want;
+        ok &= good;
+        verified.insert(
+            k.to_string(),
+            if good {
+                format!("{got} (as at T)")
+            } else {
+                format!("MISMATCH: {got}, expected {want}")
+            },
+        );
+    }
+    tm.record(
+        "verify restored data",
+        t,
+        if ok {
+            "match".into()
+        } else {
+            "MISMATCH".into()
+        },
+    );
+
+    let rpo = reached
+        .time
+        .as_deref()
+        .and_then(crate::restore::parse_time)
+        .zip(crate::restore::parse_time(&failure_time))
+        .map(|(last, fail)| (fail - last).total(jiff::Unit::Second).unwrap_or(0.0));
+    let report = Report {
+        dir: dir.display().to_string(),
+        steps: tm.steps,
+        target_time: target,
+        failure_time,
+        last_recovered_commit: reached.time,
+        rto_seconds: rto,
+        rpo_seconds: rpo,
+        verified,
+        ok,
+        kept: o.keep,
+    };
+    drop(restored);
+    drop(cluster);
+    if !o.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(report)
+}
+
+fn checks() -> [(&'static str, &'static str); 4] {
+    [
+        ("leads", "SELECT count(*) || ' rows, md5 ' || md5(string_agg(id || name, ',' ORDER BY id)) FROM leads"),
+        ("tenant 7 vehicles", "SELECT count(*) || ' rows, md5 ' || md5(string_agg(id || vin || price_idr, ',' ORDER BY id)) FROM vehicles WHERE tenant_id = 7"),
+        ("all vehicles", "SELECT count(*) || ' rows, md5 ' || md5(string_agg(id::text || price_idr, ',' ORDER BY id)) FROM vehicles"),
+        ("photos", "SELECT count(*) FROM photos"),
+    ]
+}
+
+async fn wait_archived(c: &Cluster, seg: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let last = c.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )?;
+        if !last.is_empty() && last.as_str() >= seg {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(PgError::Tool(format!(
+                "{seg} was not archived within 120 s\n{}",
+                crate::cluster::tail(&c.log(), 20)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write_secret(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
