@@ -621,3 +621,129 @@ mod physical {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+mod crash {
+    use super::*;
+
+    /// `kill -9` of `wal push` at many moments: afterwards the segment is either absent or
+    /// complete and authentic, never partial, and a retried push succeeds.
+    #[test]
+    fn kill_9_during_wal_push_loses_nothing() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        let seg = switch_and_archive(&c);
+        let orig = std::fs::read(c.data.join("pg_wal").join(&seg)).unwrap();
+        let ns = arsip_pg::control::ClusterId::read(&c.data)
+            .unwrap()
+            .namespace();
+        let mut absent = 0;
+        for (i, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80, 160].iter().enumerate() {
+            // a segment name on a timeline nobody uses, so every round is a first push
+            let name = format!("{:08X}{}", 0x100 + i, &seg[8..]);
+            let path = env.base.join(&name);
+            std::fs::write(&path, &orig).unwrap();
+            let mut child = env
+                .cmd()
+                .env("ARSIP_KEY_FILE", &env.agent)
+                .args(["wal", "push", "--pgdata"])
+                .arg(&c.data)
+                .arg(&path)
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(*delay_ms));
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            let out = env.base.join(format!("{name}.fetched"));
+            let o = env
+                .cmd()
+                .args(["wal", "fetch", "--prefetch", "0", "--namespace", &ns, &name])
+                .arg(&out)
+                .output()
+                .unwrap();
+            match o.status.code() {
+                Some(0) => assert_eq!(std::fs::read(&out).unwrap(), orig, "round {i}"),
+                Some(1) => absent += 1,
+                other => panic!(
+                    "round {i}: fetch after kill -9 exited {other:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            }
+            // PostgreSQL retries: the retry must succeed whatever the kill left behind
+            ok(env
+                .cmd()
+                .env("ARSIP_KEY_FILE", &env.agent)
+                .args(["wal", "push", "--pgdata"])
+                .arg(&c.data)
+                .arg(&path)
+                .output()
+                .unwrap());
+            let _ = std::fs::remove_file(&out);
+            ok(env
+                .cmd()
+                .args(["wal", "fetch", "--prefetch", "0", "--namespace", &ns, &name])
+                .arg(&out)
+                .output()
+                .unwrap());
+            assert_eq!(std::fs::read(&out).unwrap(), orig);
+        }
+        assert!(
+            absent > 0,
+            "no kill landed before the object was stored; the test proves nothing"
+        );
+    }
+
+    /// A storage failure while fetching WAL stops recovery (exit ≥ 126) instead of ending it
+    /// early and promoting without the data.
+    #[test]
+    fn storage_errors_during_fetch_stop_recovery() {
+        let env = Env::new();
+        let c = env.cluster();
+        let mut bk = env.cmd();
+        for (k, v) in c.env() {
+            bk.env(k, v);
+        }
+        ok(bk
+            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
+            .arg(&c.data)
+            .output()
+            .unwrap());
+        c.psql("postgres", "CREATE TABLE after_backup AS SELECT 1 AS x")
+            .unwrap();
+        switch_and_archive(&c);
+        let base = make_base("arsip-pgrestore-").unwrap();
+        ok(env
+            .cmd()
+            .args(["restore", "pg", "--physical", "--no-archive", "--to"])
+            .arg(base.join("data"))
+            .output()
+            .unwrap());
+        // every WAL read now fails as a transient storage error
+        let auto = base.join("data/postgresql.auto.conf");
+        let conf = std::fs::read_to_string(&auto).unwrap();
+        let conf = conf.replace(
+            "restore_command = '",
+            "restore_command = 'env ARSIP_TEST_FAULTS=get:wal/:transient ",
+        );
+        std::fs::write(&auto, conf).unwrap();
+        let r = Cluster::adopt(base).unwrap();
+        let _ = r.start();
+        let t = Instant::now();
+        while r.data.join("postmaster.pid").exists() && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = r.log();
+        assert!(
+            !r.data.join("postmaster.pid").exists(),
+            "server still running:\n{log}"
+        );
+        assert!(
+            !log.contains("selected new timeline"),
+            "recovery ended and promoted:\n{log}"
+        );
+        assert!(
+            log.contains("exit code 200") || log.contains("status 200"),
+            "{log}"
+        );
+    }
+}
