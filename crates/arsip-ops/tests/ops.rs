@@ -343,7 +343,16 @@ async fn agents_write_but_cannot_read() {
     base.create(&format!("writers/{forged_id}"), own_record.clone())
         .await
         .unwrap();
-    base.create(&format!("writers/{}.revoked", second.writer_id), own_record)
+    for name in [
+        format!("writers/{}.revoked", second.writer_id),
+        format!("writers/{}.revoked.{}", second.writer_id, "0".repeat(64)),
+        // The agent tries to block its own coming revocation.
+        format!("writers/{}.revoked", agent_file.writer_id),
+    ] {
+        base.create(&name, own_record.clone()).await.unwrap();
+    }
+    // A planted unparsable key slot must not stop passwords from opening the repository.
+    base.create("keys/planted", Bytes::from_static(b"not json"))
         .await
         .unwrap();
     let fresh = open(base.clone()).await;

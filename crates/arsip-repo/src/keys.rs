@@ -343,17 +343,24 @@ pub struct WriterRecord {
     pub verify_key: String,
     pub label: String,
     pub created: jiff::Timestamp,
-    /// Set by `key remove` on an agent: the registry object is re-created under
-    /// `writers/<id>.revoked`, and readers refuse the writer from then on.
+    /// Set by `key remove` on an agent: the record is re-signed with this field under
+    /// [`revocation_object`], and readers refuse the writer from then on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<jiff::Timestamp>,
 }
 
-pub fn writer_object(id: &WriterId, revoked: bool) -> String {
+pub fn writer_object(id: &WriterId) -> String {
+    format!("{WRITERS_PREFIX}{}", hex::encode(id))
+}
+
+/// Revocations are named after their own content (`writers/<id>.revoked.<BLAKE3 hex>`), so
+/// nobody can occupy the name before the root writes it: an agent that plants a bogus
+/// revocation object cannot block its real revocation.
+pub fn revocation_object(id: &WriterId, content: &[u8]) -> String {
     format!(
-        "{WRITERS_PREFIX}{}{}",
+        "{WRITERS_PREFIX}{}.revoked.{}",
         hex::encode(id),
-        if revoked { ".revoked" } else { "" }
+        blake3::hash(content).to_hex()
     )
 }
 

@@ -387,7 +387,7 @@ impl Repository {
         };
         self.store
             .create(
-                &keys::writer_object(&writer_id, false),
+                &keys::writer_object(&writer_id),
                 Bytes::from(keys::sign_doc(&mk.root, &rec)),
             )
             .await?;
@@ -408,55 +408,71 @@ impl Repository {
     /// not root-signed records of the id they are named after are ignored with a warning:
     /// any create-capable credential could have planted them.
     pub async fn writers(&self) -> Result<Vec<WriterRecord>> {
-        let names: Vec<String> = self
-            .store
-            .list(keys::WRITERS_PREFIX)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await?;
+        let names = self.writer_object_names().await?;
         let mut out = Vec::new();
-        for name in names.iter().filter(|n| !n.ends_with(".revoked")) {
+        for name in names.iter().filter(|n| !n.contains(".revoked")) {
             let Some(id) = writer_id_from_name(name) else {
                 tracing::warn!(object = %name, "ignoring malformed writer object name");
                 continue;
             };
-            if let Some(mut rec) = self.signed_writer_record(&id, false).await? {
-                rec.revoked = self
-                    .signed_writer_record(&id, true)
-                    .await?
-                    .and_then(|r| r.revoked);
+            if let Some(mut rec) = self.signed_writer_record(name, &id, false).await? {
+                rec.revoked = self.revocation(&names, &id).await?;
                 out.push(rec);
             }
         }
         Ok(out)
     }
 
-    /// A writer record that is root-signed and names the id it is stored under; for
-    /// revocations, one that also carries a revocation time. `None` if absent or invalid.
+    async fn writer_object_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list(keys::WRITERS_PREFIX)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await?)
+    }
+
+    /// The time of the first valid revocation of `id` among `names`, if any.
+    async fn revocation(&self, names: &[String], id: &WriterId) -> Result<Option<jiff::Timestamp>> {
+        let prefix = format!("{}.revoked.", keys::writer_object(id));
+        let mut first: Option<jiff::Timestamp> = None;
+        for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+            if let Some(t) = self
+                .signed_writer_record(name, id, true)
+                .await?
+                .and_then(|r| r.revoked)
+            {
+                first = Some(first.map_or(t, |f| f.min(t)));
+            }
+        }
+        Ok(first)
+    }
+
+    /// A writer record at `name` that is root-signed and names `id`; for revocations, one
+    /// that also carries a revocation time. `None` if absent or invalid.
     async fn signed_writer_record(
         &self,
+        name: &str,
         id: &WriterId,
         revoked: bool,
     ) -> Result<Option<WriterRecord>> {
-        let name = keys::writer_object(id, revoked);
-        let raw = match self.store.get(&name).await {
+        let raw = match self.store.get(name).await {
             Ok(r) => r,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let rec =
-            keys::verify_doc::<WriterRecord>(&name, &raw, &self.root_verify).and_then(|rec| {
-                if rec.writer_id != hex::encode(id) {
-                    Err(RepoError::corrupt(&name, "record names another writer id"))
-                } else if revoked && rec.revoked.is_none() {
-                    Err(RepoError::corrupt(
-                        &name,
-                        "revocation without a revocation time",
-                    ))
-                } else {
-                    Ok(rec)
-                }
-            });
+        let rec = keys::verify_doc::<WriterRecord>(name, &raw, &self.root_verify).and_then(|rec| {
+            if rec.writer_id != hex::encode(id) {
+                Err(RepoError::corrupt(name, "record names another writer id"))
+            } else if revoked && rec.revoked.is_none() {
+                Err(RepoError::corrupt(
+                    name,
+                    "revocation without a revocation time",
+                ))
+            } else {
+                Ok(rec)
+            }
+        });
         match rec {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
@@ -479,12 +495,10 @@ impl Repository {
         let id: WriterId = hex::decode(writer_hex)
             .ok()
             .and_then(|v| v.try_into().ok())
-            .unwrap();
+            .ok_or_else(|| RepoError::Invalid(format!("bad agent id {writer_hex}")))?;
+        let doc = keys::sign_doc(&mk.root, &rec);
         self.store
-            .create(
-                &keys::writer_object(&id, true),
-                Bytes::from(keys::sign_doc(&mk.root, &rec)),
-            )
+            .create(&keys::revocation_object(&id, &doc), Bytes::from(doc))
             .await?;
         self.writers.lock().unwrap().remove(&id);
         Ok(())
@@ -501,11 +515,18 @@ impl Repository {
         if let Some(k) = self.writers.lock().unwrap().get(id) {
             return Ok(*k);
         }
-        let key = match self.signed_writer_record(id, false).await? {
-            Some(rec) if self.signed_writer_record(id, true).await?.is_none() => {
-                Some(keys::decode32(&rec.verify_key, "writer record")?)
+        let key = match self
+            .signed_writer_record(&keys::writer_object(id), id, false)
+            .await?
+        {
+            Some(rec) => {
+                let names = self.writer_object_names().await?;
+                match self.revocation(&names, id).await? {
+                    Some(_) => None,
+                    None => Some(keys::decode32(&rec.verify_key, "writer record")?),
+                }
             }
-            _ => None,
+            None => None,
         };
         self.writers.lock().unwrap().insert(*id, key);
         Ok(key)
@@ -567,6 +588,9 @@ impl Repository {
         name: &str,
         bytes: &[u8],
     ) -> Result<()> {
+        if blake3::hash(bytes).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
+            return Err(RepoError::corrupt(name, "content does not match its name"));
+        }
         let p = format::parse_index(name, bytes)?;
         self.verify_writer(name, &p.writer, p.signed, p.signature)
             .await?;
@@ -716,7 +740,24 @@ async fn list_slots(store: &DynStore) -> Result<Vec<KeySlot>> {
     let mut out = Vec::new();
     for n in names {
         let raw = store.get(&n).await?;
-        out.push(serde_json::from_slice(&raw).map_err(|e| RepoError::corrupt(n, e.to_string()))?);
+        // A slot that does not parse, or asks for absurd KDF work, is skipped: anyone who can
+        // create objects could plant one to stop passwords from opening the repository.
+        match serde_json::from_slice::<KeySlot>(&raw) {
+            Ok(slot)
+                if slot
+                    .kdf
+                    .as_ref()
+                    .is_none_or(|k| k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) =>
+            {
+                out.push(slot)
+            }
+            Ok(_) => {
+                tracing::warn!(object = %n, "ignoring key slot with out-of-range KDF parameters")
+            }
+            Err(e) => {
+                tracing::warn!(object = %n, error = %e, "ignoring key slot that does not parse")
+            }
+        }
     }
     Ok(out)
 }
