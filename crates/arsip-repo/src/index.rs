@@ -229,7 +229,7 @@ impl IndexBuilder {
         let table = match self.spill {
             None => {
                 let mut v = self.mem;
-                v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                v.sort_unstable_by_key(|s| s.id);
                 Table::Mem(v)
             }
             Some((w, len)) => {
@@ -239,7 +239,7 @@ impl IndexBuilder {
                 // SAFETY: as in `ChunkIndex::slots`.
                 let slots =
                     unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut Slot, len) };
-                slots.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                slots.sort_unstable_by_key(|s| s.id);
                 Table::Mapped {
                     map,
                     len,

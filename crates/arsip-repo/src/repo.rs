@@ -35,7 +35,7 @@ pub enum OpenWith {
 }
 
 pub enum Access {
-    Full(MasterKeys),
+    Full(Box<MasterKeys>),
     Agent,
 }
 
@@ -165,7 +165,7 @@ impl Repository {
                 Bytes::from(keys::sign_doc(&mk.root, &config)),
             )
             .await?;
-        let repo = Self::assemble(store, config, Access::Full(mk), None, clock)?;
+        let repo = Self::assemble(store, config, Access::Full(Box::new(mk)), None, clock)?;
         Ok((repo, keyfile))
     }
 
@@ -237,7 +237,7 @@ impl Repository {
                 "public key does not match the master secret",
             ));
         }
-        Self::assemble(store, config, Access::Full(mk), None, clock)
+        Self::assemble(store, config, Access::Full(Box::new(mk)), None, clock)
     }
 
     fn assemble(
