@@ -8,6 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arsip_repo::format::ChunkId;
+use arsip_repo::index::ChunkIndex;
 use arsip_repo::snapshot::{Manifest, Node, NodeType, TreeWriter};
 use arsip_repo::write::{BackupSession, Progress, SessionOptions};
 use arsip_repo::{RepoError, Repository, Result};
@@ -35,9 +37,15 @@ pub struct BackupOutcome {
     pub seconds: f64,
 }
 
-/// A backup in progress: an open session plus the spooled tree stream.
+/// A backup in progress: an open session plus the spooled tree stream. Sources either use
+/// the ready-made [`Backup::files`] / [`Backup::stream`], or write nodes themselves
+/// ([`Backup::node`], [`Backup::session`]) and end with [`Backup::commit`] once every
+/// source-side condition holds (e.g. pg_dump exited 0).
 pub struct Backup {
     session: Arc<BackupSession>,
+    index: Arc<ChunkIndex>,
+    tree: TreeWriter<tempfile::SpooledTempFile>,
+    files: u64,
     started: jiff::Timestamp,
     clock_start: std::time::Instant,
 }
@@ -47,9 +55,16 @@ impl Backup {
     pub async fn start(repo: Arc<Repository>) -> Result<Backup> {
         let started = repo.clock.now();
         let index = Arc::new(repo.load_index().await?);
-        let session = Arc::new(BackupSession::start(repo, index, SessionOptions::default()));
+        let session = Arc::new(BackupSession::start(
+            repo,
+            index.clone(),
+            SessionOptions::default(),
+        ));
         Ok(Backup {
             session,
+            index,
+            tree: TreeWriter::new(tempfile::SpooledTempFile::new(8 << 20)),
+            files: 0,
             started,
             clock_start: std::time::Instant::now(),
         })
@@ -59,11 +74,38 @@ impl Backup {
         self.session.progress.clone()
     }
 
+    /// The session chunks go through (its `write_stream` blocks: call it from a blocking
+    /// thread).
+    pub fn session(&self) -> &Arc<BackupSession> {
+        &self.session
+    }
+
+    /// What the repository held when the backup started.
+    pub fn index(&self) -> &Arc<ChunkIndex> {
+        &self.index
+    }
+
+    /// When the backup started, by the repository's clock.
+    pub fn started(&self) -> jiff::Timestamp {
+        self.started
+    }
+
+    /// Append one node of the snapshot's tree, with its chunks.
+    pub fn node(&mut self, node: &Node, chunks: &[ChunkId]) -> Result<()> {
+        if node.node_type == NodeType::File {
+            self.files += 1;
+        }
+        self.tree.node(node, chunks)
+    }
+
     /// Back up files and directories (symlinks kept as links, never followed).
-    pub async fn files(self, paths: Vec<PathBuf>, meta: SnapshotMeta) -> Result<BackupOutcome> {
+    pub async fn files(mut self, paths: Vec<PathBuf>, meta: SnapshotMeta) -> Result<BackupOutcome> {
         let session = self.session.clone();
+        let mut tree = std::mem::replace(
+            &mut self.tree,
+            TreeWriter::new(tempfile::SpooledTempFile::new(0)),
+        );
         let (tree, files) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut tree = TreeWriter::new(tempfile::SpooledTempFile::new(8 << 20));
             let mut files = 0u64;
             for p in &paths {
                 let abs = std::path::absolute(p)?;
@@ -80,50 +122,45 @@ impl Backup {
                 }
                 walk(&session, &mut tree, &abs, &meta, &mut files)?;
             }
-            Ok((tree.into_inner(), files))
+            Ok((tree, files))
         })
         .await
         .map_err(|e| RepoError::Invalid(e.to_string()))??;
-        self.commit(tree, files, meta).await
+        self.tree = tree;
+        self.files += files;
+        self.commit(meta).await
     }
 
     /// Back up one stream under `name` (e.g. a dump piped to stdin).
     pub async fn stream<R: Read + Send + 'static>(
-        self,
+        mut self,
         reader: R,
         name: String,
         meta: SnapshotMeta,
     ) -> Result<BackupOutcome> {
         let session = self.session.clone();
-        let now = self.started;
-        let tree = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (ids, size) = session.write_stream(reader)?;
-            let mut tree = TreeWriter::new(tempfile::SpooledTempFile::new(8 << 20));
-            let node = Node {
-                path: name,
-                node_type: NodeType::File,
-                mode: 0o600,
-                mtime: Some(now),
-                size,
-                target: None,
-                uid: None,
-                gid: None,
-            };
-            tree.node(&node, &ids)?;
-            Ok(tree.into_inner())
-        })
-        .await
-        .map_err(|e| RepoError::Invalid(e.to_string()))??;
-        self.commit(tree, 1, meta).await
+        let (ids, size) = tokio::task::spawn_blocking(move || session.write_stream(reader))
+            .await
+            .map_err(|e| RepoError::Invalid(e.to_string()))??;
+        let node = Node {
+            path: name,
+            node_type: NodeType::File,
+            mode: 0o600,
+            mtime: Some(self.started),
+            size,
+            target: None,
+            uid: None,
+            gid: None,
+        };
+        self.node(&node, &ids)?;
+        self.commit(meta).await
     }
 
-    async fn commit(
-        self,
-        mut tree: tempfile::SpooledTempFile,
-        files: u64,
-        meta: SnapshotMeta,
-    ) -> Result<BackupOutcome> {
+    /// Store the tree, make every pack and index durable, then write the manifest: the
+    /// snapshot exists from this last create on, and not before.
+    pub async fn commit(self, meta: SnapshotMeta) -> Result<BackupOutcome> {
         let session = self.session.clone();
+        let mut tree = self.tree.into_inner();
         let (tree_ids, tree_bytes) = tokio::task::spawn_blocking(move || {
             std::io::Seek::rewind(&mut tree)?;
             session.write_stream(tree)
@@ -143,7 +180,7 @@ impl Backup {
             logical_bytes: stats.read_bytes - tree_bytes,
             added_bytes: stats.new_bytes,
             stored_bytes: stats.stored_bytes,
-            files,
+            files: self.files,
             facts: meta.facts,
             tree: tree_ids.iter().map(hex::encode).collect(),
             tree_bytes,
@@ -155,7 +192,7 @@ impl Backup {
             logical_bytes: manifest.logical_bytes,
             added_bytes: stats.new_bytes,
             stored_bytes: stats.stored_bytes,
-            files,
+            files: self.files,
             chunks: stats.chunks,
             new_chunks: stats.new_chunks,
             seconds: self.clock_start.elapsed().as_secs_f64(),
