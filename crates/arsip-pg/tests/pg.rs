@@ -746,4 +746,71 @@ mod crash {
             "{log}"
         );
     }
+
+    /// `kill -9` during a base backup leaves no snapshot and no backup in progress on the
+    /// server; the next backup succeeds and restores.
+    #[test]
+    fn kill_9_during_base_backup() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "5", "-q", "postgres"]);
+        let mut killed_before_commit = false;
+        for delay in [200u64, 600] {
+            let mut bk = env.cmd();
+            for (k, v) in c.env() {
+                bk.env(k, v);
+            }
+            let mut child = bk
+                .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
+                .arg(&c.data)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay));
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let st = child.wait().unwrap();
+            let snaps = json_out(env.cmd().args(["--json", "snapshots"]).output().unwrap());
+            if st.code().is_none() {
+                killed_before_commit |= snaps.as_array().unwrap().is_empty();
+            }
+        }
+        assert!(killed_before_commit, "no kill landed during the backup");
+        // the server ended the non-exclusive backup with the session
+        std::thread::sleep(Duration::from_millis(300));
+        let mut bk = env.cmd();
+        for (k, v) in c.env() {
+            bk.env(k, v);
+        }
+        ok(bk
+            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
+            .arg(&c.data)
+            .output()
+            .unwrap());
+        let before = accounts_sum(&c, "postgres");
+        switch_and_archive(&c);
+        let r = restore_to(&env, &["--no-archive"]);
+        assert_eq!(accounts_sum(&r, "postgres"), before);
+    }
+}
+
+mod quickstart {
+    use super::*;
+
+    #[test]
+    fn quickstart_restores_what_was_lost() {
+        let o = Command::new(arsip_bin())
+            .args(["--json", "quickstart", "--tenants", "10"])
+            .env(
+                "ARSIP_CACHE_DIR",
+                std::env::temp_dir().join("arsip-qs-cache"),
+            )
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        assert_eq!(r["ok"], true, "{r:#}");
+        assert!(r["rto_seconds"].as_f64().unwrap() > 0.0);
+        assert!(r["rpo_seconds"].as_f64().unwrap() >= 0.0);
+        assert_eq!(r["verified"].as_object().unwrap().len(), 4);
+    }
 }

@@ -8,7 +8,8 @@
 //!
 //! Layout (FORMAT.md "WAL objects"):
 //! `header(type 4) | writer id (16) | raw_len u64 LE | content hash (32) | sealed key (80) |
-//!  nonce‖ciphertext‖tag of zstd(plaintext) | signature (64)`.
+//!  nonce‖ciphertext‖tag of zstd(plaintext) | signature (64)`; the signature is over a
+//! BLAKE3 digest of everything before it ([`signed_digest`]).
 //! Names: `wal/<system-identifier>-<major>/<file name>`. The associated data binds the object
 //! name, so a WAL object cannot be moved to another name or namespace undetected.
 
@@ -81,7 +82,11 @@ pub fn encode(
     let h = format::header(ObjectType::Wal, 0);
     let hash = content_hash(id_key, data);
     let len = (data.len() as u64).to_le_bytes();
-    let compressed = zstd::bulk::compress(data, ZSTD_LEVEL)?;
+    let level = std::env::var("ARSIP_WAL_ZSTD_LEVEL")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(ZSTD_LEVEL);
+    let compressed = zstd::bulk::compress(data, level)?;
     let key = Key::random();
     let mut out = Vec::with_capacity(compressed.len() + PUBLIC_LEN + 256);
     out.extend_from_slice(&h);
@@ -98,10 +103,22 @@ pub fn encode(
         &compressed,
         &aad(&[&out[..PUBLIC_LEN], name.as_bytes()]),
     ));
-    let sig = signer.sign(&out);
+    let sig = signer.sign(&signed_digest(&out));
     out.extend_from_slice(&sig);
     Ok(out)
 }
+
+/// What a WAL object's signature covers: a BLAKE3 digest of every byte before the signature,
+/// under a context string. Ed25519 hashes its message twice with SHA-512; signing the 32-byte
+/// digest keeps a 16 MiB segment's signing cost at one BLAKE3 pass.
+pub fn signed_digest(object_without_signature: &[u8]) -> Vec<u8> {
+    let mut m = SIGN_CONTEXT.as_bytes().to_vec();
+    m.extend_from_slice(blake3::hash(object_without_signature).as_bytes());
+    m
+}
+
+/// Prefix of the signed message of a WAL object (`signed_digest`).
+pub const SIGN_CONTEXT: &str = "arsip 2026-11 v1 wal object signature\0";
 
 /// The public part of a WAL object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +244,7 @@ impl Repository {
         }
         let (signed, sig) = raw.split_at(raw.len() - SIGNATURE_LEN);
         match self.writer_key(&p.writer).await? {
-            Some(vk) => crypto::verify(&vk, signed, sig)
+            Some(vk) => crypto::verify(&vk, &signed_digest(signed), sig)
                 .map_err(|e| RepoError::corrupt(&name, e.to_string()))?,
             None => {
                 return Err(RepoError::corrupt(
@@ -305,7 +322,7 @@ mod tests {
         assert_eq!(p.raw_len, data.len() as u64);
         assert_eq!(p.hash, content_hash(&idk, &data));
         let (signed, sig) = obj.split_at(obj.len() - SIGNATURE_LEN);
-        crypto::verify(&signer.verify_key(), signed, sig).unwrap();
+        crypto::verify(&signer.verify_key(), &signed_digest(signed), sig).unwrap();
         assert_eq!(open(&name, &obj, &rs, &idk).unwrap(), data);
         // moved to another name: refused
         let other = object_name("7000000000000000001-15", "000000010000000000000002").unwrap();
