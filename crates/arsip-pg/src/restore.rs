@@ -178,15 +178,82 @@ fn fact_str<'a>(s: &'a Snapshot, k: &str) -> Option<&'a str> {
 }
 
 /// The snapshot a restore uses.
+/// The timeline a recovery follows and its ancestry (the lines of its `.history` file).
+#[derive(Debug, Clone, Default)]
+pub struct TimelineView {
+    pub target: u32,
+    pub ancestors: Vec<crate::control::HistoryEntry>,
+}
+
+impl TimelineView {
+    /// Whether a backup taken on `tli` that stopped at `stop_lsn` lies on this history.
+    pub fn contains(&self, tli: u32, stop_lsn: u64) -> bool {
+        tli == self.target
+            || self
+                .ancestors
+                .iter()
+                .any(|e| e.parent == tli && stop_lsn <= e.switch_lsn)
+    }
+}
+
+/// Work out the timeline recovery will follow: a number, or `latest` (default: the highest
+/// timeline with a `.history` file in the namespace, else 1).
+pub async fn timeline_view(
+    repo: &Repository,
+    ns: &str,
+    target_timeline: Option<&str>,
+) -> Result<Option<TimelineView>> {
+    let tli = match target_timeline {
+        Some("current") => return Ok(None),
+        Some("latest") | None => repo
+            .wal_list(ns)
+            .await?
+            .iter()
+            .filter_map(|f| f.strip_suffix(".history"))
+            .filter_map(|t| u32::from_str_radix(t, 16).ok())
+            .max()
+            .unwrap_or(1),
+        Some(n) => n.parse().map_err(|_| {
+            PgError::refused(
+                format!("--target-timeline {n:?}"),
+                "use a timeline number, `latest` or `current`",
+            )
+        })?,
+    };
+    let ancestors = if tli > 1 {
+        match repo.wal_get(ns, &format!("{tli:08X}.history")).await? {
+            Some(b) => crate::control::parse_history(&String::from_utf8_lossy(&b)),
+            None => {
+                return Err(PgError::refused(
+                    format!("timeline {tli} has no history file in the repository"),
+                    "`arsip wal list` shows the archived timelines",
+                ))
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(Some(TimelineView {
+        target: tli,
+        ancestors,
+    }))
+}
+
 pub fn choose<'a>(
     snaps: &'a [Snapshot],
     explicit: Option<&str>,
     target: &Target,
+    history: Option<&TimelineView>,
 ) -> Result<&'a Snapshot> {
     if let Some(spec) = explicit.filter(|s| *s != "latest") {
         return Ok(arsip_repo::snapshot::select(snaps, spec)?);
     }
-    let mut cands: Vec<&Snapshot> = snaps.iter().collect();
+    let on_history = |s: &Snapshot| {
+        let tli = fact(s, "timeline").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
+        let stop = fact_str(s, "stop_lsn").and_then(parse_lsn).unwrap_or(0);
+        history.is_none_or(|h| h.contains(tli, stop))
+    };
+    let mut cands: Vec<&Snapshot> = snaps.iter().filter(|s| on_history(s)).collect();
     cands.sort_by_key(|s| s.manifest.time);
     let pick =
         match target {
@@ -281,7 +348,20 @@ pub async fn restore(
             "use promote, pause or shutdown",
         ));
     }
-    let snap = choose(snaps, o.snapshot.as_deref(), &o.target)?.clone();
+    // Backups of this stanza only (older snapshots without the fact are kept).
+    let snaps: Vec<Snapshot> = snaps
+        .iter()
+        .filter(|s| fact_str(s, "stanza").is_none_or(|st| st == o.stanza))
+        .cloned()
+        .collect();
+    let history = match snaps.iter().max_by_key(|s| s.manifest.time) {
+        Some(newest) if o.snapshot.as_deref().is_none_or(|s| s == "latest") => {
+            let ns = fact_str(newest, "namespace").unwrap_or_default();
+            timeline_view(&repo, ns, o.target_timeline.as_deref()).await?
+        }
+        _ => None,
+    };
+    let snap = choose(&snaps, o.snapshot.as_deref(), &o.target, history.as_ref())?.clone();
     let key_file = o.key_file.as_ref().ok_or_else(|| {
         PgError::refused(
             "a physical restore needs a key file for its restore_command (the server runs `arsip wal fetch` unattended)",
@@ -289,6 +369,22 @@ pub async fn restore(
         )
     })?;
     let key_file = key_file.canonicalize()?;
+    if let Some((uid, gid)) = crate::cluster::postgres_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&key_file)?;
+        let readable = (m.uid() == uid && m.mode() & 0o400 != 0)
+            || (m.gid() == gid && m.mode() & 0o040 != 0)
+            || m.mode() & 0o004 != 0;
+        if !readable {
+            return Err(PgError::refused(
+                format!(
+                    "the postgres OS user cannot read {}, so restore_command could not fetch WAL",
+                    key_file.display()
+                ),
+                "give postgres its own copy (chown postgres, mode 0600) and pass that as --key-file",
+            ));
+        }
+    }
     let exe = plain_path(&o.arsip_exe, "the arsip binary path")?;
     let key_s = plain_path(&key_file, "--key-file")?;
     let repo_s = o.repo_location.clone();
