@@ -622,6 +622,67 @@ mod physical {
     }
 }
 
+mod timelines {
+    use super::*;
+
+    /// A scratch restore (--no-archive) leaves no trace in the WAL namespace; a real restore
+    /// then takes timeline 2, keeps archiving on it, and a later restore of the same base
+    /// backup follows timeline 2 to the restored cluster's newest commit.
+    #[test]
+    fn scratch_then_real_restore_then_follow_the_new_timeline() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        let mut bk = env.cmd();
+        for (k, v) in c.env() {
+            bk.env(k, v);
+        }
+        ok(bk
+            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
+            .arg(&c.data)
+            .output()
+            .unwrap());
+        pgbench(&c, &["-n", "-t", "100", "postgres"]);
+        let original = accounts_sum(&c, "postgres");
+        switch_and_archive(&c);
+        drop(c);
+
+        let scratch = restore_to(&env, &["--no-archive"]);
+        assert_eq!(accounts_sum(&scratch, "postgres"), original);
+        scratch
+            .psql(
+                "postgres",
+                "UPDATE pgbench_accounts SET abalance = -1 WHERE aid < 10",
+            )
+            .unwrap();
+        scratch.psql("postgres", "SELECT pg_switch_wal()").unwrap();
+        drop(scratch);
+        let listed = ok(env.cmd().args(["wal", "list"]).output().unwrap());
+        assert!(
+            !listed.contains(".history"),
+            "a scratch restore archived: {listed}"
+        );
+
+        let real = restore_to(&env, &[]);
+        assert_eq!(accounts_sum(&real, "postgres"), original);
+        pgbench(&real, &["-n", "-t", "50", "postgres"]);
+        let after = accounts_sum(&real, "postgres");
+        let seg = switch_and_archive(&real);
+        assert!(seg.starts_with("00000002"), "{seg}");
+        drop(real);
+
+        let again = restore_to(&env, &[]);
+        assert_eq!(accounts_sum(&again, "postgres"), after);
+        let tl = again
+            .psql(
+                "postgres",
+                "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+            )
+            .unwrap();
+        assert_eq!(tl, "00000003");
+    }
+}
+
 mod crash {
     use super::*;
 
