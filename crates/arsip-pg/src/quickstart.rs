@@ -326,7 +326,10 @@ pub async fn run(o: &Options) -> Result<Report> {
     tm.record(
         "restore base backup",
         restore_start,
-        format!("{} files, {} bytes, WAL checked", r.files, r.bytes),
+        format!(
+            "{} files, {} bytes; WAL continuous to {}",
+            r.files, r.bytes, r.wal_checked_to
+        ),
     );
     let t = Instant::now();
     let mut restored = Cluster::adopt(base)?;

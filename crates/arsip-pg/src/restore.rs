@@ -146,7 +146,7 @@ pub struct PhysicalRestoreOutcome {
 impl PhysicalRestoreOutcome {
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "restored snapshot {} into {}: {} file(s), {} bytes in {:.1}s; WAL checked to {}",
+            "restored snapshot {} into {}: {} file(s), {} bytes in {:.1}s; archived WAL continuous to {}",
             &self.snapshot[..8.min(self.snapshot.len())],
             self.to,
             self.files,
@@ -440,24 +440,39 @@ pub async fn restore(
             "is it a pg-physical snapshot?",
         ));
     };
-    // WAL continuity, checked against the listing (one LIST, no reads).
+    // WAL continuity, checked against the listing (one LIST, no reads), along the timeline
+    // history recovery will follow: from the backup's start to its stop (and to an LSN
+    // target) it is required; after that it is followed to the first gap and reported.
     let present: std::collections::HashSet<String> =
         repo.wal_list(&ns).await?.into_iter().collect();
-    let mut last_seg = start.segno;
-    let end_segno = match o.target {
+    let view = match history {
+        Some(h) => Some(h),
+        None => timeline_view(&repo, &ns, o.target_timeline.as_deref()).await?,
+    };
+    let tli_for = |segno: u64| -> u32 {
+        match &view {
+            Some(v) => v
+                .ancestors
+                .iter()
+                .find(|e| segno < e.switch_lsn / seg_size)
+                .map_or(v.target, |e| e.parent),
+            None => tli,
+        }
+    };
+    let required_to = match o.target {
         Target::Lsn(l) if l / seg_size >= stop.segno => l / seg_size,
         _ => stop.segno,
     };
-    for segno in start.segno..=end_segno {
+    let mut last_seg = None;
+    let mut segno = start.segno;
+    loop {
         let name = SegName {
-            timeline: tli,
+            timeline: tli_for(segno).max(if segno <= stop.segno { tli } else { 0 }),
             segno,
         }
         .name(seg_size);
         if !present.contains(&name) {
-            // After the stop point, another timeline may carry on; only the backup's own
-            // range is a hard requirement unless the target lies on this timeline.
-            if segno <= stop.segno || o.target_timeline.is_none() {
+            if segno <= required_to {
                 return Err(PgError::refused(
                     format!(
                         "WAL is not continuous: {name} (needed to reach the target from backup {}) is not in the repository",
@@ -466,14 +481,12 @@ pub async fn restore(
                     "`arsip wal list` shows what is archived; pick an earlier target or another backup",
                 ));
             }
+            break;
         }
-        last_seg = segno;
+        last_seg = Some(name);
+        segno += 1;
     }
-    let wal_checked_to = SegName {
-        timeline: tli,
-        segno: last_seg,
-    }
-    .name(seg_size);
+    let wal_checked_to = last_seg.unwrap_or_default();
 
     // Write the files.
     std::fs::create_dir_all(&o.to)?;
