@@ -133,6 +133,9 @@ pub struct PgRestoreArgs {
     /// Logical: parallel pg_restore jobs (spools the dump to a local file first)
     #[arg(long, default_value_t = 1)]
     pub jobs: u32,
+    /// Logical: first apply the roles and tablespaces stored by `backup pg --logical --all`
+    #[arg(long)]
+    pub globals: bool,
     /// Physical: the (empty or missing) directory to restore into
     #[arg(long)]
     pub to: Option<PathBuf>,
@@ -443,6 +446,7 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
             create: a.create,
             tables: a.tables.clone(),
             jobs: a.jobs.max(1),
+            globals: a.globals,
         };
         let o = arsip_pg::logical::restore(repo, &snap, &opts)
             .await

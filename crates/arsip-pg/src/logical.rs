@@ -255,6 +255,9 @@ pub struct LogicalRestore {
     pub create: bool,
     pub tables: Vec<String>,
     pub jobs: u32,
+    /// Apply the stored globals (roles, tablespaces) first; existing roles are reported by
+    /// psql and skipped.
+    pub globals: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -316,6 +319,37 @@ pub async fn restore(
             "holds no database.dump",
         )
     })?;
+    if opts.globals {
+        let (_, gchunks) = find_file(&reader, snap, GLOBALS_FILE)
+            .await?
+            .ok_or_else(|| {
+                PgError::refused(
+                    format!("snapshot {} holds no globals", snap.short_id()),
+                    "globals are stored by `backup pg --logical --all`",
+                )
+            })?;
+        let mut psql = tokio::process::Command::new(bin.join("psql"));
+        psql.args(["-X", "-q", "-d", "dbname=postgres", "-f", "-"])
+            .env_remove("PGPASSWORD");
+        for (k, v) in conn::libpq_env(&cfg) {
+            psql.env(k, v);
+        }
+        let mut child = psql
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| PgError::Tool(format!("cannot run psql: {e}")))?;
+        let mut stdin = child.stdin.take().unwrap();
+        let mut s = std::pin::pin!(reader.stream(gchunks));
+        while let Some(c) = s.next().await {
+            stdin.write_all(&c?).await?;
+        }
+        drop(stdin);
+        let out = child.wait_with_output().await?;
+        // `CREATE ROLE postgres` and other existing roles fail harmlessly; psql goes on.
+        check(out, "psql (globals)")?;
+    }
     if opts.create {
         let mut admin = cfg.clone();
         admin.dbname("postgres");

@@ -426,6 +426,41 @@ mod logical {
             .unwrap()
         );
 
+        // globals: a role made before the backup comes back with --globals
+        c.psql("postgres", "DROP DATABASE app_copy").unwrap();
+        c.psql("postgres", "CREATE ROLE dealer_app LOGIN").unwrap();
+        let b2 = json_out(
+            env.cmd()
+                .arg("--json")
+                .args(["backup", "pg", "--logical", "--all", "--dbname"])
+                .arg(c.conninfo("app"))
+                .output()
+                .unwrap(),
+        );
+        c.psql("postgres", "DROP ROLE dealer_app").unwrap();
+        ok(env
+            .cmd()
+            .args([
+                "restore",
+                "pg",
+                "--logical",
+                &b2["id"].as_str().unwrap()[..12],
+                "--globals",
+                "--create",
+                "--dbname",
+            ])
+            .arg(c.conninfo("app_copy"))
+            .output()
+            .unwrap());
+        assert_eq!(
+            c.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'dealer_app'"
+            )
+            .unwrap(),
+            "1"
+        );
+
         // one table, with its index, trigger and sequence, in parallel mode
         c.psql("postgres", "CREATE DATABASE one").unwrap();
         ok(env
