@@ -291,6 +291,72 @@ mod wal {
         );
     }
 
+    /// Fetching a segment prefetches the next ones into pg_wal/arsip-prefetch; the next
+    /// fetch is served from there and the spool is emptied as recovery moves on. History
+    /// files are never prefetched.
+    #[test]
+    fn prefetch_spool() {
+        let env = Env::new();
+        let c = env.cluster();
+        let mut segs = Vec::new();
+        for _ in 0..3 {
+            c.psql(
+                "postgres",
+                "CREATE TABLE IF NOT EXISTS p (x int); INSERT INTO p VALUES (1)",
+            )
+            .unwrap();
+            segs.push(switch_and_archive(&c));
+        }
+        let ns = arsip_pg::control::ClusterId::read(&c.data)
+            .unwrap()
+            .namespace();
+        // a data directory of our own for the spool (the fetcher only needs pg_wal/)
+        let pgdata = env.base.join("fake-pgdata");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).unwrap();
+        let spool = pgdata.join(arsip_pg::walarchive::PREFETCH_DIR);
+        let fetch = |name: &str| {
+            env.cmd()
+                .args([
+                    "wal",
+                    "fetch",
+                    "--prefetch",
+                    "2",
+                    "--namespace",
+                    &ns,
+                    "--pgdata",
+                ])
+                .arg(&pgdata)
+                .arg(name)
+                .arg(pgdata.join("pg_wal/RECOVERYXLOG"))
+                .output()
+                .unwrap()
+        };
+        ok(fetch(&segs[0]));
+        assert!(spool.join(&segs[1]).exists() && spool.join(&segs[2]).exists());
+        let orig1 = std::fs::read(c.data.join("pg_wal").join(&segs[1])).unwrap();
+        ok(fetch(&segs[1]));
+        assert_eq!(
+            std::fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
+            orig1
+        );
+        assert!(
+            !spool.join(&segs[1]).exists(),
+            "served from the spool and removed"
+        );
+        let o = fetch("00000002.history");
+        assert_eq!(o.status.code(), Some(1));
+        let left: Vec<_> = std::fs::read_dir(&spool)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            left.iter()
+                .all(|n| !n.to_string_lossy().contains("history")),
+            "{left:?}"
+        );
+    }
+
     #[test]
     fn another_cluster_under_the_same_stanza_is_refused() {
         let env = Env::new();
