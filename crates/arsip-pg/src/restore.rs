@@ -449,15 +449,33 @@ pub async fn restore(
         Some(h) => Some(h),
         None => timeline_view(&repo, &ns, o.target_timeline.as_deref()).await?,
     };
-    let tli_for = |segno: u64| -> u32 {
+    // Timelines whose file for `segno` recovery may read, newest first: the one whose range
+    // holds the segment and, for the segment holding a switch point, the parent (PostgreSQL
+    // reads the newest that exists; the parent's copy serves up to the switch point).
+    let tlis_for = |segno: u64| -> Vec<u32> {
+        let mut out = Vec::new();
         match &view {
-            Some(v) => v
-                .ancestors
-                .iter()
-                .find(|e| segno < e.switch_lsn / seg_size)
-                .map_or(v.target, |e| e.parent),
-            None => tli,
+            Some(v) => {
+                let owner = v
+                    .ancestors
+                    .iter()
+                    .find(|e| segno < e.switch_lsn / seg_size)
+                    .map_or(v.target, |e| e.parent);
+                out.push(owner);
+                for e in &v.ancestors {
+                    if e.switch_lsn / seg_size == segno {
+                        out.push(e.parent);
+                    }
+                }
+            }
+            None => out.push(tli),
         }
+        if segno <= stop.segno && !out.contains(&tli) {
+            out.push(tli);
+        }
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        out.dedup();
+        out
     };
     let required_to = match o.target {
         Target::Lsn(l) if l / seg_size >= stop.segno => l / seg_size,
@@ -466,24 +484,24 @@ pub async fn restore(
     let mut last_seg = None;
     let mut segno = start.segno;
     loop {
-        let name = SegName {
-            timeline: tli_for(segno).max(if segno <= stop.segno { tli } else { 0 }),
-            segno,
-        }
-        .name(seg_size);
-        if !present.contains(&name) {
-            if segno <= required_to {
+        let names: Vec<String> = tlis_for(segno)
+            .into_iter()
+            .map(|t| SegName { timeline: t, segno }.name(seg_size))
+            .collect();
+        match names.iter().find(|n| present.contains(*n)) {
+            Some(n) => last_seg = Some(n.clone()),
+            None if segno <= required_to => {
                 return Err(PgError::refused(
                     format!(
-                        "WAL is not continuous: {name} (needed to reach the target from backup {}) is not in the repository",
+                        "WAL is not continuous: {} (needed to reach the target from backup {}) is not in the repository",
+                        names[0],
                         snap.short_id()
                     ),
                     "`arsip wal list` shows what is archived; pick an earlier target or another backup",
                 ));
             }
-            break;
+            None => break,
         }
-        last_seg = Some(name);
         segno += 1;
     }
     let wal_checked_to = last_seg.unwrap_or_default();
