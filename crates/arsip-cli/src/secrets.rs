@@ -115,7 +115,10 @@ impl SecretFile {
             .mode(0o600)
             .open(path)
             .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-        Ok(SecretFile { path: path.to_path_buf(), file: Some(file) })
+        Ok(SecretFile {
+            path: path.to_path_buf(),
+            file: Some(file),
+        })
     }
 
     pub fn write(mut self, bytes: &[u8]) -> Result<()> {
