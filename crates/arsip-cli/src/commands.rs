@@ -400,7 +400,11 @@ impl Ctx<'_> {
             .store
             .list("")
             .try_fold((0usize, 0u64, 0usize), |(n, bytes, packs), o| async move {
-                Ok((n + 1, bytes + o.size, packs + usize::from(o.key.starts_with("data/"))))
+                Ok((
+                    n + 1,
+                    bytes + o.size,
+                    packs + usize::from(o.key.starts_with("data/")),
+                ))
             })
             .await?;
         let logical_bytes: u64 = snaps.iter().map(|s| s.manifest.logical_bytes).sum();

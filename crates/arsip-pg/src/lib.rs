@@ -15,7 +15,6 @@ pub mod logical;
 pub mod physical;
 pub mod quickstart;
 pub mod restore;
-pub mod session;
 pub mod walarchive;
 
 pub use error::{PgError, Result};

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use crate::conn;
 use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
-use crate::session::PgSession;
+use arsip_ops::backup::{Backup, SnapshotMeta};
 
 pub const KIND: &str = "pg-logical";
 pub const DUMP_FILE: &str = "database.dump";
@@ -159,8 +159,8 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         dump.env(k, v);
     }
     let reader = ChildReader::spawn(dump, "pg_dump")?;
-    let mut session = PgSession::start(repo.clone()).await?;
-    let s = session.session.clone();
+    let mut session = Backup::start(repo.clone()).await?;
+    let s = session.session().clone();
     let writer = tokio::task::spawn_blocking(move || s.write_stream(reader));
 
     let tables = tx
@@ -197,7 +197,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
             other => other.into(),
         })?;
     tx.commit().await?;
-    let now = session.started;
+    let now = session.started();
     session.node(&file_node(DUMP_FILE, size, now), &ids)?;
 
     if opts.all {
@@ -207,7 +207,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
             g.env(k, v);
         }
         let r = ChildReader::spawn(g, "pg_dumpall --globals-only")?;
-        let s = session.session.clone();
+        let s = session.session().clone();
         let (gids, gsize) = tokio::task::spawn_blocking(move || s.write_stream(r))
             .await
             .map_err(|e| PgError::Tool(e.to_string()))??;
@@ -215,7 +215,15 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         facts.insert("globals".into(), json!(true));
     }
     let source = format!("postgresql://{}/{db}", host_desc(&cfg));
-    session.commit(KIND, source, opts.tags.clone(), facts).await
+    session
+        .commit(SnapshotMeta {
+            kind: KIND.into(),
+            source,
+            tags: opts.tags.clone(),
+            facts,
+        })
+        .await
+        .map_err(Into::into)
 }
 
 /// `dbname=<db>` only: host, port, user and password travel in the environment.

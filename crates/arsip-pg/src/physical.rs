@@ -35,8 +35,8 @@ use serde_json::{json, Value};
 use crate::conn;
 use crate::control::{parse_lsn, ClusterId, SegName};
 use crate::error::{PgError, Result};
-use crate::session::PgSession;
 use crate::walarchive::check_stanza;
+use arsip_ops::backup::{Backup, SnapshotMeta};
 
 pub const KIND: &str = "pg-physical";
 
@@ -400,9 +400,9 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let checksums: String = r.get(7);
     check_stanza(&repo, &opts.stanza, &id).await?;
 
-    let mut session = PgSession::start(repo.clone()).await?;
-    let started_unix = session.started.as_second();
-    let label = format!("arsip {}", session.started);
+    let mut session = Backup::start(repo.clone()).await?;
+    let started_unix = session.started().as_second();
+    let label = format!("arsip {}", session.started());
     let row = client
         .query_one(
             "SELECT l::text, now()::text FROM pg_backup_start($1, $2) l",
@@ -424,8 +424,8 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         .get(0);
     let prev = prev.filter(|c| c.timeline == cur_tli as u32);
 
-    let sess = session.session.clone();
-    let index = session.index.clone();
+    let sess = session.session().clone();
+    let index = session.index().clone();
     let pg = pgdata.clone();
     let walk_result = tokio::task::spawn_blocking(move || {
         let reuse_before = prev.as_ref().map_or(i64::MIN, |p| p.started - 1);
@@ -492,18 +492,18 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     );
 
     // Tree: files in walk order, then backup_label and tablespace_map, pg_control last.
-    let now = session.started;
+    let now = session.started();
     for (n, ids) in &nodes {
         session.node(n, ids)?;
     }
-    let sess = session.session.clone();
+    let sess = session.session().clone();
     let lf = labelfile.clone();
     let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(lf.as_bytes()))
         .await
         .map_err(|e| PgError::Tool(e.to_string()))??;
     session.node(&meta_file("backup_label", size, now), &ids)?;
     if let Some(map) = spcmap.as_ref().filter(|m| !m.is_empty()) {
-        let sess = session.session.clone();
+        let sess = session.session().clone();
         let m = map.clone();
         let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(m.as_bytes()))
             .await
@@ -564,7 +564,12 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     }
     let source = format!("{}:{}", arsip_repo::keys::hostname(), pgdata.display());
     let out = session
-        .commit(KIND, source, opts.tags.clone(), facts)
+        .commit(SnapshotMeta {
+            kind: KIND.into(),
+            source,
+            tags: opts.tags.clone(),
+            facts,
+        })
         .await?;
 
     // Only a committed backup may seed the next one's reuse.

@@ -62,7 +62,11 @@ impl FaultPlan {
                 ["create", prefix] => p.fail_create_prefix = Some(prefix.to_string()),
                 ["crash", prefix, nth, when @ ("before" | "after")] => {
                     let nth = nth.parse().map_err(|_| format!("bad crash count {nth}"))?;
-                    p.crash = Some(Crash { prefix: prefix.to_string(), nth, after: *when == "after" });
+                    p.crash = Some(Crash {
+                        prefix: prefix.to_string(),
+                        nth,
+                        after: *when == "after",
+                    });
                 }
                 _ => return Err(format!("unknown fault {item}")),
             }
@@ -124,11 +128,16 @@ impl Faulty {
 #[async_trait]
 impl Store for Faulty {
     async fn create(&self, key: &str, data: Bytes) -> Result<()> {
-        let crash_here = self.plan.crash.as_ref().filter(|c| key.starts_with(c.prefix.as_str())).is_some_and(|c| {
-            let mut n = self.crash_count.lock().unwrap();
-            *n += 1;
-            *n == c.nth
-        });
+        let crash_here = self
+            .plan
+            .crash
+            .as_ref()
+            .filter(|c| key.starts_with(c.prefix.as_str()))
+            .is_some_and(|c| {
+                let mut n = self.crash_count.lock().unwrap();
+                *n += 1;
+                *n == c.nth
+            });
         if crash_here && !self.plan.crash.as_ref().unwrap().after {
             kill_self();
         }
@@ -141,7 +150,9 @@ impl Store for Faulty {
             return Err(self.fault(ErrorKind::Transient, key));
         }
         let r = match self.inner.create(key, data).await {
-            Err(e) if e.kind == ErrorKind::AlreadyExists && self.plan.ignore_if_none_match => Ok(()),
+            Err(e) if e.kind == ErrorKind::AlreadyExists && self.plan.ignore_if_none_match => {
+                Ok(())
+            }
             r => r,
         };
         if crash_here {
