@@ -815,7 +815,11 @@ mod crash {
             3 => Some("crash:index/:1:after".into()),
             4 => Some(format!(
                 "crash:snapshots/:1:{}",
-                if rng.is_multiple_of(2) { "before" } else { "after" }
+                if rng.is_multiple_of(2) {
+                    "before"
+                } else {
+                    "after"
+                }
             )),
             _ => None,
         }
