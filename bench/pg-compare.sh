@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# PostgreSQL side-by-side: arsip vs pgBackRest (physical) and arsip vs restic vs the plan's
+# pg_dump|gzip|openssl pipeline (logical), on one cluster, one machine, one run.
+#
+#   bench/pg-compare.sh setup      # initdb + pg_restore the make-dataset.sh dump (archiving on, command 'true')
+#   bench/pg-compare.sh floor      # pg_dump -> /dev/null, disk read rate of PGDATA
+#   bench/pg-compare.sh physical   # arsip physical backup+restore, pgBackRest full backup+restore
+#   bench/pg-compare.sh logical    # arsip logical, restic stdin, plan pipeline; restores
+#   bench/pg-compare.sh cleanup
+#
+# Every measured command runs under /usr/bin/time -f '%e %M' (wall s, peak RSS KiB of the
+# largest process in the tree that time waits for; for pipelines the shell's children are
+# reported by their own `time` wrappers). Results append to $W/results.tsv.
+set -euo pipefail
+PGBIN=/usr/lib/postgresql/15/bin
+W=${W:-/var/tmp/pgcmp}
+PORT=${PORT:-5499}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ARSIP=$(realpath "${ARSIP:-$HERE/../target/release/arsip}")
+DUMP=${DUMP:-/var/tmp/arsip-bench/dataset/dump.pgc}
+PGDATA=$W/data
+export ARSIP_PASSWORD=${ARSIP_PASSWORD:-bench-pass}
+export PGHOST=$W PGPORT=$PORT PGUSER=postgres
+as_pg() { runuser -u postgres -- "$@"; }
+psql_() { as_pg env PGHOST=$W PGPORT=$PORT "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -U postgres "$@"; }
+log() { printf '[pg-compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# measure NAME CMD... : wall seconds and peak RSS (KiB, largest single process) into results.tsv.
+# Caches are not dropped (the machine is shared): every tool reads a warm page cache, the
+# dataset (~3 GiB) fits in RAM many times over.
+measure() {
+    local name=$1; shift
+    log "run $name: $*"
+    # through bash so that the helper functions (as_pg, arsip_pg, pgbr) can be timed too
+    /usr/bin/time -o "$W/$name.time" -f '%e %M' bash -c '"$@"' _ "$@" >"$W/$name.out" 2>"$W/$name.err" || { log "FAILED $name (see $W/$name.err)"; echo "$name FAILED" >> $W/results.tsv; return 1; }
+    local e m; read -r e m < "$W/$name.time"
+    printf '%s\t%s\t%s\n' "$name" "$e" "$m" | tee -a $W/results.tsv
+}
+set_archive() {  # set_archive 'command'
+    psql_ -d postgres -c "alter system set archive_command = '$1'" -c 'select pg_reload_conf()' >/dev/null
+}
+
+setup() {
+    mkdir -p $W; chmod 755 $W; chown postgres: $W
+    as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$PGDATA/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$W'
+port = $PORT
+wal_level = replica
+archive_mode = on
+archive_command = 'true'
+max_wal_size = 4GB
+shared_buffers = 512MB
+maintenance_work_mem = 512MB
+autovacuum = off
+CONF
+    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -w -l "$W/server.log" start >/dev/null
+    psql_ -d postgres -c 'create database dealer'
+    log "pg_restore $DUMP"
+    as_pg env PGHOST=$W PGPORT=$PORT "$PGBIN/pg_restore" -U postgres -d dealer -j 2 "$DUMP" < /dev/null
+    psql_ -d dealer -c 'vacuum analyze' -c 'checkpoint'
+    psql_ -d postgres -Atc "select pg_size_pretty(pg_database_size('dealer'))"
+    du -sh "$PGDATA"
+}
+
+AREPO=$W/arsip-repo
+KEY=$W/arsip-full.key
+PBCONF=$W/pgbackrest.conf
+arsip_pg() { as_pg env ARSIP_PASSWORD="$ARSIP_PASSWORD" ARSIP_REPO=$AREPO ARSIP_CACHE_DIR=$W/arsip-cache PGHOST=$W PGPORT=$PORT PGUSER=postgres "$ARSIP" -q "$@"; }
+pgbr() { as_pg pgbackrest --config=$PBCONF --stanza=main "$@"; }
+export -f as_pg arsip_pg pgbr log
+export W PORT PGBIN AREPO KEY PBCONF ARSIP
+
+floor() {
+    measure floor_pg_dump_Z0_devnull bash -c "runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z0 dealer > /dev/null"
+    # through a pipe: GNU tar -f /dev/null skips reading file contents
+    measure floor_read_pgdata_cached_pipe bash -c "tar -C '$PGDATA' -cf - --exclude=./pg_wal . | cat > /dev/null"
+    local big; big=$(find "$PGDATA/base" -type f -size +500M | head -1)
+    [[ -n $big ]] && measure floor_disk_read_direct_1GiB dd if="$big" iflag=direct of=/dev/null bs=4M
+    tail -1 $W/floor_disk_read_direct_1GiB.err 2>/dev/null || true
+    du -sb --exclude=pg_wal "$PGDATA" | tee $W/pgdata.size
+}
+
+physical() {
+    # arsip: repository, full key file for archive_command and restore_command
+    mkdir -p $W/arsip-cache; chown postgres: $W/arsip-cache
+    rm -rf $AREPO; install -d -o postgres -g postgres $AREPO
+    rm -f $KEY
+    arsip_pg init >/dev/null
+    arsip_pg key add --keyfile --out $KEY >/dev/null
+    set_archive "$ARSIP --repo $AREPO --key-file $KEY wal push %p"
+    psql_ -d postgres -c 'select pg_switch_wal()' >/dev/null
+    measure arsip_physical_backup arsip_pg backup pg --physical --pgdata "$PGDATA" --fast
+    rm -rf $W/arsip-restore
+    measure arsip_physical_restore arsip_pg --key-file $KEY restore pg --physical latest --to $W/arsip-restore --target immediate
+    du -sb $AREPO | tee $W/arsip_physical_repo.size
+
+    # pgBackRest 2.45
+    rm -rf $W/pgbr-repo $W/pgbr-log $W/pgbr-lock; install -d -o postgres -g postgres $W/pgbr-repo $W/pgbr-log $W/pgbr-lock
+    cat > $PBCONF <<CONF
+[global]
+repo1-path=$W/pgbr-repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-pgbackrest-passphrase-0123456789
+repo1-retention-full=2
+compress-type=zst
+compress-level=3
+process-max=2
+start-fast=y
+lock-path=$W/pgbr-lock
+log-path=$W/pgbr-log
+log-level-console=warn
+
+[main]
+pg1-path=$PGDATA
+pg1-socket-path=$W
+pg1-port=$PORT
+CONF
+    chown postgres: $PBCONF; chmod 600 $PBCONF
+    set_archive "pgbackrest --config=$PBCONF --stanza=main archive-push %p"
+    pgbr stanza-create
+    pgbr check
+    measure pgbackrest_full_backup pgbr --type=full backup
+    rm -rf $W/pgbr-restore; install -d -o postgres -g postgres -m 700 $W/pgbr-restore
+    measure pgbackrest_restore pgbr --pg1-path=$W/pgbr-restore --type=immediate restore
+    du -sb $W/pgbr-repo | tee $W/pgbr_repo.size
+    set_archive true
+}
+
+logical() {
+    # arsip: pg_dump -Fc -Z0 streamed into the repository (zstd 3, encrypted, deduplicated)
+    measure arsip_logical_backup arsip_pg backup pg --logical --dbname dealer
+    du -sb $AREPO | tee $W/arsip_after_logical_repo.size
+
+    # restic 0.14: same uncompressed dump on stdin (repository v2, compression auto = zstd)
+    rm -rf $W/restic-repo
+    export RESTIC_PASSWORD=bench-restic RESTIC_REPOSITORY=$W/restic-repo RESTIC_CACHE_DIR=$W/restic-cache
+    restic init -q
+    measure restic_logical_backup bash -c "runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z0 dealer | restic backup -q --stdin --stdin-filename dealer.pgc"
+    du -sb $W/restic-repo | tee $W/restic_repo.size
+
+    # the plan's pipeline
+    mkdir -p $W/plan; head -c 32 /dev/urandom | base64 > $W/plan.pass
+    measure plan_logical_backup bash -c "set -o pipefail; runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z9 dealer | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:$W/plan.pass > $W/plan/dealer.pgc.gz.enc"
+    du -sb $W/plan | tee $W/plan.size
+
+    # restores, each into a fresh database
+    psql_ -d postgres -c 'drop database if exists r_arsip' -c 'drop database if exists r_plan' >/dev/null
+    measure arsip_logical_restore arsip_pg restore pg --logical latest --dbname r_arsip --create
+    measure plan_logical_restore bash -c "set -o pipefail; runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/createdb -U postgres r_plan && openssl enc -d -aes-256-cbc -pbkdf2 -pass file:$W/plan.pass < $W/plan/dealer.pgc.gz.enc | gunzip | runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_restore -U postgres -d r_plan"
+    for d in dealer r_arsip r_plan; do
+        psql_ -d $d -Atc "select '$d', (select count(*) from vehicles), (select count(*) from photos), (select count(*) from leads), pg_size_pretty(pg_database_size('$d'))"
+    done | tee $W/restore-check.txt
+    psql_ -d postgres -c 'drop database r_arsip' -c 'drop database r_plan'   # keep PGDATA as it was for `physical`
+}
+
+cleanup() {
+    for d in $PGDATA $W/arsip-restore $W/pgbr-restore; do
+        [[ -f $d/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$d" -m fast stop || true
+    done
+    rm -rf "$W"
+}
+
+case "${1:-}" in setup|floor|physical|logical|cleanup) "$1";; *) sed -n 2,15p "$0"; exit 2;; esac
