@@ -142,16 +142,7 @@ impl Backup {
         let (ids, size) = tokio::task::spawn_blocking(move || session.write_stream(reader))
             .await
             .map_err(|e| RepoError::Invalid(e.to_string()))??;
-        let node = Node {
-            path: name,
-            node_type: NodeType::File,
-            mode: 0o600,
-            mtime: Some(self.started),
-            size,
-            target: None,
-            uid: None,
-            gid: None,
-        };
+        let node = Node::stream_file(name, size, self.started);
         self.node(&node, &ids)?;
         self.commit(meta).await
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arsip_ops::backup::BackupOutcome;
 use arsip_repo::read::Reader;
-use arsip_repo::snapshot::{Node, NodeType, Snapshot};
+use arsip_repo::snapshot::{Node, Snapshot};
 use arsip_repo::{RepoError, Repository};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -198,7 +198,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         })?;
     tx.commit().await?;
     let now = session.started();
-    session.node(&file_node(DUMP_FILE, size, now), &ids)?;
+    session.node(&Node::stream_file(DUMP_FILE, size, now), &ids)?;
 
     if opts.all {
         let mut g = Command::new(bin.join("pg_dumpall"));
@@ -211,7 +211,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         let (gids, gsize) = tokio::task::spawn_blocking(move || s.write_stream(r))
             .await
             .map_err(|e| PgError::Tool(e.to_string()))??;
-        session.node(&file_node(GLOBALS_FILE, gsize, now), &gids)?;
+        session.node(&Node::stream_file(GLOBALS_FILE, gsize, now), &gids)?;
         facts.insert("globals".into(), json!(true));
     }
     let source = format!("postgresql://{}/{db}", host_desc(&cfg));
@@ -242,19 +242,6 @@ pub fn host_desc(cfg: &tokio_postgres::Config) -> String {
         host,
         cfg.get_ports().first().copied().unwrap_or(5432)
     )
-}
-
-fn file_node(name: &str, size: u64, t: jiff::Timestamp) -> Node {
-    Node {
-        path: name.into(),
-        node_type: NodeType::File,
-        mode: 0o600,
-        mtime: Some(t),
-        size,
-        target: None,
-        uid: None,
-        gid: None,
-    }
 }
 
 #[derive(Debug, Clone, Default)]

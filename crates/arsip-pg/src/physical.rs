@@ -501,14 +501,14 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(lf.as_bytes()))
         .await
         .map_err(|e| PgError::Tool(e.to_string()))??;
-    session.node(&meta_file("backup_label", size, now), &ids)?;
+    session.node(&Node::stream_file("backup_label", size, now), &ids)?;
     if let Some(map) = spcmap.as_ref().filter(|m| !m.is_empty()) {
         let sess = session.session().clone();
         let m = map.clone();
         let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(m.as_bytes()))
             .await
             .map_err(|e| PgError::Tool(e.to_string()))??;
-        session.node(&meta_file("tablespace_map", size, now), &ids)?;
+        session.node(&Node::stream_file("tablespace_map", size, now), &ids)?;
     }
     let (pc, pc_ids) = pg_control.ok_or_else(|| {
         PgError::refused(
@@ -583,19 +583,6 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         }
     }
     Ok(out)
-}
-
-fn meta_file(name: &str, size: u64, t: jiff::Timestamp) -> Node {
-    Node {
-        path: name.into(),
-        node_type: NodeType::File,
-        mode: 0o600,
-        mtime: Some(t),
-        size,
-        target: None,
-        uid: None,
-        gid: None,
-    }
 }
 
 impl From<PgError> for RepoError {

@@ -102,6 +102,23 @@ pub struct Node {
     pub gid: Option<u32>,
 }
 
+impl Node {
+    /// A regular file of `size` bytes that exists only in the repository (a stream, a dump,
+    /// a label), mode 0600.
+    pub fn stream_file(path: impl Into<String>, size: u64, mtime: jiff::Timestamp) -> Node {
+        Node {
+            path: path.into(),
+            node_type: NodeType::File,
+            mode: 0o600,
+            mtime: Some(mtime),
+            size,
+            target: None,
+            uid: None,
+            gid: None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ChunksLine {
     chunks: Vec<String>,
