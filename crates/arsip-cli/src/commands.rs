@@ -41,14 +41,14 @@ struct Ctx<'a> {
 
 /// How a command may touch storage.
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     /// Backup paths: a wrapper refuses every delete (create-only by contract already).
     AppendOnly,
     Full,
 }
 
 /// Open the store at `--repo`: backend, then the test-only fault hook, then retries.
-fn open_store(repo: Option<&str>, create_dir: bool, mode: Mode) -> Result<DynStore> {
+pub(crate) fn open_store(repo: Option<&str>, create_dir: bool, mode: Mode) -> Result<DynStore> {
     let repo = repo.context("no repository given: pass --repo LOCATION or set ARSIP_REPO")?;
     let loc = Location::parse(repo)?;
     let mut store: DynStore = backend::open(&loc, create_dir)?;

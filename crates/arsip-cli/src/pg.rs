@@ -18,13 +18,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arsip_pg::PgError;
 use arsip_repo::{RepoError, Repository};
-use arsip_storage::backend::{self, Location};
-use arsip_storage::{DynStore, ErrorKind};
+use arsip_storage::ErrorKind;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::cli::Cli;
-use crate::{exit, secrets};
+use crate::{commands, exit, secrets};
 
 pub mod fetch_exit {
     pub const MISSING: u8 = 1;
@@ -184,25 +183,13 @@ pub struct QuickstartArgs {
     pub tenants: u32,
 }
 
-/// Open the store like the other commands: backend, test fault hook, retries, append-only.
-pub fn open_store(repo: Option<&str>, append_only: bool) -> Result<DynStore> {
-    let repo = repo.context("no repository given: pass --repo LOCATION or set ARSIP_REPO")?;
-    let loc = Location::parse(repo)?;
-    let mut store: DynStore = backend::open(&loc, false)?;
-    if let Ok(spec) = std::env::var("ARSIP_TEST_FAULTS") {
-        let plan = arsip_storage::fault::FaultPlan::parse(&spec).map_err(anyhow::Error::msg)?;
-        store = Arc::new(arsip_storage::fault::Faulty::new(store, plan));
-    }
-    let policy = arsip_storage::retry::RetryPolicy::default();
-    store = Arc::new(arsip_storage::retry::Retry::new(store, policy));
-    if append_only {
-        store = Arc::new(arsip_storage::append_only::AppendOnly::new(store));
-    }
-    Ok(store)
-}
-
 pub async fn open_repo(cli: &Cli, append_only: bool) -> Result<Arc<Repository>> {
-    let store = open_store(cli.repo.as_deref(), append_only)?;
+    let mode = if append_only {
+        commands::Mode::AppendOnly
+    } else {
+        commands::Mode::Full
+    };
+    let store = commands::open_store(cli.repo.as_deref(), false, mode)?;
     let with = secrets::open_with(cli.key_file.as_deref())?;
     Ok(Arc::new(
         Repository::open(store, with, arsip_repo::clock::from_env()).await?,
