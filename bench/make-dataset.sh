@@ -43,7 +43,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 log() { printf '[make-dataset %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 # Parameters that determine the content; a cached pair is reused only if they match.
-STAMP_TEXT="vehicles=$VEHICLES script=$(sha256sum "$HERE/make-dataset.sh" | cut -c1-16)"
+# Comment lines are left out of the hash: editing a comment does not regenerate ~4 GiB.
+STAMP_TEXT="vehicles=$VEHICLES script=$(grep -v '^[[:space:]]*#' "$HERE/make-dataset.sh" | sha256sum | cut -c1-16)"
 STAMP="$DUMP.params"
 if [[ -z "${FORCE:-}" && -s "$DUMP" && -s "$CHANGED" && -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_TEXT" ]]; then
     log "cached: $DUMP and $CHANGED ($STAMP_TEXT); FORCE=1 rebuilds"
