@@ -60,7 +60,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// zstd level per chunk (0 = no compression)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = arsip_repo::repo::DEFAULT_COMPRESSION_LEVEL)]
     pub compression: i32,
     /// Target pack size in bytes (suffix K/M/G allowed)
     #[arg(long, default_value = "32M")]

@@ -64,9 +64,8 @@ const EXCLUDE_TOP_FILES: &[&str] = &[
     "backup_manifest",
 ];
 
-/// Chunk size for relation files (16 pages of 8 KiB). At or below the repository's minimum
-/// chunk size (256 KiB by default) each block is one chunk; a repository made with a smaller
-/// minimum splits blocks further, which is still correct.
+/// Chunk size for relation files (16 pages of 8 KiB): a random page update then costs one
+/// block, not one ~1 MiB content-defined chunk. Readers see ordinary chunks.
 pub const RELATION_BLOCK: usize = 128 * 1024;
 
 /// `base/<db>/<relfilenode>[_fork][.segment]`, `global/<relfilenode>…`, and the same under
@@ -273,7 +272,7 @@ impl Walk<'_> {
             Err(e) => return Err(e.into()),
         };
         let (ids, size) = if is_relation_file(rel) {
-            self.write_blocks(f)?
+            self.session.write_blocks(f, RELATION_BLOCK)?
         } else {
             self.session.write_stream(f)?
         };
@@ -289,38 +288,6 @@ impl Walk<'_> {
         );
         self.push_file(rel, n, ids);
         Ok(())
-    }
-
-    /// Relation files in fixed [`RELATION_BLOCK`] chunks: a random 8 KiB page update then
-    /// costs one block, not one ~1 MiB content-defined chunk. Each block is below the
-    /// chunker's minimum, so `write_bytes` stores it as exactly one chunk; readers see
-    /// ordinary chunks.
-    fn write_blocks(&self, mut f: std::fs::File) -> Result<(Vec<ChunkId>, u64)> {
-        use std::io::Read;
-        let mut ids = Vec::new();
-        let mut total = 0u64;
-        let mut buf = vec![0u8; RELATION_BLOCK];
-        loop {
-            let mut filled = 0;
-            while filled < buf.len() {
-                match f.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if filled == 0 {
-                break;
-            }
-            let (mut more, n) = self.session.write_bytes(&buf[..filled])?;
-            ids.append(&mut more);
-            total += n;
-            if filled < buf.len() {
-                break;
-            }
-        }
-        Ok((ids, total))
     }
 
     fn push_file(&mut self, rel: &str, n: Node, ids: Vec<ChunkId>) {

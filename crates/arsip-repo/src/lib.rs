@@ -8,6 +8,7 @@
 //! (an opened repository) → [`write`] / [`read`] (sessions) → [`check`].
 
 pub mod check;
+pub mod chunker;
 pub mod clock;
 pub mod crypto;
 pub mod error;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::chunker::Chunker;
 use crate::crypto;
 use crate::error::{RepoError, Result};
 use crate::format::{
@@ -137,51 +138,37 @@ impl BackupSession {
     /// Chunk and store a stream; returns its chunk ids in order and its length. Blocking:
     /// call from a blocking thread (`spawn_blocking`), never from an async task.
     pub fn write_stream<R: Read>(&self, reader: R) -> Result<(Vec<ChunkId>, u64)> {
-        let p = self.repo.config.chunker;
-        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            reader,
-            p.min,
-            p.avg,
-            p.max,
-            fastcdc::v2020::Normalization::Level1,
-            self.repo.chunker_seed(),
-        );
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| RepoError::Invalid("session finished".into()))?;
+        let jobs = self.job_sender()?;
+        let mut chunker = Chunker::new(reader, self.repo.config.chunker, self.repo.chunker_seed());
         let mut ids = Vec::new();
         let mut total = 0u64;
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(io) => RepoError::Io(io),
-                other => RepoError::Invalid(format!("chunker: {other:?}")),
-            })?;
-            let id = crypto::chunk_id(self.repo.id_key(), &chunk.data);
-            total += chunk.data.len() as u64;
-            self.progress
-                .read_bytes
-                .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
-            self.progress.chunks.fetch_add(1, Ordering::Relaxed);
-            ids.push(id);
-            if !self.known.dedupable(&id) && self.pending.lock().unwrap().insert(id) {
-                self.progress.new_chunks.fetch_add(1, Ordering::Relaxed);
-                self.progress
-                    .new_bytes
-                    .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
-                if jobs
-                    .send(Job {
-                        id,
-                        data: chunk.data,
-                    })
-                    .is_err()
-                {
-                    return Err(RepoError::Invalid(
-                        "the upload pipeline stopped; see the error that follows".into(),
-                    ));
-                }
+        while let Some(chunk) = chunker.next_chunk()? {
+            total += chunk.len() as u64;
+            ids.push(self.submit(&jobs, chunk)?);
+        }
+        Ok((ids, total))
+    }
+
+    /// Store a stream cut into fixed blocks of `block` bytes (the last one shorter), for data
+    /// that changes in place at fixed offsets, such as relation files changing page by page.
+    /// Blocking, like [`write_stream`](Self::write_stream).
+    pub fn write_blocks<R: Read>(&self, reader: R, block: usize) -> Result<(Vec<ChunkId>, u64)> {
+        let jobs = self.job_sender()?;
+        let mut reader = reader.take(u64::MAX);
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let mut chunk = Vec::with_capacity(block);
+            reader.set_limit(block as u64);
+            // read_to_end retries short reads and EINTR; it stops at `block` bytes or EOF.
+            let n = reader.read_to_end(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            ids.push(self.submit(&jobs, chunk)?);
+            if n < block {
+                break;
             }
         }
         Ok((ids, total))
@@ -190,6 +177,33 @@ impl BackupSession {
     /// Store a small in-memory buffer (e.g. a tree stream spooled to memory).
     pub fn write_bytes(&self, data: &[u8]) -> Result<(Vec<ChunkId>, u64)> {
         self.write_stream(data)
+    }
+
+    fn job_sender(&self) -> Result<mpsc::SyncSender<Job>> {
+        self.jobs
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| RepoError::Invalid("session finished".into()))
+    }
+
+    /// Hash one chunk and queue it for a pack unless the repository (or this session)
+    /// already has it.
+    fn submit(&self, jobs: &mpsc::SyncSender<Job>, data: Vec<u8>) -> Result<ChunkId> {
+        let id = crypto::chunk_id(self.repo.id_key(), &data);
+        let len = data.len() as u64;
+        self.progress.read_bytes.fetch_add(len, Ordering::Relaxed);
+        self.progress.chunks.fetch_add(1, Ordering::Relaxed);
+        if !self.known.dedupable(&id) && self.pending.lock().unwrap().insert(id) {
+            self.progress.new_chunks.fetch_add(1, Ordering::Relaxed);
+            self.progress.new_bytes.fetch_add(len, Ordering::Relaxed);
+            if jobs.send(Job { id, data }).is_err() {
+                return Err(RepoError::Invalid(
+                    "the upload pipeline stopped; see the error that follows".into(),
+                ));
+            }
+        }
+        Ok(id)
     }
 
     /// Flush every pack and write the final index. After `Ok`, every chunk the session
