@@ -6,6 +6,8 @@
 #   bench/pg-compare.sh floor      # pg_dump -> /dev/null, disk read rate of PGDATA
 #   bench/pg-compare.sh physical   # arsip physical backup+restore, pgBackRest full backup+restore
 #   bench/pg-compare.sh logical    # arsip logical, restic stdin, plan pipeline; restores
+#   bench/pg-compare.sh week       # 7 simulated days: daily churn, then arsip physical vs pgBackRest
+#                                  # full+incr (both archiving WAL), arsip logical vs restic dumps
 #   bench/pg-compare.sh cleanup
 #
 # Every measured command runs under /usr/bin/time -f '%e %M' (wall s, peak RSS KiB of the
@@ -66,9 +68,11 @@ CONF
 AREPO=$W/arsip-repo
 KEY=$W/arsip-full.key
 PBCONF=$W/pgbackrest.conf
-arsip_pg() { as_pg env ARSIP_PASSWORD="$ARSIP_PASSWORD" ARSIP_REPO=$AREPO ARSIP_CACHE_DIR=$W/arsip-cache PGHOST=$W PGPORT=$PORT PGUSER=postgres "$ARSIP" -q "$@"; }
+# arsip_at REPO ARGS...: arsip as postgres on REPO (its own host cache); arsip_pg: on $AREPO
+arsip_at() { local r=$1; shift; as_pg env ARSIP_PASSWORD="$ARSIP_PASSWORD" ARSIP_REPO=$r ARSIP_CACHE_DIR=$r-cache PGHOST=$W PGPORT=$PORT PGUSER=postgres "$ARSIP" -q "$@"; }
+arsip_pg() { arsip_at $AREPO "$@"; }
 pgbr() { as_pg pgbackrest --config=$PBCONF --stanza=main "$@"; }
-export -f as_pg arsip_pg pgbr log
+export -f as_pg arsip_at arsip_pg pgbr log
 export W PORT PGBIN AREPO KEY PBCONF ARSIP
 
 floor() {
@@ -83,8 +87,7 @@ floor() {
 
 physical() {
     # arsip: repository, full key file for archive_command and restore_command
-    mkdir -p $W/arsip-cache; chown postgres: $W/arsip-cache
-    rm -rf $AREPO; install -d -o postgres -g postgres $AREPO
+    rm -rf $AREPO $AREPO-cache; install -d -o postgres -g postgres $AREPO $AREPO-cache
     rm -f $KEY
     arsip_pg init >/dev/null
     arsip_pg key add --keyfile --out $KEY >/dev/null
@@ -95,7 +98,19 @@ physical() {
     measure arsip_physical_restore arsip_pg --key-file $KEY restore pg --physical latest --to $W/arsip-restore --target immediate
     du -sb $AREPO | tee $W/arsip_physical_repo.size
 
-    # pgBackRest 2.45
+    pgbr_setup
+    set_archive "pgbackrest --config=$PBCONF --stanza=main archive-push %p"
+    pgbr stanza-create
+    pgbr check
+    measure pgbackrest_full_backup pgbr --type=full backup
+    rm -rf $W/pgbr-restore; install -d -o postgres -g postgres -m 700 $W/pgbr-restore
+    measure pgbackrest_restore pgbr --pg1-path=$W/pgbr-restore --type=immediate restore
+    du -sb $W/pgbr-repo | tee $W/pgbr_repo.size
+    set_archive true
+}
+
+# pgBackRest 2.45: a fresh repository and its configuration
+pgbr_setup() {
     rm -rf $W/pgbr-repo $W/pgbr-log $W/pgbr-lock; install -d -o postgres -g postgres $W/pgbr-repo $W/pgbr-log $W/pgbr-lock
     cat > $PBCONF <<CONF
 [global]
@@ -117,14 +132,6 @@ pg1-socket-path=$W
 pg1-port=$PORT
 CONF
     chown postgres: $PBCONF; chmod 600 $PBCONF
-    set_archive "pgbackrest --config=$PBCONF --stanza=main archive-push %p"
-    pgbr stanza-create
-    pgbr check
-    measure pgbackrest_full_backup pgbr --type=full backup
-    rm -rf $W/pgbr-restore; install -d -o postgres -g postgres -m 700 $W/pgbr-restore
-    measure pgbackrest_restore pgbr --pg1-path=$W/pgbr-restore --type=immediate restore
-    du -sb $W/pgbr-repo | tee $W/pgbr_repo.size
-    set_archive true
 }
 
 logical() {
@@ -147,11 +154,82 @@ logical() {
     # restores, each into a fresh database
     psql_ -d postgres -c 'drop database if exists r_arsip' -c 'drop database if exists r_plan' >/dev/null
     measure arsip_logical_restore arsip_pg restore pg --logical latest --dbname r_arsip --create
+    psql_ -d postgres -c 'drop database r_arsip' >/dev/null
+    measure arsip_logical_restore_jobs2 arsip_pg restore pg --logical latest --dbname r_arsip --create --jobs 2
     measure plan_logical_restore bash -c "set -o pipefail; runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/createdb -U postgres r_plan && openssl enc -d -aes-256-cbc -pbkdf2 -pass file:$W/plan.pass < $W/plan/dealer.pgc.gz.enc | gunzip | runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_restore -U postgres -d r_plan"
     for d in dealer r_arsip r_plan; do
         psql_ -d $d -Atc "select '$d', (select count(*) from vehicles), (select count(*) from photos), (select count(*) from leads), pg_size_pretty(pg_database_size('$d'))"
     done | tee $W/restore-check.txt
     psql_ -d postgres -c 'drop database r_arsip' -c 'drop database r_plan'   # keep PGDATA as it was for `physical`
+}
+
+# One simulated day of churn (day $1 >= 1), shaped like make-dataset.sh's: 1% of rows updated
+# and 0.2% of vehicles deleted among the newest 3%, 0.5% new vehicles (with photos) and leads,
+# 1% of tenants change settings.
+churn_day() {
+    psql_ -d dealer -v day="$1" <<'SQL'
+select setseed(0.01 * :day) \gset
+begin;
+select max(id) as vmax from vehicles \gset
+select max(id) as pmax from photos \gset
+select max(id) as lmax from leads \gset
+update vehicles set price_idr = price_idr - 5000000 * (1 + floor(random() * 4)::int),
+                    status = (array['available','reserved','sold'])[1 + floor(random()*3)::int],
+                    updated_at = updated_at + :day * interval '1 day'
+ where id > :vmax * 0.97 and id % 3 = :day % 3;
+update photos set sha256 = encode(sha256(('re' || id || random())::bytea), 'hex')
+ where id > :pmax * 0.97 and id % 3 = (:day + 1) % 3;
+update leads set status = (array['contacted','test-drive','negotiation','won','lost'])[1 + floor(random()*5)::int]
+ where id > :lmax * 0.97 and id % 3 = (:day + 2) % 3;
+delete from vehicles where id > :vmax * 0.97 and id % 15 = :day;
+insert into vehicles
+select :vmax + g, o.tenant_id, upper(substr(encode(sha256(('vin' || :day || g || random())::bytea), 'hex'), 1, 17)),
+       make, model, year, price_idr + 1000000, floor(random() * 250000)::int, color, plate, 'draft', specs,
+       description, o.created_at + :day * interval '1 day', o.updated_at + :day * interval '1 day'
+from vehicles o join generate_series(1, (:vmax / 200)::int) g on o.id = 1 + (g * 7919 + :day) % :vmax;
+insert into photos
+select :pmax + row_number() over (order by v.id, k), v.tenant_id, v.id, k,
+       'vehicles/' || v.tenant_id || '/' || v.id || '/photo-' || k || '.jpg',
+       encode(sha256(('p' || :day || v.id || '-' || k || random())::bytea), 'hex'),
+       80000 + floor(random() * 2400000)::int, 1920, 1080, 'image/jpeg', '{}'::jsonb, v.created_at
+from vehicles v, generate_series(1, 1 + (v.id % 5)::int) k where v.id > :vmax;
+insert into leads
+select :lmax + g, o.tenant_id, o.vehicle_id, o.name, o.email, o.phone, o.message, o.source, 'new', o.utm,
+       o.created_at + :day * interval '1 day'
+from leads o join generate_series(1, (:lmax / 200)::int) g on o.id = 1 + (g * 104729 + :day) % :lmax
+where o.vehicle_id is not null;
+update tenants set settings = settings || jsonb_build_object('day', :day) where id % 100 = :day;
+commit;
+SQL
+    psql_ -d dealer -c 'vacuum analyze' -c 'checkpoint' >/dev/null
+}
+
+week() {
+    local WP=$W/week-arsip-physical WL=$W/week-arsip-logical WR=$W/week-restic
+    rm -rf $WP $WP-cache $WL $WL-cache $WR $W/week.tsv
+    install -d -o postgres -g postgres $WP $WP-cache $WL $WL-cache
+    arsip_at $WP init >/dev/null
+    arsip_at $WP key add --keyfile --out $WP.key >/dev/null
+    arsip_at $WL init >/dev/null
+    pgbr_setup
+    # every WAL segment goes to both: each tool's physical backups need their WAL
+    set_archive "$ARSIP --repo $WP --key-file $WP.key wal push %p && pgbackrest --config=$PBCONF --stanza=main archive-push %p"
+    pgbr stanza-create
+    export RESTIC_PASSWORD=bench-restic RESTIC_REPOSITORY=$WR RESTIC_CACHE_DIR=$W/restic-cache
+    restic init -q
+    printf 'day\tarsip_physical\tpgbackrest\tarsip_logical\trestic\n' > $W/week.tsv
+    for day in 0 1 2 3 4 5 6; do
+        if ((day > 0)); then log "day $day: churn"; churn_day $day; fi
+        local type=incr; ((day == 0)) && type=full
+        measure week${day}_pgbackrest_$type pgbr --type=$type backup
+        measure week${day}_arsip_physical arsip_at $WP backup pg --physical --pgdata "$PGDATA" --fast
+        measure week${day}_arsip_logical arsip_at $WL backup pg --logical --dbname dealer
+        measure week${day}_restic_logical bash -c "runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z0 dealer | restic backup -q --stdin --stdin-filename dealer.pgc"
+        printf '%s\t%s\t%s\t%s\t%s\n' $day $(du -sb $WP | cut -f1) $(du -sb $W/pgbr-repo | cut -f1) \
+            $(du -sb $WL | cut -f1) $(du -sb $WR | cut -f1) | tee -a $W/week.tsv
+    done
+    set_archive true
+    psql_ -d dealer -Atc "select 'after 7 days', pg_size_pretty(pg_database_size('dealer'))" | tee -a $W/week.tsv
 }
 
 cleanup() {
@@ -161,4 +239,4 @@ cleanup() {
     rm -rf "$W"
 }
 
-case "${1:-}" in setup|floor|physical|logical|cleanup) "$1";; *) sed -n 2,15p "$0"; exit 2;; esac
+case "${1:-}" in setup|floor|physical|logical|week|cleanup) "$1";; *) sed -n 2,15p "$0"; exit 2;; esac

@@ -74,7 +74,25 @@ pub fn safe_join(root: &Path, path: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Chunks in flight ahead of the writer during a directory restore, across file boundaries.
+const DIR_READ_AHEAD: usize = 16;
+/// Threads that fsync and rename finished files while the next ones are written.
+const FINISHERS: usize = 2;
+
+/// One step of a directory restore, in tree order: a node, then (for a file) its chunks.
+enum Step {
+    Node(Node),
+    Data(Vec<u8>),
+    EndFile,
+}
+
 /// Restore a snapshot's tree into `target` (created if missing).
+///
+/// Three stages overlap: chunks are fetched, authenticated and decompressed up to
+/// [`DIR_READ_AHEAD`] ahead (across file boundaries, so small files do not stall); one
+/// writer thread creates entries in tree order; [`FINISHERS`] threads fsync each finished file
+/// and only then rename it into place, so the disk flushes one file while the next is
+/// written. Directory metadata and directory fsyncs come last.
 pub async fn to_dir(
     reader: &Reader,
     snap: &Snapshot,
@@ -84,83 +102,198 @@ pub async fn to_dir(
     let started = std::time::Instant::now();
     std::fs::create_dir_all(target)?;
     let root = target.canonicalize()?;
-    let mut out = RestoreOutcome {
-        snapshot: snap.id.clone(),
-        ..Default::default()
-    };
     let mut tree = reader.tree(&snap.manifest).await?;
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
-    let is_root = unsafe { libc::geteuid() } == 0;
-    while let Some((node, chunks)) = tree.next_node()? {
-        let dest = safe_join(&root, &node.path)?;
-        match node.node_type {
-            NodeType::Dir => {
-                match std::fs::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        return Err(RepoError::Invalid(format!(
-                            "{} exists and is not a directory",
-                            dest.display()
-                        )))
-                    }
-                    Err(_) => std::fs::create_dir_all(&dest)?,
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Step>(DIR_READ_AHEAD);
+    let snap_label = format!("snapshot {}", snap.short_id());
+    let writer = tokio::task::spawn_blocking(move || write_tree(&root, rx, &snap_label));
+
+    // Tree nodes expanded into steps; a tree error ends the sequence with that error.
+    let mut queue = std::collections::VecDeque::new();
+    let mut tree_done = false;
+    let work = std::iter::from_fn(move || loop {
+        if let Some(w) = queue.pop_front() {
+            return Some(w);
+        }
+        if tree_done {
+            return None;
+        }
+        match tree.next_node() {
+            Ok(Some((node, chunks))) => {
+                let file = node.node_type == NodeType::File;
+                queue.push_back(Ok(Err(Step::Node(node))));
+                if file {
+                    queue.extend(chunks.into_iter().map(|id| Ok(Ok(id))));
+                    queue.push_back(Ok(Err(Step::EndFile)));
                 }
-                out.dirs += 1;
-                dirs.push((dest, node));
             }
-            NodeType::Symlink => {
-                let target = node.target.clone().unwrap_or_default();
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let _ = std::fs::remove_file(&dest);
-                std::os::unix::fs::symlink(&target, &dest)?;
-                if is_root {
-                    if let (Some(u), Some(g)) = (node.uid, node.gid) {
-                        let _ = std::os::unix::fs::lchown(&dest, Some(u), Some(g));
-                    }
-                }
-                out.symlinks += 1;
-            }
-            NodeType::File => {
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-                let tmp = dest.with_file_name(format!(".{name}.arsip-tmp"));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode_private()
-                    .open(&tmp)?;
-                let r = write_chunks(reader, chunks, &mut f, on_bytes).await;
-                let written = match r {
-                    Ok(n) => n,
-                    Err(e) => {
-                        drop(f);
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(e);
-                    }
-                };
-                if written != node.size {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(RepoError::corrupt(
-                        format!("snapshot {}", snap.short_id()),
-                        format!(
-                            "{} restored {written} bytes, the tree records {}",
-                            node.path, node.size
-                        ),
-                    ));
-                }
-                apply_meta(&f, &node, is_root)?;
-                f.sync_all()?;
-                drop(f);
-                std::fs::rename(&tmp, &dest)?;
-                out.files += 1;
-                out.bytes += written;
+            Ok(None) => tree_done = true,
+            Err(e) => {
+                tree_done = true;
+                queue.push_back(Err(e));
             }
         }
+    });
+    let mut steps = std::pin::pin!(futures::stream::iter(work)
+        .map(
+            |w: Result<std::result::Result<[u8; 32], Step>>| async move {
+                match w? {
+                    Ok(id) => reader.chunk(id).await.map(Step::Data),
+                    Err(step) => Ok(step),
+                }
+            }
+        )
+        .buffered(DIR_READ_AHEAD));
+    let mut fetch_err = None;
+    while let Some(step) = steps.next().await {
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                fetch_err = Some(e);
+                break;
+            }
+        };
+        if let Step::Data(d) = &step {
+            on_bytes(d.len() as u64);
+        }
+        if tx.send(step).await.is_err() {
+            break; // the writer failed; its error is returned below
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| RepoError::Invalid(format!("restore writer: {e}")))?;
+    // A fetch error is the root cause: the writer only saw its input end early.
+    if let Some(e) = fetch_err {
+        return Err(e);
+    }
+    let mut out = written?;
+    out.snapshot = snap.id.clone();
+    out.seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// A file written in full under its temporary name, waiting for fsync and rename.
+struct Finished {
+    file: std::fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+/// The writer stage of [`to_dir`]: creates entries in tree order and hands finished files
+/// to the finisher threads. A partial file (input ended early, or an error) is removed.
+fn write_tree(
+    root: &Path,
+    mut rx: tokio::sync::mpsc::Receiver<Step>,
+    snap_label: &str,
+) -> Result<RestoreOutcome> {
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut out = RestoreOutcome::default();
+    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Finished>(64);
+    let done_rx = std::sync::Mutex::new(done_rx);
+    let failed = std::sync::Mutex::new(None::<RepoError>);
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..FINISHERS {
+            s.spawn(|| finisher(&done_rx, &failed));
+        }
+        // The file being written: (handle, temp path, final path, node, bytes so far).
+        let mut open: Option<(std::fs::File, PathBuf, PathBuf, Node, u64)> = None;
+        let result = (|| -> Result<()> {
+            while let Some(step) = rx.blocking_recv() {
+                match step {
+                    Step::Node(node) => {
+                        let dest = safe_join(root, &node.path)?;
+                        match node.node_type {
+                            NodeType::Dir => {
+                                match std::fs::symlink_metadata(&dest) {
+                                    Ok(m) if m.is_dir() => {}
+                                    Ok(_) => {
+                                        return Err(RepoError::Invalid(format!(
+                                            "{} exists and is not a directory",
+                                            dest.display()
+                                        )))
+                                    }
+                                    Err(_) => std::fs::create_dir_all(&dest)?,
+                                }
+                                out.dirs += 1;
+                                dirs.push((dest, node));
+                            }
+                            NodeType::Symlink => {
+                                let target = node.target.clone().unwrap_or_default();
+                                if let Some(parent) = dest.parent() {
+                                    std::fs::create_dir_all(parent)?;
+                                }
+                                let _ = std::fs::remove_file(&dest);
+                                std::os::unix::fs::symlink(&target, &dest)?;
+                                if is_root {
+                                    if let (Some(u), Some(g)) = (node.uid, node.gid) {
+                                        let _ = std::os::unix::fs::lchown(&dest, Some(u), Some(g));
+                                    }
+                                }
+                                out.symlinks += 1;
+                            }
+                            NodeType::File => {
+                                if failed.lock().unwrap().is_some() {
+                                    break; // a finisher failed; stop writing
+                                }
+                                if let Some(parent) = dest.parent() {
+                                    std::fs::create_dir_all(parent)?;
+                                }
+                                let name =
+                                    dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+                                let tmp = dest.with_file_name(format!(".{name}.arsip-tmp"));
+                                let f = std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .create(true)
+                                    .truncate(true)
+                                    .mode_private()
+                                    .open(&tmp)?;
+                                open = Some((f, tmp, dest, node, 0));
+                            }
+                        }
+                    }
+                    Step::Data(d) => {
+                        let (f, _, _, _, n) = open
+                            .as_mut()
+                            .ok_or_else(|| RepoError::Invalid("chunk outside a file".into()))?;
+                        f.write_all(&d)?;
+                        *n += d.len() as u64;
+                    }
+                    Step::EndFile => {
+                        let (file, tmp, dest, node, written) = open
+                            .take()
+                            .ok_or_else(|| RepoError::Invalid("end outside a file".into()))?;
+                        if written != node.size {
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(RepoError::corrupt(
+                                snap_label.to_string(),
+                                format!(
+                                    "{} restored {written} bytes, the tree records {}",
+                                    node.path, node.size
+                                ),
+                            ));
+                        }
+                        apply_meta(&file, &node, is_root)?;
+                        out.files += 1;
+                        out.bytes += written;
+                        if done_tx.send(Finished { file, tmp, dest }).is_err() {
+                            break; // every finisher stopped; their error is reported
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Some((_, tmp, ..)) = open.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        drop(done_tx);
+        result
+    })?;
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(e);
     }
     // Directory metadata last: creating entries changes a directory's mtime.
     for (path, node) in dirs.iter().rev() {
@@ -168,11 +301,33 @@ pub async fn to_dir(
         apply_meta(&f, node, is_root)?;
         f.sync_all()?;
     }
-    if let Ok(f) = std::fs::File::open(&root) {
+    if let Ok(f) = std::fs::File::open(root) {
         f.sync_all()?;
     }
-    out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
+}
+
+/// fsync, then rename into place. After the first failure, remaining files are removed
+/// instead (their temp names never become restored files).
+fn finisher(
+    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Finished>>,
+    failed: &std::sync::Mutex<Option<RepoError>>,
+) {
+    loop {
+        let next = rx.lock().unwrap().recv();
+        let Ok(Finished { file, tmp, dest }) = next else {
+            return;
+        };
+        if failed.lock().unwrap().is_some() {
+            let _ = std::fs::remove_file(&tmp);
+            continue;
+        }
+        let r = file.sync_all().and_then(|()| std::fs::rename(&tmp, &dest));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            failed.lock().unwrap().get_or_insert(e.into());
+        }
+    }
 }
 
 trait PrivateMode {
