@@ -83,6 +83,12 @@ floor() {
     [[ -n $big ]] && measure floor_disk_read_direct_1GiB dd if="$big" iflag=direct of=/dev/null bs=4M
     tail -1 $W/floor_disk_read_direct_1GiB.err 2>/dev/null || true
     du -sb --exclude=pg_wal "$PGDATA" | tee $W/pgdata.size
+    # restore floors: pg_restore straight from the uncompressed dump file, no tool in between
+    for j in 1 2; do
+        psql_ -d postgres -c 'drop database if exists r_floor' -c 'create database r_floor' >/dev/null
+        measure floor_pg_restore_file_jobs$j as_pg env PGHOST=$W PGPORT=$PORT "$PGBIN/pg_restore" -U postgres -d r_floor --jobs=$j "$DUMP"
+    done
+    psql_ -d postgres -c 'drop database r_floor' >/dev/null
 }
 
 physical() {

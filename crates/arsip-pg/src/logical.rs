@@ -49,6 +49,14 @@ impl ChildReader {
             .spawn()
             .map_err(|e| PgError::Tool(format!("cannot run {what}: {e}")))?;
         let out = child.stdout.take().unwrap();
+        // A 1 MiB pipe instead of the default 64 KiB lets the child run ahead while arsip
+        // compresses, instead of stalling the whole chain (server, pg_dump, arsip) on every
+        // scheduling hiccup. Best effort: 1 MiB is the default `fs.pipe-max-size`.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+        }
         Ok(ChildReader {
             child,
             out,
