@@ -86,6 +86,14 @@ enum Step {
     EndFile,
 }
 
+/// What the fetch stage does with one entry of the expanded tree.
+enum Work {
+    /// Fetch, authenticate and decompress this chunk into a `Step::Data`.
+    Fetch([u8; 32]),
+    /// Hand this step to the writer as it is.
+    Pass(Step),
+}
+
 /// Restore a snapshot's tree into `target` (created if missing).
 ///
 /// Three stages overlap: chunks are fetched, authenticated and decompressed up to
@@ -121,10 +129,10 @@ pub async fn to_dir(
         match tree.next_node() {
             Ok(Some((node, chunks))) => {
                 let file = node.node_type == NodeType::File;
-                queue.push_back(Ok(Err(Step::Node(node))));
+                queue.push_back(Ok(Work::Pass(Step::Node(node))));
                 if file {
-                    queue.extend(chunks.into_iter().map(|id| Ok(Ok(id))));
-                    queue.push_back(Ok(Err(Step::EndFile)));
+                    queue.extend(chunks.into_iter().map(|id| Ok(Work::Fetch(id))));
+                    queue.push_back(Ok(Work::Pass(Step::EndFile)));
                 }
             }
             Ok(None) => tree_done = true,
@@ -135,14 +143,12 @@ pub async fn to_dir(
         }
     });
     let mut steps = std::pin::pin!(futures::stream::iter(work)
-        .map(
-            |w: Result<std::result::Result<[u8; 32], Step>>| async move {
-                match w? {
-                    Ok(id) => reader.chunk(id).await.map(Step::Data),
-                    Err(step) => Ok(step),
-                }
+        .map(|w: Result<Work>| async move {
+            match w? {
+                Work::Fetch(id) => reader.chunk(id).await.map(Step::Data),
+                Work::Pass(step) => Ok(step),
             }
-        )
+        })
         .buffered(DIR_READ_AHEAD));
     let mut fetch_err = None;
     while let Some(step) = steps.next().await {
