@@ -23,7 +23,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::cli::Cli;
-use crate::{commands, exit, secrets};
+use crate::commands::{self, Mode};
+use crate::{exit, secrets};
 
 pub mod fetch_exit {
     pub const MISSING: u8 = 1;
@@ -183,12 +184,7 @@ pub struct QuickstartArgs {
     pub tenants: u32,
 }
 
-pub async fn open_repo(cli: &Cli, append_only: bool) -> Result<Arc<Repository>> {
-    let mode = if append_only {
-        commands::Mode::AppendOnly
-    } else {
-        commands::Mode::Full
-    };
+pub async fn open_repo(cli: &Cli, mode: Mode) -> Result<Arc<Repository>> {
     let store = commands::open_store(cli.repo.as_deref(), false, mode)?;
     let with = secrets::open_with(cli.key_file.as_deref())?;
     Ok(Arc::new(
@@ -226,7 +222,7 @@ pub async fn wal(cli: &Cli, cmd: &WalCmd) -> Result<u8> {
         } => {
             let started = std::time::Instant::now();
             let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata.as_deref()).map_err(lift)?;
-            let repo = open_repo(cli, true).await?;
+            let repo = open_repo(cli, Mode::AppendOnly).await?;
             let r = arsip_pg::walarchive::push(&repo, &pgdata, path, stanza)
                 .await
                 .map_err(lift)?;
@@ -277,7 +273,7 @@ pub async fn wal(cli: &Cli, cmd: &WalCmd) -> Result<u8> {
             Ok(code)
         }
         WalCmd::List { namespace } => {
-            let repo = open_repo(cli, false).await?;
+            let repo = open_repo(cli, Mode::Full).await?;
             let nss = match namespace {
                 Some(n) => vec![n.clone()],
                 None => repo.wal_namespaces().await?,
@@ -332,7 +328,7 @@ async fn wal_fetch(
             .map_err(lift)?
             .namespace(),
     };
-    let repo = open_repo(cli, true).await?;
+    let repo = open_repo(cli, Mode::AppendOnly).await?;
     let dest = if dest.is_absolute() {
         dest.to_path_buf()
     } else {
@@ -377,7 +373,7 @@ pub async fn backup(cli: &Cli, a: &PgBackupArgs) -> Result<u8> {
     if let Some(d) = &a.dbname {
         arsip_pg::conn::refuse_password(d).map_err(lift)?;
     }
-    let repo = open_repo(cli, true).await?;
+    let repo = open_repo(cli, Mode::AppendOnly).await?;
     let tags = parse_tags(&a.tags)?;
     let o = if a.logical {
         let opts = arsip_pg::logical::LogicalBackup {
@@ -423,7 +419,7 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
     if let Some(d) = &a.dbname {
         arsip_pg::conn::refuse_password(d).map_err(lift)?;
     }
-    let repo = open_repo(cli, false).await?;
+    let repo = open_repo(cli, Mode::Full).await?;
     if a.logical {
         let snaps = list_kind(&repo, arsip_pg::logical::KIND).await?;
         let snap = arsip_repo::snapshot::select(&snaps, a.snapshot.as_deref().unwrap_or("latest"))?
