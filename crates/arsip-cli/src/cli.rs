@@ -65,6 +65,11 @@ pub struct InitArgs {
     /// Target pack size in bytes (suffix K/M/G allowed)
     #[arg(long, default_value = "32M")]
     pub pack_size: String,
+    /// Fixed block size for PostgreSQL relation files (power of two, 4K..4M; suffix K/M
+    /// allowed). Smaller blocks store daily backups of a busy database in fewer bytes;
+    /// larger ones make full backups faster
+    #[arg(long, default_value = "16K")]
+    pub block_size: String,
     /// Chunk sizes min/avg/max in bytes (suffix K/M allowed)
     #[arg(long, default_value = "256K")]
     pub chunk_min: String,

@@ -127,6 +127,7 @@ impl Ctx<'_> {
             },
             compression_level: a.compression,
             pack_size: size_arg(&a.pack_size, "--pack-size")?,
+            block_size: size_arg(&a.block_size, "--block-size")?,
         };
         let store = open_store(self.cli.repo.as_deref(), true, Mode::Full)?;
         let password = secrets::password("new repository password: ", true)?;

@@ -64,12 +64,10 @@ const EXCLUDE_TOP_FILES: &[&str] = &[
     "backup_manifest",
 ];
 
-/// Chunk size for relation files (16 pages of 8 KiB): a random page update then costs one
-/// block, not one ~1 MiB content-defined chunk. Readers see ordinary chunks.
-pub const RELATION_BLOCK: usize = 128 * 1024;
-
 /// `base/<db>/<relfilenode>[_fork][.segment]`, `global/<relfilenode>…`, and the same under
-/// a tablespace: the files PostgreSQL updates page by page.
+/// a tablespace: the files PostgreSQL updates page by page. They are stored in fixed blocks
+/// of `config.block_size` (default two 8 KiB pages), so a changed page costs one block, not
+/// one ~1 MiB content-defined chunk. Readers see ordinary chunks.
 pub fn is_relation_file(rel: &str) -> bool {
     let in_db =
         rel.starts_with("base/") || rel.starts_with("global/") || rel.starts_with("pg_tblspc/");
@@ -272,7 +270,8 @@ impl Walk<'_> {
             Err(e) => return Err(e.into()),
         };
         let (ids, size) = if is_relation_file(rel) {
-            self.session.write_blocks(f, RELATION_BLOCK)?
+            let block = self.session.repo().config.block_size as usize;
+            self.session.write_blocks(f, block)?
         } else {
             self.session.write_stream(f)?
         };

@@ -9,7 +9,7 @@
 //!   one-time wrapping key that encrypts a fresh random object key.
 //! - Signatures: Ed25519 over the whole object up to the signature.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rand::RngCore;
@@ -70,21 +70,21 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Encrypt `plaintext` under `key`; output is `nonce || ciphertext || tag`.
 pub fn seal(key: &Key, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    let nonce: [u8; NONCE_LEN] = random_bytes();
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    seal_into(key, plaintext, aad, &mut out);
     out
+}
+
+/// [`seal`], appending to `out` (a pack being built) instead of allocating.
+pub fn seal_into(key: &Key, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+    let nonce: [u8; NONCE_LEN] = random_bytes();
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = XChaCha20Poly1305::new((&key.0).into())
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    out.extend_from_slice(&tag);
 }
 
 /// Decrypt and authenticate `nonce || ciphertext || tag`.

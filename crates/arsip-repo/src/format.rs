@@ -126,13 +126,13 @@ impl PackBuilder {
 
     /// Encrypt and append one (already compressed or raw) chunk.
     pub fn add(&mut self, id: ChunkId, stored: &[u8], raw_len: u32, flags: u8) {
-        let offset = self.buf.len() as u32;
-        let ct = crypto::seal(&self.key, stored, &blob_aad(&self.header, &id, flags));
-        self.buf.extend_from_slice(&ct);
+        let start = self.buf.len();
+        let aad = blob_aad(&self.header, &id, flags);
+        crypto::seal_into(&self.key, stored, &aad, &mut self.buf);
         self.entries.push(BlobEntry {
             id,
-            offset,
-            len: ct.len() as u32,
+            offset: start as u32,
+            len: (self.buf.len() - start) as u32,
             raw_len,
             flags,
         });

@@ -66,10 +66,18 @@ pub struct Config {
     pub chunker: ChunkerParams,
     pub compression_level: i32,
     pub pack_size: u32,
+    /// Fixed block size for files that change in place at page offsets (PostgreSQL relation
+    /// files). Absent in configs written before it existed, which used 128 KiB.
+    #[serde(default = "legacy_block_size")]
+    pub block_size: u32,
     /// X25519 public key everything is sealed to.
     pub public_key: String,
     /// Ed25519 key of the root writer (holders of the master secret).
     pub root_verify_key: String,
+}
+
+fn legacy_block_size() -> u32 {
+    128 * 1024
 }
 
 impl Config {

@@ -55,9 +55,15 @@ pub struct SessionStats {
     pub indexes: u64,
 }
 
+/// Bytes read in one go by [`BackupSession::write_blocks`], handed to a pack worker as one
+/// job: small blocks cost one channel hand-off per batch, not one per block.
+const BLOCK_BATCH: usize = 1 << 20;
+
+/// New chunks for a pack worker: `(id, offset, len)` ranges of `data`, in order. `data` may
+/// also hold bytes between them that the repository already has.
 struct Job {
-    id: ChunkId,
     data: Vec<u8>,
+    chunks: Vec<(ChunkId, usize, usize)>,
 }
 
 pub struct BackupSession {
@@ -143,8 +149,19 @@ impl BackupSession {
         let mut ids = Vec::new();
         let mut total = 0u64;
         while let Some(chunk) = chunker.next_chunk()? {
-            total += chunk.len() as u64;
-            ids.push(self.submit(&jobs, chunk)?);
+            let len = chunk.len();
+            total += len as u64;
+            let id = crypto::chunk_id(self.repo.id_key(), &chunk);
+            ids.push(id);
+            if self.admit(&id, len) {
+                self.send(
+                    &jobs,
+                    Job {
+                        data: chunk,
+                        chunks: vec![(id, 0, len)],
+                    },
+                )?;
+            }
         }
         Ok((ids, total))
     }
@@ -154,20 +171,28 @@ impl BackupSession {
     /// Blocking, like [`write_stream`](Self::write_stream).
     pub fn write_blocks<R: Read>(&self, reader: R, block: usize) -> Result<(Vec<ChunkId>, u64)> {
         let jobs = self.job_sender()?;
+        let batch = (BLOCK_BATCH / block).max(1) * block;
         let mut reader = reader.take(u64::MAX);
         let mut ids = Vec::new();
         let mut total = 0u64;
         loop {
-            let mut chunk = Vec::with_capacity(block);
-            reader.set_limit(block as u64);
-            // read_to_end retries short reads and EINTR; it stops at `block` bytes or EOF.
-            let n = reader.read_to_end(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
+            let mut data = Vec::with_capacity(batch);
+            reader.set_limit(batch as u64);
+            // read_to_end retries short reads and EINTR; it stops at `batch` bytes or EOF.
+            let n = reader.read_to_end(&mut data)?;
             total += n as u64;
-            ids.push(self.submit(&jobs, chunk)?);
-            if n < block {
+            let mut chunks = Vec::new();
+            for (i, piece) in data.chunks(block).enumerate() {
+                let id = crypto::chunk_id(self.repo.id_key(), piece);
+                ids.push(id);
+                if self.admit(&id, piece.len()) {
+                    chunks.push((id, i * block, piece.len()));
+                }
+            }
+            if !chunks.is_empty() {
+                self.send(&jobs, Job { data, chunks })?;
+            }
+            if n < batch {
                 break;
             }
         }
@@ -187,23 +212,24 @@ impl BackupSession {
             .ok_or_else(|| RepoError::Invalid("session finished".into()))
     }
 
-    /// Hash one chunk and queue it for a pack unless the repository (or this session)
-    /// already has it.
-    fn submit(&self, jobs: &mpsc::SyncSender<Job>, data: Vec<u8>) -> Result<ChunkId> {
-        let id = crypto::chunk_id(self.repo.id_key(), &data);
-        let len = data.len() as u64;
+    /// Count a chunk of `len` bytes with id `id`; true if it must be stored, i.e. neither
+    /// the repository (with enough trust) nor this session has it yet.
+    fn admit(&self, id: &ChunkId, len: usize) -> bool {
+        let len = len as u64;
         self.progress.read_bytes.fetch_add(len, Ordering::Relaxed);
         self.progress.chunks.fetch_add(1, Ordering::Relaxed);
-        if !self.known.dedupable(&id) && self.pending.lock().unwrap().insert(id) {
+        let new = !self.known.dedupable(id) && self.pending.lock().unwrap().insert(*id);
+        if new {
             self.progress.new_chunks.fetch_add(1, Ordering::Relaxed);
             self.progress.new_bytes.fetch_add(len, Ordering::Relaxed);
-            if jobs.send(Job { id, data }).is_err() {
-                return Err(RepoError::Invalid(
-                    "the upload pipeline stopped; see the error that follows".into(),
-                ));
-            }
         }
-        Ok(id)
+        new
+    }
+
+    fn send(&self, jobs: &mpsc::SyncSender<Job>, job: Job) -> Result<()> {
+        jobs.send(job).map_err(|_| {
+            RepoError::Invalid("the upload pipeline stopped; see the error that follows".into())
+        })
     }
 
     /// Flush every pack and write the final index. After `Ok`, every chunk the session
@@ -267,30 +293,32 @@ fn pack_worker(
     loop {
         let job = jobs.lock().unwrap().recv();
         let Ok(job) = job else { break };
-        let raw_len = job.data.len() as u32;
-        let mut flags = 0;
-        let stored: &[u8] = match &mut compressor {
-            Some(c) => {
-                out.clear();
-                out.reserve(zstd::zstd_safe::compress_bound(job.data.len()));
-                c.compress_to_buffer(&job.data, &mut out)?;
-                // Store incompressible chunks raw: not worth the decompression on restore.
-                if out.len() + job.data.len() / 32 < job.data.len() {
-                    flags |= FLAG_ZSTD;
-                    &out
-                } else {
-                    &job.data
+        for &(id, offset, len) in &job.chunks {
+            let raw = &job.data[offset..offset + len];
+            let mut flags = 0;
+            let stored: &[u8] = match &mut compressor {
+                Some(c) => {
+                    out.clear();
+                    out.reserve(zstd::zstd_safe::compress_bound(len));
+                    c.compress_to_buffer(raw, &mut out)?;
+                    // Store incompressible chunks raw: not worth the decompression on restore.
+                    if out.len() + len / 32 < len {
+                        flags |= FLAG_ZSTD;
+                        &out
+                    } else {
+                        raw
+                    }
                 }
-            }
-            None => &job.data,
-        };
-        let pb = pack.get_or_insert_with(|| PackBuilder::new(repo.public_key(), 0, target));
-        pb.add(job.id, stored, raw_len, flags);
-        if pb.len() >= target {
-            let fp = pack.take().unwrap().finish();
-            progress.packs.fetch_add(1, Ordering::Relaxed);
-            if packs.blocking_send(fp).is_err() {
-                return Err(RepoError::Invalid("the uploader stopped".into()));
+                None => raw,
+            };
+            let pb = pack.get_or_insert_with(|| PackBuilder::new(repo.public_key(), 0, target));
+            pb.add(id, stored, len as u32, flags);
+            if pb.len() >= target {
+                let fp = pack.take().unwrap().finish();
+                progress.packs.fetch_add(1, Ordering::Relaxed);
+                if packs.blocking_send(fp).is_err() {
+                    return Err(RepoError::Invalid("the uploader stopped".into()));
+                }
             }
         }
     }
