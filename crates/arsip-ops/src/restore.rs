@@ -74,7 +74,8 @@ pub fn safe_join(root: &Path, path: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Chunks in flight ahead of the writer during a directory restore, across file boundaries.
+/// Runs of chunks (one ranged read each, `Reader::runs`) in flight ahead of the writer during
+/// a directory restore, across file boundaries.
 const DIR_READ_AHEAD: usize = 16;
 /// Threads that fsync and rename finished files while the next ones are written.
 const FINISHERS: usize = 2;
@@ -88,16 +89,16 @@ enum Step {
 
 /// What the fetch stage does with one entry of the expanded tree.
 enum Work {
-    /// Fetch, authenticate and decompress this chunk into a `Step::Data`.
-    Fetch([u8; 32]),
+    /// Fetch, authenticate and decompress this run of chunks into `Step::Data`s.
+    Fetch(Vec<[u8; 32]>),
     /// Hand this step to the writer as it is.
     Pass(Step),
 }
 
 /// Restore a snapshot's tree into `target` (created if missing).
 ///
-/// Three stages overlap: chunks are fetched, authenticated and decompressed up to
-/// [`DIR_READ_AHEAD`] ahead (across file boundaries, so small files do not stall); one
+/// Three stages overlap: chunks are fetched (a run of adjacent ones per ranged read),
+/// authenticated and decompressed up to [`DIR_READ_AHEAD`] runs ahead (across file boundaries, so small files do not stall); one
 /// writer thread creates entries in tree order; [`FINISHERS`] threads fsync each finished file
 /// and only then rename it into place, so the disk flushes one file while the next is
 /// written. Directory metadata and directory fsyncs come last.
@@ -131,7 +132,7 @@ pub async fn to_dir(
                 let file = node.node_type == NodeType::File;
                 queue.push_back(Ok(Work::Pass(Step::Node(node))));
                 if file {
-                    queue.extend(chunks.into_iter().map(|id| Ok(Work::Fetch(id))));
+                    queue.extend(reader.runs(chunks).into_iter().map(|r| Ok(Work::Fetch(r))));
                     queue.push_back(Ok(Work::Pass(Step::EndFile)));
                 }
             }
@@ -145,25 +146,29 @@ pub async fn to_dir(
     let mut steps = std::pin::pin!(futures::stream::iter(work)
         .map(|w: Result<Work>| async move {
             match w? {
-                Work::Fetch(id) => reader.chunk(id).await.map(Step::Data),
-                Work::Pass(step) => Ok(step),
+                Work::Fetch(run) => {
+                    Ok(reader.run(run).await?.into_iter().map(Step::Data).collect())
+                }
+                Work::Pass(step) => Ok(vec![step]),
             }
         })
         .buffered(DIR_READ_AHEAD));
     let mut fetch_err = None;
-    while let Some(step) = steps.next().await {
-        let step = match step {
+    'fetch: while let Some(steps) = steps.next().await {
+        let steps: Vec<Step> = match steps {
             Ok(s) => s,
             Err(e) => {
                 fetch_err = Some(e);
                 break;
             }
         };
-        if let Step::Data(d) = &step {
-            on_bytes(d.len() as u64);
-        }
-        if tx.send(step).await.is_err() {
-            break; // the writer failed; its error is returned below
+        for step in steps {
+            if let Step::Data(d) = &step {
+                on_bytes(d.len() as u64);
+            }
+            if tx.send(step).await.is_err() {
+                break 'fetch; // the writer failed; its error is returned below
+            }
         }
     }
     drop(tx);

@@ -258,7 +258,7 @@ pub fn open_blob(
         )
     })?;
     let data = if e.flags & FLAG_ZSTD != 0 {
-        zstd::bulk::decompress(&stored, e.raw_len as usize).map_err(|err| {
+        decompress(&stored, e.raw_len as usize).map_err(|err| {
             RepoError::corrupt(
                 object,
                 format!("blob {}: zstd: {err}", hex::encode(&e.id[..8])),
@@ -277,6 +277,23 @@ pub fn open_blob(
         ));
     }
     Ok(data)
+}
+
+/// zstd-decompress into at most `capacity` bytes with this thread's decompression context:
+/// a fresh context per blob costs more than decompressing a 16 KiB block.
+fn decompress(src: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let d = match cell.as_mut() {
+            Some(d) => d,
+            None => cell.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(src, capacity)
+    })
 }
 
 /// One pack as listed in an index: its id, key and size.

@@ -59,6 +59,45 @@ pub struct SessionStats {
 /// job: small blocks cost one channel hand-off per batch, not one per block.
 const BLOCK_BATCH: usize = 1 << 20;
 
+/// Ids per generation of [`Pending`]: at most ≈ 33 MiB of hash table each (2^20 buckets of a
+/// 32-byte id and a control byte), two generations alive.
+const PENDING_GENERATION: usize = 1 << 19;
+
+/// The chunk ids this session has queued, so that a chunk met twice is stored once. Bounded
+/// whatever the backup's size: when the current generation is full it becomes the previous
+/// one and the older ids are forgotten; an id found in the previous generation moves to the
+/// current one, so ids that keep recurring (zero pages, a repeated file) stay. Forgetting an
+/// id costs at most a second stored copy of that chunk, which readers accept like any copy
+/// (FORMAT.md §11.3), never a missing chunk.
+struct Pending {
+    generation: usize,
+    current: HashSet<ChunkId>,
+    previous: HashSet<ChunkId>,
+}
+
+impl Pending {
+    fn new(generation: usize) -> Pending {
+        Pending {
+            generation,
+            current: HashSet::new(),
+            previous: HashSet::new(),
+        }
+    }
+
+    /// Remember `id`; true if this session had not queued it (as far as it remembers).
+    fn insert(&mut self, id: ChunkId) -> bool {
+        if self.current.contains(&id) {
+            return false;
+        }
+        let seen = self.previous.remove(&id);
+        if self.current.len() >= self.generation {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(id);
+        !seen
+    }
+}
+
 /// New chunks for a pack worker: `(id, offset, len)` ranges of `data`, in order. `data` may
 /// also hold bytes between them that the repository already has.
 struct Job {
@@ -69,7 +108,7 @@ struct Job {
 pub struct BackupSession {
     repo: Arc<Repository>,
     known: Arc<ChunkIndex>,
-    pending: Mutex<HashSet<ChunkId>>,
+    pending: Mutex<Pending>,
     jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
     workers: Mutex<Vec<std::thread::JoinHandle<Result<()>>>>,
     uploader: Mutex<Option<tokio::task::JoinHandle<Result<u64>>>>,
@@ -129,7 +168,7 @@ impl BackupSession {
         BackupSession {
             repo,
             known,
-            pending: Mutex::default(),
+            pending: Mutex::new(Pending::new(PENDING_GENERATION)),
             jobs: Mutex::new(Some(job_tx)),
             workers: Mutex::new(workers),
             uploader: Mutex::new(Some(uploader)),
@@ -405,4 +444,29 @@ async fn write_index(repo: &Repository, packs: &[IndexPack], entries: &[IndexEnt
     let name = format!("{INDEX_PREFIX}{}", blake3::hash(&obj).to_hex());
     repo.store.create(&name, Bytes::from(obj)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> ChunkId {
+        *blake3::hash(&n.to_le_bytes()).as_bytes()
+    }
+
+    #[test]
+    fn pending_is_bounded_and_keeps_recurring_ids() {
+        let mut p = Pending::new(4);
+        assert!(p.insert(id(0)));
+        assert!(!p.insert(id(0)));
+        for n in 1..100 {
+            assert!(p.insert(id(n)), "{n} is new");
+            // id 0 recurs all the time: it must never be reported new again
+            assert!(!p.insert(id(0)));
+            assert!(p.current.len() + p.previous.len() <= 8);
+        }
+        // ids met once long ago are forgotten: a second copy, never a missing one
+        assert!(p.insert(id(1)));
+        assert!(!p.insert(id(99)));
+    }
 }
