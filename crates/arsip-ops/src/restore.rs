@@ -89,8 +89,8 @@ enum Step {
 
 /// What the fetch stage does with one entry of the expanded tree.
 enum Work {
-    /// Fetch, authenticate and decompress this run of chunks into `Step::Data`s.
-    Fetch(Vec<[u8; 32]>),
+    /// Fetch, authenticate and decompress this run of chunks into one `Step::Data`.
+    Fetch(arsip_repo::read::Run),
     /// Hand this step to the writer as it is.
     Pass(Step),
 }
@@ -146,29 +146,25 @@ pub async fn to_dir(
     let mut steps = std::pin::pin!(futures::stream::iter(work)
         .map(|w: Result<Work>| async move {
             match w? {
-                Work::Fetch(run) => {
-                    Ok(reader.run(run).await?.into_iter().map(Step::Data).collect())
-                }
-                Work::Pass(step) => Ok(vec![step]),
+                Work::Fetch(run) => reader.run(run).await.map(Step::Data),
+                Work::Pass(step) => Ok(step),
             }
         })
         .buffered(DIR_READ_AHEAD));
     let mut fetch_err = None;
-    'fetch: while let Some(steps) = steps.next().await {
-        let steps: Vec<Step> = match steps {
+    while let Some(step) = steps.next().await {
+        let step = match step {
             Ok(s) => s,
             Err(e) => {
                 fetch_err = Some(e);
                 break;
             }
         };
-        for step in steps {
-            if let Step::Data(d) = &step {
-                on_bytes(d.len() as u64);
-            }
-            if tx.send(step).await.is_err() {
-                break 'fetch; // the writer failed; its error is returned below
-            }
+        if let Step::Data(d) = &step {
+            on_bytes(d.len() as u64);
+        }
+        if tx.send(step).await.is_err() {
+            break; // the writer failed; its error is returned below
         }
     }
     drop(tx);

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 
 use crate::error::{RepoError, Result};
 use crate::format::{self, ChunkId};
-use crate::index::ChunkIndex;
+use crate::index::{ChunkIndex, Slot};
 use crate::repo::Repository;
 use crate::snapshot::{Manifest, TreeReader};
 
@@ -19,6 +19,38 @@ pub const READ_AHEAD: usize = 8;
 /// Most plaintext bytes in one run (a single larger chunk is a run of its own): bounds the
 /// memory of a read-ahead at about what it was with one ~1 MiB chunk per read.
 pub const RUN_BYTES: u64 = 1 << 20;
+
+/// Consecutive chunks of one file or stream that [`Reader::run`] fetches with one ranged
+/// read: each id with its preferred copy (`None`: not indexed), and their plaintext size.
+pub struct Run {
+    chunks: Vec<(ChunkId, Option<Slot>)>,
+    raw: u64,
+}
+
+impl Run {
+    fn new(id: ChunkId, slot: Option<Slot>) -> Run {
+        Run {
+            chunks: vec![(id, slot)],
+            raw: slot.map_or(0, |s| s.raw_len as u64),
+        }
+    }
+
+    /// Extend the run with `s` if it is stored right after the run's last chunk, in the
+    /// same pack, and the run stays within [`RUN_BYTES`].
+    fn try_push(&mut self, id: ChunkId, s: Slot) -> bool {
+        let Some((_, Some(last))) = self.chunks.last() else {
+            return false;
+        };
+        let joins = last.pack == s.pack
+            && last.offset as u64 + last.len as u64 == s.offset as u64
+            && self.raw + s.raw_len as u64 <= RUN_BYTES;
+        if joins {
+            self.chunks.push((id, Some(s)));
+            self.raw += s.raw_len as u64;
+        }
+        joins
+    }
+}
 
 #[derive(Clone)]
 pub struct Reader {
@@ -81,62 +113,46 @@ impl Reader {
 
     /// Cut `ids` into runs for [`run`](Self::run): consecutive chunks whose preferred copies
     /// lie back to back in one pack, at most [`RUN_BYTES`] of plaintext each.
-    pub fn runs(&self, ids: Vec<ChunkId>) -> Vec<Vec<ChunkId>> {
-        let mut runs: Vec<Vec<ChunkId>> = Vec::new();
-        // (pack, end offset, plaintext bytes) of the run being extended
-        let mut open: Option<(u32, u64, u64)> = None;
+    pub fn runs(&self, ids: Vec<ChunkId>) -> Vec<Run> {
+        let mut runs: Vec<Run> = Vec::new();
         for id in ids {
-            let Some(s) = self.index.lookup(&id) else {
-                // unknown chunk: a run of its own, so `chunk` reports it
-                runs.push(vec![id]);
-                open = None;
-                continue;
+            // An id that is not indexed gets a run of its own, so that `chunk` reports it.
+            let slot = self.index.lookup(&id).copied();
+            let joined = match (slot, runs.last_mut()) {
+                (Some(s), Some(run)) => run.try_push(id, s),
+                _ => false,
             };
-            let (start, end, raw) = (
-                s.offset as u64,
-                s.offset as u64 + s.len as u64,
-                s.raw_len as u64,
-            );
-            match (&mut open, runs.last_mut()) {
-                (Some((pack, run_end, run_raw)), Some(run))
-                    if *pack == s.pack && *run_end == start && *run_raw + raw <= RUN_BYTES =>
-                {
-                    run.push(id);
-                    *run_end = end;
-                    *run_raw += raw;
-                }
-                _ => {
-                    runs.push(vec![id]);
-                    open = Some((s.pack, end, raw));
-                }
+            if !joined {
+                runs.push(Run::new(id, slot));
             }
         }
         runs
     }
 
     /// Read one run from [`runs`](Self::runs) with a single ranged read, then authenticate,
-    /// decompress and verify each chunk. If the read or any chunk fails, the run's chunks are
-    /// read one by one with [`chunk`](Self::chunk), which tries the other copies and names
-    /// what is damaged.
-    pub async fn run(&self, ids: Vec<ChunkId>) -> Result<Vec<Vec<u8>>> {
-        if ids.len() > 1 {
-            if let Ok(chunks) = self.read_run(&ids).await {
-                return Ok(chunks);
+    /// decompress and verify each chunk; returns the run's plaintext, chunks concatenated.
+    /// If the read or any chunk fails, the run's chunks are read one by one with
+    /// [`chunk`](Self::chunk), which tries the other copies and names what is damaged.
+    pub async fn run(&self, run: Run) -> Result<Vec<u8>> {
+        let slots: Option<Vec<Slot>> = run.chunks.iter().map(|(_, s)| *s).collect();
+        if let Some(slots) = slots.filter(|s| s.len() > 1) {
+            if let Ok(data) = self.read_run(slots).await {
+                return Ok(data);
             }
         }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.chunk(id).await?);
+        let mut out = Vec::new();
+        for (id, _) in run.chunks {
+            let chunk = self.chunk(id).await?;
+            if out.is_empty() {
+                out = chunk;
+            } else {
+                out.extend_from_slice(&chunk);
+            }
         }
         Ok(out)
     }
 
-    async fn read_run(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>> {
-        let slots: Vec<_> = ids
-            .iter()
-            .map(|id| self.index.lookup(id).copied())
-            .collect::<Option<_>>()
-            .ok_or_else(|| RepoError::Invalid("chunk not indexed".into()))?;
+    async fn read_run(&self, slots: Vec<Slot>) -> Result<Vec<u8>> {
         let (first, last) = (slots[0], slots[slots.len() - 1]);
         let pack = self.index.pack(first.pack).clone();
         let name = format::pack_key_name(&pack.id);
@@ -152,33 +168,27 @@ impl Reader {
             .ok_or(RepoError::NeedsFullKey("reading data"))?;
         let id_key = self.repo.id_key().clone();
         tokio::task::spawn_blocking(move || {
-            slots
-                .iter()
-                .map(|s| {
-                    let at = (s.offset as u64 - base) as usize;
-                    let blob = ct
-                        .get(at..at + s.len as usize)
-                        .ok_or_else(|| RepoError::corrupt(&name, "short ranged read"))?;
-                    format::open_blob(&name, pack.key_id, &key, &s.blob(), blob, &id_key)
-                })
-                .collect()
+            let mut out = Vec::with_capacity(slots.iter().map(|s| s.raw_len as usize).sum());
+            for s in &slots {
+                let at = (s.offset as u64 - base) as usize;
+                let blob = ct
+                    .get(at..at + s.len as usize)
+                    .ok_or_else(|| RepoError::corrupt(&name, "short ranged read"))?;
+                let data = format::open_blob(&name, pack.key_id, &key, &s.blob(), blob, &id_key)?;
+                out.extend_from_slice(&data);
+            }
+            Ok(out)
         })
         .await
         .map_err(|e| RepoError::Invalid(e.to_string()))?
     }
 
-    /// The chunks of `ids`, in order, fetched a run at a time, `READ_AHEAD` runs ahead.
+    /// The plaintext of `ids`, in order, fetched a run at a time (one item per run),
+    /// `READ_AHEAD` runs ahead.
     pub fn stream(&self, ids: Vec<ChunkId>) -> impl Stream<Item = Result<Vec<u8>>> + '_ {
         futures::stream::iter(self.runs(ids))
             .map(move |run| self.run(run))
             .buffered(READ_AHEAD)
-            .flat_map(|r| {
-                let items: Vec<Result<Vec<u8>>> = match r {
-                    Ok(chunks) => chunks.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e)],
-                };
-                futures::stream::iter(items)
-            })
     }
 
     /// Read a snapshot's whole tree stream into memory-backed reader. Trees are a few
