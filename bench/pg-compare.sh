@@ -8,7 +8,9 @@
 #   bench/pg-compare.sh logical    # arsip logical, restic stdin, plan pipeline; restores
 #   bench/pg-compare.sh week       # 7 simulated days: daily churn, then arsip physical vs pgBackRest
 #                                  # full+incr (both archiving WAL), arsip logical vs restic dumps
-#                                  # (WEEK_LOGICAL=0: physical tools only)
+#                                  # (WEEK_LOGICAL=0: physical tools only; BLOCK=32K: arsip's
+#                                  # physical repository with other relation blocks)
+#   bench/pg-compare.sh blocks     # one full physical backup per relation block size (BLOCKS)
 #   bench/pg-compare.sh cleanup
 #
 # Every measured command runs under /usr/bin/time -f '%e %M' (wall s, peak RSS KiB of the
@@ -225,7 +227,7 @@ week() {
     fi
     rm -rf $WP $WP-cache $WP.key $WL $WL-cache $WR $W/week.tsv
     install -d -o postgres -g postgres $WP $WP-cache $WL $WL-cache
-    arsip_at $WP init >/dev/null
+    arsip_at $WP init ${BLOCK:+--block-size $BLOCK} >/dev/null
     arsip_at $WP key add --keyfile --out $WP.key >/dev/null
     arsip_at $WL init >/dev/null
     pgbr_setup
@@ -250,6 +252,23 @@ week() {
     psql_ -d dealer -Atc "select 'after 7 days', pg_size_pretty(pg_database_size('dealer'))" | tee -a $W/week.tsv
 }
 
+# Full physical backup time and stored bytes per relation block size, each into a fresh
+# repository (archiving into it), alternating sizes RUNS times.
+blocks() {
+    local R=$W/blocks-repo
+    for run in $(seq ${RUNS:-2}); do
+        for b in ${BLOCKS:-128K 32K 16K}; do
+            rm -rf $R $R-cache $R.key; install -d -o postgres -g postgres $R $R-cache
+            arsip_at $R init --block-size $b >/dev/null
+            arsip_at $R key add --keyfile --out $R.key >/dev/null
+            set_archive "$ARSIP --repo $R --key-file $R.key wal push %p"
+            measure blocks_${b}_run$run arsip_at $R backup pg --physical --pgdata "$PGDATA" --fast
+            printf 'blocks_%s_run%s_bytes\t%s\n' $b $run $(du -sb $R | cut -f1) | tee -a $W/results.tsv
+        done
+    done
+    set_archive true
+}
+
 cleanup() {
     for d in $PGDATA $W/arsip-restore $W/pgbr-restore; do
         [[ -f $d/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$d" -m fast stop || true
@@ -257,4 +276,4 @@ cleanup() {
     rm -rf "$W"
 }
 
-case "${1:-}" in setup|floor|physical|logical|week|cleanup) "$1";; *) sed -n 2,15p "$0"; exit 2;; esac
+case "${1:-}" in setup|floor|physical|logical|week|blocks|cleanup) "$1";; *) sed -n 2,18p "$0"; exit 2;; esac

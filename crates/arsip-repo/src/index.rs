@@ -304,6 +304,16 @@ pub fn parse_size(s: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// A pack known by id only, as agents know packs.
+    fn agent_pack() -> PackInfo {
+        PackInfo {
+            id: [1; 32],
+            key: None,
+            key_id: 0,
+            size: 0,
+        }
+    }
+
     fn entry(i: u32) -> BlobEntry {
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&i.to_be_bytes());
@@ -322,12 +332,7 @@ mod tests {
         for budget in [1 << 30, 0] {
             let dir = tempfile::tempdir().unwrap();
             let mut b = IndexBuilder::new(budget, dir.path().into());
-            let p = b.add_pack(PackInfo {
-                id: [1; 32],
-                key: None,
-                key_id: 0,
-                size: 0,
-            });
+            let p = b.add_pack(agent_pack());
             for i in (0..5000).rev() {
                 b.add(
                     p,
@@ -356,12 +361,7 @@ mod tests {
     fn finds_every_entry_of_uniform_ids() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = IndexBuilder::new(1 << 30, dir.path().into());
-        let p = b.add_pack(PackInfo {
-            id: [1; 32],
-            key: None,
-            key_id: 0,
-            size: 0,
-        });
+        let p = b.add_pack(agent_pack());
         let id = |i: u32| *blake3::hash(&i.to_le_bytes()).as_bytes();
         for i in 0..20_000u32 {
             let copies = 1 + (i % 7 == 0) as u32 + (i % 11 == 0) as u32;
@@ -395,12 +395,7 @@ mod tests {
     fn prefers_trusted_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = IndexBuilder::new(1 << 20, dir.path().into());
-        let p = b.add_pack(PackInfo {
-            id: [1; 32],
-            key: None,
-            key_id: 0,
-            size: 0,
-        });
+        let p = b.add_pack(agent_pack());
         let mut e = entry(1);
         b.add(p, &e, Trust::Foreign).unwrap();
         e.offset = 99;

@@ -44,7 +44,7 @@ pub enum Access {
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 2;
 
 /// Relation-file block size of a new repository: two PostgreSQL pages. Daily backups after
-/// `VACUUM` change a few rows on most pages; 16 KiB blocks store a 7-day week in 0.39× of
+/// `VACUUM` change a few rows on most pages; 16 KiB blocks store a 7-day week in 0.44× of
 /// pgBackRest's bytes where 128 KiB blocks need 0.70× (docs/BENCHMARKS-PG.md).
 pub const DEFAULT_BLOCK_SIZE: u32 = 16 * 1024;
 
