@@ -80,6 +80,17 @@ fn legacy_block_size() -> u32 {
     128 * 1024
 }
 
+/// `block_size` must be a power of two from 4 KiB to 4 MiB (FORMAT.md §8.2).
+pub fn validate_block_size(block_size: u32) -> Result<()> {
+    if (4096..=1 << 22).contains(&block_size) && block_size.is_power_of_two() {
+        Ok(())
+    } else {
+        Err(RepoError::Invalid(format!(
+            "block size {block_size} is not a power of two between 4 KiB and 4 MiB"
+        )))
+    }
+}
+
 impl Config {
     pub fn public_key(&self) -> Result<[u8; 32]> {
         decode32(&self.public_key, "config public_key")
@@ -414,5 +425,33 @@ mod u64_string {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_without_block_size_mean_128_kib() {
+        let mut v = serde_json::to_value(Config {
+            version: 1,
+            repo_id: "00".into(),
+            created: jiff::Timestamp::UNIX_EPOCH,
+            chunker: ChunkerParams::default(),
+            compression_level: 2,
+            pack_size: 32 << 20,
+            block_size: 16384,
+            public_key: String::new(),
+            root_verify_key: String::new(),
+        })
+        .unwrap();
+        v.as_object_mut().unwrap().remove("block_size");
+        let c: Config = serde_json::from_value(v).unwrap();
+        assert_eq!(c.block_size, 131_072);
+        assert!(validate_block_size(c.block_size).is_ok());
+        for bad in [0, 4095, 12288, 1 << 23] {
+            assert!(validate_block_size(bad).is_err(), "{bad}");
+        }
     }
 }

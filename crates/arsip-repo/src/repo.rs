@@ -126,11 +126,7 @@ impl Repository {
                 "pack size must be between 64 KiB and 1 GiB".into(),
             ));
         }
-        if !(4096..=1 << 22).contains(&opts.block_size) || !opts.block_size.is_power_of_two() {
-            return Err(RepoError::Invalid(
-                "block size must be a power of two between 4 KiB and 4 MiB".into(),
-            ));
-        }
+        keys::validate_block_size(opts.block_size)?;
         match store.head(keys::CONFIG_OBJECT).await {
             Ok(_) => return Err(RepoError::AlreadyInitialized(store.describe())),
             Err(e) if e.kind == ErrorKind::NotFound => {}
@@ -264,6 +260,8 @@ impl Repository {
         agent: Option<AgentFile>,
         clock: Arc<dyn Clock>,
     ) -> Result<Repository> {
+        keys::validate_block_size(config.block_size)
+            .map_err(|e| RepoError::corrupt(keys::CONFIG_OBJECT, e.to_string()))?;
         let public = config.public_key()?;
         let root_verify = config.root_verify_key()?;
         let (writer_id, signer, id_key, chunker_seed) = match (&access, agent) {
