@@ -27,6 +27,7 @@ use crate::format::{
     self, BlobEntry, ChunkId, FinishedPack, IndexEntry, IndexPack, PackBuilder, FLAG_ZSTD,
 };
 use crate::index::ChunkIndex;
+use crate::keys::ChunkerParams;
 use crate::repo::{Repository, INDEX_PREFIX};
 
 /// Entries per index object: 100 k entries ≈ 5 MiB.
@@ -183,8 +184,21 @@ impl BackupSession {
     /// Chunk and store a stream; returns its chunk ids in order and its length. Blocking:
     /// call from a blocking thread (`spawn_blocking`), never from an async task.
     pub fn write_stream<R: Read>(&self, reader: R) -> Result<(Vec<ChunkId>, u64)> {
+        self.write_stream_with(reader, self.repo.config.chunker)
+    }
+
+    /// [`write_stream`](Self::write_stream) with other chunk sizes than the repository's
+    /// (still its secret seed), for streams whose changes are small and scattered, such as
+    /// database dumps. Readers never re-chunk, so any sizes make a valid repository; only
+    /// deduplication depends on using the same sizes from one backup to the next.
+    pub fn write_stream_with<R: Read>(
+        &self,
+        reader: R,
+        params: ChunkerParams,
+    ) -> Result<(Vec<ChunkId>, u64)> {
+        params.validate()?;
         let jobs = self.job_sender()?;
-        let mut chunker = Chunker::new(reader, self.repo.config.chunker, self.repo.chunker_seed());
+        let mut chunker = Chunker::new(reader, params, self.repo.chunker_seed());
         let mut ids = Vec::new();
         let mut total = 0u64;
         while let Some(chunk) = chunker.next_chunk()? {
