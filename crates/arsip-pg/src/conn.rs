@@ -159,15 +159,45 @@ fn split_pgpass(line: &str) -> Vec<String> {
     out
 }
 
+/// A client and the task that drives its connection. Use it as a [`Client`]; end it with
+/// [`close`](Conn::close) where a session ends normally, so that the server sees a
+/// Terminate message rather than a reset socket when arsip exits right after (it would log
+/// "could not receive data from client: Connection reset by peer").
+pub struct Conn {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    pub async fn close(self) {
+        // Dropping the last client makes the connection send Terminate and finish.
+        drop(self.client);
+        let _ = self.task.await;
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 /// Connect and drive the connection on a background task.
-pub async fn connect(cfg: &Config) -> Result<Client> {
+pub async fn connect(cfg: &Config) -> Result<Conn> {
     let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "PostgreSQL connection ended");
         }
     });
-    Ok(client)
+    Ok(Conn { client, task })
 }
 
 /// Environment for libpq programs (pg_dump, pg_restore, psql) matching `cfg`, so they reach

@@ -237,6 +237,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
             other => other.into(),
         })?;
     tx.commit().await?;
+    client.close().await;
     let now = session.started();
     session.node(&Node::stream_file(DUMP_FILE, size, now), &ids)?;
 

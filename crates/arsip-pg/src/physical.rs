@@ -445,6 +445,8 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let labelfile: String = stop.get(1);
     let spcmap: Option<String> = stop.get(2);
     let stop_time: String = stop.get(3);
+    // The backup is stopped; the session has nothing left to do.
+    client.close().await;
     let timeline: u32 = label_value(&labelfile, "START TIMELINE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(cur_tli as u32);
