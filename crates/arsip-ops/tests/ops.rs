@@ -231,6 +231,55 @@ async fn fixed_blocks_round_trip_and_store_only_changed_blocks() {
     assert_eq!(restore_bytes(repo.clone(), &second.id).await.unwrap(), data);
 }
 
+/// A flipped byte inside a pack of adjacent fixed blocks (read as one run) fails the restore
+/// with damage named, never returns the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_block_inside_a_run_fails_the_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend::open(&backend::Location::Local(dir.path().into()), true).unwrap();
+    let repo = init(store).await;
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let now = repo.clock.now();
+    let mut b = Backup::start(repo.clone()).await.unwrap();
+    let s = b.session().clone();
+    let (ids, size) =
+        tokio::task::spawn_blocking(move || s.write_blocks(std::io::Cursor::new(data), 16 << 10))
+            .await
+            .unwrap()
+            .unwrap();
+    b.node(&arsip_repo::snapshot::Node::stream_file("rel", size, now), &ids)
+        .unwrap();
+    let snap = b.commit(meta("blocks")).await.unwrap();
+    // the largest pack holds many adjacent blocks; flip a byte in its middle
+    let pack = walkdir(&dir.path().join("data"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+    match restore_bytes(repo, &snap.id).await {
+        Err(RepoError::Corrupt { object, .. }) => assert!(object.starts_with("data/"), "{object}"),
+        other => panic!("expected damage to be reported, got {other:?}"),
+    }
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_on_every_put_and_get_lose_nothing() {
     use arsip_storage::fault::{FaultPlan, Faulty};
