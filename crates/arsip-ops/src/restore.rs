@@ -98,10 +98,11 @@ enum Work {
 /// Restore a snapshot's tree into `target` (created if missing).
 ///
 /// Three stages overlap: chunks are fetched (a run of adjacent ones per ranged read),
-/// authenticated and decompressed up to [`DIR_READ_AHEAD`] runs ahead (across file boundaries, so small files do not stall); one
-/// writer thread creates entries in tree order; [`FINISHERS`] threads fsync each finished file
-/// and only then rename it into place, so the disk flushes one file while the next is
-/// written. Directory metadata and directory fsyncs come last.
+/// authenticated and decompressed up to [`DIR_READ_AHEAD`] runs ahead (across file
+/// boundaries, so small files do not stall); one writer thread creates entries in tree order;
+/// [`FINISHERS`] threads fsync each finished file and only then rename it into place, so the
+/// disk flushes one file while the next is written. Directory metadata and directory fsyncs
+/// come last.
 pub async fn to_dir(
     reader: &Reader,
     snap: &Snapshot,

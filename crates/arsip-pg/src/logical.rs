@@ -34,7 +34,7 @@ pub const GLOBALS_FILE: &str = "globals.sql";
 /// Content-defined chunk sizes for dumps (min 16 KiB, average 64 KiB, max 256 KiB) instead of
 /// the repository's ~1 MiB. A day's changed rows move to pages all over a table, so in the
 /// dump's heap order nearly every 1 MiB stretch changes while most 64 KiB ones do not: a week
-/// of daily dumps of the benchmark database took ~0.55× of restic's bytes with these sizes
+/// of daily dumps of the benchmark database took 0.54× of restic's bytes with these sizes
 /// and 0.98× with 1 MiB chunks, at the same backup speed (docs/BENCHMARKS-PG.md).
 pub const DUMP_CHUNKS: ChunkerParams = ChunkerParams {
     min: 16 * 1024,

@@ -2,8 +2,9 @@
 //! repository does not have yet in packs, and finally writes an index and a manifest.
 //!
 //! Pipeline (memory is bounded by the channel sizes, whatever the input size):
-//! - the caller's thread reads and chunks (FastCDC), hashes each chunk (keyed BLAKE3) and
-//!   drops those the index already holds with enough trust;
+//! - the caller's thread reads and chunks (FastCDC, or fixed blocks for relation files),
+//!   hashes each chunk (keyed BLAKE3) and drops those the index already holds with enough
+//!   trust or this session has queued (a bounded set);
 //! - `workers` threads compress (zstd) and encrypt into one open pack each;
 //! - full packs go to an async uploader with at most `uploads` PUTs in flight.
 //!
