@@ -249,8 +249,11 @@ async fn damaged_block_inside_a_run_fails_the_restore() {
             .await
             .unwrap()
             .unwrap();
-    b.node(&arsip_repo::snapshot::Node::stream_file("rel", size, now), &ids)
-        .unwrap();
+    b.node(
+        &arsip_repo::snapshot::Node::stream_file("rel", size, now),
+        &ids,
+    )
+    .unwrap();
     let snap = b.commit(meta("blocks")).await.unwrap();
     // the largest pack holds many adjacent blocks; flip a byte in its middle
     let pack = walkdir(&dir.path().join("data"))
