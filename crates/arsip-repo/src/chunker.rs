@@ -4,8 +4,9 @@
 //! `StreamCDC` keeps a buffer of one maximum chunk and, for every chunk it returns, shifts the
 //! rest of the buffer down and zero-fills the freed tail: about four bytes moved per byte
 //! chunked with the default sizes. This chunker reads into a window of several maximum chunks
-//! and only compacts when less than one maximum chunk is left, so each byte is copied about
-//! once (into the chunk handed to the pack workers). The cut points are the same because
+//! and only compacts when less than one maximum chunk is left, and hands out chunks as slices
+//! of that window, so each byte is copied about once (into the batch handed to the pack
+//! workers, and only if the chunk is new). The cut points are the same because
 //! `cut` never looks further than one maximum chunk ahead: the window always offers at least
 //! that much, or everything up to the end of the stream.
 
@@ -39,8 +40,9 @@ impl<R: Read> Chunker<R> {
         }
     }
 
-    /// The next chunk, or `None` at the end of the stream.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// The next chunk, or `None` at the end of the stream. The slice lives until the next
+    /// call.
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         let max = self.params.max as usize;
         if !self.eof && self.buf.len() - self.start < max {
             self.buf.drain(..self.start);
@@ -66,9 +68,8 @@ impl<R: Read> Chunker<R> {
             self.seed,
         );
         let (_, end) = cdc.cut(0, avail.len());
-        let chunk = avail[..end].to_vec();
         self.start += end;
-        Ok(Some(chunk))
+        Ok(Some(&avail[..end]))
     }
 }
 
@@ -125,7 +126,7 @@ mod tests {
             let mut c = Chunker::new(reader, params, seed);
             let mut got = Vec::new();
             while let Some(chunk) = c.next_chunk().unwrap() {
-                got.push(chunk);
+                got.push(chunk.to_vec());
             }
             assert_eq!(got, expected, "trickle={trickle}");
         }

@@ -57,9 +57,10 @@ pub struct SessionStats {
     pub indexes: u64,
 }
 
-/// Bytes read in one go by [`BackupSession::write_blocks`], handed to a pack worker as one
-/// job: small blocks cost one channel hand-off per batch, not one per block.
-const BLOCK_BATCH: usize = 1 << 20;
+/// Bytes of new chunks handed to a pack worker as one job (and read in one go by
+/// [`BackupSession::write_blocks`]): small chunks cost one channel hand-off per batch, not one
+/// per chunk, and the job queue holds a few MiB rather than a few chunks.
+const BATCH: usize = 1 << 20;
 
 /// Ids per generation of [`Pending`]: at most ≈ 33 MiB of hash table each (2^20 buckets of a
 /// 32-byte id and a control byte), two generations alive.
@@ -202,20 +203,27 @@ impl BackupSession {
         let mut chunker = Chunker::new(reader, params, self.repo.chunker_seed());
         let mut ids = Vec::new();
         let mut total = 0u64;
+        // Room for a full batch plus the chunk that crosses its end: no reallocation.
+        let new_job = || Job {
+            data: Vec::with_capacity(BATCH + params.max as usize),
+            chunks: Vec::new(),
+        };
+        let mut job = new_job();
         while let Some(chunk) = chunker.next_chunk()? {
             let len = chunk.len();
             total += len as u64;
-            let id = crypto::chunk_id(self.repo.id_key(), &chunk);
+            let id = crypto::chunk_id(self.repo.id_key(), chunk);
             ids.push(id);
             if self.admit(&id, len) {
-                self.send(
-                    &jobs,
-                    Job {
-                        data: chunk,
-                        chunks: vec![(id, 0, len)],
-                    },
-                )?;
+                job.chunks.push((id, job.data.len(), len));
+                job.data.extend_from_slice(chunk);
+                if job.data.len() >= BATCH {
+                    self.send(&jobs, std::mem::replace(&mut job, new_job()))?;
+                }
             }
+        }
+        if !job.chunks.is_empty() {
+            self.send(&jobs, job)?;
         }
         Ok((ids, total))
     }
@@ -225,7 +233,7 @@ impl BackupSession {
     /// Blocking, like [`write_stream`](Self::write_stream).
     pub fn write_blocks<R: Read>(&self, reader: R, block: usize) -> Result<(Vec<ChunkId>, u64)> {
         let jobs = self.job_sender()?;
-        let batch = (BLOCK_BATCH / block).max(1) * block;
+        let batch = (BATCH / block).max(1) * block;
         let mut reader = reader.take(u64::MAX);
         let mut ids = Vec::new();
         let mut total = 0u64;
