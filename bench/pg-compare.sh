@@ -144,27 +144,36 @@ CONF
 }
 
 logical() {
-    # arsip: pg_dump -Fc -Z0 streamed into the repository (zstd 3, encrypted, deduplicated)
-    measure arsip_logical_backup arsip_pg backup pg --logical --dbname dealer
-    du -sb $AREPO | tee $W/arsip_after_logical_repo.size
-
-    # restic 0.14: same uncompressed dump on stdin (repository v2, compression auto = zstd)
-    rm -rf $W/restic-repo
+    # Backups alternate ROUNDS times (default 3): on this VM one tool's time moves by ±2 s
+    # from run to run, so each ratio is reported per round and as the ratio of medians.
     export RESTIC_PASSWORD=bench-restic RESTIC_REPOSITORY=$W/restic-repo RESTIC_CACHE_DIR=$W/restic-cache
-    restic init -q
-    measure restic_logical_backup bash -c "runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z0 dealer | restic backup -q --stdin --stdin-filename dealer.pgc"
-    du -sb $W/restic-repo | tee $W/restic_repo.size
-
-    # the plan's pipeline
     mkdir -p $W/plan; head -c 32 /dev/urandom | base64 > $W/plan.pass
-    measure plan_logical_backup bash -c "set -o pipefail; runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z9 dealer | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:$W/plan.pass > $W/plan/dealer.pgc.gz.enc"
-    du -sb $W/plan | tee $W/plan.size
+    for round in $(seq ${ROUNDS:-3}); do
+        # every round starts from empty repositories, so each backup is a first one
+        local sfx=""; [ "$round" = 1 ] || sfx=_r$round
+        # arsip: pg_dump -Fc -Z0 streamed into the repository (compressed, encrypted, deduplicated)
+        rm -rf $AREPO-logical $AREPO-logical-cache; install -d -o postgres -g postgres $AREPO-logical
+        arsip_at $AREPO-logical init >/dev/null
+        measure arsip_logical_backup$sfx arsip_at $AREPO-logical backup pg --logical --dbname dealer
+        du -sb $AREPO-logical | tee $W/arsip_logical_repo$sfx.size
+
+        # restic: same uncompressed dump on stdin (repository v2, compression auto = zstd)
+        rm -rf $W/restic-repo $W/restic-cache
+        restic init -q
+        measure restic_logical_backup$sfx bash -c "runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z0 dealer | restic backup -q --stdin --stdin-filename dealer.pgc"
+        du -sb $W/restic-repo | tee $W/restic_repo$sfx.size
+
+        # the plan's pipeline
+        rm -f $W/plan/dealer.pgc.gz.enc
+        measure plan_logical_backup$sfx bash -c "set -o pipefail; runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_dump -U postgres -Fc -Z9 dealer | gzip | openssl enc -aes-256-cbc -pbkdf2 -pass file:$W/plan.pass > $W/plan/dealer.pgc.gz.enc"
+        du -sb $W/plan | tee $W/plan$sfx.size
+    done
 
     # restores, each into a fresh database
     psql_ -d postgres -c 'drop database if exists r_arsip' -c 'drop database if exists r_plan' >/dev/null
-    measure arsip_logical_restore arsip_pg restore pg --logical latest --dbname r_arsip --create
+    measure arsip_logical_restore arsip_at $AREPO-logical restore pg --logical latest --dbname r_arsip --create
     psql_ -d postgres -c 'drop database r_arsip' >/dev/null
-    measure arsip_logical_restore_jobs2 arsip_pg restore pg --logical latest --dbname r_arsip --create --jobs 2
+    measure arsip_logical_restore_jobs2 arsip_at $AREPO-logical restore pg --logical latest --dbname r_arsip --create --jobs 2
     measure plan_logical_restore bash -c "set -o pipefail; runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/createdb -U postgres r_plan && openssl enc -d -aes-256-cbc -pbkdf2 -pass file:$W/plan.pass < $W/plan/dealer.pgc.gz.enc | gunzip | runuser -u postgres -- env PGHOST=$W PGPORT=$PORT $PGBIN/pg_restore -U postgres -d r_plan"
     for d in dealer r_arsip r_plan; do
         psql_ -d $d -Atc "select '$d', (select count(*) from vehicles), (select count(*) from photos), (select count(*) from leads), pg_size_pretty(pg_database_size('$d'))"

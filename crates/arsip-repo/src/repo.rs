@@ -39,9 +39,10 @@ pub enum Access {
     Agent,
 }
 
-/// zstd level of a new repository. Level 2 stores within ~2% of level 3 on database dumps
-/// and compresses ~1.5× faster; backups of fresh data are bound by compression (docs/BENCHMARKS.md).
-pub const DEFAULT_COMPRESSION_LEVEL: i32 = 2;
+/// zstd level of a new repository. Backups of fresh data are bound by compression. Level 1
+/// compresses 1.3–1.6× faster than level 2 for 0.5–2.2% more bytes on database dumps, and
+/// stores 16 KiB relation blocks no larger (docs/BENCHMARKS-PG.md, "Compression level").
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
 /// Relation-file block size of a new repository: two PostgreSQL pages. Daily backups after
 /// `VACUUM` change a few rows on most pages; 16 KiB blocks store a 7-day week in 0.44× of
