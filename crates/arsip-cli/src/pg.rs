@@ -167,6 +167,9 @@ pub struct PgRestoreArgs {
     /// Scratch restore: archive_mode=off, so it never archives into the WAL namespace
     #[arg(long)]
     pub no_archive: bool,
+    /// Restore tablespace OID into DIR instead of its original location (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
     #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
     pub stanza: String,
 }
@@ -469,6 +472,15 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
         start: a.start,
         port: a.port,
         no_archive: a.no_archive,
+        tablespace_map: a
+            .tablespace_map
+            .iter()
+            .map(|m| {
+                m.split_once('=')
+                    .map(|(oid, dir)| (oid.to_string(), PathBuf::from(dir)))
+                    .with_context(|| format!("--tablespace-map {m:?}: expected OID=DIR"))
+            })
+            .collect::<anyhow::Result<_>>()?,
         stanza: a.stanza.clone(),
         arsip_exe: std::env::current_exe()?,
         repo_location: cli.repo.clone().context("no repository given")?,

@@ -74,6 +74,32 @@ pub fn safe_join(root: &Path, path: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A subtree of a snapshot restored outside the target directory: the tree path `prefix`
+/// (a directory) becomes `dir`, and everything under it goes under `dir`. Used for
+/// PostgreSQL tablespaces, which live outside the data directory. `dir` comes from the
+/// operator, not from the snapshot; paths below it are checked like any other.
+#[derive(Debug, Clone)]
+pub struct Graft {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+/// Where a tree path is restored: under the graft whose prefix holds it, else under `root`.
+fn resolve(root: &Path, grafts: &[Graft], path: &str) -> Result<PathBuf> {
+    for g in grafts {
+        if path == g.prefix {
+            return Ok(g.dir.clone());
+        }
+        if let Some(rest) = path
+            .strip_prefix(g.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            return safe_join(&g.dir, rest);
+        }
+    }
+    safe_join(root, path)
+}
+
 /// Runs of chunks (one ranged read each, `Reader::runs`) in flight ahead of the writer during
 /// a directory restore, across file boundaries.
 const DIR_READ_AHEAD: usize = 16;
@@ -109,14 +135,26 @@ pub async fn to_dir(
     target: &Path,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreOutcome> {
+    to_dir_grafted(reader, snap, target, &[], on_bytes).await
+}
+
+/// [`to_dir`] with some subtrees restored elsewhere ([`Graft`]).
+pub async fn to_dir_grafted(
+    reader: &Reader,
+    snap: &Snapshot,
+    target: &Path,
+    grafts: &[Graft],
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<RestoreOutcome> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(target)?;
     let root = target.canonicalize()?;
+    let grafts = grafts.to_vec();
     let mut tree = reader.tree(&snap.manifest).await?;
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Step>(DIR_READ_AHEAD);
     let snap_label = format!("snapshot {}", snap.short_id());
-    let writer = tokio::task::spawn_blocking(move || write_tree(&root, rx, &snap_label));
+    let writer = tokio::task::spawn_blocking(move || write_tree(&root, &grafts, rx, &snap_label));
 
     // Tree nodes expanded into steps; a tree error ends the sequence with that error.
     let mut queue = std::collections::VecDeque::new();
@@ -193,6 +231,7 @@ struct Finished {
 /// to the finisher threads. A partial file (input ended early, or an error) is removed.
 fn write_tree(
     root: &Path,
+    grafts: &[Graft],
     mut rx: tokio::sync::mpsc::Receiver<Step>,
     snap_label: &str,
 ) -> Result<RestoreOutcome> {
@@ -212,7 +251,7 @@ fn write_tree(
             while let Some(step) = rx.blocking_recv() {
                 match step {
                     Step::Node(node) => {
-                        let dest = safe_join(root, &node.path)?;
+                        let dest = resolve(root, grafts, &node.path)?;
                         match node.node_type {
                             NodeType::Dir => {
                                 match std::fs::symlink_metadata(&dest) {
@@ -309,8 +348,12 @@ fn write_tree(
         apply_meta(&f, node, is_root)?;
         f.sync_all()?;
     }
-    if let Ok(f) = std::fs::File::open(root) {
-        f.sync_all()?;
+    // The entries naming the root and each graft (created above if they were missing).
+    let parents = grafts.iter().filter_map(|g| g.dir.parent());
+    for d in std::iter::once(root).chain(parents) {
+        if let Ok(f) = std::fs::File::open(d) {
+            f.sync_all()?;
+        }
     }
     Ok(out)
 }
@@ -438,5 +481,23 @@ mod tests {
         std::os::unix::fs::symlink("/etc", d.path().join("ln")).unwrap();
         assert!(safe_join(d.path(), "ln/passwd").is_err());
         assert_eq!(safe_join(d.path(), "a/./b").unwrap(), d.path().join("a/b"));
+    }
+
+    #[test]
+    fn grafts_take_whole_components_only() {
+        let root = Path::new("/r");
+        let grafts = [Graft {
+            prefix: "pg_tblspc/16384".into(),
+            dir: "/ts".into(),
+        }];
+        let at = |p: &str| resolve(root, &grafts, p).unwrap();
+        assert_eq!(at("pg_tblspc/16384"), Path::new("/ts"));
+        assert_eq!(
+            at("pg_tblspc/16384/PG_15/5/1259"),
+            Path::new("/ts/PG_15/5/1259")
+        );
+        assert_eq!(at("pg_tblspc/163840/x"), Path::new("/r/pg_tblspc/163840/x"));
+        assert_eq!(at("pg_tblspc"), Path::new("/r/pg_tblspc"));
+        assert!(resolve(root, &grafts, "pg_tblspc/16384/../../etc").is_err());
     }
 }

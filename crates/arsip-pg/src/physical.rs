@@ -199,13 +199,12 @@ impl Walk<'_> {
             let ft = m.file_type();
             if ft.is_symlink() {
                 if rel == "pg_tblspc" {
-                    // A tablespace: store its contents under pg_tblspc/<oid>/.
-                    let target = std::fs::read_link(&path)?;
+                    // A tablespace: store its contents under pg_tblspc/<oid>/ (its location
+                    // is in the tablespace map).
                     let tm = std::fs::metadata(&path)?;
                     self.nodes
                         .push((node(&child_rel, &tm, NodeType::Dir, None), vec![]));
                     self.dir(&path, &child_rel, depth + 1)?;
-                    let _ = target;
                 } else {
                     let target = std::fs::read_link(&path)?.to_string_lossy().into_owned();
                     self.nodes.push((

@@ -316,6 +316,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             start: false,
             port: None,
             no_archive: true,
+            tablespace_map: Vec::new(),
             stanza: "main".into(),
             arsip_exe: o.arsip_exe.clone(),
             repo_location: repo_dir.display().to_string(),

@@ -120,6 +120,8 @@ pub struct PhysicalRestore {
     pub start: bool,
     pub port: Option<u16>,
     pub no_archive: bool,
+    /// Tablespaces restored somewhere other than their original location: (OID, directory).
+    pub tablespace_map: Vec<(String, PathBuf)>,
     pub stanza: String,
     pub arsip_exe: PathBuf,
     pub repo_location: String,
@@ -134,6 +136,8 @@ pub struct PhysicalRestoreOutcome {
     pub bytes: u64,
     pub restore_seconds: f64,
     pub wal_checked_to: String,
+    /// Where each tablespace went: (OID, directory).
+    pub tablespaces: Vec<(String, String)>,
     pub started: bool,
     pub reached_lsn: Option<String>,
     pub reached_time: Option<String>,
@@ -154,6 +158,9 @@ impl PhysicalRestoreOutcome {
             self.restore_seconds,
             self.wal_checked_to
         );
+        for (oid, dir) in &self.tablespaces {
+            s += &format!("\ntablespace {oid} restored into {dir}");
+        }
         if self.started {
             s += &format!(
                 "\nrecovery reached LSN {} (last transaction {}) on timeline {} in {:.1}s; RTO {:.1}s",
@@ -413,6 +420,7 @@ pub async fn restore(
             "restore into a new or empty directory",
         ));
     }
+    let tablespaces = tablespace_dirs(&snap, &o.to, &o.tablespace_map)?;
     let major = fact(&snap, "major").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
     let bin = pg_bin_dir()?;
     let have = bin_major(&bin)?;
@@ -509,16 +517,27 @@ pub async fn restore(
     // Write the files.
     std::fs::create_dir_all(&o.to)?;
     let reader = arsip_ops::restore::reader(repo.clone()).await?;
-    let r = arsip_ops::restore::to_dir(&reader, &snap, &o.to, &|_| {}).await?;
+    let grafts: Vec<arsip_ops::restore::Graft> = tablespaces
+        .iter()
+        .map(|(oid, dir)| arsip_ops::restore::Graft {
+            prefix: format!("pg_tblspc/{oid}"),
+            dir: dir.clone(),
+        })
+        .collect();
+    let r = arsip_ops::restore::to_dir_grafted(&reader, &snap, &o.to, &grafts, &|_| {}).await?;
     let to = o.to.canonicalize()?;
     let pv = std::fs::metadata(to.join("PG_VERSION"))?;
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700))?;
-        if unsafe { libc::geteuid() } == 0 {
-            chown_tree(&to, pv.uid(), pv.gid())?;
+        let root = unsafe { libc::geteuid() } == 0;
+        for d in std::iter::once(&to).chain(tablespaces.iter().map(|(_, d)| d)) {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+            if root {
+                chown_tree(d, pv.uid(), pv.gid())?;
+            }
         }
     }
+    link_tablespaces(&to, &tablespaces)?;
     crate::walarchive::clear_spool(&to);
 
     // Recovery configuration.
@@ -597,6 +616,10 @@ pub async fn restore(
         bytes: r.bytes,
         restore_seconds: t0.elapsed().as_secs_f64(),
         wal_checked_to,
+        tablespaces: tablespaces
+            .iter()
+            .map(|(oid, d)| (oid.clone(), d.display().to_string()))
+            .collect(),
         ..Default::default()
     };
     if o.start {
@@ -662,6 +685,149 @@ pub async fn restore(
         }
     }
     Ok(out)
+}
+
+/// The tablespaces of a backup, from its `tablespace_map` fact in PostgreSQL's format: one
+/// `<oid> <location>` line each, with `\`, CR and LF in the location escaped by a `\`.
+pub fn parse_tablespace_map(text: &str) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => line.extend(chars.next()),
+            '\n' => lines.push(std::mem::take(&mut line)),
+            c => line.push(c),
+        }
+    }
+    lines.push(line);
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(oid, loc)| (oid.to_string(), loc.to_string()))
+        .collect()
+}
+
+/// [`parse_tablespace_map`]'s inverse.
+pub fn format_tablespace_map(entries: &[(String, PathBuf)]) -> String {
+    let mut out = String::new();
+    for (oid, dir) in entries {
+        out += oid;
+        out.push(' ');
+        for c in dir.to_string_lossy().chars() {
+            if matches!(c, '\\' | '\r' | '\n') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Where each of the backup's tablespaces is restored: its original location, or the
+/// directory `--tablespace-map` gives. Checked before anything is written: every directory
+/// must be absolute, outside the data directory, distinct, and absent or empty, so that a
+/// restore next to the original cluster can never write into its tablespaces.
+fn tablespace_dirs(
+    snap: &Snapshot,
+    to: &Path,
+    remap: &[(String, PathBuf)],
+) -> Result<Vec<(String, PathBuf)>> {
+    let backup = fact_str(snap, "tablespace_map")
+        .map(parse_tablespace_map)
+        .unwrap_or_default();
+    for (oid, _) in remap {
+        if !backup.iter().any(|(o, _)| o == oid) {
+            let have: Vec<&str> = backup.iter().map(|(o, _)| o.as_str()).collect();
+            return Err(PgError::refused(
+                format!(
+                    "--tablespace-map {oid}: snapshot {} has no tablespace {oid}",
+                    snap.short_id()
+                ),
+                if have.is_empty() {
+                    "this backup has no tablespaces".to_string()
+                } else {
+                    format!("its tablespaces are {}", have.join(", "))
+                },
+            ));
+        }
+    }
+    let to_abs = std::path::absolute(to)?;
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for (oid, original) in backup {
+        let dir = remap
+            .iter()
+            .find(|(o, _)| *o == oid)
+            .map_or_else(|| PathBuf::from(&original), |(_, d)| d.clone());
+        let hint = format!("--tablespace-map {oid}=DIR restores it into another, empty directory");
+        if !dir.is_absolute() {
+            return Err(PgError::refused(
+                format!(
+                    "tablespace {oid}: {} is not an absolute path",
+                    dir.display()
+                ),
+                hint,
+            ));
+        }
+        let dir = std::path::absolute(&dir)?;
+        if dir.starts_with(&to_abs) || to_abs.starts_with(&dir) {
+            return Err(PgError::refused(
+                format!(
+                    "tablespace {oid}: {} overlaps the data directory {}",
+                    dir.display(),
+                    to_abs.display()
+                ),
+                hint,
+            ));
+        }
+        if out
+            .iter()
+            .any(|(_, d)| d.starts_with(&dir) || dir.starts_with(d))
+        {
+            return Err(PgError::refused(
+                format!(
+                    "tablespace {oid}: {} overlaps another tablespace's directory",
+                    dir.display()
+                ),
+                hint,
+            ));
+        }
+        if !dir_is_empty(&dir)? {
+            return Err(PgError::refused(
+                format!(
+                    "tablespace {oid} would be restored into {}, which is not empty{}",
+                    dir.display(),
+                    if remap.iter().any(|(o, _)| *o == oid) {
+                        ""
+                    } else {
+                        " (its original location: the original cluster may still use it)"
+                    }
+                ),
+                hint,
+            ));
+        }
+        out.push((oid, dir));
+    }
+    Ok(out)
+}
+
+/// Point `pg_tblspc/<oid>` at each restored tablespace and write `tablespace_map` with the
+/// same locations (PostgreSQL recreates the links from it when recovery starts).
+fn link_tablespaces(to: &Path, tablespaces: &[(String, PathBuf)]) -> Result<()> {
+    if tablespaces.is_empty() {
+        return Ok(());
+    }
+    let links = to.join("pg_tblspc");
+    std::fs::create_dir_all(&links)?;
+    for (oid, dir) in tablespaces {
+        std::os::unix::fs::symlink(dir, links.join(oid))?;
+    }
+    std::fs::File::open(&links)?.sync_all()?;
+    write_synced(
+        &to.join("tablespace_map"),
+        format_tablespace_map(tablespaces).as_bytes(),
+    )
 }
 
 fn write_synced(p: &Path, data: &[u8]) -> Result<()> {

@@ -732,6 +732,109 @@ mod physical {
         assert_eq!(accounts_sum(&r2, "postgres"), sum);
     }
 
+    /// A tablespace is backed up through its link, restored into the directory
+    /// `--tablespace-map` gives (its original location is in use and refused), linked from
+    /// `pg_tblspc`, and replayed into by recovery.
+    #[test]
+    fn tablespace_restored_into_another_directory() {
+        let env = Env::new();
+        let c = env.cluster();
+        let ts = env.base.join("ts-original");
+        std::fs::create_dir(&ts).unwrap();
+        chown_postgres(&ts).unwrap();
+        // CREATE TABLESPACE refuses to run inside a multi-statement string
+        for sql in [
+            format!("CREATE TABLESPACE t1 LOCATION '{}'", ts.display()),
+            "CREATE TABLE big (id int PRIMARY KEY USING INDEX TABLESPACE t1, v text) TABLESPACE t1"
+                .into(),
+            "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 20000) g".into(),
+        ] {
+            c.psql("postgres", &sql).unwrap();
+        }
+        let oid = c
+            .psql(
+                "postgres",
+                "SELECT oid FROM pg_tablespace WHERE spcname = 't1'",
+            )
+            .unwrap();
+        let mut bk = env.cmd();
+        for (k, v) in c.env() {
+            bk.env(k, v);
+        }
+        ok(bk
+            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
+            .arg(&c.data)
+            .output()
+            .unwrap());
+        // after the backup: replayed from WAL into the restored tablespace
+        c.psql(
+            "postgres",
+            "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(20001, 25000) g",
+        )
+        .unwrap();
+        let want = c
+            .psql("postgres", "SELECT count(*) || ' ' || sum(id) FROM big")
+            .unwrap();
+        switch_and_archive(&c);
+
+        let restore = |to: &Path, extra: &[&str]| {
+            env.cmd()
+                .args(["restore", "pg", "--physical", "--to"])
+                .arg(to)
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let scratch = make_base("arsip-pgrestore-").unwrap();
+        // the original location holds the running cluster's tablespace
+        let o = restore(&scratch.join("data"), &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("original location") && err.contains("--tablespace-map"),
+            "{err}"
+        );
+        // an OID the backup does not have
+        let o = restore(&scratch.join("data"), &["--tablespace-map", "1=/tmp/x"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains(&format!("its tablespaces are {oid}")), "{err}");
+        assert!(!scratch.join("data").exists(), "refusals write nothing");
+        let _ = std::fs::remove_dir_all(&scratch);
+
+        let moved = env.base.join("ts-restored");
+        let map = format!("{oid}={}", moved.display());
+        let r = restore_to(&env, &["--tablespace-map", &map, "--no-archive"]);
+        assert_eq!(
+            r.psql("postgres", "SELECT count(*) || ' ' || sum(id) FROM big")
+                .unwrap(),
+            want
+        );
+        assert_eq!(
+            r.psql("postgres", &format!("SELECT pg_tablespace_location({oid})"))
+                .unwrap(),
+            moved.display().to_string()
+        );
+        assert_eq!(
+            std::fs::read_link(r.data.join("pg_tblspc").join(&oid)).unwrap(),
+            moved
+        );
+        // the index in the tablespace works, and the original cluster is untouched
+        assert_eq!(
+            r.psql(
+                "postgres",
+                "SET enable_seqscan = off; SELECT v FROM big WHERE id = 24999"
+            )
+            .unwrap(),
+            c.psql("postgres", "SELECT md5('24999')").unwrap()
+        );
+        assert_eq!(
+            c.psql("postgres", "SELECT count(*) || ' ' || sum(id) FROM big")
+                .unwrap(),
+            want
+        );
+    }
+
     #[test]
     fn refusals_before_writing() {
         let env = Env::new();
