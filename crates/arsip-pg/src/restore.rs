@@ -701,9 +701,11 @@ pub fn parse_tablespace_map(text: &str) -> Vec<(String, String)> {
         }
     }
     lines.push(line);
+    // An OID names a link under pg_tblspc: only digits, whatever the snapshot claims.
     lines
         .iter()
         .filter_map(|l| l.split_once(' '))
+        .filter(|(oid, _)| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
         .map(|(oid, loc)| (oid.to_string(), loc.to_string()))
         .collect()
 }
@@ -770,7 +772,6 @@ fn tablespace_dirs(
                 hint,
             ));
         }
-        let dir = std::path::absolute(&dir)?;
         if dir.starts_with(&to_abs) || to_abs.starts_with(&dir) {
             return Err(PgError::refused(
                 format!(
@@ -925,5 +926,34 @@ pub async fn wait_for_recovery(
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tablespace_map_round_trips_escaped_locations() {
+        let entries = vec![
+            ("16384".to_string(), PathBuf::from("/srv/ts one")),
+            (
+                "16385".to_string(),
+                PathBuf::from("/srv/odd\\name\nwith newline"),
+            ),
+        ];
+        let text = format_tablespace_map(&entries);
+        assert_eq!(
+            text,
+            "16384 /srv/ts one\n16385 /srv/odd\\\\name\\\nwith newline\n"
+        );
+        let parsed = parse_tablespace_map(&text);
+        let want: Vec<(String, String)> = entries
+            .iter()
+            .map(|(o, d)| (o.clone(), d.display().to_string()))
+            .collect();
+        assert_eq!(parsed, want);
+        // a snapshot cannot name a link outside pg_tblspc
+        assert!(parse_tablespace_map("../../etc /x\nabc /y\n").is_empty());
     }
 }

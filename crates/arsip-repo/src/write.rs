@@ -203,9 +203,8 @@ impl BackupSession {
         let mut chunker = Chunker::new(reader, params, self.repo.chunker_seed());
         let mut ids = Vec::new();
         let mut total = 0u64;
-        // Room for a full batch plus the chunk that crosses its end: no reallocation.
         let new_job = || Job {
-            data: Vec::with_capacity(BATCH + params.max as usize),
+            data: Vec::new(),
             chunks: Vec::new(),
         };
         let mut job = new_job();
@@ -215,6 +214,16 @@ impl BackupSession {
             let id = crypto::chunk_id(self.repo.id_key(), chunk);
             ids.push(id);
             if self.admit(&id, len) {
+                if job.data.capacity() == 0 {
+                    // Room for a full batch plus the chunk that crosses its end, so no
+                    // reallocation; only a stream's last chunk is shorter than `min`, so a
+                    // small stream gets just what it needs.
+                    job.data.reserve(if len < params.min as usize {
+                        len
+                    } else {
+                        BATCH + params.max as usize
+                    });
+                }
                 job.chunks.push((id, job.data.len(), len));
                 job.data.extend_from_slice(chunk);
                 if job.data.len() >= BATCH {
