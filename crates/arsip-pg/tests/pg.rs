@@ -88,6 +88,16 @@ impl Env {
         c
     }
 
+    /// `arsip --json backup pg --physical --fast` of cluster `c`, ready to run.
+    pub fn physical_backup(&self, c: &Cluster) -> Command {
+        let mut bk = self.cmd();
+        bk.envs(c.env())
+            .arg("--json")
+            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
+            .arg(&c.data);
+        bk
+    }
+
     pub fn archive_command(&self) -> String {
         format!(
             "{} --repo {} --key-file {} wal push %p",
@@ -639,17 +649,7 @@ mod physical {
         let env = Env::new();
         let c = env.cluster();
         pgbench(&c, &["-i", "-s", "2", "-q", "postgres"]);
-        let mut bk = env.cmd();
-        for (k, v) in c.env() {
-            bk.env(k, v);
-        }
-        let b = json_out(
-            bk.arg("--json")
-                .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-                .arg(&c.data)
-                .output()
-                .unwrap(),
-        );
+        let b = json_out(env.physical_backup(&c).output().unwrap());
         assert!(b["files"].as_u64().unwrap() > 100);
 
         // moments: after each burst of writes, record time and checksum
@@ -687,19 +687,7 @@ mod physical {
         let c = env.cluster();
         pgbench(&c, &["-i", "-s", "2", "-q", "postgres"]);
         c.psql("postgres", "CHECKPOINT").unwrap();
-        let backup = || {
-            let mut bk = env.cmd();
-            for (k, v) in c.env() {
-                bk.env(k, v);
-            }
-            json_out(
-                bk.arg("--json")
-                    .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-                    .arg(&c.data)
-                    .output()
-                    .unwrap(),
-            )
-        };
+        let backup = || json_out(env.physical_backup(&c).output().unwrap());
         backup();
         std::thread::sleep(Duration::from_millis(1500));
         pgbench(&c, &["-n", "-t", "100", "postgres"]);
@@ -757,15 +745,7 @@ mod physical {
                 "SELECT oid FROM pg_tablespace WHERE spcname = 't1'",
             )
             .unwrap();
-        let mut bk = env.cmd();
-        for (k, v) in c.env() {
-            bk.env(k, v);
-        }
-        ok(bk
-            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-            .arg(&c.data)
-            .output()
-            .unwrap());
+        ok(env.physical_backup(&c).output().unwrap());
         // after the backup: replayed from WAL into the restored tablespace
         c.psql(
             "postgres",
@@ -839,15 +819,7 @@ mod physical {
     fn refusals_before_writing() {
         let env = Env::new();
         let c = env.cluster();
-        let mut bk = env.cmd();
-        for (k, v) in c.env() {
-            bk.env(k, v);
-        }
-        ok(bk
-            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-            .arg(&c.data)
-            .output()
-            .unwrap());
+        ok(env.physical_backup(&c).output().unwrap());
         // non-empty target
         let d = make_base("arsip-pgrestore-").unwrap();
         std::fs::write(d.join("x"), b"x").unwrap();
@@ -890,15 +862,7 @@ mod timelines {
         let env = Env::new();
         let c = env.cluster();
         pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
-        let mut bk = env.cmd();
-        for (k, v) in c.env() {
-            bk.env(k, v);
-        }
-        ok(bk
-            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-            .arg(&c.data)
-            .output()
-            .unwrap());
+        ok(env.physical_backup(&c).output().unwrap());
         pgbench(&c, &["-n", "-t", "100", "postgres"]);
         let original = accounts_sum(&c, "postgres");
         switch_and_archive(&c);
@@ -1017,15 +981,7 @@ mod crash {
     fn storage_errors_during_fetch_stop_recovery() {
         let env = Env::new();
         let c = env.cluster();
-        let mut bk = env.cmd();
-        for (k, v) in c.env() {
-            bk.env(k, v);
-        }
-        ok(bk
-            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-            .arg(&c.data)
-            .output()
-            .unwrap());
+        ok(env.physical_backup(&c).output().unwrap());
         c.psql("postgres", "CREATE TABLE after_backup AS SELECT 1 AS x")
             .unwrap();
         switch_and_archive(&c);
@@ -1074,13 +1030,8 @@ mod crash {
         pgbench(&c, &["-i", "-s", "5", "-q", "postgres"]);
         let mut killed_before_commit = false;
         for delay in [200u64, 600] {
-            let mut bk = env.cmd();
-            for (k, v) in c.env() {
-                bk.env(k, v);
-            }
-            let mut child = bk
-                .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-                .arg(&c.data)
+            let mut child = env
+                .physical_backup(&c)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -1096,15 +1047,7 @@ mod crash {
         assert!(killed_before_commit, "no kill landed during the backup");
         // the server ended the non-exclusive backup with the session
         std::thread::sleep(Duration::from_millis(300));
-        let mut bk = env.cmd();
-        for (k, v) in c.env() {
-            bk.env(k, v);
-        }
-        ok(bk
-            .args(["backup", "pg", "--physical", "--fast", "--pgdata"])
-            .arg(&c.data)
-            .output()
-            .unwrap());
+        ok(env.physical_backup(&c).output().unwrap());
         let before = accounts_sum(&c, "postgres");
         switch_and_archive(&c);
         let r = restore_to(&env, &["--no-archive"]);
