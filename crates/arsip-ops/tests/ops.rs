@@ -231,6 +231,48 @@ async fn fixed_blocks_round_trip_and_store_only_changed_blocks() {
     assert_eq!(restore_bytes(repo.clone(), &second.id).await.unwrap(), data);
 }
 
+/// A stream that fails part-way still hands the chunks it admitted to the pack workers: the
+/// session remembers their ids, so a later stream with the same content relies on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_a_failed_stream_still_reach_the_packs() {
+    struct FailsAfter(std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => Err(std::io::Error::other("disk went away")),
+                n => Ok(n),
+            }
+        }
+    }
+    let params = arsip_repo::keys::ChunkerParams {
+        min: 16 << 10,
+        avg: 64 << 10,
+        max: 256 << 10,
+    };
+    let repo = init(memory()).await;
+    let data: Vec<u8> = (0..(3 << 20) + 100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let now = repo.clock.now();
+    let mut b = Backup::start(repo.clone()).await.unwrap();
+    let s = b.session().clone();
+    let d = data.clone();
+    let (failed, (ids, size)) = tokio::task::spawn_blocking(move || {
+        let failed = s.write_stream_with(FailsAfter(std::io::Cursor::new(d.clone())), params);
+        (failed, s.write_stream_with(&d[..], params).unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(failed.is_err());
+    b.node(
+        &arsip_repo::snapshot::Node::stream_file("dump", size, now),
+        &ids,
+    )
+    .unwrap();
+    let snap = b.commit(meta("stream")).await.unwrap();
+    assert_eq!(restore_bytes(repo, &snap.id).await.unwrap(), data);
+}
+
 /// A flipped byte inside a pack of adjacent fixed blocks (read as one run) fails the restore
 /// with damage named, never returns the bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

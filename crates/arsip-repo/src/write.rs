@@ -208,32 +208,38 @@ impl BackupSession {
             chunks: Vec::new(),
         };
         let mut job = new_job();
-        while let Some(chunk) = chunker.next_chunk()? {
-            let len = chunk.len();
-            total += len as u64;
-            let id = crypto::chunk_id(self.repo.id_key(), chunk);
-            ids.push(id);
-            if self.admit(&id, len) {
-                if job.data.capacity() == 0 {
-                    // Room for a full batch plus the chunk that crosses its end, so no
-                    // reallocation; only a stream's last chunk is shorter than `min`, so a
-                    // small stream gets just what it needs.
-                    job.data.reserve(if len < params.min as usize {
-                        len
-                    } else {
-                        BATCH + params.max as usize
-                    });
-                }
-                job.chunks.push((id, job.data.len(), len));
-                job.data.extend_from_slice(chunk);
-                if job.data.len() >= BATCH {
-                    self.send(&jobs, std::mem::replace(&mut job, new_job()))?;
+        let read = (|| -> Result<()> {
+            while let Some(chunk) = chunker.next_chunk()? {
+                let len = chunk.len();
+                total += len as u64;
+                let id = crypto::chunk_id(self.repo.id_key(), chunk);
+                ids.push(id);
+                if self.admit(&id, len) {
+                    if job.data.capacity() == 0 {
+                        // Room for a full batch plus the chunk that crosses its end, so no
+                        // reallocation; only a stream's last chunk is shorter than `min`, so
+                        // a small stream gets just what it needs.
+                        job.data.reserve(if len < params.min as usize {
+                            len
+                        } else {
+                            BATCH + params.max as usize
+                        });
+                    }
+                    job.chunks.push((id, job.data.len(), len));
+                    job.data.extend_from_slice(chunk);
+                    if job.data.len() >= BATCH {
+                        self.send(&jobs, std::mem::replace(&mut job, new_job()))?;
+                    }
                 }
             }
-        }
+            Ok(())
+        })();
+        // Admitted ids are in the session's queued set: their chunks must reach a pack even
+        // when the stream fails, or a later stream of this session would skip them.
         if !job.chunks.is_empty() {
             self.send(&jobs, job)?;
         }
+        read?;
         Ok((ids, total))
     }
 
