@@ -171,7 +171,7 @@ pub async fn to_dir_grafted(
                 let file = node.node_type == NodeType::File;
                 queue.push_back(Ok(Work::Pass(Step::Node(node))));
                 if file {
-                    queue.extend(reader.runs(chunks).into_iter().map(|r| Ok(Work::Fetch(r))));
+                    queue.extend(reader.runs(chunks).map(|r| Ok(Work::Fetch(r))));
                     queue.push_back(Ok(Work::Pass(Step::EndFile)));
                 }
             }

@@ -111,22 +111,25 @@ impl Reader {
         Err(last.unwrap())
     }
 
-    /// Cut `ids` into runs for [`run`](Self::run): consecutive chunks whose preferred copies
-    /// lie back to back in one pack, at most [`RUN_BYTES`] of plaintext each.
-    pub fn runs(&self, ids: Vec<ChunkId>) -> Vec<Run> {
-        let mut runs: Vec<Run> = Vec::new();
-        for id in ids {
-            // An id that is not indexed gets a run of its own, so that `chunk` reports it.
-            let slot = self.index.lookup(&id).copied();
-            let joined = match (slot, runs.last_mut()) {
-                (Some(s), Some(run)) => run.try_push(id, s),
-                _ => false,
-            };
-            if !joined {
-                runs.push(Run::new(id, slot));
+    /// Cut `ids` into runs for [`run`](Self::run), lazily: consecutive chunks whose preferred
+    /// copies lie back to back in one pack, at most [`RUN_BYTES`] of plaintext each.
+    pub fn runs(&self, ids: Vec<ChunkId>) -> impl Iterator<Item = Run> + '_ {
+        let mut ids = ids
+            .into_iter()
+            .map(|id| (id, self.index.lookup(&id).copied()))
+            .peekable();
+        std::iter::from_fn(move || {
+            let (id, slot) = ids.next()?;
+            let mut run = Run::new(id, slot);
+            // An id that is not indexed stays a run of its own, so that `chunk` reports it.
+            while let Some(&(next, Some(s))) = ids.peek() {
+                if !run.try_push(next, s) {
+                    break;
+                }
+                ids.next();
             }
-        }
-        runs
+            Some(run)
+        })
     }
 
     /// Read one run from [`runs`](Self::runs) with a single ranged read, then authenticate,
