@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use arsip_ops::backup::{Backup, SnapshotMeta};
-use arsip_ops::restore;
+use arsip_files::restore;
 use arsip_repo::check::{self, ReadData};
 use arsip_repo::snapshot::Snapshot;
+use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 use arsip_repo::{InitOptions, OpenWith, RepoError, Repository};
 use arsip_storage::backend::{self, Location};
 use arsip_storage::DynStore;
@@ -165,7 +165,7 @@ impl Ctx<'_> {
             return crate::pg::backup(self.cli, a).await;
         }
         let repo = self.open(Mode::AppendOnly).await?;
-        let backup = Backup::start(repo).await?;
+        let backup = SnapshotTxn::start(repo).await?;
         let bar = progress::follow_backup(self.progress(), backup.progress());
         let outcome = match b {
             BackupCmd::Files { paths, tags } => {
@@ -185,7 +185,7 @@ impl Ctx<'_> {
                     tags: parse_tags(tags)?,
                     facts: BTreeMap::new(),
                 };
-                backup.files(paths.clone(), meta).await
+                arsip_files::backup::files(backup, paths.clone(), meta).await
             }
             BackupCmd::Pg(_) => unreachable!("dispatched before the generic backup path"),
             BackupCmd::Stdin { name, tags } => {
@@ -195,7 +195,7 @@ impl Ctx<'_> {
                     tags: parse_tags(tags)?,
                     facts: BTreeMap::new(),
                 };
-                backup.stream(std::io::stdin(), name.clone(), meta).await
+                arsip_files::backup::stream(backup, std::io::stdin(), name.clone(), meta).await
             }
         };
         if let Some((pb, h)) = bar {
@@ -308,7 +308,7 @@ impl Ctx<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        let reader = restore::reader(repo).await?;
+        let reader = arsip_repo::read::Reader::open(repo).await?;
         let pb = progress::bytes_bar(
             self.progress(),
             Some(snap.manifest.logical_bytes),

@@ -355,7 +355,7 @@ fn parse_tags(t: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn print_outcome(cli: &Cli, o: &arsip_ops::backup::BackupOutcome) -> Result<()> {
+fn print_outcome(cli: &Cli, o: &arsip_repo::txn::BackupOutcome) -> Result<()> {
     if cli.json {
         println!("{}", serde_json::to_string_pretty(o)?);
     } else {

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 
-use arsip_ops::backup::BackupOutcome;
 use arsip_repo::keys::ChunkerParams;
 use arsip_repo::read::Reader;
 use arsip_repo::snapshot::{Node, Snapshot};
+use arsip_repo::txn::BackupOutcome;
 use arsip_repo::{RepoError, Repository};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use crate::conn;
 use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
-use arsip_ops::backup::{Backup, SnapshotMeta};
+use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 
 pub const KIND: &str = "pg-logical";
 pub const DUMP_FILE: &str = "database.dump";
@@ -199,7 +199,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         dump.env(k, v);
     }
     let reader = ChildReader::spawn(dump, "pg_dump")?;
-    let mut session = Backup::start(repo.clone()).await?;
+    let mut session = SnapshotTxn::start(repo.clone()).await?;
     let s = session.session().clone();
     let writer = tokio::task::spawn_blocking(move || s.write_stream_with(reader, DUMP_CHUNKS));
 
@@ -348,7 +348,7 @@ pub async fn restore(
     let cfg = conn::config(opts.dbname.as_deref())?;
     let target = cfg.get_dbname().unwrap_or("postgres").to_string();
     let bin = pg_bin_dir()?;
-    let reader = arsip_ops::restore::reader(repo.clone()).await?;
+    let reader = arsip_repo::read::Reader::open(repo.clone()).await?;
     let (node, chunks) = find_file(&reader, snap, DUMP_FILE).await?.ok_or_else(|| {
         RepoError::corrupt(
             format!("snapshot {}", snap.short_id()),

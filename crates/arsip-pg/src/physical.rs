@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arsip_ops::backup::BackupOutcome;
 use arsip_repo::format::ChunkId;
 use arsip_repo::index::ChunkIndex;
 use arsip_repo::snapshot::{Node, NodeType};
+use arsip_repo::txn::BackupOutcome;
 use arsip_repo::write::BackupSession;
 use arsip_repo::{RepoError, Repository};
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ use crate::conn;
 use crate::control::{parse_lsn, ClusterId, SegName};
 use crate::error::{PgError, Result};
 use crate::walarchive::check_stanza;
-use arsip_ops::backup::{Backup, SnapshotMeta};
+use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 
 pub const KIND: &str = "pg-physical";
 
@@ -365,7 +365,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let checksums: String = r.get(7);
     check_stanza(&repo, &opts.stanza, &id).await?;
 
-    let mut session = Backup::start(repo.clone()).await?;
+    let mut session = SnapshotTxn::start(repo.clone()).await?;
     let started_unix = session.started().as_second();
     let label = format!("arsip {}", session.started());
     let row = client

@@ -516,15 +516,15 @@ pub async fn restore(
 
     // Write the files.
     std::fs::create_dir_all(&o.to)?;
-    let reader = arsip_ops::restore::reader(repo.clone()).await?;
-    let grafts: Vec<arsip_ops::restore::Graft> = tablespaces
+    let reader = arsip_repo::read::Reader::open(repo.clone()).await?;
+    let grafts: Vec<arsip_files::restore::Graft> = tablespaces
         .iter()
-        .map(|(oid, dir)| arsip_ops::restore::Graft {
+        .map(|(oid, dir)| arsip_files::restore::Graft {
             prefix: format!("pg_tblspc/{oid}"),
             dir: dir.clone(),
         })
         .collect();
-    let r = arsip_ops::restore::to_dir_grafted(&reader, &snap, &o.to, &grafts, &|_| {}).await?;
+    let r = arsip_files::restore::to_dir_grafted(&reader, &snap, &o.to, &grafts, &|_| {}).await?;
     let to = o.to.canonicalize()?;
     let pv = std::fs::metadata(to.join("PG_VERSION"))?;
     {

@@ -5,7 +5,8 @@
 //!
 //! Layers inside the crate, bottom up: [`crypto`] (primitives) → [`format`] (byte layouts) →
 //! [`keys`] (config, key slots, agents, writers) → [`index`] (chunk lookup) → [`repo`]
-//! (an opened repository) → [`write`] / [`read`] (sessions) → [`check`].
+//! (an opened repository) → [`write`] / [`read`] (sessions) → [`txn`] (the snapshot
+//! transaction every source commits through) → [`check`].
 
 pub mod check;
 pub mod chunker;
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod read;
 pub mod repo;
 pub mod snapshot;
+pub mod txn;
 pub mod wal;
 pub mod write;
 

@@ -59,6 +59,12 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Load what a restore needs: a reader over the repository's full index.
+    pub async fn open(repo: Arc<Repository>) -> Result<Reader> {
+        let index = Arc::new(repo.load_index().await?);
+        Reader::new(repo, index)
+    }
+
     pub fn new(repo: Arc<Repository>, index: Arc<ChunkIndex>) -> Result<Reader> {
         repo.master("reading data")?;
         Ok(Reader { repo, index })

@@ -8,12 +8,10 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
-use arsip_repo::index::ChunkIndex;
 use arsip_repo::read::Reader;
 use arsip_repo::snapshot::{Node, NodeType, Snapshot};
-use arsip_repo::{RepoError, Repository, Result};
+use arsip_repo::{RepoError, Result};
 use futures::StreamExt;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -24,12 +22,6 @@ pub struct RestoreOutcome {
     pub symlinks: u64,
     pub bytes: u64,
     pub seconds: f64,
-}
-
-/// Load what a restore needs: a reader over the full index.
-pub async fn reader(repo: Arc<Repository>) -> Result<Reader> {
-    let index: Arc<ChunkIndex> = Arc::new(repo.load_index().await?);
-    Reader::new(repo, index)
 }
 
 /// Validate a tree path and join it under `root`, refusing anything that escapes.

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use arsip_ops::backup::{Backup, SnapshotMeta};
-use arsip_ops::restore;
+use arsip_files::{backup, restore};
 use arsip_repo::check::{self, ReadData};
 use arsip_repo::clock::SystemClock;
+use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 use arsip_repo::{InitOptions, OpenWith, RepoError, Repository};
 use arsip_storage::{backend, DynStore, ErrorKind, ObjectMeta, StorageError, Store};
 use async_trait::async_trait;
@@ -130,17 +130,22 @@ mod support {
     pub async fn backup_bytes(
         repo: Arc<Repository>,
         data: Vec<u8>,
-    ) -> arsip_ops::backup::BackupOutcome {
-        let b = Backup::start(repo).await.unwrap();
-        b.stream(std::io::Cursor::new(data), "stream".into(), meta("stdin"))
-            .await
-            .unwrap()
+    ) -> arsip_repo::txn::BackupOutcome {
+        let b = SnapshotTxn::start(repo).await.unwrap();
+        backup::stream(
+            b,
+            std::io::Cursor::new(data),
+            "stream".into(),
+            meta("stdin"),
+        )
+        .await
+        .unwrap()
     }
 
     pub async fn restore_bytes(repo: Arc<Repository>, id: &str) -> Result<Vec<u8>, RepoError> {
         let snaps = repo.snapshots_report().await?.0;
         let snap = arsip_repo::snapshot::select(&snaps, id)?.clone();
-        let reader = restore::reader(repo).await?;
+        let reader = arsip_repo::read::Reader::open(repo).await?;
         let mut out = Vec::new();
         restore::to_writer(&reader, &snap, &mut out, &|_| {}).await?;
         Ok(out)
@@ -168,10 +173,8 @@ async fn backup_path_never_overwrites_or_deletes() {
     backup_bytes(repo.clone(), changed.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), &data[..100_000]).unwrap();
-    Backup::start(repo.clone())
-        .await
-        .unwrap()
-        .files(vec![dir.path().into()], meta("files"))
+    let txn = SnapshotTxn::start(repo.clone()).await.unwrap();
+    backup::files(txn, vec![dir.path().into()], meta("files"))
         .await
         .unwrap();
 
@@ -204,7 +207,7 @@ async fn fixed_blocks_round_trip_and_store_only_changed_blocks() {
         let repo = repo.clone();
         async move {
             let now = repo.clock.now();
-            let mut b = Backup::start(repo).await.unwrap();
+            let mut b = SnapshotTxn::start(repo).await.unwrap();
             let s = b.session().clone();
             let (ids, size) = tokio::task::spawn_blocking(move || {
                 s.write_blocks(std::io::Cursor::new(data), BLOCK)
@@ -254,7 +257,7 @@ async fn chunks_of_a_failed_stream_still_reach_the_packs() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let now = repo.clock.now();
-    let mut b = Backup::start(repo.clone()).await.unwrap();
+    let mut b = SnapshotTxn::start(repo.clone()).await.unwrap();
     let s = b.session().clone();
     let d = data.clone();
     let (failed, (ids, size)) = tokio::task::spawn_blocking(move || {
@@ -284,7 +287,7 @@ async fn damaged_block_inside_a_run_fails_the_restore() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
     let now = repo.clock.now();
-    let mut b = Backup::start(repo.clone()).await.unwrap();
+    let mut b = SnapshotTxn::start(repo.clone()).await.unwrap();
     let s = b.session().clone();
     let (ids, size) =
         tokio::task::spawn_blocking(move || s.write_blocks(std::io::Cursor::new(data), 16 << 10))
@@ -366,14 +369,14 @@ async fn permanent_storage_failure_fails_the_backup_and_commits_nothing() {
         ..Default::default()
     };
     let repo = open(Arc::new(Faulty::new(base.clone(), plan))).await;
-    let b = Backup::start(repo).await.unwrap();
-    let r = b
-        .stream(
-            std::io::Cursor::new(arsip_testkit::sample_data(1 << 20, 3)),
-            "s".into(),
-            meta("stdin"),
-        )
-        .await;
+    let b = SnapshotTxn::start(repo).await.unwrap();
+    let r = backup::stream(
+        b,
+        std::io::Cursor::new(arsip_testkit::sample_data(1 << 20, 3)),
+        "s".into(),
+        meta("stdin"),
+    )
+    .await;
     assert!(r.is_err());
     let repo = open(base).await;
     assert!(
@@ -417,7 +420,7 @@ async fn agents_write_but_cannot_read() {
         Err(RepoError::NeedsFullKey(_))
     ));
     assert!(matches!(
-        restore::reader(agent.clone()).await,
+        arsip_repo::read::Reader::open(agent.clone()).await,
         Err(RepoError::NeedsFullKey(_))
     ));
     assert!(matches!(

@@ -1,0 +1,161 @@
+//! The snapshot transaction: what every source goes through to add a snapshot. A
+//! [`SnapshotTxn`] holds an open write session and the spooled tree stream; sources append
+//! nodes with their chunks, then [`SnapshotTxn::commit`] stores the tree, makes every pack
+//! and index durable and writes the manifest, last. The snapshot exists from that create on
+//! and not before; an error anywhere earlier leaves only unreferenced packs (and perhaps
+//! indexes), which prune removes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::format::ChunkId;
+use crate::index::ChunkIndex;
+use crate::snapshot::{Manifest, Node, NodeType, TreeWriter};
+use crate::write::{BackupSession, Progress, SessionOptions};
+use crate::{RepoError, Repository, Result};
+
+/// What describes a snapshot apart from its content.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotMeta {
+    pub kind: String,
+    pub source: String,
+    pub tags: BTreeMap<String, String>,
+    pub facts: BTreeMap<String, serde_json::Value>,
+}
+
+/// The outcome of a committed backup.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupOutcome {
+    pub id: String,
+    pub kind: String,
+    pub logical_bytes: u64,
+    pub added_bytes: u64,
+    pub stored_bytes: u64,
+    pub files: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub seconds: f64,
+}
+
+/// Tree nodes are spooled in memory up to this size, then to a temporary file.
+const TREE_SPOOL_MEMORY: usize = 8 << 20;
+
+/// A snapshot being written: an open session plus the spooled tree stream. Sources write
+/// chunks through [`SnapshotTxn::session`], append nodes with [`SnapshotTxn::node`] and end
+/// with [`SnapshotTxn::commit`] once every source-side condition holds (e.g. pg_dump
+/// exited 0). Dropping it without a commit abandons the snapshot.
+pub struct SnapshotTxn {
+    session: Arc<BackupSession>,
+    index: Arc<ChunkIndex>,
+    tree: TreeWriter<tempfile::SpooledTempFile>,
+    files: u64,
+    started: jiff::Timestamp,
+    clock_start: std::time::Instant,
+}
+
+impl SnapshotTxn {
+    /// Load the index and open a session. Works with full and agent credentials.
+    pub async fn start(repo: Arc<Repository>) -> Result<SnapshotTxn> {
+        let started = repo.clock.now();
+        let index = Arc::new(repo.load_index().await?);
+        let session = Arc::new(BackupSession::start(
+            repo,
+            index.clone(),
+            SessionOptions::default(),
+        ));
+        Ok(SnapshotTxn {
+            session,
+            index,
+            tree: TreeWriter::new(tempfile::SpooledTempFile::new(TREE_SPOOL_MEMORY)),
+            files: 0,
+            started,
+            clock_start: std::time::Instant::now(),
+        })
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        self.session.progress.clone()
+    }
+
+    /// The session chunks go through (its `write_stream` blocks: call it from a blocking
+    /// thread).
+    pub fn session(&self) -> &Arc<BackupSession> {
+        &self.session
+    }
+
+    /// What the repository held when the backup started.
+    pub fn index(&self) -> &Arc<ChunkIndex> {
+        &self.index
+    }
+
+    /// When the backup started, by the repository's clock.
+    pub fn started(&self) -> jiff::Timestamp {
+        self.started
+    }
+
+    /// Append one node of the snapshot's tree, with its chunks.
+    pub fn node(&mut self, node: &Node, chunks: &[ChunkId]) -> Result<()> {
+        if node.node_type == NodeType::File {
+            self.files += 1;
+        }
+        self.tree.node(node, chunks)
+    }
+
+    /// Take the tree writer out to fill it on a blocking thread; give it back with
+    /// [`SnapshotTxn::put_tree`], adding the number of files written into it.
+    pub fn take_tree(&mut self) -> TreeWriter<tempfile::SpooledTempFile> {
+        std::mem::replace(
+            &mut self.tree,
+            TreeWriter::new(tempfile::SpooledTempFile::new(0)),
+        )
+    }
+
+    /// Give back a tree writer taken with [`SnapshotTxn::take_tree`].
+    pub fn put_tree(&mut self, tree: TreeWriter<tempfile::SpooledTempFile>, files: u64) {
+        self.tree = tree;
+        self.files += files;
+    }
+
+    /// Store the tree, make every pack and index durable, then write the manifest: the
+    /// snapshot exists from this last create on, and not before.
+    pub async fn commit(self, meta: SnapshotMeta) -> Result<BackupOutcome> {
+        let session = self.session.clone();
+        let mut tree = self.tree.into_inner();
+        let (tree_ids, tree_bytes) = tokio::task::spawn_blocking(move || {
+            std::io::Seek::rewind(&mut tree)?;
+            session.write_stream(tree)
+        })
+        .await
+        .map_err(|e| RepoError::Invalid(e.to_string()))??;
+        let stats = self.session.finish().await?;
+        let repo = self.session.repo().clone();
+        let manifest = Manifest {
+            version: 1,
+            kind: meta.kind.clone(),
+            source: meta.source,
+            host: crate::keys::hostname(),
+            tags: meta.tags,
+            time: self.started,
+            end_time: repo.clock.now(),
+            logical_bytes: stats.read_bytes - tree_bytes,
+            added_bytes: stats.new_bytes,
+            stored_bytes: stats.stored_bytes,
+            files: self.files,
+            facts: meta.facts,
+            tree: tree_ids.iter().map(hex::encode).collect(),
+            tree_bytes,
+        };
+        let id = repo.commit_manifest(&manifest).await?;
+        Ok(BackupOutcome {
+            id,
+            kind: meta.kind,
+            logical_bytes: manifest.logical_bytes,
+            added_bytes: stats.new_bytes,
+            stored_bytes: stats.stored_bytes,
+            files: self.files,
+            chunks: stats.chunks,
+            new_chunks: stats.new_chunks,
+            seconds: self.clock_start.elapsed().as_secs_f64(),
+        })
+    }
+}
