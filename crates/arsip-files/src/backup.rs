@@ -90,6 +90,7 @@ fn node_for(rel: &Path, m: &std::fs::Metadata, target: Option<String>) -> Result
         target,
         uid: Some(m.uid()),
         gid: Some(m.gid()),
+        ..Default::default()
     })
 }
 

@@ -273,6 +273,11 @@ fn write_tree(
                                 }
                                 out.symlinks += 1;
                             }
+                            NodeType::Fifo | NodeType::CharDevice | NodeType::BlockDevice => {
+                                // Not yet restored: special files are recorded by newer
+                                // backups; creating them is the restore's next step.
+                                tracing::warn!(path = %dest.display(), "special file not restored");
+                            }
                             NodeType::File => {
                                 if failed.lock().unwrap().is_some() {
                                     break; // a finisher failed; stop writing

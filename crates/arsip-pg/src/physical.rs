@@ -137,6 +137,7 @@ fn node(rel: &str, m: &std::fs::Metadata, t: NodeType, target: Option<String>) -
         target,
         uid: Some(m.uid()),
         gid: Some(m.gid()),
+        ..Default::default()
     }
 }
 

@@ -73,17 +73,35 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeType {
+    #[default]
     File,
     Dir,
     Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device (`rdev` holds its number).
+    #[serde(rename = "chardev")]
+    CharDevice,
+    /// A block device (`rdev` holds its number).
+    #[serde(rename = "blockdev")]
+    BlockDevice,
+}
+
+/// One extended attribute of a node (POSIX ACLs are the `system.posix_acl_*` ones).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Xattr {
+    /// The attribute's name (`user.x`, `security.capability`, …).
+    pub name: String,
+    /// Its value, base64 (standard alphabet, padded).
+    pub value: String,
 }
 
 /// One entry of a tree stream. Paths are relative, `/`-separated; readers MUST treat them as
 /// untrusted (see `restore`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Node {
     pub path: String,
     #[serde(rename = "type")]
@@ -100,6 +118,24 @@ pub struct Node {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
+    /// The path's bytes, base64, when they are not UTF-8 (Linux names are bytes); `path`
+    /// then holds a lossy rendering for display only. See [`Node::path_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_raw: Option<String>,
+    /// The symlink target's bytes, base64, when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_raw: Option<String>,
+    /// Device number (`st_rdev`) of a character or block device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    /// Hard links: regular files of one snapshot with the same group number are one inode.
+    /// The first of them in tree order carries the data; the later ones carry no chunks and
+    /// are restored as links to the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<u64>,
+    /// Extended attributes, POSIX ACLs included, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 impl Node {
@@ -112,10 +148,57 @@ impl Node {
             mode: 0o600,
             mtime: Some(mtime),
             size,
-            target: None,
-            uid: None,
-            gid: None,
+            ..Default::default()
         }
+    }
+
+    /// The path as bytes: `path_raw` decoded when present, else `path`.
+    pub fn path_bytes(&self) -> Result<Vec<u8>> {
+        raw_or(&self.path, self.path_raw.as_deref(), "path")
+    }
+
+    /// Set the path from bytes: UTF-8 goes to `path`; anything else to `path_raw`, with a
+    /// lossy `path` for display.
+    pub fn set_path_bytes(&mut self, bytes: &[u8]) {
+        (self.path, self.path_raw) = split_raw(bytes);
+    }
+
+    /// The symlink target as bytes, if this node has one.
+    pub fn target_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match (&self.target, &self.target_raw) {
+            (None, None) => Ok(None),
+            (t, raw) => raw_or(t.as_deref().unwrap_or(""), raw.as_deref(), "target").map(Some),
+        }
+    }
+
+    /// Set the symlink target from bytes (see [`Node::set_path_bytes`]).
+    pub fn set_target_bytes(&mut self, bytes: &[u8]) {
+        let (t, raw) = split_raw(bytes);
+        self.target = Some(t);
+        self.target_raw = raw;
+    }
+}
+
+fn raw_or(text: &str, raw: Option<&str>, what: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    match raw {
+        None => Ok(text.as_bytes().to_vec()),
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|e| {
+                RepoError::corrupt("tree stream", format!("{what}_raw is not base64: {e}"))
+            }),
+    }
+}
+
+fn split_raw(bytes: &[u8]) -> (String, Option<String>) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
     }
 }
 
@@ -244,9 +327,7 @@ mod tests {
             mode: 0o644,
             mtime: None,
             size: 3,
-            target: None,
-            uid: None,
-            gid: None,
+            ..Default::default()
         };
         let d = Node {
             path: "a".into(),
@@ -269,5 +350,17 @@ mod tests {
         assert_eq!(r.next_node().unwrap().unwrap(), (f, many));
         assert_eq!(r.next_node().unwrap().unwrap(), (d, vec![]));
         assert!(r.next_node().unwrap().is_none());
+    }
+
+    #[test]
+    fn non_utf8_paths_round_trip_as_bytes() {
+        let mut n = Node::default();
+        n.set_path_bytes(b"dir/caf\xe9");
+        assert_eq!(n.path_bytes().unwrap(), b"dir/caf\xe9");
+        assert!(n.path_raw.is_some());
+        n.set_path_bytes("dir/café".as_bytes());
+        assert_eq!((n.path.as_str(), n.path_raw.as_deref()), ("dir/café", None));
+        n.set_target_bytes(b"\xff/x");
+        assert_eq!(n.target_bytes().unwrap().unwrap(), b"\xff/x");
     }
 }
