@@ -185,7 +185,13 @@ impl Ctx<'_> {
                     tags: parse_tags(tags)?,
                     facts: BTreeMap::new(),
                 };
-                arsip_files::backup::files(backup, paths.clone(), meta).await
+                let opts = arsip_files::backup::FilesOptions {
+                    paths: paths.clone(),
+                    ..Default::default()
+                };
+                arsip_files::backup::files(backup, opts, meta)
+                    .await
+                    .map(|o| o.backup)
             }
             BackupCmd::Pg(_) => unreachable!("dispatched before the generic backup path"),
             BackupCmd::Stdin { name, tags } => {
