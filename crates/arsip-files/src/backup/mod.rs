@@ -49,7 +49,7 @@ pub struct FilesOptions {
 }
 
 /// What happened to an entry a backup could not keep as it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Not in the snapshot (unreadable, vanished, replaced while being read).
