@@ -116,13 +116,29 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let (code, hint) = classify(&e);
-            eprintln!("arsip: error: {e:#}");
+            eprintln!("arsip: error: {}", message(&e));
             if let Some(h) = hint {
                 eprintln!("HINT: {h}");
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, each said once: library errors often include their source's
+/// text in their own message, which `{:#}` would repeat ("X: X").
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// The class of the first typed error in the chain, and the hint to print.
@@ -158,4 +174,18 @@ fn classify(e: &anyhow::Error) -> (u8, Option<String>) {
         (h, p) => h.or(p.map(str::to_string)),
     };
     (code, hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(arsip_ops::repo::RepoError::Io(io)).context("writing pack");
+        assert_eq!(message(&e), "writing pack: I/O error: disk full");
+        let e = usage!("bad tag");
+        assert_eq!(exit_code(class_of(&e).unwrap().0).0, exit::USAGE);
+    }
 }

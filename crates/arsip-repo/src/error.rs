@@ -162,11 +162,7 @@ impl Classify for RepoError {
             RepoError::AlreadyInitialized(_) => {
                 "use the existing repository, or pick an empty location".into()
             }
-            RepoError::WrongKey => {
-                "check the password or key file; with a working key, the key list shows the \
-                 slots"
-                    .into()
-            }
+            RepoError::WrongKey => "check the password or key file".into(),
             RepoError::Auth(_) | RepoError::Corrupt { .. } => {
                 "a check that reads all data lists the damaged objects and the affected \
                  snapshots; restore from another snapshot or a copy of the repository"
