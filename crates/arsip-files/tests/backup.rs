@@ -1011,7 +1011,17 @@ async fn child_backup_as_unprivileged_user() {
     let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
     let repo_dir = PathBuf::from(spec["repo"].as_str().unwrap());
     let store = backend::open(&backend::Location::Local(repo_dir), false).unwrap();
-    let repo = open(store).await;
+    let with = OpenWith::Password(zeroize::Zeroizing::new(b"pw".to_vec()));
+    let local = arsip_repo::LocalSettings {
+        cache_dir: PathBuf::from(spec["cache"].as_str().unwrap()),
+        ..Default::default()
+    };
+    let repo = Arc::new(
+        Repository::open(store, with, Arc::new(SystemClock))
+            .await
+            .unwrap()
+            .with_local(local),
+    );
     let paths = spec["paths"]
         .as_array()
         .unwrap()
@@ -1076,6 +1086,7 @@ async fn unreadable_entries_make_a_partial_snapshot() {
         "repo": repo_dir,
         "paths": [root, root.join("blind/reachable")],
         "out": out,
+        "cache": cache,
     });
     let st = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -1087,7 +1098,7 @@ async fn unreadable_entries_make_a_partial_snapshot() {
             "--test-threads=1",
         ])
         .env("ARSIP_TEST_CHILD_BACKUP", spec.to_string())
-        .env("ARSIP_CACHE_DIR", &cache)
+        .env("TMPDIR", &cache)
         .env("ARSIP_TEST_WEAK_KDF", "1")
         .env("HOME", &cache)
         .status()
@@ -1260,8 +1271,12 @@ async fn command_backup_commits_only_after_exit_0() {
             meta("command"),
         )
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        assert!(
+            matches!(e, RepoError::Source(_)),
+            "a producer's failure is no I/O error: {e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains(status), "{e}");
         if script.contains("connection lost") {
             assert!(e.contains("connection lost"), "{e}");

@@ -298,7 +298,14 @@ pub async fn command(
     })
     .await
     .map_err(|e| RepoError::Invalid(e.to_string()))?;
-    let (ids, size) = written?;
+    let (ids, size) = match written {
+        Ok(w) => w,
+        // The producer failed: its status and stderr are the error, not an I/O failure.
+        Err(RepoError::Io(e)) if reader.status().is_some_and(|s| !s.success()) => {
+            return Err(RepoError::Source(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
     let status = reader.status().ok_or_else(|| {
         RepoError::Invalid(format!("{what}: stream ended before the program did"))
     })?;
