@@ -436,7 +436,7 @@ async fn special_files_and_mode_bits_are_recorded() {
     std::fs::create_dir(&root).unwrap();
     mknodat(
         CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o640),
         0,
@@ -444,7 +444,7 @@ async fn special_files_and_mode_bits_are_recorded() {
     .unwrap();
     mknodat(
         CWD,
-        &root.join("null"),
+        root.join("null"),
         FileType::CharacterDevice,
         Mode::from_raw_mode(0o666),
         makedev(1, 3),
@@ -452,7 +452,7 @@ async fn special_files_and_mode_bits_are_recorded() {
     .unwrap();
     mknodat(
         CWD,
-        &root.join("loop"),
+        root.join("loop"),
         FileType::BlockDevice,
         Mode::from_raw_mode(0o660),
         makedev(7, 200),
