@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arsip_repo::snapshot::{NodeType, TreeWriter};
 use arsip_repo::write::BackupSession;
@@ -62,6 +62,8 @@ pub struct Walker<'a> {
     links: HashMap<(u64, u64), u64>,
     pub report: Report,
     pub files: u64,
+    /// Whether `/proc/self/fd` can name entries relative to the walk's descriptors.
+    proc_fd: bool,
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -107,6 +109,7 @@ impl<'a> Walker<'a> {
             links: HashMap::new(),
             report: Report::default(),
             files: 0,
+            proc_fd: Path::new("/proc/self/fd").is_dir(),
         }
     }
 
@@ -250,7 +253,8 @@ impl<'a> Walker<'a> {
                 Ok(target) => {
                     let mut node = st.node(&rel, NodeType::Symlink);
                     node.set_target_bytes(target.as_bytes());
-                    node.xattrs = self.xattrs(&abs, XattrSource::Path(as_path(&abs)));
+                    let at = self.at(parent, name, &abs);
+                    node.xattrs = self.xattrs(&abs, XattrSource::Path(&at));
                     self.tree.node(&node, &[])?;
                 }
                 Err(Errno::NOENT) => {
@@ -265,7 +269,8 @@ impl<'a> Walker<'a> {
                     _ => NodeType::BlockDevice,
                 };
                 let mut node = st.node(&rel, t);
-                node.xattrs = self.xattrs(&abs, XattrSource::Path(as_path(&abs)));
+                let at = self.at(parent, name, &abs);
+                node.xattrs = self.xattrs(&abs, XattrSource::Path(&at));
                 self.tree.node(&node, &[])?;
             }
             FileType::Socket => {
@@ -274,6 +279,19 @@ impl<'a> Walker<'a> {
             _ => self.warn(&abs, Action::Skipped, "unknown file type"),
         }
         Ok(None)
+    }
+
+    /// A path naming entry `name` of `parent` for the path-based xattr calls (entries the
+    /// walk does not open: symlinks, FIFOs, devices, unreadable directories), through the
+    /// walk's own directory descriptor (`/proc/self/fd/N/name`), so that no ancestor swapped
+    /// for a symlink since it was opened can redirect it; `abs` where /proc is not mounted.
+    fn at(&self, parent: &Frame, name: &[u8], abs: &[u8]) -> PathBuf {
+        if self.proc_fd {
+            use std::os::fd::AsRawFd;
+            Path::new(&format!("/proc/self/fd/{}", parent.fd.as_raw_fd())).join(as_path(name))
+        } else {
+            as_path(abs).to_path_buf()
+        }
     }
 
     fn xattrs(&mut self, abs: &[u8], src: XattrSource<'_>) -> Vec<arsip_repo::snapshot::Xattr> {
@@ -351,7 +369,8 @@ impl<'a> Walker<'a> {
         node.xattrs = if readable {
             self.xattrs(&abs, XattrSource::Fd(fd.as_fd()))
         } else {
-            self.xattrs(&abs, XattrSource::Path(as_path(&abs)))
+            let at = self.at(parent, name, &abs);
+            self.xattrs(&abs, XattrSource::Path(&at))
         };
         self.tree.node(&node, &[])?;
         let (full, names) = if let Some(why) = stop {
