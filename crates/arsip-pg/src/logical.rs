@@ -620,14 +620,12 @@ pub async fn restore(
     let table_list = if want.is_empty() {
         None
     } else {
-        let pd = tables::post_data(
-            &pg_restore_print(
-                &bin,
-                &["--section=post-data".as_ref(), "--file=-".as_ref()],
-                &dump,
-            )
-            .await?,
-        );
+        let mut sections = Vec::new();
+        for section in ["--section=pre-data", "--section=post-data"] {
+            let args = [section.as_ref(), "--file=-".as_ref()];
+            sections.push(pg_restore_print(&bin, &args, &dump).await?);
+        }
+        let pd = tables::schema_facts(&sections[0], &sections[1]);
         let wanted_fns = want
             .iter()
             .flat_map(|t| pd.trigger_fns.get(t).into_iter().flatten())

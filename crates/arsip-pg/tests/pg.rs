@@ -887,6 +887,7 @@ mod logical {
                  GRANT UPDATE (email), INSERT ON leads TO {w} WITH GRANT OPTION;
                  GRANT USAGE ON SEQUENCE leads_id_seq TO reader;
                  COMMENT ON TABLE leads IS 'the leads';
+                 CREATE TABLE leads_archive (id bigserial PRIMARY KEY, note text);
                  CREATE TABLE public.{o} (id serial PRIMARY KEY, {col} text);
                  INSERT INTO public.{o} ({col}) VALUES ('a'), ('b');
                  GRANT SELECT ON public.{o} TO reader;
@@ -933,6 +934,15 @@ mod logical {
         );
         assert_eq!(table_acls(&c, "one", &["leads", odd]), want);
         assert_eq!(c.psql("one", "SELECT count(*) FROM leads").unwrap(), "3000");
+        // leads_archive_id_seq looks like one of leads' sequences by name, but is not
+        assert_eq!(
+            c.psql(
+                "one",
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'leads_archive%'"
+            )
+            .unwrap(),
+            "0"
+        );
         assert_eq!(
             c.psql("one", "SELECT obj_description('leads'::regclass)")
                 .unwrap(),

@@ -2,21 +2,30 @@
 //! off them, chosen from the archive's table of contents ([`select`]).
 //!
 //! The listing (`pg_restore -l`) names each entry `<id>; <tableoid> <oid> <desc> <schema>
-//! <tag> <owner>`; index and trigger-function entries do not name their table, so the
-//! post-data section's SQL is read for those ([`PostData`]). A requested table that the
+//! <tag> <owner>`; index, sequence and trigger-function entries do not name their table, so
+//! the schema's SQL (`pg_restore --section=pre-data|post-data -f -`) is read for those ([`PostData`]). A requested table that the
 //! archive does not hold is an error naming it and the closest tables it does hold: a
 //! `--table` typo must never "succeed" by restoring nothing.
 
 use std::collections::BTreeMap;
 
-use super::sql::quote_ident;
+use super::sql::{quote_ident, split, Kind, Stmt};
 use crate::error::{PgError, Result};
 
-/// What the post-data section says about tables: the table of each index and the trigger
-/// functions each table's triggers call (index and function TOC entries do not name them).
+/// (schema, name) of a relation.
+type Rel = (String, String);
+
+/// What the schema's SQL says about tables: the table of each index, the table owning each
+/// sequence (serial and identity columns), and the trigger functions each table's triggers
+/// call (index, sequence and function TOC entries do not name them).
 #[derive(Debug, Default)]
 pub struct PostData {
     index_of: BTreeMap<(String, String), (String, String)>,
+    /// (schema, sequence) -> (schema, table), from `ALTER SEQUENCE … OWNED BY` and
+    /// `ADD GENERATED … AS IDENTITY (SEQUENCE NAME …)`; `None` when the SQL could not be
+    /// read as statements (then sequences named `<table>_…_seq` are taken, as pg_dump
+    /// names those of serial columns).
+    seq_of: Option<BTreeMap<Rel, Rel>>,
     /// (schema, table) -> [(function schema, function name)]
     pub trigger_fns: BTreeMap<(String, String), Vec<(String, String)>>,
 }
@@ -30,8 +39,70 @@ fn split_qualified(s: &str) -> Option<(String, String)> {
     Some((unquote(a), unquote(b)))
 }
 
-/// Parse `pg_restore --section=post-data -f -` output.
-pub fn post_data(sql: &str) -> PostData {
+/// A qualified name from token `i` on (`a`, `a.b`, `a.b.c`), and the index after it.
+fn qualified(s: &Stmt, mut i: usize) -> Option<(Vec<String>, usize)> {
+    let mut parts = vec![s.ident(i)?];
+    while s.toks.get(i + 1).is_some_and(|t| t.kind == Kind::Other) && s.raw(i + 1) == "." {
+        parts.push(s.ident(i + 2)?);
+        i += 2;
+    }
+    Some((parts, i + 1))
+}
+
+/// (schema, sequence) -> (schema, table) for the sequences that belong to a table.
+fn sequence_owners(sql: &str) -> Result<BTreeMap<Rel, Rel>, String> {
+    let mut out = BTreeMap::new();
+    for s in split(sql)? {
+        if s.starts_with(&["ALTER", "SEQUENCE"]) {
+            // ALTER SEQUENCE s.seq OWNED BY s.table.column
+            let Some((seq, _)) = qualified(&s, 2) else {
+                continue;
+            };
+            let Some(at) = s.find_kws("OWNED", "BY") else {
+                continue;
+            };
+            if let (Some((t, _)), [ss, sn]) = (qualified(&s, at + 2), &seq[..]) {
+                if let [ts, tn, _col] = &t[..] {
+                    out.insert((ss.clone(), sn.clone()), (ts.clone(), tn.clone()));
+                }
+            }
+        } else if s.starts_with(&["ALTER", "TABLE"]) {
+            // ALTER TABLE [ONLY] s.table ALTER COLUMN c ADD GENERATED … (SEQUENCE NAME s.seq …)
+            let from = if s.is_kw(2, "ONLY") { 3 } else { 2 };
+            let Some((t, _)) = qualified(&s, from) else {
+                continue;
+            };
+            if s.find_kws("ADD", "GENERATED").is_none() {
+                continue;
+            }
+            let Some(at) = s.find_kws("SEQUENCE", "NAME") else {
+                continue;
+            };
+            if let (Some((seq, _)), [ts, tn]) = (qualified(&s, at + 2), &t[..]) {
+                if let [ss, sn] = &seq[..] {
+                    out.insert((ss.clone(), sn.clone()), (ts.clone(), tn.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read the pre-data and post-data sections' SQL (`pg_restore --section=… -f -`).
+pub fn schema_facts(pre: &str, post: &str) -> PostData {
+    let mut pd = post_data(post);
+    match sequence_owners(pre) {
+        Ok(m) => pd.seq_of = Some(m),
+        Err(e) => tracing::warn!(
+            "reading the dump's schema for sequence ownership: {e}; taking sequences named <table>_…_seq"
+        ),
+    }
+    pd
+}
+
+/// Indexes and triggers from the post-data section (line by line: pg_dump writes each
+/// `CREATE INDEX` and `CREATE TRIGGER` on one line).
+fn post_data(sql: &str) -> PostData {
     let mut pd = PostData::default();
     for line in sql.lines() {
         let l = line.trim_start();
@@ -212,9 +283,7 @@ pub fn table_list(
             && missing_fns
                 .iter()
                 .any(|(s, f)| words[1] == s && words[2].starts_with(&format!("{f}(")));
-        let hit = want
-            .iter()
-            .find(|(s, t)| entry_matches(&words, s, t, &pd.index_of));
+        let hit = want.iter().find(|(s, t)| entry_matches(&words, s, t, pd));
         if let Some((s, _)) = hit {
             if words[0] == "SEQUENCE" && !matches!(words[1], "SET" | "OWNED") {
                 seqs.push((s.clone(), words[2..words.len() - 1].join(" ")));
@@ -258,12 +327,7 @@ pub fn table_list(
     out
 }
 
-fn entry_matches(
-    words: &[&str],
-    schema: &str,
-    table: &str,
-    index_of: &BTreeMap<(String, String), (String, String)>,
-) -> bool {
+fn entry_matches(words: &[&str], schema: &str, table: &str, pd: &PostData) -> bool {
     const KINDS: [&[&str]; 12] = [
         &["TABLE", "DATA"],
         &["SEQUENCE", "OWNED", "BY"],
@@ -287,11 +351,16 @@ fn entry_matches(
             }
             return match k {
                 ["TABLE"] | ["TABLE", "DATA"] => tag == table,
-                // sequences of serial columns are named <table>_<column>_seq
                 ["SEQUENCE"] | ["SEQUENCE", "SET"] | ["SEQUENCE", "OWNED", "BY"] => {
-                    tag.starts_with(&format!("{table}_")) && tag.ends_with("_seq")
+                    match &pd.seq_of {
+                        Some(m) => m
+                            .get(&(schema.to_string(), tag))
+                            .is_some_and(|(ts, tn)| ts == schema && tn == table),
+                        None => tag.starts_with(&format!("{table}_")) && tag.ends_with("_seq"),
+                    }
                 }
-                ["INDEX"] => index_of
+                ["INDEX"] => pd
+                    .index_of
                     .get(&(schema.to_string(), tag))
                     .is_some_and(|(_, t)| t == table),
                 // constraints, triggers, rules, policies, defaults: tag is "<table> <name>"
@@ -344,6 +413,48 @@ mod tests {
         );
         let l = table_list(LISTING, &[("public".into(), "Big Name".into())], &pd, &[]);
         assert_eq!(ids(&l), [217, 3360, 3361]);
+    }
+
+    const PRE: &str = r#"\restrict x
+CREATE TABLE public."Id T" (id integer NOT NULL);
+ALTER TABLE public."Id T" ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public."Id T_id_seq"
+    START WITH 1
+);
+CREATE FUNCTION public.f() RETURNS void LANGUAGE plpgsql AS $_$
+BEGIN EXECUTE 'ALTER SEQUENCE public.x OWNED BY public.t.id;'; END $_$;
+CREATE SEQUENCE public.t_id_seq AS integer START WITH 1;
+ALTER SEQUENCE public.t_id_seq OWNED BY public.t.id;
+ALTER SEQUENCE public.t_x_seq OWNED BY public.tt.x;
+ALTER SEQUENCE public.t_archive_id_seq OWNED BY public.t_archive.id;
+ALTER TABLE ONLY public.t ALTER COLUMN id SET DEFAULT nextval('public.t_id_seq'::regclass);
+"#;
+
+    #[test]
+    fn sequences_follow_their_owning_table() {
+        let pd = schema_facts(PRE, "");
+        let m = pd.seq_of.as_ref().unwrap();
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(
+            m[&("public".to_string(), "Id T_id_seq".to_string())],
+            ("public".to_string(), "Id T".to_string())
+        );
+        let listing = format!(
+            "{LISTING}219; 1259 16438 SEQUENCE public t_x_seq postgres\n\
+             220; 1259 16439 SEQUENCE public t_archive_id_seq postgres\n\
+             221; 0 0 SEQUENCE SET public t_archive_id_seq postgres\n"
+        );
+        // t_x_seq and t_archive_id_seq look like t's by name but belong to tt and t_archive
+        let l = table_list(&listing, &[("public".into(), "t".into())], &pd, &[]);
+        assert_eq!(
+            ids(&l),
+            [215, 3353, 3354, 214, 3355, 3356, 3197, 3343, 3357, 3199]
+        );
+        let l = table_list(&listing, &[("public".into(), "tt".into())], &pd, &[]);
+        assert_eq!(ids(&l), [216, 3358, 3359, 219]);
+        // unreadable SQL: the naming rule
+        let pd = schema_facts("SELECT 'unterminated;", "");
+        assert!(pd.seq_of.is_none());
     }
 
     #[test]
