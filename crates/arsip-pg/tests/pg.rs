@@ -725,20 +725,21 @@ mod logical {
 
         // A fresh cluster without the roles: refused before anything is created.
         let b = plain_cluster();
-        let err = fails(
-            env.cmd()
-                .args([
-                    "restore",
-                    "pg",
-                    "--logical",
-                    &ids[1],
-                    "--create",
-                    "--dbname",
-                ])
-                .arg(b.conninfo(&cv(dbs[1].0)))
-                .output()
-                .unwrap(),
-        );
+        let o = env
+            .cmd()
+            .args([
+                "restore",
+                "pg",
+                "--logical",
+                &ids[1],
+                "--create",
+                "--dbname",
+            ])
+            .arg(b.conninfo(&cv(dbs[1].0)))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(8), "refused: exit 8");
+        let err = fails(o);
         assert!(
             err.contains("\"Owner O'Brien\" (the owner)") && err.contains("--globals"),
             "{err}"
@@ -964,7 +965,9 @@ mod logical {
             &["public.Leads"],
         ] {
             let args: Vec<&str> = tables.iter().flat_map(|t| ["--table", *t]).collect();
-            let err = fails(restore("two", &args));
+            let o = restore("two", &args);
+            assert_eq!(o.status.code(), Some(8), "refused: exit 8");
+            let err = fails(o);
             let bad = tables.last().unwrap();
             assert!(err.contains(&format!("no table {bad}")), "{err}");
             if *bad != "public.nope" {
@@ -972,6 +975,10 @@ mod logical {
             }
             assert_eq!(fingerprint(&c, "two"), before, "{tables:?}");
         }
+        // not SCHEMA.TABLE: a usage error
+        let o = restore("two", &["--table", "leads"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(fails(o).contains("not SCHEMA.TABLE"));
         // … and with --create, the database is not created
         let err = fails(restore("fresh", &["--create", "--table", "public.nope"]));
         assert!(err.contains("no table public.nope"), "{err}");

@@ -145,10 +145,9 @@ pub fn parse_tables(tables: &[String]) -> Result<Vec<(String, String)>> {
         .iter()
         .map(|t| match t.split_once('.') {
             Some((s, n)) if !s.is_empty() && !n.is_empty() => Ok((s.to_string(), n.to_string())),
-            _ => Err(PgError::refused(
-                format!("--table {t:?} is not SCHEMA.TABLE"),
-                "write the schema too, e.g. --table public.vehicles",
-            )),
+            _ => Err(PgError::Usage(format!(
+                "--table {t:?} is not SCHEMA.TABLE (write the schema too, e.g. --table public.vehicles)"
+            ))),
         })
         .collect()
 }
