@@ -29,6 +29,20 @@ pub mod exit {
     /// A files backup committed its snapshot, but skipped or flagged entries (warnings
     /// name them; the snapshot's facts say `partial: true`).
     pub const PARTIAL: u8 = 9;
+    /// Every code above, for the test that README's table lists exactly these.
+    #[cfg(test)]
+    pub const ALL: &[u8] = &[
+        OK,
+        FAILURE,
+        USAGE,
+        NO_REPOSITORY,
+        WRONG_KEY,
+        STORAGE,
+        DAMAGED,
+        NOT_FOUND,
+        REFUSED,
+        PARTIAL,
+    ];
 }
 
 /// The one table from error classes to exit codes, and the pointer to this front end's
@@ -190,5 +204,42 @@ mod tests {
         assert_eq!(message(&e), "writing pack: I/O error: disk full");
         let e = usage!("bad tag");
         assert_eq!(exit_code(class_of(&e).unwrap().0).0, exit::USAGE);
+    }
+
+    /// README §Exit codes lists exactly the codes the binary uses, and every error class
+    /// maps to one of them.
+    #[test]
+    fn readme_exit_code_table_is_complete() {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .expect("README has an exit-code section");
+        let documented: Vec<u8> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| code"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.split('|').nth(1).unwrap().trim().parse().unwrap())
+            .collect();
+        assert_eq!(
+            documented,
+            exit::ALL,
+            "README's exit-code table vs exit::ALL"
+        );
+        use ErrorClass::*;
+        for class in [
+            Usage,
+            NotARepository,
+            WrongKey,
+            Storage,
+            Damaged,
+            NotFound,
+            Refused,
+            Failed,
+            Internal,
+        ] {
+            assert!(exit::ALL.contains(&exit_code(class).0), "{class:?}");
+        }
     }
 }
