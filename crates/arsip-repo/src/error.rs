@@ -69,6 +69,14 @@ pub enum RepoError {
     /// `init` found a repository (or other objects) already there.
     #[error("a repository already exists at {0}")]
     AlreadyInitialized(String),
+    /// `init` found objects but no `config` at the location: initialising there would mix a
+    /// new repository with old data (or bury a repository whose `config` was lost).
+    #[error("{location} is not empty: it holds {found} but no repository config")]
+    LocationInUse { location: String, found: String },
+    /// No key slot can be opened at all: none exists, or every one is damaged. Not a wrong
+    /// password: no password could open the repository.
+    #[error("no usable key slot: {0}")]
+    NoUsableSlot(String),
     /// No key slot opens with the given password or key file.
     #[error("wrong password or key file: no key slot of this repository opens with it")]
     WrongKey,
@@ -143,9 +151,11 @@ impl Classify for RepoError {
             RepoError::WrongKey => ErrorClass::WrongKey,
             RepoError::Auth(_) | RepoError::Corrupt { .. } => ErrorClass::Damaged,
             RepoError::NotFound(_) => ErrorClass::NotFound,
+            RepoError::NoUsableSlot(_) => ErrorClass::Damaged,
             RepoError::NeedsFullKey(_)
             | RepoError::NoConditionalCreate(_)
             | RepoError::AlreadyInitialized(_)
+            | RepoError::LocationInUse { .. }
             | RepoError::Unsupported(_) => ErrorClass::Refused,
             RepoError::Invalid(_) => ErrorClass::Usage,
             RepoError::Io(_) => ErrorClass::Storage,
@@ -161,6 +171,18 @@ impl Classify for RepoError {
             }
             RepoError::AlreadyInitialized(_) => {
                 "use the existing repository, or pick an empty location".into()
+            }
+            RepoError::LocationInUse { .. } => {
+                "if this was a repository whose config was lost, recover the config object from \
+                 a copy of the repository or the store's versioning (initialising over it would \
+                 not make the old data readable); otherwise pick an empty location"
+                    .into()
+            }
+            RepoError::NoUsableSlot(_) => {
+                "the key slots (objects under keys/) are missing or damaged; recover them from a \
+                 copy of the repository or the store's versioning. A key file opens the \
+                 repository only while its own slot exists"
+                    .into()
             }
             RepoError::WrongKey => {
                 "check the password or key file; with a working key, the key list shows the \

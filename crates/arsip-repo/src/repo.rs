@@ -137,11 +137,7 @@ impl Repository {
             ));
         }
         keys::validate_block_size(opts.block_size)?;
-        match store.head(keys::CONFIG_OBJECT).await {
-            Ok(_) => return Err(RepoError::AlreadyInitialized(store.describe())),
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        refuse_used_location(&store).await?;
         probe_conditional_create(&store).await?;
 
         let now = clock.now();
@@ -237,13 +233,28 @@ impl Repository {
                 Ok(repo)
             }
             OpenWith::Password(p) => {
-                let slots = list_slots(&store).await?;
+                let (slots, damaged) = list_slots(&store).await?;
+                let mut tried = 0;
                 for slot in slots.iter().filter(|s| s.kind == keys::SlotKind::Password) {
+                    tried += 1;
                     if let Some(master) = slot.open(&claimed.repo_id, &Secret::Password(&p))? {
                         let mut repo = Self::open_full(store, &raw, master, clock)?;
                         repo.opened_slot = Some(slot.id.clone());
                         return Ok(repo);
                     }
+                }
+                // No password slot at all is not a wrong password: nothing could open it.
+                // Key-file slots alone are usable, but only with their key file.
+                if tried == 0 {
+                    let found = describe_slots(&slots, &damaged);
+                    return Err(RepoError::NoUsableSlot(if slots.is_empty() {
+                        found
+                    } else {
+                        format!(
+                            "no password slot ({found}); a key-file slot opens only with its \
+                             key file"
+                        )
+                    }));
                 }
                 Err(RepoError::WrongKey)
             }
@@ -398,8 +409,9 @@ impl Repository {
         Ok((slot, file))
     }
 
+    /// The usable key slots (damaged ones are skipped with a warning).
     pub async fn slots(&self) -> Result<Vec<KeySlot>> {
-        list_slots(&self.store).await
+        Ok(list_slots(&self.store).await?.0)
     }
 
     /// Remove a key slot. Refuses to remove the last one.
@@ -772,45 +784,170 @@ fn writer_id_from_name(name: &str) -> Option<WriterId> {
     hex::decode(h).ok()?.try_into().ok()
 }
 
+/// The slot a key file names. A slot that is gone or damaged is not a wrong key: no key
+/// file could open it.
 async fn read_slot(store: &DynStore, id: &str) -> Result<KeySlot> {
     let name = format!("{}{id}", keys::KEYS_PREFIX);
     let raw = match store.get(&name).await {
         Ok(r) => r,
-        Err(e) if e.kind == ErrorKind::NotFound => return Err(RepoError::WrongKey),
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            let (slots, damaged) = list_slots(store).await?;
+            return Err(RepoError::NoUsableSlot(format!(
+                "the key file's slot {name} does not exist ({})",
+                describe_slots(&slots, &damaged)
+            )));
+        }
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&raw).map_err(|e| RepoError::corrupt(name, e.to_string()))
+    match parse_slot(&name, &raw) {
+        Ok(slot) if slot.id == id && slot.kind == keys::SlotKind::Keyfile => Ok(slot),
+        Ok(_) => Err(RepoError::NoUsableSlot(format!(
+            "{name} is damaged: it is not the key-file slot the key file names"
+        ))),
+        Err(reason) => Err(RepoError::NoUsableSlot(format!(
+            "{name} is damaged: {reason}"
+        ))),
+    }
 }
 
-async fn list_slots(store: &DynStore) -> Result<Vec<KeySlot>> {
+/// `wrapped` of a key slot: nonce, the 32-byte master secret, tag (FORMAT.md §8.3).
+const WRAPPED_MASTER_LEN: usize = crypto::NONCE_LEN + crypto::KEY_LEN + crypto::TAG_LEN;
+
+/// A slot as read, or why it cannot be used: it does not parse, asks for absurd KDF work
+/// (anyone who can create objects could plant one to stop passwords from opening the
+/// repository or to exhaust memory), or its wrapped key has the wrong shape.
+fn parse_slot(name: &str, raw: &[u8]) -> std::result::Result<KeySlot, String> {
+    let slot =
+        serde_json::from_slice::<KeySlot>(raw).map_err(|e| format!("does not parse: {e}"))?;
+    if let Some(k) = &slot.kdf {
+        if !(k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) {
+            return Err("out-of-range KDF parameters".into());
+        }
+    }
+    match hex::decode(&slot.wrapped) {
+        Ok(w) if w.len() == WRAPPED_MASTER_LEN => {}
+        _ => return Err("its wrapped key is not 72 bytes of hex".into()),
+    }
+    if format!("{}{}", keys::KEYS_PREFIX, slot.id) != name {
+        return Err("its id does not match its name".into());
+    }
+    Ok(slot)
+}
+
+/// Every usable key slot, and the names of the slots that cannot be used (with why).
+/// Unusable slots are skipped with a warning (FORMAT.md §8.3).
+async fn list_slots(store: &DynStore) -> Result<(Vec<KeySlot>, Vec<(String, String)>)> {
     let names: Vec<String> = store
         .list(keys::KEYS_PREFIX)
         .map_ok(|m| m.key)
         .try_collect()
         .await?;
     let mut out = Vec::new();
+    let mut damaged = Vec::new();
     for n in names {
-        let raw = store.get(&n).await?;
-        // A slot that does not parse, or asks for absurd KDF work, is skipped: anyone who can
-        // create objects could plant one to stop passwords from opening the repository.
-        match serde_json::from_slice::<KeySlot>(&raw) {
-            Ok(slot)
-                if slot
-                    .kdf
-                    .as_ref()
-                    .is_none_or(|k| k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) =>
-            {
-                out.push(slot)
-            }
-            Ok(_) => {
-                tracing::warn!(object = %n, "ignoring key slot with out-of-range KDF parameters")
-            }
-            Err(e) => {
-                tracing::warn!(object = %n, error = %e, "ignoring key slot that does not parse")
+        let raw = match store.get(&n).await {
+            Ok(r) => r,
+            // Removed between listing and reading (`key remove` elsewhere).
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match parse_slot(&n, &raw) {
+            Ok(slot) => out.push(slot),
+            Err(reason) => {
+                tracing::warn!(object = %n, reason = %reason, "ignoring unusable key slot");
+                damaged.push((n, reason));
             }
         }
     }
-    Ok(out)
+    Ok((out, damaged))
+}
+
+/// "1 password slot, 2 damaged slots (keys/…: does not parse)" — what an opener found.
+fn describe_slots(slots: &[KeySlot], damaged: &[(String, String)]) -> String {
+    let pw = slots
+        .iter()
+        .filter(|s| s.kind == keys::SlotKind::Password)
+        .count();
+    let kf = slots.len() - pw;
+    let mut parts = Vec::new();
+    if slots.is_empty() && damaged.is_empty() {
+        parts.push("no key slots at all".to_string());
+    }
+    if pw > 0 {
+        parts.push(format!("{pw} password slot(s)"));
+    }
+    if kf > 0 {
+        parts.push(format!("{kf} key-file slot(s)"));
+    }
+    if !damaged.is_empty() {
+        let names: Vec<String> = damaged
+            .iter()
+            .take(3)
+            .map(|(n, r)| format!("{n}: {r}"))
+            .collect();
+        parts.push(format!(
+            "{} damaged slot(s) ({})",
+            damaged.len(),
+            names.join("; ")
+        ));
+    }
+    parts.join(", ")
+}
+
+/// How many objects `init` looks at to describe a location that is not empty.
+const INIT_SCAN_LIMIT: usize = 1000;
+
+/// `init` creates a repository only where no object is (FORMAT.md §2.1): a `config` means a
+/// repository is there; any other object (old packs, key slots, indexes, someone else's
+/// files) means initialising would mix a new repository into old data, and a lost `config`
+/// would look "repaired" while nothing old became readable. Probe objects left by an
+/// earlier `init` under append-only credentials carry no data and are not counted.
+async fn refuse_used_location(store: &DynStore) -> Result<()> {
+    match store.head(keys::CONFIG_OBJECT).await {
+        Ok(_) => return Err(RepoError::AlreadyInitialized(store.describe())),
+        Err(e) if e.kind == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut listing = store.list("");
+    let mut by_prefix: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut seen = 0;
+    while let Some(m) = listing.next().await {
+        let m = m?;
+        if m.key.starts_with("probe/") {
+            continue;
+        }
+        let prefix = match m.key.split_once('/') {
+            Some((p, _)) => format!("{p}/"),
+            None => m.key.clone(),
+        };
+        *by_prefix.entry(prefix).or_default() += 1;
+        seen += 1;
+        if seen >= INIT_SCAN_LIMIT {
+            break;
+        }
+    }
+    if by_prefix.is_empty() {
+        return Ok(());
+    }
+    let more = if seen >= INIT_SCAN_LIMIT {
+        " (at least)"
+    } else {
+        ""
+    };
+    let parts: Vec<String> = by_prefix
+        .iter()
+        .map(|(p, n)| {
+            if p.ends_with('/') {
+                format!("{n} object(s) under {p}")
+            } else {
+                format!("an object named {p:?}")
+            }
+        })
+        .collect();
+    Err(RepoError::LocationInUse {
+        location: store.describe(),
+        found: format!("{}{more}", parts.join(", ")),
+    })
 }
 
 /// Create a probe object twice: the second create must fail with `AlreadyExists`. Some

@@ -1,0 +1,474 @@
+//! End-to-end tests of the repository's trust boundaries, through the `arsip` binary on a
+//! local directory and a real S3-protocol server (moto): `init` over a used location, lost
+//! or damaged key slots, retiring and compromising agents, rebuilding lost indexes, claimed
+//! versus store-vouched snapshot times, and unusable cache directories.
+//!
+//! Modules:
+//! - `support`: the runner, and raw object access (local files, or plain HTTP to moto,
+//!   which does not check signatures) to damage repositories the way operators lose them;
+//! - `init_and_slots`: items 3 and 4 of issue 10 §4;
+//! - `agents`: retirement, compromise, `key remove` confirmation, `check`'s revoked section;
+//! - `repair`: `check` on unindexed packs and `repair index`;
+//! - `time`: `latest` and writer filters against a forged future snapshot;
+//! - `cache`: an unusable cache or spill directory is local I/O, not damage.
+
+mod support {
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output, Stdio};
+
+    pub const EXE: &str = env!("CARGO_BIN_EXE_arsip");
+
+    /// One repository and the environment to reach it.
+    #[derive(Clone)]
+    pub struct Arsip {
+        pub repo: String,
+        pub env: Vec<(String, String)>,
+        pub local_root: Option<PathBuf>,
+        /// Bucket and prefix on the S3 test server.
+        pub s3: Option<(String, String)>,
+    }
+
+    impl Arsip {
+        pub fn local(dir: &Path) -> Arsip {
+            let root = dir.join("repo");
+            Arsip {
+                repo: root.display().to_string(),
+                env: base_env(dir),
+                local_root: Some(root),
+                s3: None,
+            }
+        }
+
+        pub fn s3(dir: &Path) -> Arsip {
+            let s3 = arsip_testkit::s3();
+            let mut env = base_env(dir);
+            env.extend(s3.env().into_iter().map(|(k, v)| (k.to_string(), v)));
+            let bucket = s3.bucket();
+            Arsip {
+                repo: format!("s3://{bucket}/backups/prod"),
+                env,
+                local_root: None,
+                s3: Some((bucket, "backups/prod".into())),
+            }
+        }
+
+        pub fn both(dir: &Path) -> Vec<(&'static str, Arsip)> {
+            vec![
+                ("local", Arsip::local(&dir.join("l"))),
+                ("s3", Arsip::s3(&dir.join("s"))),
+            ]
+        }
+
+        pub fn cmd(&self, args: &[&str]) -> Command {
+            let mut c = Command::new(EXE);
+            c.args(args)
+                .env_clear()
+                .env("ARSIP_REPO", &self.repo)
+                .env("PATH", std::env::var("PATH").unwrap_or_default());
+            for (k, v) in &self.env {
+                c.env(k, v);
+            }
+            c
+        }
+
+        pub fn run(&self, args: &[&str]) -> Output {
+            self.cmd(args).stdin(Stdio::null()).output().unwrap()
+        }
+
+        pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+            let mut child = self
+                .cmd(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let data = input.to_vec();
+            let t = std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+            let out = child.wait_with_output().unwrap();
+            t.join().unwrap();
+            out
+        }
+
+        /// Run and require success; returns stdout.
+        pub fn ok(&self, args: &[&str]) -> String {
+            let out = self.run(args);
+            assert!(
+                out.status.success(),
+                "arsip {args:?} failed: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+
+        pub fn json(&self, args: &[&str]) -> serde_json::Value {
+            let mut a = args.to_vec();
+            a.push("--json");
+            serde_json::from_str(&self.ok(&a)).unwrap()
+        }
+
+        /// Back up `data` as the stream `name`; returns the snapshot id.
+        pub fn backup_stdin(&self, name: &str, data: &[u8]) -> String {
+            let o = self.run_stdin(&["backup", "stdin", "--name", name, "--json"], data);
+            assert!(o.status.success(), "backup {name}: {}", stderr(&o));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+
+        pub fn init(&self) {
+            self.ok(&[
+                "init",
+                "--pack-size",
+                "64K",
+                "--chunk-min",
+                "4K",
+                "--chunk-avg",
+                "16K",
+                "--chunk-max",
+                "64K",
+            ]);
+        }
+
+        pub fn with_env(&self, k: &str, v: &str) -> Arsip {
+            let mut a = self.clone();
+            a.env.retain(|(key, _)| key != k);
+            a.env.push((k.into(), v.into()));
+            a
+        }
+
+        pub fn without_env(&self, k: &str) -> Arsip {
+            let mut a = self.clone();
+            a.env.retain(|(key, _)| key != k);
+            a
+        }
+
+        /// This repository opened with agent credentials from `file`.
+        pub fn as_agent(&self, file: &Path) -> Arsip {
+            self.without_env("ARSIP_PASSWORD_FILE")
+                .with_env("ARSIP_KEY_FILE", file.to_str().unwrap())
+        }
+
+        /// Register an agent; returns its credentials file and writer id.
+        pub fn add_agent(&self, dir: &Path, label: &str) -> (PathBuf, String) {
+            let file = dir.join(format!("agent-{label}.json"));
+            let v = self.json(&[
+                "key",
+                "add",
+                "--agent",
+                "--label",
+                label,
+                "--out",
+                file.to_str().unwrap(),
+            ]);
+            (file, v["agent"].as_str().unwrap().to_string())
+        }
+
+        // ---- raw object access ----------------------------------------------------------
+
+        /// Every object name under `prefix` (relative to the repository root).
+        pub fn objects(&self, prefix: &str) -> Vec<String> {
+            let mut out = Vec::new();
+            if let Some(root) = &self.local_root {
+                fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
+                    let Ok(rd) = std::fs::read_dir(p) else { return };
+                    for e in rd {
+                        let e = e.unwrap();
+                        if e.file_type().unwrap().is_dir() {
+                            walk(root, &e.path(), out);
+                        } else {
+                            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                            if !rel.contains('#') {
+                                out.push(rel);
+                            }
+                        }
+                    }
+                }
+                walk(root, root, &mut out);
+            } else {
+                let (bucket, pfx) = self.s3.as_ref().unwrap();
+                let mut token: Option<String> = None;
+                loop {
+                    let mut q = format!("/{bucket}?list-type=2&prefix={pfx}/{prefix}");
+                    if let Some(t) = &token {
+                        q += &format!("&continuation-token={}", urlencode(t));
+                    }
+                    let (status, body) = http("GET", &q, &[]);
+                    assert!(status.contains("200"), "{status}");
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    for part in body.split("<Key>").skip(1) {
+                        let key = part.split("</Key>").next().unwrap();
+                        out.push(key.strip_prefix(&format!("{pfx}/")).unwrap().to_string());
+                    }
+                    token = body
+                        .split("<NextContinuationToken>")
+                        .nth(1)
+                        .map(|t| t.split('<').next().unwrap().to_string());
+                    if token.is_none() {
+                        break;
+                    }
+                }
+            }
+            out.retain(|k| k.starts_with(prefix));
+            out.sort();
+            out
+        }
+
+        pub fn delete(&self, name: &str) {
+            if let Some(root) = &self.local_root {
+                std::fs::remove_file(root.join(name)).unwrap();
+            } else {
+                let (bucket, pfx) = self.s3.as_ref().unwrap();
+                let (status, _) = http("DELETE", &format!("/{bucket}/{pfx}/{name}"), &[]);
+                assert!(status.contains("204") || status.contains("200"), "{status}");
+            }
+        }
+
+        /// Create or replace an object (what a writer with overwrite rights could do).
+        pub fn put(&self, name: &str, data: &[u8]) {
+            if let Some(root) = &self.local_root {
+                let p = root.join(name);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                if p.exists() {
+                    let mut perm = std::fs::metadata(&p).unwrap().permissions();
+                    #[allow(clippy::permissions_set_readonly_false)]
+                    perm.set_readonly(false);
+                    std::fs::set_permissions(&p, perm).unwrap();
+                }
+                std::fs::write(p, data).unwrap();
+            } else {
+                let (bucket, pfx) = self.s3.as_ref().unwrap();
+                let (status, _) = http("PUT", &format!("/{bucket}/{pfx}/{name}"), data);
+                assert!(status.contains("200"), "{status}");
+            }
+        }
+
+        pub fn get(&self, name: &str) -> Vec<u8> {
+            if let Some(root) = &self.local_root {
+                std::fs::read(root.join(name)).unwrap()
+            } else {
+                let (bucket, pfx) = self.s3.as_ref().unwrap();
+                let (status, body) = http("GET", &format!("/{bucket}/{pfx}/{name}"), &[]);
+                assert!(status.contains("200"), "{status}");
+                body
+            }
+        }
+    }
+
+    fn urlencode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// moto checks that a delete carries credentials, not the signature.
+    const MOTO_AUTH: &str =
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
+                             SignedHeaders=host, Signature=00";
+
+    /// One plain HTTP/1.1 request to the S3 test server: status line and body.
+    fn http(method: &str, path: &str, body: &[u8]) -> (String, Vec<u8>) {
+        let endpoint = &arsip_testkit::s3().endpoint;
+        let hostport = endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(hostport).unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {}\r\n\
+             Authorization: {MOTO_AUTH}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP header end");
+        let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+        let mut body = resp[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        (head.lines().next().unwrap_or("").to_string(), body)
+    }
+
+    fn dechunk(mut b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&b[line_end + 2..line_end + 2 + n]);
+            b = &b[line_end + 2 + n + 2..];
+        }
+    }
+
+    fn base_env(dir: &Path) -> Vec<(String, String)> {
+        std::fs::create_dir_all(dir).unwrap();
+        let pw = dir.join("password");
+        std::fs::write(&pw, "correct horse battery staple\n").unwrap();
+        vec![
+            ("ARSIP_PASSWORD_FILE".into(), pw.display().to_string()),
+            ("ARSIP_TEST_WEAK_KDF".into(), "1".into()),
+            (
+                "ARSIP_CACHE_DIR".into(),
+                dir.join("cache").display().to_string(),
+            ),
+            ("HOME".into(), dir.display().to_string()),
+        ]
+    }
+
+    pub fn code(out: &Output) -> i32 {
+        out.status.code().unwrap_or(-1)
+    }
+
+    pub fn stderr(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+mod init_and_slots {
+    use super::support::*;
+
+    /// A location holding anything (a repository whose `config` was lost, a stray file) is
+    /// refused by `init`, with what was found; nothing is written there.
+    #[test]
+    fn init_refuses_a_location_that_holds_objects() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, a) in Arsip::both(tmp.path()) {
+            a.init();
+            a.backup_stdin("db.dump", &arsip_testkit::sample_data(200_000, 1));
+            a.delete("config");
+            let before = a.objects("");
+            let o = a.run(&["init"]);
+            let err = stderr(&o);
+            assert_eq!(code(&o), 8, "{name}: {err}");
+            for want in [
+                "not empty",
+                "keys/",
+                "data/",
+                "index/",
+                "snapshots/",
+                "config",
+            ] {
+                assert!(err.contains(want), "{name}: {want:?} missing: {err}");
+            }
+            assert!(!err.contains("already exists"), "{name}: {err}");
+            assert_eq!(a.objects(""), before, "{name}: init wrote something");
+            // Still no repository: nothing was "repaired".
+            assert_eq!(code(&a.run(&["snapshots"])), 3, "{name}");
+        }
+        // Any object at all, not only arsip's.
+        for (name, a) in Arsip::both(&tmp.path().join("stray")) {
+            a.put("notes.txt", b"not arsip");
+            let o = a.run(&["init"]);
+            assert_eq!(code(&o), 8, "{name}: {}", stderr(&o));
+            assert!(stderr(&o).contains("notes.txt"), "{name}: {}", stderr(&o));
+            // An intact repository is still "already exists".
+            let b = Arsip::local(&tmp.path().join(format!("again-{name}")));
+            b.init();
+            let o = b.run(&["init"]);
+            assert_eq!(code(&o), 8);
+            assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+        }
+    }
+
+    /// The only key slot deleted or damaged in each way a slot can be: "no usable key
+    /// slot" with what was found, class damaged (6), never "wrong password" (4).
+    #[test]
+    fn a_lost_or_damaged_only_slot_is_not_a_wrong_password() {
+        let tmp = tempfile::tempdir().unwrap();
+        type Damage = fn(&str, &[u8]) -> Option<Vec<u8>>;
+        let cases: Vec<(&str, Damage, &str)> = vec![
+            ("deleted", |_, _| None, "no key slots at all"),
+            (
+                "not json",
+                |_, _| Some(b"{\"version\": 1, \"id\"".to_vec()),
+                "damaged",
+            ),
+            ("empty", |_, _| Some(Vec::new()), "damaged"),
+            (
+                "short wrapped key",
+                |_, b| {
+                    let mut v: serde_json::Value = serde_json::from_slice(b).unwrap();
+                    let w = v["wrapped"].as_str().unwrap()[..100].to_string();
+                    v["wrapped"] = w.into();
+                    Some(serde_json::to_vec(&v).unwrap())
+                },
+                "72 bytes",
+            ),
+            (
+                "absurd kdf",
+                |_, b| {
+                    let mut v: serde_json::Value = serde_json::from_slice(b).unwrap();
+                    v["kdf"]["m_kib"] = (u32::MAX).into();
+                    Some(serde_json::to_vec(&v).unwrap())
+                },
+                "KDF",
+            ),
+        ];
+        for (i, (what, damage, want)) in cases.into_iter().enumerate() {
+            let kinds: Vec<(&str, Arsip)> = if i == 0 {
+                Arsip::both(&tmp.path().join(format!("c{i}")))
+            } else {
+                vec![("local", Arsip::local(&tmp.path().join(format!("c{i}"))))]
+            };
+            for (name, a) in kinds {
+                a.init();
+                let slots = a.objects("keys/");
+                assert_eq!(slots.len(), 1);
+                let raw = a.get(&slots[0]);
+                match damage(&slots[0], &raw) {
+                    None => a.delete(&slots[0]),
+                    Some(b) => a.put(&slots[0], &b),
+                }
+                let o = a.run(&["snapshots"]);
+                let err = stderr(&o);
+                assert_eq!(code(&o), 6, "{name}/{what}: {err}");
+                assert!(err.contains("no usable key slot"), "{name}/{what}: {err}");
+                assert!(err.contains(want), "{name}/{what}: {want:?} missing: {err}");
+                assert!(!err.contains("wrong password"), "{name}/{what}: {err}");
+            }
+        }
+        // A wrong password against an intact slot is still a wrong password.
+        let a = Arsip::local(&tmp.path().join("intact"));
+        a.init();
+        let bad = tmp.path().join("bad-password");
+        std::fs::write(&bad, "not it").unwrap();
+        let o = a
+            .with_env("ARSIP_PASSWORD_FILE", bad.to_str().unwrap())
+            .run(&["snapshots"]);
+        assert_eq!(code(&o), 4, "{}", stderr(&o));
+        // A key file whose slot is gone: the slot is named, not "wrong key file".
+        let kf = tmp.path().join("full.key");
+        a.ok(&["key", "add", "--keyfile", "--out", kf.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&kf).unwrap()).unwrap();
+        let slot = format!("keys/{}", v["slot_id"].as_str().unwrap());
+        a.delete(&slot);
+        let o = a
+            .without_env("ARSIP_PASSWORD_FILE")
+            .with_env("ARSIP_KEY_FILE", kf.to_str().unwrap())
+            .run(&["snapshots"]);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 6, "{err}");
+        assert!(
+            err.contains("no usable key slot") && err.contains(&slot),
+            "{err}"
+        );
+    }
+}
