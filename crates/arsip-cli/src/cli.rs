@@ -166,8 +166,22 @@ pub enum KeyCmd {
     },
     /// List key slots and agents
     List,
-    /// Remove a key slot, or revoke an agent (by id)
-    Remove { id: String },
+    /// Remove a key slot (never the last), or with --compromised revoke an agent whose
+    /// credentials are untrusted: nothing it ever wrote is accepted any more
+    Remove {
+        id: String,
+        /// ID is an agent whose credentials may be in other hands: refuse everything it
+        /// signed, past snapshots included (lists them first)
+        #[arg(long)]
+        compromised: bool,
+        /// Do it even though snapshots become unreadable (otherwise asked on a terminal,
+        /// refused elsewhere)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Retire an agent: what the store accepted from it so far stays restorable, anything
+    /// it writes from now on is refused (the cut-off is the store's time, not the agent's)
+    Retire { id: String },
     /// Change the password: add a new slot, then remove the one that opened the repository
     Passwd,
 }

@@ -5,7 +5,7 @@
 use arsip_repo::snapshot::Snapshot;
 use arsip_repo::{RepoError, Repository};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Which snapshots an operation considers.
 #[derive(Debug, Clone, Default)]
@@ -35,24 +35,33 @@ pub struct Damaged {
     pub error: String,
 }
 
-/// Snapshots matching a filter, and the manifests that could not be read.
+/// Snapshots matching a filter, the manifests that could not be read, and the manifests of
+/// revoked writers (authentic, no longer accepted; not damage).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Listing {
     pub snapshots: Vec<Snapshot>,
     pub damaged: Vec<Damaged>,
+    pub revoked: Vec<Damaged>,
 }
 
 pub async fn list(repo: &Repository, filter: &Filter) -> Result<Listing> {
-    let (snaps, bad) = repo.snapshots_report().await?;
-    Ok(Listing {
-        snapshots: snaps.into_iter().filter(|s| filter.matches(s)).collect(),
-        damaged: bad
-            .into_iter()
+    let l = repo.snapshot_listing().await?;
+    let described = |v: Vec<(String, RepoError)>| {
+        v.into_iter()
             .map(|(object, e)| Damaged {
                 object,
                 error: e.to_string(),
             })
+            .collect()
+    };
+    Ok(Listing {
+        snapshots: l
+            .snapshots
+            .into_iter()
+            .filter(|s| filter.matches(s))
             .collect(),
+        damaged: described(l.damaged),
+        revoked: described(l.revoked),
     })
 }
 
@@ -60,8 +69,18 @@ impl Listing {
     /// The snapshot `spec` names (`latest`, an id or a unique prefix). A damaged manifest
     /// whose id matches is reported as damage.
     pub fn select(&self, spec: &str) -> Result<&Snapshot> {
+        let named = |d: &&Damaged| {
+            spec != "latest"
+                && d.object
+                    .trim_start_matches(arsip_repo::snapshot::SNAPSHOTS_PREFIX)
+                    .starts_with(spec)
+        };
         match arsip_repo::snapshot::select(&self.snapshots, spec) {
             Ok(s) => Ok(s),
+            Err(RepoError::NotFound(_)) if self.revoked.iter().find(named).is_some() => {
+                let d = self.revoked.iter().find(named).expect("checked");
+                Err(Error::Refused(d.error.clone()))
+            }
             Err(RepoError::NotFound(_))
                 if self.damaged.iter().any(|d| {
                     d.object

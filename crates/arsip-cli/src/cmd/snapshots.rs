@@ -97,6 +97,13 @@ pub async fn list(repo: &arsip_ops::repo::Repository, filter: &Filter) -> Result
             d.object, d.error
         );
     }
+    if !listing.revoked.is_empty() {
+        eprintln!(
+            "arsip: note: {} snapshot(s) of retired or compromised agents are not listed: no \
+             reader accepts them (`arsip check` lists them)",
+            listing.revoked.len()
+        );
+    }
     Ok(listing)
 }
 
