@@ -47,6 +47,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Repository statistics
     Stats,
+    /// Rebuild what the repository lost from what it still holds (create-only)
+    #[command(subcommand)]
+    Repair(RepairCmd),
     /// Manage key slots and agent credentials
     #[command(subcommand)]
     Key(KeyCmd),
@@ -146,6 +149,13 @@ pub struct CheckArgs {
     /// Download and verify this percentage of packs, chosen at random
     #[arg(long, value_name = "PCT", conflicts_with = "read_data")]
     pub read_data_subset: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCmd {
+    /// Rebuild index entries from the packs no index names (after index objects were lost);
+    /// every blob is verified first; writes new index objects, deletes nothing
+    Index,
 }
 
 #[derive(Subcommand, Debug)]

@@ -636,3 +636,183 @@ mod agents {
         }
     }
 }
+
+mod repair {
+    use super::support::*;
+
+    fn streams() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("a.dump", arsip_testkit::sample_data(400_000, 11)),
+            ("b.dump", arsip_testkit::sample_data(250_000, 12)),
+            // Shares most chunks with a.dump.
+            ("a.dump", {
+                let mut v = arsip_testkit::sample_data(400_000, 11);
+                v.extend(arsip_testkit::sample_data(60_000, 13));
+                v
+            }),
+        ]
+    }
+
+    /// Every index object deleted: `check` says which snapshots lost what and which
+    /// unindexed packs hold it; `repair index` rebuilds the entries (create-only); then
+    /// every snapshot restores byte for byte and `check --read-data` is clean.
+    #[test]
+    fn repair_index_rebuilds_deleted_indexes() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, a) in Arsip::both(tmp.path()) {
+            a.init();
+            let src = tmp.path().join(format!("files-{name}"));
+            std::fs::create_dir_all(src.join("d")).unwrap();
+            std::fs::write(src.join("d/x.bin"), arsip_testkit::sample_data(120_000, 14)).unwrap();
+            std::fs::write(src.join("y.txt"), b"hello").unwrap();
+            let files = a.json(&["backup", "files", src.to_str().unwrap()]);
+            let files_id = files["id"].as_str().unwrap().to_string();
+            let ids: Vec<(String, Vec<u8>)> = streams()
+                .into_iter()
+                .map(|(n, d)| (a.backup_stdin(n, &d), d))
+                .collect();
+            let indexes = a.objects("index/");
+            assert!(!indexes.is_empty());
+            for i in &indexes {
+                a.delete(i);
+            }
+            let packs = a.objects("data/");
+
+            let o = a.run(&["check", "--json"]);
+            assert_eq!(code(&o), 6, "{name}: {}", stderr(&o));
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(
+                report["affected_snapshots"].as_array().unwrap().len(),
+                4,
+                "{name}: {report}"
+            );
+            let u = &report["unindexed"];
+            assert_eq!(
+                u["packs"].as_u64().unwrap() as usize,
+                packs.len(),
+                "{name}: {u}"
+            );
+            assert!(
+                u["chunks_snapshots_need"].as_u64().unwrap() > 0,
+                "{name}: {u}"
+            );
+            assert!(u["raw_bytes"].as_u64().unwrap() > 800_000, "{name}: {u}");
+            let o = a.run(&["check"]);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+            assert!(text.contains("repair index"), "{name}: {text}");
+            assert!(!text.contains("harmless"), "{name}: {text}");
+
+            let r = a.json(&["repair", "index"]);
+            assert_eq!(
+                r["packs_indexed"].as_u64().unwrap() as usize,
+                packs.len(),
+                "{r}"
+            );
+            assert!(r["problems"].as_array().unwrap().is_empty(), "{name}: {r}");
+            // Create-only: the packs are all still there, new indexes were added.
+            assert_eq!(a.objects("data/"), packs, "{name}");
+            assert!(!a.objects("index/").is_empty());
+
+            let report = a.json(&["check", "--read-data"]);
+            assert!(
+                report["problems"].as_array().unwrap().is_empty(),
+                "{name}: {report}"
+            );
+            assert!(report["affected_snapshots"].as_array().unwrap().is_empty());
+            assert_eq!(report["unindexed"]["packs"], 0, "{name}: {report}");
+            for (id, data) in &ids {
+                let o = a.run(&["restore", id, "--stdout"]);
+                assert!(o.status.success(), "{name}: {}", stderr(&o));
+                assert!(o.stdout == *data, "{name}: snapshot {id} differs");
+            }
+            let target = tmp.path().join(format!("restored-{name}"));
+            a.ok(&["restore", &files_id, "--to", target.to_str().unwrap()]);
+            let back = target.join(src.strip_prefix("/").unwrap());
+            assert_eq!(
+                std::fs::read(back.join("d/x.bin")).unwrap(),
+                arsip_testkit::sample_data(120_000, 14)
+            );
+            assert_eq!(std::fs::read(back.join("y.txt")).unwrap(), b"hello");
+            // Nothing left to do: a second repair writes nothing.
+            let again = a.json(&["repair", "index"]);
+            assert_eq!(again["packs_unindexed"], 0, "{name}: {again}");
+            assert!(again["indexes_written"].as_array().unwrap().is_empty());
+        }
+    }
+
+    /// Packs no index names and no snapshot needs (an interrupted backup): check says what
+    /// they hold, exits 0, and does not call them harmless.
+    #[test]
+    fn unindexed_packs_no_snapshot_needs_are_described() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::local(tmp.path());
+        a.init();
+        let id = a.backup_stdin("x.dump", &arsip_testkit::sample_data(300_000, 21));
+        a.delete(&format!("snapshots/{id}"));
+        for i in a.objects("index/") {
+            a.delete(&i);
+        }
+        let o = a.run(&["check"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(code(&o), 0, "{out}{}", stderr(&o));
+        assert!(
+            out.contains("UNINDEXED") && out.contains("no snapshot needs them"),
+            "{out}"
+        );
+        assert!(!out.contains("harmless"), "{out}");
+        let report = a.json(&["check"]);
+        assert!(report["unindexed"]["chunks_not_indexed"].as_u64().unwrap() > 5);
+        assert_eq!(report["unindexed"]["chunks_snapshots_need"], 0);
+    }
+}
+
+mod cache {
+    use super::support::*;
+
+    /// A cache directory that cannot be used (a regular file, a path below a file, a path
+    /// under /proc) while the index spills (tiny ARSIP_INDEX_MEMORY): local I/O (exit 5)
+    /// naming the path, never "DAMAGED" snapshots.
+    #[test]
+    fn an_unusable_cache_directory_is_local_io_not_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::local(tmp.path());
+        a.init();
+        let data = arsip_testkit::sample_data(1_500_000, 31);
+        a.backup_stdin("big.dump", &data);
+        let file = tmp.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let bad = [
+            file.clone(),
+            file.join("below"),
+            std::path::PathBuf::from("/proc/arsip-no-such-cache"),
+        ];
+        for dir in bad {
+            let b = a
+                .with_env("ARSIP_CACHE_DIR", dir.to_str().unwrap())
+                .with_env("ARSIP_INDEX_MEMORY", "1K");
+            for args in [
+                &["check", "--read-data"][..],
+                &["check"],
+                &["restore", "latest", "--stdout"],
+            ] {
+                let o = b.run(args);
+                let err = stderr(&o);
+                let out = String::from_utf8_lossy(&o.stdout).into_owned();
+                assert_eq!(code(&o), 5, "{dir:?} {args:?}: {out}{err}");
+                assert!(
+                    err.contains(dir.to_str().unwrap()),
+                    "{dir:?} {args:?}: {err}"
+                );
+                assert!(
+                    !out.contains("DAMAGED") && !err.contains("damaged"),
+                    "{out}{err}"
+                );
+            }
+        }
+        // The same spill in a usable directory works.
+        let o = a
+            .with_env("ARSIP_INDEX_MEMORY", "1K")
+            .run(&["restore", "latest", "--stdout"]);
+        assert!(o.status.success() && o.stdout == data, "{}", stderr(&o));
+    }
+}

@@ -53,7 +53,9 @@ pub struct Unindexed {
     pub raw_bytes: u64,
     /// Bytes of the pack objects.
     pub stored_bytes: u64,
-    /// Chunks not indexed anywhere that snapshots reference (they are listed as affected).
+    /// Chunks not indexed anywhere that snapshots are known to reference (they are listed
+    /// as affected). A lower bound: a snapshot whose tree is itself unindexed cannot be
+    /// read, so only its tree chunks count.
     pub chunks_snapshots_need: usize,
     /// Packs whose table could not be read (they are also listed as problems).
     pub unreadable: usize,
@@ -409,7 +411,7 @@ async fn snapshot_damage(
     let missing = |id: &ChunkId| index.all(id).is_empty();
     let held = |id: &ChunkId| match lost.get(id) {
         Some(pack) => format!(
-            " (unindexed pack {pack} holds it: rebuilding the index from the packs recovers it)"
+            "; unindexed pack {pack} holds it, so rebuilding the index from the packs recovers it"
         ),
         None => String::new(),
     };
@@ -504,4 +506,193 @@ pub async fn snapshots_tolerant(
     repo: &Repository,
 ) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
     repo.snapshots_report().await
+}
+
+/// What [`repair_index`] did.
+#[derive(Debug, Default, Serialize)]
+pub struct IndexRepair {
+    /// Packs that no accepted index named.
+    pub packs_unindexed: usize,
+    /// Of those, packs whose every listed blob verified and which a new index now names.
+    pub packs_indexed: usize,
+    /// Blobs the new indexes name (each decrypted and checked against its chunk id).
+    pub chunks_indexed: usize,
+    /// Of those, chunks that no accepted index held before.
+    pub chunks_recovered: usize,
+    /// Plaintext bytes of the recovered chunks.
+    pub raw_bytes_recovered: u64,
+    /// The index objects written (create-only; nothing was deleted).
+    pub indexes_written: Vec<String>,
+    /// Packs named only by revoked writers' indexes: left alone, nothing reads them.
+    pub packs_of_revoked_writers: usize,
+    /// Packs (or blobs in them) that failed verification and were not indexed.
+    pub problems: Vec<Problem>,
+}
+
+/// Index entries per rebuilt index object, as backups flush them (FORMAT.md §6.2).
+const REPAIR_FLUSH_ENTRIES: usize = 100_000;
+
+/// Rebuild index entries for every pack that no accepted index names, from the packs'
+/// own tables (FORMAT.md §5.2): each pack is downloaded, its name checked against its
+/// hash, its table opened with the master secret, and every blob it lists decrypted and
+/// checked against its chunk id before a new root-signed index names it. Root-signed
+/// entries are what every writer deduplicates against, so nothing unverified enters them.
+/// Writes new index objects only (create-only) and never deletes. Packs named only by
+/// indexes of revoked writers are left alone (their revocation took them back). Needs a
+/// full key.
+pub async fn repair_index(repo: Arc<Repository>) -> Result<IndexRepair> {
+    let mk = repo.master("repairing the index")?;
+    let mut out = IndexRepair::default();
+    let index = repo.load_index().await?;
+    let mut named: HashSet<String> = index
+        .packs()
+        .iter()
+        .map(|p| format::pack_key_name(&p.id))
+        .collect();
+    // Packs of revoked writers' indexes: authentic, but refused; not ours to re-admit.
+    let mut revoked: HashSet<String> = HashSet::new();
+    let metas: Vec<arsip_storage::ObjectMeta> = repo.store.list(INDEX_PREFIX).try_collect().await?;
+    for meta in &metas {
+        let raw = repo.store.get(&meta.key).await?;
+        let Ok(p) = format::parse_index(&meta.key, &raw) else {
+            continue;
+        };
+        let (key, standing) = repo.writer_verdict(&p.writer).await?;
+        let verified =
+            key.is_some_and(|vk| crate::crypto::verify(&vk, p.signed, p.signature).is_ok());
+        if verified && !standing.accepts(store_time(meta)) {
+            if let Ok((packs, _)) =
+                format::open_index_locations(&meta.key, &raw, &p, &mk.repo_secret)
+            {
+                revoked.extend(packs.iter().map(|pk| format::pack_key_name(&pk.id)));
+            }
+        }
+    }
+    let mut todo: Vec<(String, u64)> = Vec::new();
+    let mut listing = repo.store.list(DATA_PREFIX);
+    while let Some(m) = listing.next().await {
+        let m = m?;
+        if named.contains(&m.key) {
+            continue;
+        }
+        if revoked.contains(&m.key) {
+            out.packs_of_revoked_writers += 1;
+        } else {
+            todo.push((m.key, m.size));
+        }
+    }
+    drop(listing);
+    todo.sort();
+    out.packs_unindexed = todo.len();
+
+    let index = Arc::new(index);
+    let mut packs: Vec<format::IndexPack> = Vec::new();
+    let mut entries: Vec<format::IndexEntry> = Vec::new();
+    let mut recovered: HashSet<ChunkId> = HashSet::new();
+    for (name, _) in todo {
+        let bytes = repo.store.get(&name).await?;
+        let r = {
+            let repo = repo.clone();
+            let name = name.clone();
+            crate::blocking(move || Ok::<_, RepoError>(verify_unindexed_pack(&repo, &name, &bytes)))
+                .await?
+        };
+        let (pack, blobs) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                out.problems.push(Problem {
+                    object: name.clone(),
+                    message: format!("not indexed: {e}"),
+                });
+                continue;
+            }
+        };
+        named.insert(name);
+        out.packs_indexed += 1;
+        let n = packs.len() as u32;
+        for b in &blobs {
+            if index.all(&b.id).is_empty() && recovered.insert(b.id) {
+                out.chunks_recovered += 1;
+                out.raw_bytes_recovered += b.raw_len as u64;
+            }
+        }
+        out.chunks_indexed += blobs.len();
+        packs.push(pack);
+        entries.extend(
+            blobs
+                .into_iter()
+                .map(|blob| format::IndexEntry { pack: n, blob }),
+        );
+        if entries.len() >= REPAIR_FLUSH_ENTRIES {
+            out.indexes_written.push(
+                write_root_index(
+                    &repo,
+                    &std::mem::take(&mut packs),
+                    &std::mem::take(&mut entries),
+                )
+                .await?,
+            );
+        }
+    }
+    if !entries.is_empty() {
+        out.indexes_written
+            .push(write_root_index(&repo, &packs, &entries).await?);
+    }
+    Ok(out)
+}
+
+/// A pack no index names, verified in full: its name is its hash, its table opens, and
+/// every blob the table lists opens and matches its chunk id. Any failure refuses the
+/// whole pack (an index naming it would point readers at bytes nobody vouched for).
+fn verify_unindexed_pack(
+    repo: &Repository,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(format::IndexPack, Vec<format::BlobEntry>)> {
+    let mk = repo.master("repairing the index")?;
+    let hash = blake3::hash(bytes);
+    if hash.to_hex().as_str() != name.rsplit('/').next().unwrap_or("") {
+        return Err(RepoError::corrupt(
+            name,
+            "content does not match its name (bytes changed in storage)",
+        ));
+    }
+    let key_id = format::parse_header(name, bytes, format::ObjectType::Pack)?;
+    let (key, table) = format::read_pack_table(name, bytes, &mk.repo_secret)?;
+    for e in &table {
+        let ct = bytes
+            .get(e.offset as usize..e.offset as usize + e.len as usize)
+            .ok_or_else(|| RepoError::corrupt(name, "a blob lies outside the pack"))?;
+        format::open_blob(name, key_id, &key, e, ct, repo.id_key())?;
+    }
+    if table.is_empty() {
+        return Err(RepoError::corrupt(name, "the pack's table lists no blobs"));
+    }
+    Ok((
+        format::IndexPack {
+            id: *hash.as_bytes(),
+            key,
+            size: bytes.len() as u64,
+            key_id,
+        },
+        table,
+    ))
+}
+
+/// Create one root-signed index object; returns its name.
+async fn write_root_index(
+    repo: &Repository,
+    packs: &[format::IndexPack],
+    entries: &[format::IndexEntry],
+) -> Result<String> {
+    let obj = format::encode_index(
+        &repo.writer_id,
+        repo.signer(),
+        repo.public_key(),
+        packs,
+        entries,
+    );
+    let name = format!("{INDEX_PREFIX}{}", blake3::hash(&obj).to_hex());
+    repo.store.create(&name, bytes::Bytes::from(obj)).await?;
+    Ok(name)
 }

@@ -32,7 +32,7 @@ impl Render for CheckReport {
             );
             out += &if u.chunks_snapshots_need > 0 {
                 format!(
-                    "; snapshots need {} of those (see AFFECTED): `arsip repair index` rebuilds \
+                    "; snapshots need at least {} of those (see AFFECTED): `arsip repair index` rebuilds \
                      their index entries from the packs\n",
                     u.chunks_snapshots_need
                 )
