@@ -81,7 +81,7 @@ pub struct Repository {
     chunker_seed: u64,
     public: [u8; 32],
     root_verify: [u8; 32],
-    writers: Mutex<std::collections::HashMap<WriterId, (Option<[u8; 32]>, Standing)>>,
+    writers: Mutex<std::collections::HashMap<WriterId, Verdict>>,
     cache_dir: std::path::PathBuf,
     opened_slot: Option<String>,
 }
@@ -159,6 +159,9 @@ impl Standing {
         }
     }
 }
+
+/// A writer's verify key (if registered) and standing.
+pub type Verdict = (Option<[u8; 32]>, Standing);
 
 /// A registered writer and where it stands.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -741,7 +744,7 @@ impl Repository {
     }
 
     /// A writer's verify key (if registered) and standing, cached per handle.
-    pub async fn writer_verdict(&self, id: &WriterId) -> Result<(Option<[u8; 32]>, Standing)> {
+    pub async fn writer_verdict(&self, id: &WriterId) -> Result<Verdict> {
         if *id == ROOT_WRITER {
             return Ok((Some(self.root_verify), Standing::Active));
         }
