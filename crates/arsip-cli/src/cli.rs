@@ -28,6 +28,20 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Local cache and index spill files [default: $XDG_CACHE_HOME/arsip, else ~/.cache/arsip]
+    #[arg(long, global = true, env = "ARSIP_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Index memory budget before it spills to a mapped file in the cache dir (K/M/G suffix)
+    #[arg(
+        long,
+        global = true,
+        env = "ARSIP_INDEX_MEMORY",
+        default_value = "256M",
+        value_name = "SIZE"
+    )]
+    pub index_memory: String,
+
     #[command(subcommand)]
     pub command: Command,
 }

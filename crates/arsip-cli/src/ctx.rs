@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use arsip_ops::open::{Access, StoreSettings};
-use arsip_ops::repo::Repository;
+use arsip_ops::repo::{LocalSettings, Repository};
 
 use crate::cli::Cli;
 use crate::{secrets, usage};
@@ -66,20 +66,52 @@ impl Ctx<'_> {
         Ok(StoreSettings { location, faults })
     }
 
+    /// Caches and memory of this host: flags, then environment, then the XDG default.
+    pub fn local_settings(&self) -> Result<LocalSettings> {
+        let cache_dir = match &self.cli.cache_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(usage!("the cache directory is empty"))
+            }
+            Some(d) => d.clone(),
+            None => default_cache_dir(),
+        };
+        let index_memory =
+            arsip_ops::repo::index::parse_size(&self.cli.index_memory).ok_or_else(|| {
+                usage!(
+                    "--index-memory {:?} is not a size (bytes, or with K/M/G)",
+                    self.cli.index_memory
+                )
+            })?;
+        Ok(LocalSettings {
+            cache_dir,
+            index_memory,
+        })
+    }
+
     /// Open the repository with the password or key file the environment names.
     pub async fn open(&self, access: Access) -> Result<Arc<Repository>> {
         let settings = self.store_settings()?;
         let with = secrets::open_with(self.cli.key_file.as_deref())?;
-        Ok(
-            arsip_ops::open::repository(
-                &settings,
-                with,
-                access,
-                arsip_ops::repo::clock::from_env(),
-            )
-            .await?,
+        Ok(arsip_ops::open::repository(
+            &settings,
+            with,
+            access,
+            self.local_settings()?,
+            arsip_ops::repo::clock::from_env(),
         )
+        .await?)
     }
+}
+
+/// `$XDG_CACHE_HOME/arsip`, else `~/.cache/arsip`, else a directory under the temp dir.
+fn default_cache_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(d).join("arsip");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return std::path::PathBuf::from(h).join(".cache/arsip");
+    }
+    LocalSettings::default().cache_dir
 }
 
 /// Bytes for humans: `512 B`, `1.5 MiB`.

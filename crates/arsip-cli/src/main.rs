@@ -26,6 +26,19 @@ pub mod exit {
     pub const DAMAGED: u8 = 6;
     pub const NOT_FOUND: u8 = 7;
     pub const REFUSED: u8 = 8;
+    /// Every code above, for the test that README's table lists exactly these.
+    #[cfg(test)]
+    pub const ALL: &[u8] = &[
+        OK,
+        FAILURE,
+        USAGE,
+        NO_REPOSITORY,
+        WRONG_KEY,
+        STORAGE,
+        DAMAGED,
+        NOT_FOUND,
+        REFUSED,
+    ];
 }
 
 /// The one table from error classes to exit codes, and the pointer to this front end's
@@ -116,13 +129,29 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let (code, hint) = classify(&e);
-            eprintln!("arsip: error: {e:#}");
+            eprintln!("arsip: error: {}", message(&e));
             if let Some(h) = hint {
                 eprintln!("HINT: {h}");
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, each said once: library errors often include their source's
+/// text in their own message, which `{:#}` would repeat ("X: X").
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// The class of the first typed error in the chain, and the hint to print.
@@ -158,4 +187,55 @@ fn classify(e: &anyhow::Error) -> (u8, Option<String>) {
         (h, p) => h.or(p.map(str::to_string)),
     };
     (code, hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(arsip_ops::repo::RepoError::Io(io)).context("writing pack");
+        assert_eq!(message(&e), "writing pack: I/O error: disk full");
+        let e = usage!("bad tag");
+        assert_eq!(exit_code(class_of(&e).unwrap().0).0, exit::USAGE);
+    }
+
+    /// README §Exit codes lists exactly the codes the binary uses, and every error class
+    /// maps to one of them.
+    #[test]
+    fn readme_exit_code_table_is_complete() {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .expect("README has an exit-code section");
+        let documented: Vec<u8> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| code"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.split('|').nth(1).unwrap().trim().parse().unwrap())
+            .collect();
+        assert_eq!(
+            documented,
+            exit::ALL,
+            "README's exit-code table vs exit::ALL"
+        );
+        use ErrorClass::*;
+        for class in [
+            Usage,
+            NotARepository,
+            WrongKey,
+            Storage,
+            Damaged,
+            NotFound,
+            Refused,
+            Failed,
+            Internal,
+        ] {
+            assert!(exit::ALL.contains(&exit_code(class).0), "{class:?}");
+        }
+    }
 }

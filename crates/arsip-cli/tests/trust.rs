@@ -696,7 +696,7 @@ mod repair {
                 u["chunks_snapshots_need"].as_u64().unwrap() > 0,
                 "{name}: {u}"
             );
-            assert!(u["raw_bytes"].as_u64().unwrap() > 800_000, "{name}: {u}");
+            assert!(u["raw_bytes"].as_u64().unwrap() > 700_000, "{name}: {u}");
             let o = a.run(&["check"]);
             let text = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
             assert!(text.contains("repair index"), "{name}: {text}");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arsip_repo::clock::Clock;
-use arsip_repo::{InitOptions, OpenWith, Repository};
+use arsip_repo::{InitOptions, LocalSettings, OpenWith, Repository};
 use arsip_storage::backend::{self, Location};
 use arsip_storage::fault::{FaultPlan, Faulty};
 use arsip_storage::retry::{Retry, RetryPolicy};
@@ -48,15 +48,17 @@ pub fn store(settings: &StoreSettings, create_dir: bool, access: Access) -> Resu
     Ok(store)
 }
 
-/// Open the repository at `settings` with `with`.
+/// Open the repository at `settings` with `with`, using `local` for caches and memory.
 pub async fn repository(
     settings: &StoreSettings,
     with: OpenWith,
     access: Access,
+    local: LocalSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<Repository>> {
     let store = store(settings, false, access)?;
-    Ok(Arc::new(Repository::open(store, with, clock).await?))
+    let repo = Repository::open(store, with, clock).await?;
+    Ok(Arc::new(repo.with_local(local)))
 }
 
 /// What `init` created.
@@ -71,10 +73,12 @@ pub async fn init(
     settings: &StoreSettings,
     password: &[u8],
     opts: &InitOptions,
+    local: LocalSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<(Arc<Repository>, Initialized)> {
     let store = store(settings, true, Access::Full)?;
     let (repo, _) = Repository::init(store, Some(password), opts, clock).await?;
+    let repo = repo.with_local(local);
     let out = Initialized {
         repo_id: repo.config.repo_id.clone(),
         location: repo.store.describe(),

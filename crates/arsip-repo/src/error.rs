@@ -219,11 +219,7 @@ impl Classify for RepoError {
                  repository only while its own slot exists"
                     .into()
             }
-            RepoError::WrongKey => {
-                "check the password or key file; with a working key, the key list shows the \
-                 slots"
-                    .into()
-            }
+            RepoError::WrongKey => "check the password or key file".into(),
             RepoError::Auth(_) | RepoError::Corrupt { .. } => {
                 "a check that reads all data lists the damaged objects and the affected \
                  snapshots; restore from another snapshot or a copy of the repository"

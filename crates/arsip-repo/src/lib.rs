@@ -24,4 +24,4 @@ pub mod wal;
 pub mod write;
 
 pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
-pub use repo::{InitOptions, OpenWith, Repository};
+pub use repo::{InitOptions, LocalSettings, OpenWith, Repository};

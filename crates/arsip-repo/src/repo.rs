@@ -82,7 +82,7 @@ pub struct Repository {
     public: [u8; 32],
     root_verify: [u8; 32],
     writers: Mutex<std::collections::HashMap<WriterId, Verdict>>,
-    cache_dir: std::path::PathBuf,
+    local: LocalSettings,
     opened_slot: Option<String>,
 }
 
@@ -186,19 +186,28 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-/// The directory for local caches and spill files: `ARSIP_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/arsip`, else `~/.cache/arsip`, else the temp dir.
-pub fn cache_dir() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("ARSIP_CACHE_DIR") {
-        return d.into();
+/// Local resources of an opened repository (the host's side, not the repository's), resolved
+/// by the front end from its flags, environment or configuration and passed down; the
+/// library reads no environment variables for them.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// Local caches and index spill files.
+    pub cache_dir: std::path::PathBuf,
+    /// Memory budget of the index table before it spills to a mapped file in `cache_dir`.
+    pub index_memory: usize,
+}
+
+/// Default index memory budget: 256 MiB ≈ 5 million chunks.
+pub const DEFAULT_INDEX_MEMORY: usize = 256 << 20;
+
+impl Default for LocalSettings {
+    /// A private directory under the system's temporary directory, and the default budget.
+    fn default() -> Self {
+        LocalSettings {
+            cache_dir: std::env::temp_dir().join("arsip-cache"),
+            index_memory: DEFAULT_INDEX_MEMORY,
+        }
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return std::path::PathBuf::from(d).join("arsip");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return std::path::PathBuf::from(h).join(".cache/arsip");
-    }
-    std::env::temp_dir().join("arsip-cache")
 }
 
 impl Repository {
@@ -412,7 +421,7 @@ impl Repository {
             public,
             root_verify,
             writers: Mutex::default(),
-            cache_dir: cache_dir(),
+            local: LocalSettings::default(),
             opened_slot: None,
         })
     }
@@ -462,7 +471,14 @@ impl Repository {
         &self.signer
     }
     pub fn cache_dir(&self) -> &std::path::Path {
-        &self.cache_dir
+        &self.local.cache_dir
+    }
+
+    /// Use these local resources from now on (they come from the front end; the default is
+    /// [`LocalSettings::default`]).
+    pub fn with_local(mut self, local: LocalSettings) -> Self {
+        self.local = local;
+        self
     }
 
     // ---- key slots -------------------------------------------------------------------
@@ -840,10 +856,8 @@ impl Repository {
     /// make every snapshot look damaged.
     pub async fn load_index(&self) -> Result<ChunkIndex> {
         let metas: Vec<ObjectMeta> = self.store.list(INDEX_PREFIX).try_collect().await?;
-        let mut builder = IndexBuilder::new(
-            crate::index::budget_from_env(),
-            self.cache_dir.join("spill"),
-        );
+        let mut builder =
+            IndexBuilder::new(self.local.index_memory, self.cache_dir().join("spill"));
         let mut fetches = futures::stream::iter(metas.into_iter().map(|m| async move {
             let b = self.store.get(&m.key).await;
             (m, b)

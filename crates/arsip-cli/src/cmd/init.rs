@@ -36,6 +36,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
         &settings,
         &password,
         &opts,
+        ctx.local_settings()?,
         arsip_ops::repo::clock::from_env(),
     )
     .await?;
