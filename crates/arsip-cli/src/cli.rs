@@ -134,6 +134,12 @@ pub struct FilterArgs {
     /// Only snapshots whose source is this
     #[arg(long)]
     pub source: Option<String>,
+    /// Only snapshots of this writer: `root`, an agent's label, or a writer id (prefix)
+    #[arg(long)]
+    pub writer: Option<String>,
+    /// Only snapshots whose (writer-claimed) host is this
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -816,3 +816,77 @@ mod cache {
         assert!(o.status.success() && o.stdout == data, "{}", stderr(&o));
     }
 }
+
+mod time {
+    use super::support::*;
+
+    /// A real agent claims 2099 for its snapshot of a source the root writer owns:
+    /// `restore latest` keeps restoring the owner's snapshot and says what it passed over;
+    /// `--writer` selects the agent's explicitly; `snapshots` shows the writer; where the
+    /// store reports its time, the listed effective time is bounded by it.
+    #[test]
+    fn a_forged_future_snapshot_does_not_become_latest() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, a) in Arsip::both(tmp.path()) {
+            a.init();
+            let mine = arsip_testkit::sample_data(120_000, 41);
+            let forged = arsip_testkit::sample_data(120_000, 42);
+            let root_id = a.backup_stdin("db.dump", &mine);
+            let label = format!("db-{name}");
+            let (file, agent_id) = a.add_agent(tmp.path(), &label);
+            let agent = a
+                .as_agent(&file)
+                .with_env("ARSIP_TEST_NOW", "2099-01-01T00:00:00Z");
+            let forged_id = agent.backup_stdin("db.dump", &forged);
+
+            let o = a.run(&["restore", "latest", "--stdout"]);
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            assert!(
+                o.stdout == mine,
+                "{name}: latest restored the forged snapshot"
+            );
+            let err = stderr(&o);
+            assert!(
+                err.contains("warning") && err.contains(&forged_id[..8]) && err.contains(&label),
+                "{name}: {err}"
+            );
+            let o = a.run(&["restore", "latest", "--stdout", "--source", "db.dump"]);
+            assert!(o.stdout == mine, "{name}");
+
+            // Explicitly: by writer label, by writer id prefix, by id.
+            for w in [label.as_str(), &agent_id[..10]] {
+                let o = a.run(&["restore", "latest", "--stdout", "--writer", w]);
+                assert!(o.status.success() && o.stdout == forged, "{name}: {w}");
+            }
+            let o = a.run(&["restore", &forged_id, "--stdout"]);
+            assert!(o.status.success() && o.stdout == forged, "{name}");
+
+            let rows = a.json(&["snapshots"]);
+            let rows = rows.as_array().unwrap();
+            assert_eq!(rows.len(), 2);
+            let row = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+            assert_eq!(row(&root_id)["writer_label"], "root", "{name}");
+            assert_eq!(row(&forged_id)["writer_label"], label.as_str(), "{name}");
+            if row(&forged_id).get("stored").is_some() {
+                let eff = row(&forged_id)["effective_time"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                assert!(
+                    !eff.starts_with("2099"),
+                    "{name}: the store's time bounds it: {eff}"
+                );
+            }
+            let only_root = a.json(&["snapshots", "--writer", "root"]);
+            assert_eq!(only_root.as_array().unwrap().len(), 1, "{name}");
+            let none = a.json(&["snapshots", "--host", "no-such-host"]);
+            assert!(none.as_array().unwrap().is_empty(), "{name}");
+            let o = a.run(&["snapshots"]);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(
+                text.contains("writer") && text.contains(&label),
+                "{name}: {text}"
+            );
+        }
+    }
+}

@@ -966,7 +966,7 @@ impl Repository {
         Ok((l.snapshots, bad))
     }
 
-    /// Every snapshot, sorted into those readers accept (oldest first by claimed time),
+    /// Every snapshot, sorted into those readers accept (oldest first by effective time),
     /// damaged manifests, and manifests of revoked writers (authentic, but no longer
     /// accepted: not damage). Needs a full key.
     pub async fn snapshot_listing(&self) -> Result<SnapshotListing> {
@@ -1000,7 +1000,7 @@ impl Repository {
             }
         }
         out.snapshots
-            .sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
+            .sort_by(|a, b| (a.effective_time(), &a.id).cmp(&(b.effective_time(), &b.id)));
         out.damaged.sort_by(|a, b| a.0.cmp(&b.0));
         out.revoked.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -1027,6 +1027,7 @@ impl Repository {
         Ok(Snapshot {
             id: id.to_string(),
             writer: hex::encode(writer),
+            stored,
             manifest,
         })
     }
