@@ -61,6 +61,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Repository statistics
     Stats,
+    /// Rebuild what the repository lost from what it still holds (create-only)
+    #[command(subcommand)]
+    Repair(RepairCmd),
     /// Manage key slots and agent credentials
     #[command(subcommand)]
     Key(KeyCmd),
@@ -156,6 +159,12 @@ pub struct FilterArgs {
     /// Only snapshots whose source is this
     #[arg(long)]
     pub source: Option<String>,
+    /// Only snapshots of this writer: `root`, an agent's label, or a writer id (prefix)
+    #[arg(long)]
+    pub writer: Option<String>,
+    /// Only snapshots whose (writer-claimed) host is this
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +197,13 @@ pub struct CheckArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum RepairCmd {
+    /// Rebuild index entries from the packs no index names (after index objects were lost);
+    /// every blob is verified first; writes new index objects, deletes nothing
+    Index,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum KeyCmd {
     /// Add a password slot (default), a key-file slot, or agent credentials
     Add {
@@ -205,8 +221,22 @@ pub enum KeyCmd {
     },
     /// List key slots and agents
     List,
-    /// Remove a key slot, or revoke an agent (by id)
-    Remove { id: String },
+    /// Remove a key slot (never the last), or with --compromised revoke an agent whose
+    /// credentials are untrusted: nothing it ever wrote is accepted any more
+    Remove {
+        id: String,
+        /// ID is an agent whose credentials may be in other hands: refuse everything it
+        /// signed, past snapshots included (lists them first)
+        #[arg(long)]
+        compromised: bool,
+        /// Do it even though snapshots become unreadable (otherwise asked on a terminal,
+        /// refused elsewhere)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Retire an agent: what the store accepted from it so far stays restorable, anything
+    /// it writes from now on is refused (the cut-off is the store's time, not the agent's)
+    Retire { id: String },
     /// Change the password: add a new slot, then remove the one that opened the repository
     Passwd,
 }

@@ -18,6 +18,10 @@ pub enum Error {
     /// Input refused before anything was done.
     #[error("{0}")]
     Usage(String),
+    /// A precondition does not hold and nothing was done (a confirmation not given, an
+    /// object that is no longer accepted).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -33,6 +37,7 @@ impl Classify for Error {
             Error::Pg(e) => e.class(),
             Error::Storage(e) => e.class(),
             Error::Usage(_) => ErrorClass::Usage,
+            Error::Refused(_) => ErrorClass::Refused,
         }
     }
 
@@ -41,7 +46,7 @@ impl Classify for Error {
             Error::Repo(e) => e.hint(),
             Error::Pg(e) => e.hint(),
             Error::Storage(e) => e.hint(),
-            Error::Usage(_) => None,
+            Error::Usage(_) | Error::Refused(_) => None,
         }
     }
 }

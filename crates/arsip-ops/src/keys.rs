@@ -3,7 +3,9 @@
 //! the front end's job (it knows where and with which permissions).
 
 use arsip_repo::keys::{AgentFile, KeyFile, KeySlot, SlotKind};
-use arsip_repo::Repository;
+use arsip_repo::repo::{Standing, Writer};
+use arsip_repo::snapshot::Snapshot;
+use arsip_repo::{RepoError, Repository};
 
 use crate::{Error, Result};
 
@@ -35,7 +37,21 @@ pub struct AgentInfo {
     pub writer_id: String,
     pub label: String,
     pub created: jiff::Timestamp,
+    /// When it was retired or declared compromised (the root's clock).
     pub revoked: Option<jiff::Timestamp>,
+    pub standing: Standing,
+}
+
+impl From<Writer> for AgentInfo {
+    fn from(w: Writer) -> AgentInfo {
+        AgentInfo {
+            writer_id: w.record.writer_id,
+            label: w.record.label,
+            created: w.record.created,
+            revoked: w.record.revoked,
+            standing: w.standing,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -47,15 +63,10 @@ pub struct KeyList {
 pub async fn list(repo: &Repository) -> Result<KeyList> {
     let slots = repo.slots().await?.iter().map(SlotInfo::from).collect();
     let agents = repo
-        .writers()
+        .writer_list()
         .await?
         .into_iter()
-        .map(|w| AgentInfo {
-            writer_id: w.writer_id,
-            label: w.label,
-            created: w.created,
-            revoked: w.revoked,
-        })
+        .map(AgentInfo::from)
         .collect();
     Ok(KeyList { slots, agents })
 }
@@ -73,23 +84,114 @@ pub async fn add_agent(repo: &Repository, label: &str) -> Result<AgentFile> {
     Ok(repo.add_agent(label).await?)
 }
 
-/// What `remove` did: a slot removed, or an agent revoked.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Removed {
-    Slot(String),
-    Agent(String),
+/// Remove the key slot `id`. Agents are not slots: they are retired or declared
+/// compromised ([`retire`], [`compromise`]), which say different things about what they
+/// wrote.
+pub async fn remove_slot(repo: &Repository, id: &str) -> Result<String> {
+    if !repo.slots().await?.iter().any(|s| s.id == id)
+        && repo.writers().await?.iter().any(|w| w.writer_id == id)
+    {
+        return Err(Error::usage(format!(
+            "{id} is an agent, not a key slot: retire it (what it backed up stays restorable) \
+             or declare it compromised (nothing it wrote is accepted any more)"
+        )));
+    }
+    repo.remove_slot(id).await?;
+    Ok(id.to_string())
 }
 
-/// Remove the slot `id`, or revoke the agent `id`.
-pub async fn remove(repo: &Repository, id: &str) -> Result<Removed> {
-    if repo.slots().await?.iter().any(|s| s.id == id) {
-        repo.remove_slot(id).await?;
-        Ok(Removed::Slot(id.to_string()))
-    } else {
-        repo.revoke_agent(id).await?;
-        Ok(Removed::Agent(id.to_string()))
+/// A snapshot named in an outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotRef {
+    pub id: String,
+    pub time: jiff::Timestamp,
+    pub kind: String,
+    pub source: String,
+    pub host: String,
+}
+
+impl From<&Snapshot> for SnapshotRef {
+    fn from(s: &Snapshot) -> SnapshotRef {
+        SnapshotRef {
+            id: s.id.clone(),
+            time: s.manifest.time,
+            kind: s.manifest.kind.clone(),
+            source: s.manifest.source.clone(),
+            host: s.manifest.host.clone(),
+        }
     }
+}
+
+/// What declaring an agent compromised would take back: every snapshot of it that readers
+/// accept now becomes unreadable.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompromisePlan {
+    pub agent: AgentInfo,
+    pub unreadable: Vec<SnapshotRef>,
+}
+
+async fn agent(repo: &Repository, id: &str) -> Result<Writer> {
+    repo.writer_list()
+        .await?
+        .into_iter()
+        .find(|w| w.record.writer_id == id)
+        .ok_or_else(|| RepoError::NotFound(format!("no agent {id}")).into())
+}
+
+/// What [`compromise`] would make unreadable, without changing anything.
+pub async fn plan_compromise(repo: &Repository, id: &str) -> Result<CompromisePlan> {
+    let agent = agent(repo, id).await?;
+    let snaps = repo.snapshot_listing().await?.snapshots;
+    Ok(CompromisePlan {
+        agent: agent.into(),
+        unreadable: snaps
+            .iter()
+            .filter(|s| s.writer == id)
+            .map(SnapshotRef::from)
+            .collect(),
+    })
+}
+
+/// The outcome of [`compromise`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Compromised {
+    pub agent: AgentInfo,
+    /// The snapshots that became unreadable.
+    pub unreadable: Vec<SnapshotRef>,
+}
+
+/// Declare the agent `id` compromised: readers refuse everything it ever signed, whenever
+/// it was written (FORMAT.md §8.6). Callers show [`plan_compromise`] first.
+pub async fn compromise(repo: &Repository, id: &str) -> Result<Compromised> {
+    let plan = plan_compromise(repo, id).await?;
+    let w = repo.revoke_agent(id).await?;
+    Ok(Compromised {
+        agent: w.into(),
+        unreadable: plan.unreadable,
+    })
+}
+
+/// The outcome of [`retire`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Retired {
+    pub agent: AgentInfo,
+    /// Its snapshots that stay valid (the store accepted them before the cut-off).
+    pub kept: Vec<SnapshotRef>,
+}
+
+/// Retire the agent `id`: what the store accepted from it so far stays valid, anything it
+/// writes from now on is refused, by readers and by the agent itself.
+pub async fn retire(repo: &Repository, id: &str) -> Result<Retired> {
+    let w = repo.retire_agent(id).await?;
+    let snaps = repo.snapshot_listing().await?.snapshots;
+    Ok(Retired {
+        agent: w.into(),
+        kept: snaps
+            .iter()
+            .filter(|s| s.writer == id)
+            .map(SnapshotRef::from)
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -69,6 +69,34 @@ pub enum RepoError {
     /// `init` found a repository (or other objects) already there.
     #[error("a repository already exists at {0}")]
     AlreadyInitialized(String),
+    /// `init` found objects but no `config` at the location: initialising there would mix a
+    /// new repository with old data (or bury a repository whose `config` was lost).
+    #[error("{location} is not empty: it holds {found} but no repository config")]
+    LocationInUse { location: String, found: String },
+    /// An authentic object of a writer that is no longer accepted (retired before the store
+    /// accepted the object, or declared compromised). Not damage.
+    #[error("{object} is not accepted: writer {writer} {detail}")]
+    Revoked {
+        object: String,
+        writer: String,
+        detail: String,
+    },
+    /// Agent credentials whose writer is retired, compromised or unregistered: nothing it
+    /// wrote from now on would be accepted, so it refuses to write.
+    #[error("{0}; no reader would accept its backups, so nothing was backed up")]
+    AgentRevoked(String),
+    /// Local I/O outside the repository (the cache directory, an index spill file): the
+    /// path and what was being done. Never repository damage.
+    #[error("{action} {}: {source}", path.display())]
+    Local {
+        action: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// No key slot can be opened at all: none exists, or every one is damaged. Not a wrong
+    /// password: no password could open the repository.
+    #[error("no usable key slot: {0}")]
+    NoUsableSlot(String),
     /// No key slot opens with the given password or key file.
     #[error("wrong password or key file: no key slot of this repository opens with it")]
     WrongKey,
@@ -147,9 +175,13 @@ impl Classify for RepoError {
             RepoError::WrongKey => ErrorClass::WrongKey,
             RepoError::Auth(_) | RepoError::Corrupt { .. } => ErrorClass::Damaged,
             RepoError::NotFound(_) => ErrorClass::NotFound,
+            RepoError::NoUsableSlot(_) => ErrorClass::Damaged,
+            RepoError::Revoked { .. } | RepoError::AgentRevoked(_) => ErrorClass::Refused,
+            RepoError::Local { .. } => ErrorClass::Storage,
             RepoError::NeedsFullKey(_)
             | RepoError::NoConditionalCreate(_)
             | RepoError::AlreadyInitialized(_)
+            | RepoError::LocationInUse { .. }
             | RepoError::Unsupported(_) => ErrorClass::Refused,
             RepoError::Invalid(_) => ErrorClass::Usage,
             RepoError::Io(_) => ErrorClass::Storage,
@@ -166,6 +198,31 @@ impl Classify for RepoError {
             }
             RepoError::AlreadyInitialized(_) => {
                 "use the existing repository, or pick an empty location".into()
+            }
+            RepoError::LocationInUse { .. } => {
+                "if this was a repository whose config was lost, recover the config object from \
+                 a copy of the repository or the store's versioning (initialising over it would \
+                 not make the old data readable); otherwise pick an empty location"
+                    .into()
+            }
+            RepoError::Revoked { .. } => {
+                "its writer's revocation takes it back; restore another snapshot (the key list \
+                 shows each agent's state)"
+                    .into()
+            }
+            RepoError::AgentRevoked(_) => {
+                "register new agent credentials with a full key and use them on this host".into()
+            }
+            RepoError::Local { .. } => {
+                "this is a local directory, not the repository: make it a writable directory \
+                 with free space, or point the cache directory elsewhere"
+                    .into()
+            }
+            RepoError::NoUsableSlot(_) => {
+                "the key slots (objects under keys/) are missing or damaged; recover them from a \
+                 copy of the repository or the store's versioning. A key file opens the \
+                 repository only while its own slot exists"
+                    .into()
             }
             RepoError::WrongKey => "check the password or key file".into(),
             RepoError::Auth(_) | RepoError::Corrupt { .. } => {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use crate::crypto::Key;
-use crate::error::Result;
+use crate::error::{RepoError, Result};
 use crate::format::{BlobEntry, ChunkId, IndexPack};
 
 /// How far a chunk's index entry is trusted for deduplication (see FORMAT.md §Writers).
@@ -235,7 +235,8 @@ impl IndexBuilder {
             _pad: [0; 2],
         };
         if let Some((w, n)) = &mut self.spill {
-            w.write_all(slot_bytes(&slot))?;
+            w.write_all(slot_bytes(&slot))
+                .map_err(|e| spill_error(&self.spill_dir, "writing the index spill file in", e))?;
             *n += 1;
             return Ok(());
         }
@@ -246,11 +247,16 @@ impl IndexBuilder {
                 dir = %self.spill_dir.display(),
                 "index exceeds its memory budget; spilling to a mapped file"
             );
-            std::fs::create_dir_all(&self.spill_dir)?;
-            let file = tempfile::tempfile_in(&self.spill_dir)?;
+            std::fs::create_dir_all(&self.spill_dir).map_err(|e| {
+                spill_error(&self.spill_dir, "creating the index spill directory", e)
+            })?;
+            let file = tempfile::tempfile_in(&self.spill_dir)
+                .map_err(|e| spill_error(&self.spill_dir, "creating an index spill file in", e))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
             for s in self.mem.drain(..) {
-                w.write_all(slot_bytes(&s))?;
+                w.write_all(slot_bytes(&s)).map_err(|e| {
+                    spill_error(&self.spill_dir, "writing the index spill file in", e)
+                })?;
             }
             self.mem = Vec::new();
             let n = self.budget_slots + 1;
@@ -267,9 +273,17 @@ impl IndexBuilder {
                 Table::Mem(v)
             }
             Some((w, len)) => {
-                let file = w.into_inner().map_err(|e| e.into_error())?;
+                let file = w.into_inner().map_err(|e| {
+                    spill_error(
+                        &self.spill_dir,
+                        "writing the index spill file in",
+                        e.into_error(),
+                    )
+                })?;
                 // SAFETY: the file is private to this process (unlinked temp file).
-                let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+                let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| {
+                    spill_error(&self.spill_dir, "mapping the index spill file in", e)
+                })?;
                 // SAFETY: as in `ChunkIndex::slots`.
                 let slots =
                     unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut Slot, len) };
@@ -285,6 +299,15 @@ impl IndexBuilder {
             table,
             packs: self.packs,
         })
+    }
+}
+
+/// A spill failure: local I/O in the cache directory, named, never repository damage.
+fn spill_error(dir: &std::path::Path, action: &str, source: std::io::Error) -> RepoError {
+    RepoError::Local {
+        action: action.to_string(),
+        path: dir.to_path_buf(),
+        source,
     }
 }
 

@@ -362,10 +362,28 @@ pub struct WriterRecord {
     pub verify_key: String,
     pub label: String,
     pub created: jiff::Timestamp,
-    /// Set by `key remove` on an agent: the record is re-signed with this field under
-    /// [`revocation_object`], and readers refuse the writer from then on.
+    /// Set in revocations: the record is re-signed with this field under
+    /// [`revocation_object`] (`key retire`, `key remove --compromised`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<jiff::Timestamp>,
+    /// In revocations: what the revocation takes back. Absent means
+    /// [`RevocationMode::Compromised`] (every revocation written before retirement existed),
+    /// so a reader that does not know this field refuses everything the writer signed:
+    /// older readers fail closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RevocationMode>,
+}
+
+/// What a revocation takes back (FORMAT.md §8.6).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationMode {
+    /// The writer stopped: what the store accepted from it before it accepted the
+    /// revocation stays valid, nothing after. The cut-off is the store's time, which the
+    /// writer cannot backdate.
+    Retired,
+    /// The writer's key is untrusted: nothing it ever signed is accepted.
+    Compromised,
 }
 
 pub fn writer_object(id: &WriterId) -> String {

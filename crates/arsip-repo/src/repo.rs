@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use arsip_storage::{DynStore, ErrorKind};
+use arsip_storage::{DynStore, ErrorKind, ObjectMeta};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
@@ -18,7 +18,8 @@ use crate::error::{RepoError, Result};
 use crate::format::{self, ObjectType, WriterId, ROOT_WRITER};
 use crate::index::{ChunkIndex, IndexBuilder, PackInfo, Trust};
 use crate::keys::{
-    self, AgentFile, ChunkerParams, Config, KeyFile, KeySlot, MasterKeys, Secret, WriterRecord,
+    self, AgentFile, ChunkerParams, Config, KeyFile, KeySlot, MasterKeys, RevocationMode, Secret,
+    WriterRecord,
 };
 use crate::snapshot::{Manifest, Snapshot, SNAPSHOTS_PREFIX};
 
@@ -80,9 +81,93 @@ pub struct Repository {
     chunker_seed: u64,
     public: [u8; 32],
     root_verify: [u8; 32],
-    writers: Mutex<std::collections::HashMap<WriterId, Option<[u8; 32]>>>,
+    writers: Mutex<std::collections::HashMap<WriterId, Verdict>>,
     local: LocalSettings,
     opened_slot: Option<String>,
+}
+
+/// When the store accepted an object, by the store's clock (S3: `Last-Modified`; local: the
+/// file's mtime), or `None` where the store reports no time. Writers cannot backdate it
+/// (FORMAT.md §8.6, §7.4).
+pub fn store_time(_meta: &ObjectMeta) -> Option<jiff::Timestamp> {
+    // `ObjectMeta::last_modified` arrives with the storage layer's metadata change; until
+    // then no store reports a time and every time-bounded rule fails closed.
+    None
+}
+
+/// Where a writer stands (FORMAT.md §8.6).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Standing {
+    /// Registered and not revoked (the root writer always is).
+    Active,
+    /// Retired at `at` (the root's clock): objects the store accepted before `cutoff` (the
+    /// store's time of the retirement) stay valid. `cutoff` is `None` when the store gave
+    /// no time for it; then nothing the writer signed can be placed before it.
+    Retired {
+        at: jiff::Timestamp,
+        cutoff: Option<jiff::Timestamp>,
+    },
+    /// Declared compromised at `at`: nothing it ever signed is accepted.
+    Compromised { at: jiff::Timestamp },
+    /// No valid registration (never registered, or its record was lost or forged).
+    Unknown,
+}
+
+impl Standing {
+    /// Does a reader accept an object of this writer that the store accepted at `stored`?
+    pub fn accepts(&self, stored: Option<jiff::Timestamp>) -> bool {
+        match self {
+            Standing::Active => true,
+            Standing::Retired {
+                cutoff: Some(c), ..
+            } => stored.is_some_and(|t| t < *c),
+            _ => false,
+        }
+    }
+
+    /// "was retired at T", "was declared compromised at T", "is not registered".
+    pub fn describe(&self) -> String {
+        match self {
+            Standing::Active => "is active".into(),
+            Standing::Retired { at, .. } => format!("was retired at {at}"),
+            Standing::Compromised { at } => format!("was declared compromised at {at}"),
+            Standing::Unknown => "is not registered in this repository".into(),
+        }
+    }
+
+    /// Why an object the store accepted at `stored` is refused.
+    pub fn refusal(&self, stored: Option<jiff::Timestamp>) -> String {
+        match (self, stored) {
+            (
+                Standing::Retired {
+                    cutoff: Some(c), ..
+                },
+                Some(t),
+            ) => format!(
+                "{}, and the store accepted this object at {t}, not before the cut-off {c}",
+                self.describe()
+            ),
+            (Standing::Retired { .. }, _) => format!(
+                "{}, and the store gives no time that places this object before the cut-off",
+                self.describe()
+            ),
+            (Standing::Compromised { .. }, _) => {
+                format!("{}: nothing it signed is accepted", self.describe())
+            }
+            _ => self.describe(),
+        }
+    }
+}
+
+/// A writer's verify key (if registered) and standing.
+pub type Verdict = (Option<[u8; 32]>, Standing);
+
+/// A registered writer and where it stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Writer {
+    pub record: WriterRecord,
+    pub standing: Standing,
 }
 
 /// What a repository's objects add up to ([`Repository::usage`]).
@@ -146,11 +231,7 @@ impl Repository {
             ));
         }
         keys::validate_block_size(opts.block_size)?;
-        match store.head(keys::CONFIG_OBJECT).await {
-            Ok(_) => return Err(RepoError::AlreadyInitialized(store.describe())),
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        refuse_used_location(&store).await?;
         probe_conditional_create(&store).await?;
 
         let now = clock.now();
@@ -229,7 +310,11 @@ impl Repository {
                 }
                 let root = keys::decode32(&agent.root_verify_key, "agent file")?;
                 let config: Config = keys::verify_doc(keys::CONFIG_OBJECT, &raw, &root)?;
-                Self::assemble(store, config, Access::Agent, Some(agent), clock)
+                let repo = Self::assemble(store, config, Access::Agent, Some(agent), clock)?;
+                // Before writing anything: a retired or compromised agent's backup would
+                // commit a snapshot no reader accepts.
+                repo.check_own_standing().await?;
+                Ok(repo)
             }
             OpenWith::KeyFile(f) => {
                 if f.repo_id != claimed.repo_id {
@@ -246,13 +331,28 @@ impl Repository {
                 Ok(repo)
             }
             OpenWith::Password(p) => {
-                let slots = list_slots(&store).await?;
+                let (slots, damaged) = list_slots(&store).await?;
+                let mut tried = 0;
                 for slot in slots.iter().filter(|s| s.kind == keys::SlotKind::Password) {
+                    tried += 1;
                     if let Some(master) = slot.open(&claimed.repo_id, &Secret::Password(&p))? {
                         let mut repo = Self::open_full(store, &raw, master, clock)?;
                         repo.opened_slot = Some(slot.id.clone());
                         return Ok(repo);
                     }
+                }
+                // No password slot at all is not a wrong password: nothing could open it.
+                // Key-file slots alone are usable, but only with their key file.
+                if tried == 0 {
+                    let found = describe_slots(&slots, &damaged);
+                    return Err(RepoError::NoUsableSlot(if slots.is_empty() {
+                        found
+                    } else {
+                        format!(
+                            "no password slot ({found}); a key-file slot opens only with its \
+                             key file"
+                        )
+                    }));
                 }
                 Err(RepoError::WrongKey)
             }
@@ -414,8 +514,9 @@ impl Repository {
         Ok((slot, file))
     }
 
+    /// The usable key slots (damaged ones are skipped with a warning).
     pub async fn slots(&self) -> Result<Vec<KeySlot>> {
-        list_slots(&self.store).await
+        Ok(list_slots(&self.store).await?.0)
     }
 
     /// Remove a key slot. Refuses to remove the last one.
@@ -451,6 +552,7 @@ impl Repository {
             label: label.to_string(),
             created: self.clock.now(),
             revoked: None,
+            mode: None,
         };
         self.store
             .create(
@@ -471,48 +573,87 @@ impl Repository {
         })
     }
 
-    /// Every registered writer, with revocations applied. Objects under `writers/` that are
-    /// not root-signed records of the id they are named after are ignored with a warning:
-    /// any create-capable credential could have planted them.
+    /// Every registered writer, with revocations applied (`revoked` is the earliest
+    /// revocation's time, `mode` compromised if any revocation says so). Objects under
+    /// `writers/` that are not root-signed records of the id they are named after are
+    /// ignored with a warning: any create-capable credential could have planted them.
     pub async fn writers(&self) -> Result<Vec<WriterRecord>> {
-        let names = self.writer_object_names().await?;
+        Ok(self
+            .writer_list()
+            .await?
+            .into_iter()
+            .map(|w| w.record)
+            .collect())
+    }
+
+    /// Every registered writer with its [`Standing`].
+    pub async fn writer_list(&self) -> Result<Vec<Writer>> {
+        let metas = self.writer_objects().await?;
         let mut out = Vec::new();
-        for name in names.iter().filter(|n| !n.contains(".revoked")) {
-            let Some(id) = writer_id_from_name(name) else {
-                tracing::warn!(object = %name, "ignoring malformed writer object name");
+        for m in metas.iter().filter(|m| !m.key.contains(".revoked")) {
+            let Some(id) = writer_id_from_name(&m.key) else {
+                tracing::warn!(object = %m.key, "ignoring malformed writer object name");
                 continue;
             };
-            if let Some(mut rec) = self.signed_writer_record(name, &id, false).await? {
-                rec.revoked = self.revocation(&names, &id).await?;
-                out.push(rec);
+            if let Some(mut record) = self.signed_writer_record(&m.key, &id, false).await? {
+                let standing = self.revocations(&metas, &id).await?;
+                match &standing {
+                    Standing::Retired { at, .. } => {
+                        record.revoked = Some(*at);
+                        record.mode = Some(RevocationMode::Retired);
+                    }
+                    Standing::Compromised { at } => {
+                        record.revoked = Some(*at);
+                        record.mode = Some(RevocationMode::Compromised);
+                    }
+                    _ => {}
+                }
+                out.push(Writer { record, standing });
             }
         }
         Ok(out)
     }
 
-    async fn writer_object_names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .store
-            .list(keys::WRITERS_PREFIX)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await?)
+    async fn writer_objects(&self) -> Result<Vec<ObjectMeta>> {
+        Ok(self.store.list(keys::WRITERS_PREFIX).try_collect().await?)
     }
 
-    /// The time of the first valid revocation of `id` among `names`, if any.
-    async fn revocation(&self, names: &[String], id: &WriterId) -> Result<Option<jiff::Timestamp>> {
+    /// The standing of registered writer `id` from the revocations among `metas`: the
+    /// earliest compromise wins; else the earliest retirement, whose cut-off is the store's
+    /// time of that revocation object (FORMAT.md §8.6).
+    async fn revocations(&self, metas: &[ObjectMeta], id: &WriterId) -> Result<Standing> {
         let prefix = format!("{}.revoked.", keys::writer_object(id));
-        let mut first: Option<jiff::Timestamp> = None;
-        for name in names.iter().filter(|n| n.starts_with(&prefix)) {
-            if let Some(t) = self
-                .signed_writer_record(name, id, true)
-                .await?
-                .and_then(|r| r.revoked)
-            {
-                first = Some(first.map_or(t, |f| f.min(t)));
+        let mut compromised: Option<jiff::Timestamp> = None;
+        let mut retired: Option<jiff::Timestamp> = None;
+        let mut cutoff: Option<jiff::Timestamp> = None;
+        let mut untimed = false;
+        for m in metas.iter().filter(|m| m.key.starts_with(&prefix)) {
+            let Some(rec) = self.signed_writer_record(&m.key, id, true).await? else {
+                continue;
+            };
+            let at = rec.revoked.expect("checked by signed_writer_record");
+            match rec.mode.unwrap_or(RevocationMode::Compromised) {
+                RevocationMode::Compromised => {
+                    compromised = Some(compromised.map_or(at, |c| c.min(at)));
+                }
+                RevocationMode::Retired => {
+                    retired = Some(retired.map_or(at, |r| r.min(at)));
+                    match store_time(m) {
+                        Some(t) => cutoff = Some(cutoff.map_or(t, |c| c.min(t))),
+                        None => untimed = true,
+                    }
+                }
             }
         }
-        Ok(first)
+        Ok(match (compromised, retired) {
+            (Some(at), _) => Standing::Compromised { at },
+            (None, Some(at)) => Standing::Retired {
+                at,
+                // A retirement the store gave no time for cannot be placed: fail closed.
+                cutoff: if untimed { None } else { cutoff },
+            },
+            (None, None) => Standing::Active,
+        })
     }
 
     /// A writer record at `name` that is root-signed and names `id`; for revocations, one
@@ -549,116 +690,222 @@ impl Repository {
         }
     }
 
-    /// Revoke an agent: readers refuse its snapshots and indexes from now on.
-    pub async fn revoke_agent(&self, writer_hex: &str) -> Result<()> {
+    /// Declare an agent compromised: readers refuse everything it ever signed.
+    pub async fn revoke_agent(&self, writer_hex: &str) -> Result<Writer> {
+        self.revoke(writer_hex, RevocationMode::Compromised).await
+    }
+
+    /// Retire an agent: what the store accepted from it before this call stays valid,
+    /// nothing after. Refused on a store that reports no object times (the cut-off could
+    /// not be placed; declare the agent compromised instead).
+    pub async fn retire_agent(&self, writer_hex: &str) -> Result<Writer> {
+        self.revoke(writer_hex, RevocationMode::Retired).await
+    }
+
+    async fn revoke(&self, writer_hex: &str, mode: RevocationMode) -> Result<Writer> {
         let mk = self.master("revoking an agent")?;
-        let mut rec = self
-            .writers()
+        let writer = self
+            .writer_list()
             .await?
             .into_iter()
-            .find(|w| w.writer_id == writer_hex)
+            .find(|w| w.record.writer_id == writer_hex)
             .ok_or_else(|| RepoError::NotFound(format!("no agent {writer_hex}")))?;
-        rec.revoked = Some(self.clock.now());
+        match (&writer.standing, mode) {
+            (Standing::Compromised { at }, _) => {
+                return Err(RepoError::Invalid(format!(
+                    "agent {writer_hex} was already declared compromised at {at}"
+                )))
+            }
+            (Standing::Retired { at, .. }, RevocationMode::Retired) => {
+                return Err(RepoError::Invalid(format!(
+                    "agent {writer_hex} was already retired at {at}"
+                )))
+            }
+            _ => {}
+        }
         let id: WriterId = hex::decode(writer_hex)
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| RepoError::Invalid(format!("bad agent id {writer_hex}")))?;
+        if mode == RevocationMode::Retired
+            && store_time(&self.store.head(&keys::writer_object(&id)).await?).is_none()
+        {
+            return Err(RepoError::Invalid(format!(
+                "{} reports no object times, so a retirement's cut-off could not be placed; \
+                 declare the agent compromised instead",
+                self.store.describe()
+            )));
+        }
+        let mut rec = writer.record;
+        rec.revoked = Some(self.clock.now());
+        rec.mode = Some(mode);
         let doc = keys::sign_doc(&mk.root, &rec);
         self.store
             .create(&keys::revocation_object(&id, &doc), Bytes::from(doc))
             .await?;
         self.writers.lock().unwrap().remove(&id);
-        Ok(())
+        let metas = self.writer_objects().await?;
+        let standing = self.revocations(&metas, &id).await?;
+        Ok(Writer {
+            record: rec,
+            standing,
+        })
     }
 
-    /// The verify key of a writer, or `None` if it is unknown or revoked.
+    /// The verify key of a writer, or `None` if it is unknown or revoked in any way (for
+    /// objects whose store time is not at hand; see [`Repository::writer_verdict`]).
     pub async fn writer_key(&self, id: &WriterId) -> Result<Option<[u8; 32]>> {
+        let (key, standing) = self.writer_verdict(id).await?;
+        Ok(key.filter(|_| standing == Standing::Active))
+    }
+
+    /// A writer's verify key (if registered) and standing, cached per handle.
+    pub async fn writer_verdict(&self, id: &WriterId) -> Result<Verdict> {
         if *id == ROOT_WRITER {
-            return Ok(Some(self.root_verify));
+            return Ok((Some(self.root_verify), Standing::Active));
         }
         if *id == self.writer_id {
-            return Ok(Some(self.signer.verify_key()));
+            return Ok((Some(self.signer.verify_key()), Standing::Active));
         }
         if let Some(k) = self.writers.lock().unwrap().get(id) {
-            return Ok(*k);
+            return Ok(k.clone());
         }
-        let key = match self
+        let verdict = match self
             .signed_writer_record(&keys::writer_object(id), id, false)
             .await?
         {
             Some(rec) => {
-                let names = self.writer_object_names().await?;
-                match self.revocation(&names, id).await? {
-                    Some(_) => None,
-                    None => Some(keys::decode32(&rec.verify_key, "writer record")?),
-                }
+                let metas = self.writer_objects().await?;
+                (
+                    Some(keys::decode32(&rec.verify_key, "writer record")?),
+                    self.revocations(&metas, id).await?,
+                )
             }
-            None => None,
+            None => (None, Standing::Unknown),
         };
-        self.writers.lock().unwrap().insert(*id, key);
-        Ok(key)
+        self.writers.lock().unwrap().insert(*id, verdict.clone());
+        Ok(verdict)
     }
 
+    /// Authenticate an index or manifest of `writer` that the store accepted at `stored`:
+    /// the signature under the writer's key (failure is damage), then the writer's standing
+    /// (refusal is [`RepoError::Revoked`], not damage).
     async fn verify_writer(
         &self,
         object: &str,
         writer: &WriterId,
         signed: &[u8],
         sig: &[u8],
+        stored: Option<jiff::Timestamp>,
     ) -> Result<()> {
-        match self.writer_key(writer).await? {
-            Some(vk) => crypto::verify(&vk, signed, sig)
-                .map_err(|e| RepoError::corrupt(object, e.to_string())),
-            None => Err(RepoError::corrupt(
+        let (key, standing) = self.writer_verdict(writer).await?;
+        let Some(vk) = key else {
+            return Err(RepoError::corrupt(
                 object,
-                format!(
-                    "written by unknown or revoked writer {}",
-                    hex::encode(writer)
-                ),
-            )),
+                format!("written by unknown writer {}", hex::encode(writer)),
+            ));
+        };
+        crypto::verify(&vk, signed, sig).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+        if standing.accepts(stored) {
+            Ok(())
+        } else {
+            Err(RepoError::Revoked {
+                object: object.to_string(),
+                writer: hex::encode(writer),
+                detail: standing.refusal(stored),
+            })
+        }
+    }
+
+    /// Agents only: refuse to write when this agent is no longer accepted (retired,
+    /// compromised or unregistered), so a backup fails instead of reporting a snapshot that
+    /// no reader accepts. Full keys always pass.
+    pub async fn check_own_standing(&self) -> Result<()> {
+        if !self.is_agent() {
+            return Ok(());
+        }
+        let metas = self.writer_objects().await?;
+        let standing = match self
+            .signed_writer_record(
+                &keys::writer_object(&self.writer_id),
+                &self.writer_id,
+                false,
+            )
+            .await?
+        {
+            Some(_) => self.revocations(&metas, &self.writer_id).await?,
+            None => Standing::Unknown,
+        };
+        match standing {
+            Standing::Active => Ok(()),
+            s => Err(RepoError::AgentRevoked(format!(
+                "this agent (writer {}) {}",
+                hex::encode(self.writer_id),
+                s.describe()
+            ))),
         }
     }
 
     // ---- indexes ----------------------------------------------------------------------
 
     /// Load every index. Full keys get locations; agents get ids and trust only. Indexes from
-    /// unknown or revoked writers, or that fail their signature, are skipped with a warning
-    /// (their chunks then count as missing, which `check` reports).
+    /// unknown writers, or that fail their signature, are skipped with a warning (their
+    /// chunks then count as missing, which `check` reports); indexes of revoked writers are
+    /// skipped quietly (`check` lists them apart from damage). A failure of the local spill
+    /// file is an error naming its path, never a reason to skip an index: skipping would
+    /// make every snapshot look damaged.
     pub async fn load_index(&self) -> Result<ChunkIndex> {
-        let names: Vec<String> = self
-            .store
-            .list(INDEX_PREFIX)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await?;
+        let metas: Vec<ObjectMeta> = self.store.list(INDEX_PREFIX).try_collect().await?;
         let mut builder =
             IndexBuilder::new(self.local.index_memory, self.cache_dir().join("spill"));
-        let mut fetches = futures::stream::iter(names.into_iter().map(|k| async move {
-            let b = self.store.get(&k).await;
-            (k, b)
+        let mut fetches = futures::stream::iter(metas.into_iter().map(|m| async move {
+            let b = self.store.get(&m.key).await;
+            (m, b)
         }))
         .buffer_unordered(FETCH_CONCURRENCY);
-        while let Some((name, bytes)) = fetches.next().await {
+        while let Some((meta, bytes)) = fetches.next().await {
             let bytes = bytes?;
-            if let Err(e) = self.add_index_object(&mut builder, &name, &bytes).await {
-                tracing::warn!(object = %name, error = %e, "ignoring index object");
+            match self
+                .add_index_object(&mut builder, &meta.key, &bytes, store_time(&meta))
+                .await?
+            {
+                Ok(()) => {}
+                Err(e @ RepoError::Revoked { .. }) => {
+                    tracing::debug!(object = %meta.key, error = %e, "index of a revoked writer")
+                }
+                Err(e) => tracing::warn!(object = %meta.key, error = %e, "ignoring index object"),
             }
         }
         builder.finish()
     }
 
+    /// Verify one index object and add its entries. The outer error is fatal (local I/O of
+    /// the index builder); the inner one says why this index is not used.
     async fn add_index_object(
         &self,
         builder: &mut IndexBuilder,
         name: &str,
         bytes: &[u8],
-    ) -> Result<()> {
+        stored: Option<jiff::Timestamp>,
+    ) -> Result<Result<()>> {
         if blake3::hash(bytes).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
-            return Err(RepoError::corrupt(name, "content does not match its name"));
+            return Ok(Err(RepoError::corrupt(
+                name,
+                "content does not match its name",
+            )));
         }
-        let p = format::parse_index(name, bytes)?;
-        self.verify_writer(name, &p.writer, p.signed, p.signature)
-            .await?;
+        let p = match format::parse_index(name, bytes) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        match self
+            .verify_writer(name, &p.writer, p.signed, p.signature, stored)
+            .await
+        {
+            Ok(()) => {}
+            Err(e @ RepoError::Storage(_)) => return Err(e),
+            Err(e) => return Ok(Err(e)),
+        }
         let trust = if p.writer == ROOT_WRITER {
             Trust::Root
         } else if p.writer == self.writer_id {
@@ -669,7 +916,10 @@ impl Repository {
         match &self.access {
             Access::Full(mk) => {
                 let (packs, entries) =
-                    format::open_index_locations(name, bytes, &p, &mk.repo_secret)?;
+                    match format::open_index_locations(name, bytes, &p, &mk.repo_secret) {
+                        Ok(x) => x,
+                        Err(e) => return Ok(Err(e)),
+                    };
                 let nums: Vec<u32> = packs.iter().map(|pk| builder.add_index_pack(pk)).collect();
                 for e in entries {
                     builder.add(nums[e.pack as usize], &e.blob, trust)?;
@@ -677,7 +927,7 @@ impl Repository {
             }
             Access::Agent => {
                 if trust == Trust::Foreign {
-                    return Ok(());
+                    return Ok(Ok(()));
                 }
                 let n = builder.add_pack(PackInfo {
                     id: [0; 32],
@@ -700,64 +950,84 @@ impl Repository {
                 }
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     // ---- snapshots --------------------------------------------------------------------
 
     /// Every snapshot that authenticates, oldest first, and the object names and errors of
-    /// manifests that do not (callers MUST show those: a snapshot list must not silently
-    /// shrink). Needs a full key.
+    /// manifests that do not, snapshots of revoked writers included (callers MUST show
+    /// those: a snapshot list must not silently shrink). Needs a full key.
     pub async fn snapshots_report(&self) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
+        let l = self.snapshot_listing().await?;
+        let mut bad = l.damaged;
+        bad.extend(l.revoked);
+        bad.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((l.snapshots, bad))
+    }
+
+    /// Every snapshot, sorted into those readers accept (oldest first by effective time),
+    /// damaged manifests, and manifests of revoked writers (authentic, but no longer
+    /// accepted: not damage). Needs a full key.
+    pub async fn snapshot_listing(&self) -> Result<SnapshotListing> {
         let mk = self.master("listing snapshots")?;
-        let names: Vec<String> = self
-            .store
-            .list(SNAPSHOTS_PREFIX)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await?;
+        let metas: Vec<ObjectMeta> = self.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
         let results: Vec<(String, Result<Snapshot>)> =
-            futures::stream::iter(names.into_iter().map(|name| async move {
-                let r = match self.store.get(&name).await {
-                    Ok(raw) => self.open_manifest(&name, &raw, mk).await,
+            futures::stream::iter(metas.into_iter().map(|meta| async move {
+                let r = match self.store.get(&meta.key).await {
+                    Ok(raw) => {
+                        self.open_manifest(&meta.key, &raw, mk, store_time(&meta))
+                            .await
+                    }
                     Err(e) if e.kind == ErrorKind::NotFound => {
-                        Err(RepoError::corrupt(&name, "vanished while listing"))
+                        Err(RepoError::corrupt(&meta.key, "vanished while listing"))
                     }
                     Err(e) => Err(e.into()),
                 };
-                (name, r)
+                (meta.key, r)
             }))
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await;
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
+        let mut out = SnapshotListing::default();
         for (name, r) in results {
             match r {
-                Ok(s) => good.push(s),
+                Ok(s) => out.snapshots.push(s),
                 // Storage failures are not damage: fail the whole listing.
                 Err(RepoError::Storage(e)) => return Err(RepoError::Storage(e)),
-                Err(e) => bad.push((name, e)),
+                Err(e @ RepoError::Revoked { .. }) => out.revoked.push((name, e)),
+                Err(e) => out.damaged.push((name, e)),
             }
         }
-        good.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
-        bad.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok((good, bad))
+        out.snapshots
+            .sort_by(|a, b| (a.effective_time(), &a.id).cmp(&(b.effective_time(), &b.id)));
+        out.damaged.sort_by(|a, b| a.0.cmp(&b.0));
+        out.revoked.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
-    async fn open_manifest(&self, name: &str, raw: &[u8], mk: &MasterKeys) -> Result<Snapshot> {
+    /// Open one manifest the store accepted at `stored`.
+    pub async fn open_manifest(
+        &self,
+        name: &str,
+        raw: &[u8],
+        mk: &MasterKeys,
+        stored: Option<jiff::Timestamp>,
+    ) -> Result<Snapshot> {
         let id = name.trim_start_matches(SNAPSHOTS_PREFIX);
         if blake3::hash(raw).to_hex().as_str() != id {
             return Err(RepoError::corrupt(name, "content does not match its name"));
         }
         let (writer, signed, sig) = format::sealed_doc_writer(name, raw, ObjectType::Snapshot)?;
-        self.verify_writer(name, &writer, signed, sig).await?;
+        self.verify_writer(name, &writer, signed, sig, stored)
+            .await?;
         let body = format::open_sealed_doc(name, raw, ObjectType::Snapshot, &mk.repo_secret)?;
         let manifest: Manifest =
             serde_json::from_slice(&body).map_err(|e| RepoError::corrupt(name, e.to_string()))?;
         Ok(Snapshot {
             id: id.to_string(),
             writer: hex::encode(writer),
+            stored,
             manifest,
         })
     }
@@ -774,11 +1044,34 @@ impl Repository {
             &body,
         );
         let id = blake3::hash(&obj).to_hex().to_string();
-        self.store
-            .create(&format!("{SNAPSHOTS_PREFIX}{id}"), Bytes::from(obj))
-            .await?;
+        let name = format!("{SNAPSHOTS_PREFIX}{id}");
+        // An agent re-checks its standing before the manifest, and after it: a revocation
+        // that landed while the backup ran would otherwise leave a snapshot no reader
+        // accepts, reported as a success.
+        self.check_own_standing().await?;
+        self.store.create(&name, Bytes::from(obj)).await?;
+        if self.is_agent() {
+            if let Err(e) = self.check_own_standing().await {
+                let metas = self.writer_objects().await?;
+                let standing = self.revocations(&metas, &self.writer_id).await?;
+                let stored = store_time(&self.store.head(&name).await?);
+                if !standing.accepts(stored) {
+                    return Err(RepoError::AgentRevoked(format!(
+                        "{e}; snapshot {id} was written while it happened and readers refuse it"
+                    )));
+                }
+            }
+        }
         Ok(id)
     }
+}
+
+/// Snapshots as [`Repository::snapshot_listing`] sorts them.
+#[derive(Debug, Default)]
+pub struct SnapshotListing {
+    pub snapshots: Vec<Snapshot>,
+    pub damaged: Vec<(String, RepoError)>,
+    pub revoked: Vec<(String, RepoError)>,
 }
 
 fn writer_id_from_name(name: &str) -> Option<WriterId> {
@@ -786,45 +1079,170 @@ fn writer_id_from_name(name: &str) -> Option<WriterId> {
     hex::decode(h).ok()?.try_into().ok()
 }
 
+/// The slot a key file names. A slot that is gone or damaged is not a wrong key: no key
+/// file could open it.
 async fn read_slot(store: &DynStore, id: &str) -> Result<KeySlot> {
     let name = format!("{}{id}", keys::KEYS_PREFIX);
     let raw = match store.get(&name).await {
         Ok(r) => r,
-        Err(e) if e.kind == ErrorKind::NotFound => return Err(RepoError::WrongKey),
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            let (slots, damaged) = list_slots(store).await?;
+            return Err(RepoError::NoUsableSlot(format!(
+                "the key file's slot {name} does not exist ({})",
+                describe_slots(&slots, &damaged)
+            )));
+        }
         Err(e) => return Err(e.into()),
     };
-    serde_json::from_slice(&raw).map_err(|e| RepoError::corrupt(name, e.to_string()))
+    match parse_slot(&name, &raw) {
+        Ok(slot) if slot.id == id && slot.kind == keys::SlotKind::Keyfile => Ok(slot),
+        Ok(_) => Err(RepoError::NoUsableSlot(format!(
+            "{name} is damaged: it is not the key-file slot the key file names"
+        ))),
+        Err(reason) => Err(RepoError::NoUsableSlot(format!(
+            "{name} is damaged: {reason}"
+        ))),
+    }
 }
 
-async fn list_slots(store: &DynStore) -> Result<Vec<KeySlot>> {
+/// `wrapped` of a key slot: nonce, the 32-byte master secret, tag (FORMAT.md §8.3).
+const WRAPPED_MASTER_LEN: usize = crypto::NONCE_LEN + crypto::KEY_LEN + crypto::TAG_LEN;
+
+/// A slot as read, or why it cannot be used: it does not parse, asks for absurd KDF work
+/// (anyone who can create objects could plant one to stop passwords from opening the
+/// repository or to exhaust memory), or its wrapped key has the wrong shape.
+fn parse_slot(name: &str, raw: &[u8]) -> std::result::Result<KeySlot, String> {
+    let slot =
+        serde_json::from_slice::<KeySlot>(raw).map_err(|e| format!("does not parse: {e}"))?;
+    if let Some(k) = &slot.kdf {
+        if !(k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) {
+            return Err("out-of-range KDF parameters".into());
+        }
+    }
+    match hex::decode(&slot.wrapped) {
+        Ok(w) if w.len() == WRAPPED_MASTER_LEN => {}
+        _ => return Err("its wrapped key is not 72 bytes of hex".into()),
+    }
+    if format!("{}{}", keys::KEYS_PREFIX, slot.id) != name {
+        return Err("its id does not match its name".into());
+    }
+    Ok(slot)
+}
+
+/// Every usable key slot, and the names of the slots that cannot be used (with why).
+/// Unusable slots are skipped with a warning (FORMAT.md §8.3).
+async fn list_slots(store: &DynStore) -> Result<(Vec<KeySlot>, Vec<(String, String)>)> {
     let names: Vec<String> = store
         .list(keys::KEYS_PREFIX)
         .map_ok(|m| m.key)
         .try_collect()
         .await?;
     let mut out = Vec::new();
+    let mut damaged = Vec::new();
     for n in names {
-        let raw = store.get(&n).await?;
-        // A slot that does not parse, or asks for absurd KDF work, is skipped: anyone who can
-        // create objects could plant one to stop passwords from opening the repository.
-        match serde_json::from_slice::<KeySlot>(&raw) {
-            Ok(slot)
-                if slot
-                    .kdf
-                    .as_ref()
-                    .is_none_or(|k| k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) =>
-            {
-                out.push(slot)
-            }
-            Ok(_) => {
-                tracing::warn!(object = %n, "ignoring key slot with out-of-range KDF parameters")
-            }
-            Err(e) => {
-                tracing::warn!(object = %n, error = %e, "ignoring key slot that does not parse")
+        let raw = match store.get(&n).await {
+            Ok(r) => r,
+            // Removed between listing and reading (`key remove` elsewhere).
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match parse_slot(&n, &raw) {
+            Ok(slot) => out.push(slot),
+            Err(reason) => {
+                tracing::warn!(object = %n, reason = %reason, "ignoring unusable key slot");
+                damaged.push((n, reason));
             }
         }
     }
-    Ok(out)
+    Ok((out, damaged))
+}
+
+/// "1 password slot, 2 damaged slots (keys/…: does not parse)" — what an opener found.
+fn describe_slots(slots: &[KeySlot], damaged: &[(String, String)]) -> String {
+    let pw = slots
+        .iter()
+        .filter(|s| s.kind == keys::SlotKind::Password)
+        .count();
+    let kf = slots.len() - pw;
+    let mut parts = Vec::new();
+    if slots.is_empty() && damaged.is_empty() {
+        parts.push("no key slots at all".to_string());
+    }
+    if pw > 0 {
+        parts.push(format!("{pw} password slot(s)"));
+    }
+    if kf > 0 {
+        parts.push(format!("{kf} key-file slot(s)"));
+    }
+    if !damaged.is_empty() {
+        let names: Vec<String> = damaged
+            .iter()
+            .take(3)
+            .map(|(n, r)| format!("{n}: {r}"))
+            .collect();
+        parts.push(format!(
+            "{} damaged slot(s) ({})",
+            damaged.len(),
+            names.join("; ")
+        ));
+    }
+    parts.join(", ")
+}
+
+/// How many objects `init` looks at to describe a location that is not empty.
+const INIT_SCAN_LIMIT: usize = 1000;
+
+/// `init` creates a repository only where no object is (FORMAT.md §2.1): a `config` means a
+/// repository is there; any other object (old packs, key slots, indexes, someone else's
+/// files) means initialising would mix a new repository into old data, and a lost `config`
+/// would look "repaired" while nothing old became readable. Probe objects left by an
+/// earlier `init` under append-only credentials carry no data and are not counted.
+async fn refuse_used_location(store: &DynStore) -> Result<()> {
+    match store.head(keys::CONFIG_OBJECT).await {
+        Ok(_) => return Err(RepoError::AlreadyInitialized(store.describe())),
+        Err(e) if e.kind == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut listing = store.list("");
+    let mut by_prefix: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut seen = 0;
+    while let Some(m) = listing.next().await {
+        let m = m?;
+        if m.key.starts_with("probe/") {
+            continue;
+        }
+        let prefix = match m.key.split_once('/') {
+            Some((p, _)) => format!("{p}/"),
+            None => m.key.clone(),
+        };
+        *by_prefix.entry(prefix).or_default() += 1;
+        seen += 1;
+        if seen >= INIT_SCAN_LIMIT {
+            break;
+        }
+    }
+    if by_prefix.is_empty() {
+        return Ok(());
+    }
+    let more = if seen >= INIT_SCAN_LIMIT {
+        " (at least)"
+    } else {
+        ""
+    };
+    let parts: Vec<String> = by_prefix
+        .iter()
+        .map(|(p, n)| {
+            if p.ends_with('/') {
+                format!("{n} object(s) under {p}")
+            } else {
+                format!("an object named {p:?}")
+            }
+        })
+        .collect();
+    Err(RepoError::LocationInUse {
+        location: store.describe(),
+        found: format!("{}{more}", parts.join(", ")),
+    })
 }
 
 /// Create a probe object twice: the second create must fail with `AlreadyExists`. Some

@@ -63,13 +63,30 @@ pub fn parse_chunk_id(h: &str) -> Result<ChunkId> {
 pub struct Snapshot {
     pub id: String,
     pub writer: String,
+    /// When the store accepted the manifest (its clock, not the writer's), if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<jiff::Timestamp>,
     #[serde(flatten)]
     pub manifest: Manifest,
 }
 
+/// How far a writer's clock may run ahead of the store's before its claimed time is cut
+/// back to the store's (FORMAT.md §7.2).
+pub const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(300);
+
 impl Snapshot {
     pub fn short_id(&self) -> &str {
         &self.id[..8]
+    }
+
+    /// The snapshot's time for ordering (`latest`): the writer's claimed start time, but
+    /// never later than the store's acceptance of the manifest plus [`CLOCK_SKEW`]. A
+    /// writer cannot date a snapshot into the future to make it the newest.
+    pub fn effective_time(&self) -> jiff::Timestamp {
+        match self.stored.and_then(|t| t.checked_add(CLOCK_SKEW).ok()) {
+            Some(bound) => self.manifest.time.min(bound),
+            None => self.manifest.time,
+        }
     }
 }
 
@@ -308,9 +325,12 @@ impl<R: BufRead> TreeReader<R> {
 /// Which snapshot a user means: `latest`, a full id, or a unique prefix of one.
 pub fn select<'a>(snaps: &'a [Snapshot], spec: &str) -> Result<&'a Snapshot> {
     if spec == "latest" {
-        return snaps.iter().max_by_key(|s| s.manifest.time).ok_or_else(|| {
-            RepoError::NotFound("the repository has no snapshots (matching the filters)".into())
-        });
+        return snaps
+            .iter()
+            .max_by_key(|s| s.effective_time())
+            .ok_or_else(|| {
+                RepoError::NotFound("the repository has no snapshots (matching the filters)".into())
+            });
     }
     let matches: Vec<&Snapshot> = snaps.iter().filter(|s| s.id.starts_with(spec)).collect();
     match matches.as_slice() {

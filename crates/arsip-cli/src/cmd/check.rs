@@ -19,11 +19,46 @@ impl Render for CheckReport {
             self.packs_read,
             human(self.bytes_read)
         );
-        if self.unreferenced_packs > 0 {
+        let u = &self.unindexed;
+        if u.packs > 0 {
             out += &format!(
-                "{} unreferenced pack(s) from interrupted backups (harmless; prune removes them)\n",
-                self.unreferenced_packs
+                "UNINDEXED {} pack(s) ({}) that no index names hold {} chunk(s), {} of them ({}) \
+                 in no index at all",
+                u.packs,
+                human(u.stored_bytes),
+                u.chunks,
+                u.chunks_not_indexed,
+                human(u.raw_bytes)
             );
+            out += &if u.chunks_snapshots_need > 0 {
+                format!(
+                    "; snapshots need at least {} of those (see AFFECTED): `arsip repair index` rebuilds \
+                     their index entries from the packs\n",
+                    u.chunks_snapshots_need
+                )
+            } else if u.chunks_not_indexed > 0 {
+                "; no snapshot needs them (left by interrupted backups, or their snapshots are \
+                 gone): `arsip repair index` makes them usable again, a later prune removes \
+                 them\n"
+                    .to_string()
+            } else {
+                "; every chunk is also indexed elsewhere (duplicates)\n".to_string()
+            };
+        }
+        if !self.revoked.is_empty() || self.revoked_packs > 0 {
+            let mut writers: Vec<&str> = self.revoked.iter().map(|r| r.writer.as_str()).collect();
+            writers.sort();
+            writers.dedup();
+            out += &format!(
+                "REVOKED {} object(s) and {} pack(s) of {} retired or compromised agent(s): \
+                 authentic, not damage, and accepted by no reader; a later prune removes them\n",
+                self.revoked.len(),
+                self.revoked_packs,
+                writers.len()
+            );
+            for r in &self.revoked {
+                out += &format!("  {}: {}\n", r.object, r.reason);
+            }
         }
         for p in &self.problems {
             out += &format!("DAMAGED {}: {}\n", p.object, p.message);
@@ -51,7 +86,11 @@ pub async fn run(ctx: &Ctx<'_>, c: &CheckArgs) -> Result<u8> {
     let report = check::run(repo, read).await?;
     ctx.emit(&report)?;
     if !report.ok() {
-        eprintln!("HINT: restore affected data from another snapshot or a copy of the repository; unaffected snapshots restore normally");
+        if report.unindexed.chunks_snapshots_need > 0 {
+            eprintln!("HINT: `arsip repair index` rebuilds the lost index entries from the packs that hold them; then run `arsip check --read-data` again");
+        } else {
+            eprintln!("HINT: restore affected data from another snapshot or a copy of the repository; unaffected snapshots restore normally");
+        }
     }
     Ok(if report.ok() { exit::OK } else { exit::DAMAGED })
 }

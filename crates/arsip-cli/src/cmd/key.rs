@@ -1,8 +1,9 @@
 //! `arsip key add|list|remove|passwd`.
 
 use anyhow::Result;
-use arsip_ops::keys::{self, KeyList, Removed};
+use arsip_ops::keys::{self, CompromisePlan, KeyList};
 use arsip_ops::open::Access;
+use arsip_ops::repo::repo::Standing;
 use serde_json::json;
 
 use crate::cli::KeyCmd;
@@ -38,10 +39,11 @@ impl Render for KeyList {
             ));
         }
         for a in &self.agents {
-            let state = if a.revoked.is_some() {
-                "revoked"
-            } else {
-                "active"
+            let state = match &a.standing {
+                Standing::Active => "active",
+                Standing::Retired { .. } => "retired",
+                Standing::Compromised { .. } => "compromised",
+                Standing::Unknown => "unknown",
             };
             out.push(format!(
                 "agent  {}  {state}  {}  {}",
@@ -52,6 +54,40 @@ impl Render for KeyList {
         }
         out.join("\n")
     }
+}
+
+/// What declaring an agent compromised would make unreadable, for stderr.
+fn describe_loss(plan: &CompromisePlan) -> String {
+    let mut out = format!(
+        "declaring agent {} ({}) compromised makes {} snapshot(s) unreadable:",
+        plan.agent.writer_id,
+        plan.agent.label,
+        plan.unreadable.len()
+    );
+    for s in &plan.unreadable {
+        out += &format!(
+            "\n  {}  {}  {}  {}  {}",
+            &s.id[..8],
+            s.time.strftime("%Y-%m-%d %H:%M:%S"),
+            s.kind,
+            s.host,
+            s.source
+        );
+    }
+    out
+}
+
+/// Ask on the terminal; `false` when stdin is not a terminal or the answer is not "yes".
+fn confirm(n: usize) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("type yes to make these {n} snapshot(s) unreadable: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim() == "yes")
 }
 
 pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
@@ -85,16 +121,69 @@ pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
             }
         }
         KeyCmd::List => ctx.emit(&keys::list(&repo).await?)?,
-        KeyCmd::Remove { id } => match keys::remove(&repo, id).await? {
-            Removed::Slot(id) => {
-                let text = format!("removed key slot {id}");
-                ctx.emit(&Said(json!({"removed": id}), text))?
+        KeyCmd::Remove {
+            id,
+            compromised: false,
+            ..
+        } => {
+            let id = keys::remove_slot(&repo, id).await.map_err(|e| {
+                if matches!(e, arsip_ops::Error::Usage(_)) {
+                    anyhow::Error::new(e).context(
+                        "`arsip key retire ID` retires an agent; `arsip key remove \
+                         --compromised ID` declares it compromised",
+                    )
+                } else {
+                    e.into()
+                }
+            })?;
+            let text = format!("removed key slot {id}");
+            ctx.emit(&Said(json!({"removed": id}), text))?
+        }
+        KeyCmd::Remove {
+            id,
+            compromised: true,
+            yes,
+        } => {
+            let plan = keys::plan_compromise(&repo, id).await?;
+            if !plan.unreadable.is_empty() {
+                eprintln!("{}", describe_loss(&plan));
+                if !*yes && !confirm(plan.unreadable.len())? {
+                    return Err(arsip_ops::Error::Refused(format!(
+                        "not declaring agent {id} compromised: {} snapshot(s) would become \
+                         unreadable and this was not confirmed (pass --yes, or run it on a \
+                         terminal)",
+                        plan.unreadable.len()
+                    ))
+                    .into());
+                }
             }
-            Removed::Agent(id) => {
-                let text = format!("revoked agent {id}");
-                ctx.emit(&Said(json!({"revoked": id}), text))?
-            }
-        },
+            let c = keys::compromise(&repo, id).await?;
+            let text = format!(
+                "agent {id} ({}) declared compromised: readers refuse everything it signed; \
+                 {} snapshot(s) became unreadable. Take a fresh backup of what it covered with a \
+                 full key or a new agent; a later maintenance command removes its objects",
+                c.agent.label,
+                c.unreadable.len()
+            );
+            ctx.emit(&Said(serde_json::to_value(&c)?, text))?
+        }
+        KeyCmd::Retire { id } => {
+            let r = keys::retire(&repo, id).await?;
+            let cutoff = match &r.agent.standing {
+                Standing::Retired {
+                    cutoff: Some(c), ..
+                } => c.to_string(),
+                _ => "unknown".into(),
+            };
+            let text = format!(
+                "agent {id} ({}) retired: the store accepted the retirement at {cutoff}; its {} \
+                 snapshot(s) from before stay restorable, and nothing it writes from now on is \
+                 accepted (its next backup fails)",
+                r.agent.label,
+                r.kept.len()
+            );
+            ctx.emit(&Said(serde_json::to_value(&r)?, text))?
+        }
         KeyCmd::Passwd => {
             let pw = secrets::new_password()?;
             let p = keys::passwd(&repo, &pw).await?;

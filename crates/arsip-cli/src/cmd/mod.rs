@@ -7,6 +7,7 @@ mod init;
 mod key;
 mod pg;
 mod quickstart;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(r) => restore::run(&ctx, r).await,
         Command::Check(c) => check::run(&ctx, c).await,
         Command::Stats => stats::run(&ctx).await,
+        Command::Repair(r) => repair::run(&ctx, r).await,
         Command::Key(k) => key::run(&ctx, k).await,
         Command::Wal(w) => wal::run(&ctx, w).await,
         Command::Quickstart(q) => quickstart::run(&ctx, q).await,

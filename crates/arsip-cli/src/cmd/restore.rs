@@ -14,10 +14,12 @@ pub async fn run(ctx: &Ctx<'_>, r: &RestoreArgs) -> Result<u8> {
     }
     let repo = ctx.open(Access::Full).await?;
     let filter = (&r.filter).into();
-    let snap = super::snapshots::list(&repo, &filter)
-        .await?
-        .select(&r.snapshot)?
-        .clone();
+    let listing = super::snapshots::list(&repo, &filter).await?;
+    let (snap, note) = listing.select_explained(&r.snapshot)?;
+    if let Some(note) = note {
+        eprintln!("arsip: warning: {note} (--writer)");
+    }
+    let snap = snap.clone();
     let pb = progress::bytes_bar(
         ctx.progress(),
         Some(snap.manifest.logical_bytes),

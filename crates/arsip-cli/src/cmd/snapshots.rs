@@ -16,6 +16,8 @@ impl From<&FilterArgs> for Filter {
         Filter {
             kind: f.kind.clone(),
             source: f.source.clone(),
+            writer: f.writer.clone(),
+            host: f.host.clone(),
         }
     }
 }
@@ -37,12 +39,22 @@ struct Row<'a> {
     files: u64,
     facts: &'a std::collections::BTreeMap<String, serde_json::Value>,
     writer: &'a str,
+    /// `root`, or the agent's label.
+    writer_label: &'a str,
+    /// When the store accepted the manifest, if the store says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored: Option<jiff::Timestamp>,
+    /// The time `latest` orders by: `time`, never later than `stored` plus the allowed skew.
+    effective_time: jiff::Timestamp,
 }
 
-impl<'a> From<&'a Snapshot> for Row<'a> {
-    fn from(s: &'a Snapshot) -> Row<'a> {
+impl<'a> Row<'a> {
+    fn new(s: &'a Snapshot, listing: &'a Listing) -> Row<'a> {
         let m = &s.manifest;
         Row {
+            writer_label: listing.writer_label(&s.writer),
+            stored: s.stored,
+            effective_time: s.effective_time(),
             id: &s.id,
             short_id: s.short_id(),
             time: m.time,
@@ -68,18 +80,25 @@ struct Rows<'a>(Vec<Row<'a>>);
 impl Render for Rows<'_> {
     fn human(&self) -> String {
         let mut out = format!(
-            "{:<8}  {:<20}  {:<8}  {:>10}  {:<12}  source / tags\n",
-            "id", "time (UTC)", "kind", "size", "host"
+            "{:<8}  {:<20}  {:<8}  {:>10}  {:<12}  {:<12}  source / tags\n",
+            "id", "time (UTC)", "kind", "size", "host", "writer"
         );
         for r in &self.0 {
             let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            // A claimed time the store contradicts is shown as the store's, marked.
+            let time = if r.effective_time != r.time {
+                format!("{}*", r.effective_time.strftime("%Y-%m-%d %H:%M:%S"))
+            } else {
+                r.time.strftime("%Y-%m-%d %H:%M:%S").to_string()
+            };
             out += &format!(
-                "{:<8}  {:<20}  {:<8}  {:>10}  {:<12}  {} {}\n",
+                "{:<8}  {:<20}  {:<8}  {:>10}  {:<12}  {:<12}  {} {}\n",
                 r.short_id,
-                r.time.strftime("%Y-%m-%d %H:%M:%S"),
+                time,
                 r.kind,
                 human(r.logical_bytes),
                 r.host,
+                r.writer_label,
                 r.source,
                 tags.join(",")
             );
@@ -97,13 +116,26 @@ pub async fn list(repo: &arsip_ops::repo::Repository, filter: &Filter) -> Result
             d.object, d.error
         );
     }
+    if !listing.revoked.is_empty() {
+        eprintln!(
+            "arsip: note: {} snapshot(s) of retired or compromised agents are not listed: no \
+             reader accepts them (`arsip check` lists them)",
+            listing.revoked.len()
+        );
+    }
     Ok(listing)
 }
 
 pub async fn run(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<u8> {
     let repo = ctx.open(Access::Full).await?;
     let listing = list(&repo, &f.into()).await?;
-    ctx.emit(&Rows(listing.snapshots.iter().map(Row::from).collect()))?;
+    ctx.emit(&Rows(
+        listing
+            .snapshots
+            .iter()
+            .map(|s| Row::new(s, &listing))
+            .collect(),
+    ))?;
     Ok(if listing.damaged.is_empty() {
         exit::OK
     } else {
