@@ -81,6 +81,16 @@ impl FaultPlan {
     }
 }
 
+/// The `ARSIP_TEST_FAULTS` hook: the plan it names, in builds with the `test-hooks`
+/// feature; `None` in every other build, whatever the environment says.
+pub fn from_test_env() -> std::result::Result<Option<FaultPlan>, String> {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(spec) = std::env::var("ARSIP_TEST_FAULTS") {
+        return FaultPlan::parse(&spec).map(Some);
+    }
+    Ok(None)
+}
+
 #[derive(Debug)]
 pub struct Faulty {
     inner: DynStore,
