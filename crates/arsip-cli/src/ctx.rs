@@ -50,20 +50,26 @@ impl Ctx<'_> {
         }
     }
 
-    /// The store settings from `--repo` / `ARSIP_REPO` (and, in test builds, the fault hook).
+    /// The store settings from `--repo` / `ARSIP_REPO`, the S3 variables (`AWS_*`,
+    /// `ARSIP_S3_ENDPOINT`, `ARSIP_S3_REGION`) for an `s3://` location, and, only in builds
+    /// with the `test-hooks` feature, the `ARSIP_TEST_FAULTS` hook.
     pub fn store_settings(&self) -> Result<StoreSettings> {
         let location =
             self.cli.repo.clone().ok_or_else(|| {
                 usage!("no repository given: pass --repo LOCATION or set ARSIP_REPO")
             })?;
-        let faults = match std::env::var("ARSIP_TEST_FAULTS") {
-            Ok(spec) => Some(
-                arsip_ops::storage::fault::FaultPlan::parse(&spec)
-                    .map_err(|e| usage!("ARSIP_TEST_FAULTS: {e}"))?,
-            ),
-            Err(_) => None,
-        };
-        Ok(StoreSettings { location, faults })
+        let mut backend = arsip_ops::storage::StoreSettings::default();
+        if location.starts_with("s3://") {
+            backend.s3 = arsip_ops::storage::S3Settings::from_vars(std::env::vars())
+                .map_err(|e| usage!("{}", e.message))?;
+        }
+        let faults = arsip_ops::storage::fault::from_test_env()
+            .map_err(|e| usage!("ARSIP_TEST_FAULTS: {e}"))?;
+        Ok(StoreSettings {
+            location,
+            backend,
+            faults,
+        })
     }
 
     /// Caches and memory of this host: flags, then environment, then the XDG default.

@@ -589,7 +589,6 @@ mod agents {
     /// cut-off (here: one of its old manifests stored again, as a stale or malicious agent
     /// process could do), whatever time the agent claims.
     #[test]
-    #[ignore = "needs the store's object times (ObjectMeta::last_modified, storage branch)"]
     fn a_retired_agent_keeps_its_past_and_loses_its_future() {
         let tmp = tempfile::tempdir().unwrap();
         for (name, a) in Arsip::both(tmp.path()) {

@@ -59,6 +59,32 @@ mod support {
         async fn get(&self, key: &str) -> arsip_storage::Result<Bytes> {
             self.inner.get(key).await
         }
+        async fn get_with_meta(&self, key: &str) -> arsip_storage::Result<arsip_storage::Object> {
+            self.inner.get_with_meta(key).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            _: &arsip_storage::Revision,
+            _: Bytes,
+        ) -> arsip_storage::Result<ObjectMeta> {
+            self.violations
+                .lock()
+                .unwrap()
+                .push(format!("update of {key}"));
+            Err(StorageError::new(
+                ErrorKind::PermissionDenied,
+                Some(key),
+                "guard: update refused",
+            ))
+        }
+        async fn delete_if(
+            &self,
+            key: &str,
+            _: &arsip_storage::Revision,
+        ) -> arsip_storage::Result<()> {
+            self.delete(key).await
+        }
         async fn get_range(&self, key: &str, range: Range<u64>) -> arsip_storage::Result<Bytes> {
             self.inner.get_range(key, range).await
         }

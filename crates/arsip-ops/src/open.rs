@@ -26,6 +26,9 @@ pub enum Access {
 pub struct StoreSettings {
     /// A directory, `s3://bucket/prefix`, `gs://…` or `az://…`.
     pub location: String,
+    /// How to reach it: S3 endpoint, region and credentials (per location, never read from
+    /// the environment below the front end).
+    pub backend: arsip_storage::StoreSettings,
     /// Faults to inject (test builds only; front ends pass `None` otherwise).
     pub faults: Option<FaultPlan>,
 }
@@ -37,7 +40,7 @@ pub fn store(settings: &StoreSettings, create_dir: bool, access: Access) -> Resu
     }
     // A location that does not parse is the user's input, not a storage failure.
     let loc = Location::parse(&settings.location).map_err(|e| Error::usage(e.message))?;
-    let mut store: DynStore = backend::open(&loc, create_dir)?;
+    let mut store: DynStore = backend::open_with(&loc, &settings.backend, create_dir)?;
     if let Some(plan) = &settings.faults {
         store = Arc::new(Faulty::new(store, plan.clone()));
     }

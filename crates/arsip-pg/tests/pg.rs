@@ -5,7 +5,9 @@
 //! `arsip_pg::cluster::Cluster`, archiving through the real `arsip` binary. Requirements,
 //! which make the tests FAIL (never skip) when absent: PostgreSQL server programs
 //! (`ARSIP_PG_BIN`, or /usr/lib/postgresql/N/bin) and the arsip binary (`ARSIP_BIN`, or
-//! `target/debug/arsip`: run `cargo build -p arsip-cli` first).
+//! `target/debug/arsip`: run `cargo build -p arsip-cli --features test-hooks` first, or
+//! `scripts/test -p arsip-pg`, which does; without the feature the binary ignores the
+//! `ARSIP_TEST_*` hooks these tests use).
 //!
 //! Modules: `wal` (push/fetch contracts and exit codes), `logical` (pg_dump/pg_restore),
 //! `physical` (base backups, PITR, timelines, crash tests).
@@ -22,7 +24,7 @@ pub fn arsip_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/arsip"));
     assert!(
         p.exists(),
-        "arsip binary not found at {}: run `cargo build -p arsip-cli` (or set ARSIP_BIN)",
+        "arsip binary not found at {}: run `cargo build -p arsip-cli --features test-hooks` (or set ARSIP_BIN)",
         p.display()
     );
     p.canonicalize().unwrap()

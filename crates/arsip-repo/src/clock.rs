@@ -38,13 +38,16 @@ impl Clock for FixedClock {
     }
 }
 
-/// The process clock: `ARSIP_TEST_NOW` (RFC 3339) pins it for end-to-end tests.
+/// The process clock. In builds with the `test-hooks` feature (test builds only; see
+/// `scripts/test`), `ARSIP_TEST_NOW` (RFC 3339) pins it for end-to-end tests; every other
+/// build ignores the variable, so no one can date a snapshot by setting it.
 pub fn from_env() -> std::sync::Arc<dyn Clock> {
-    match std::env::var("ARSIP_TEST_NOW")
+    #[cfg(feature = "test-hooks")]
+    if let Some(t) = std::env::var("ARSIP_TEST_NOW")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        Some(t) => std::sync::Arc::new(FixedClock::new(t)),
-        None => std::sync::Arc::new(SystemClock),
+        return std::sync::Arc::new(FixedClock::new(t));
     }
+    std::sync::Arc::new(SystemClock)
 }

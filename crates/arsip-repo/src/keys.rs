@@ -158,10 +158,12 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// Defaults: m=64 MiB, t=3, p=1 (above OWASP's minimums for Argon2id; about 0.2 s
-    /// here). `ARSIP_TEST_WEAK_KDF=1` lowers them for test suites, and only in debug builds:
-    /// a release binary ignores it.
+    /// here). `ARSIP_TEST_WEAK_KDF=1` lowers them for test suites, and only in builds with
+    /// the `test-hooks` feature (or this crate's own unit tests): every other build, debug
+    /// or release, ignores it.
     pub fn new() -> KdfParams {
-        let weak = cfg!(debug_assertions) && std::env::var_os("ARSIP_TEST_WEAK_KDF").is_some();
+        let weak = cfg!(any(test, feature = "test-hooks"))
+            && std::env::var_os("ARSIP_TEST_WEAK_KDF").is_some();
         KdfParams {
             m_kib: if weak { 64 } else { 64 * 1024 },
             t: if weak { 1 } else { 3 },

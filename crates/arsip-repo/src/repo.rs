@@ -89,10 +89,8 @@ pub struct Repository {
 /// When the store accepted an object, by the store's clock (S3: `Last-Modified`; local: the
 /// file's mtime), or `None` where the store reports no time. Writers cannot backdate it
 /// (FORMAT.md §8.6, §7.4).
-pub fn store_time(_meta: &ObjectMeta) -> Option<jiff::Timestamp> {
-    // `ObjectMeta::last_modified` arrives with the storage layer's metadata change; until
-    // then no store reports a time and every time-bounded rule fails closed.
-    None
+pub fn store_time(meta: &ObjectMeta) -> Option<jiff::Timestamp> {
+    Some(meta.last_modified)
 }
 
 /// Where a writer stands (FORMAT.md §8.6).
@@ -790,7 +788,7 @@ impl Repository {
     /// Authenticate an index or manifest of `writer` that the store accepted at `stored`:
     /// the signature under the writer's key (failure is damage), then the writer's standing
     /// (refusal is [`RepoError::Revoked`], not damage).
-    async fn verify_writer(
+    pub(crate) async fn verify_writer(
         &self,
         object: &str,
         writer: &WriterId,

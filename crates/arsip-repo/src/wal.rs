@@ -229,8 +229,11 @@ impl Repository {
     pub async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
         let mk = self.master("reading WAL")?;
         let name = object_name(namespace, file)?;
-        let raw = match self.store.get(&name).await {
-            Ok(b) => b,
+        let (raw, stored) = match self.store.get_with_meta(&name).await {
+            Ok(o) => {
+                let t = crate::repo::store_time(&o.meta);
+                (o.data, t)
+            }
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
@@ -239,19 +242,10 @@ impl Repository {
             return Err(RepoError::corrupt(&name, "WAL object too short"));
         }
         let (signed, sig) = raw.split_at(raw.len() - SIGNATURE_LEN);
-        match self.writer_key(&p.writer).await? {
-            Some(vk) => crypto::verify(&vk, &signed_digest(signed), sig)
-                .map_err(|e| RepoError::corrupt(&name, e.to_string()))?,
-            None => {
-                return Err(RepoError::corrupt(
-                    &name,
-                    format!(
-                        "written by unknown or revoked writer {}",
-                        hex::encode(p.writer)
-                    ),
-                ))
-            }
-        }
+        // Signature, then standing: a retired writer's WAL the store accepted before the
+        // cut-off stays readable (FORMAT.md §8.6).
+        self.verify_writer(&name, &p.writer, &signed_digest(signed), sig, stored)
+            .await?;
         let id_key = self.id_key().clone();
         let secret = &mk.repo_secret;
         Ok(Some(open(&name, &raw, secret, &id_key)?))

@@ -44,6 +44,26 @@ impl StorageError {
         self.kind == ErrorKind::Transient
     }
 
+    /// A local I/O error while doing `what` to `path` (which the message names).
+    pub(crate) fn io(key: &str, what: &str, path: &std::path::Path, e: &std::io::Error) -> Self {
+        StorageError::new(
+            classify_io(e),
+            Some(key),
+            format!("{what} {}: {e}", path.display()),
+        )
+    }
+
+    /// A failed fsync is permanent, whatever its errno: after it the page cache may hold
+    /// bytes the disk does not, and a retry that reads them back would acknowledge an
+    /// object that never reached the disk.
+    pub(crate) fn fsync(key: &str, path: &std::path::Path, e: &std::io::Error) -> Self {
+        StorageError::new(
+            ErrorKind::Permanent,
+            Some(key),
+            format!("fsync {}: {e}", path.display()),
+        )
+    }
+
     /// Map an `object_store` error into the contract's classification.
     pub fn from_object_store(key: &str, err: object_store::Error) -> Self {
         use object_store::Error as E;
@@ -68,18 +88,24 @@ fn classify_generic(source: &(dyn std::error::Error + 'static)) -> ErrorKind {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            return match io.kind() {
-                K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::PermissionDenied,
-                K::StorageFull => ErrorKind::Permanent,
-                K::NotFound => ErrorKind::NotFound,
-                K::InvalidInput | K::InvalidData => ErrorKind::Permanent,
-                _ => ErrorKind::Transient,
-            };
+            return classify_io(io);
         }
         cur = e.source();
     }
     ErrorKind::Transient
+}
+
+/// The class of a local I/O error (not of an fsync: see [`StorageError::fsync`]).
+pub(crate) fn classify_io(io: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    match io.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::PermissionDenied,
+        K::StorageFull | K::QuotaExceeded | K::FileTooLarge => ErrorKind::Permanent,
+        K::NotFound => ErrorKind::NotFound,
+        K::AlreadyExists => ErrorKind::AlreadyExists,
+        K::InvalidInput | K::InvalidData => ErrorKind::Permanent,
+        _ => ErrorKind::Transient,
+    }
 }
 
 /// Remove anything that looks like a signed query string from a message: object_store

@@ -1,6 +1,7 @@
 //! Fault injection for tests: a wrapper that fails chosen operations with a chosen error
 //! kind, to prove that retries lose nothing and that errors surface with the right class.
-//! Never used outside tests and the `ARSIP_FAULTS` test hook of the CLI.
+//! Never used outside tests and the `ARSIP_TEST_FAULTS` hook of the CLI (which exists only
+//! in builds with the `test-hooks` feature).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::{DynStore, ErrorKind, ObjectMeta, Result, StorageError, Store};
+use crate::{DynStore, ErrorKind, Object, ObjectMeta, Result, Revision, StorageError, Store};
 
 /// Which operations fail.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +30,9 @@ pub struct FaultPlan {
     /// Report success for creates of existing objects, like servers that ignore
     /// `If-None-Match` (the object is left as it was).
     pub ignore_if_none_match: bool,
+    /// Lose the answer of the first `update` / `delete_if` of each key: the write is done,
+    /// then a transient error is reported (what a timeout after the server acted looks like).
+    pub lose_each_conditional_answer_once: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +45,8 @@ pub struct Crash {
 impl FaultPlan {
     /// Parse the compact form used by the `ARSIP_FAULTS` test hook:
     /// comma-separated `create-once`, `get-once`, `get:PREFIX:transient|permanent`,
-    /// `create:PREFIX`, `crash:PREFIX:N:before|after`, `ignore-if-none-match`.
+    /// `create:PREFIX`, `crash:PREFIX:N:before|after`, `ignore-if-none-match`,
+    /// `lose-conditional-answer-once`.
     pub fn parse(s: &str) -> std::result::Result<FaultPlan, String> {
         let mut p = FaultPlan::default();
         for item in s.split(',').filter(|i| !i.is_empty()) {
@@ -50,6 +55,7 @@ impl FaultPlan {
                 ["create-once"] => p.fail_each_create_once = true,
                 ["get-once"] => p.fail_each_get_once = true,
                 ["ignore-if-none-match"] => p.ignore_if_none_match = true,
+                ["lose-conditional-answer-once"] => p.lose_each_conditional_answer_once = true,
                 ["get", prefix, kind] => {
                     let k = match *kind {
                         "transient" => ErrorKind::Transient,
@@ -73,6 +79,16 @@ impl FaultPlan {
         }
         Ok(p)
     }
+}
+
+/// The `ARSIP_TEST_FAULTS` hook: the plan it names, in builds with the `test-hooks`
+/// feature; `None` in every other build, whatever the environment says.
+pub fn from_test_env() -> std::result::Result<Option<FaultPlan>, String> {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(spec) = std::env::var("ARSIP_TEST_FAULTS") {
+        return FaultPlan::parse(&spec).map(Some);
+    }
+    Ok(None)
 }
 
 #[derive(Debug)]
@@ -168,11 +184,35 @@ impl Store for Faulty {
         self.check_get(key)?;
         self.inner.get_range(key, range).await
     }
+    async fn get_with_meta(&self, key: &str) -> Result<Object> {
+        self.check_get(key)?;
+        self.inner.get_with_meta(key).await
+    }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.inner.head(key).await
     }
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
         self.inner.list(prefix)
+    }
+    async fn update(&self, key: &str, expected: &Revision, data: Bytes) -> Result<ObjectMeta> {
+        let r = self.inner.update(key, expected, data).await;
+        if r.is_ok()
+            && self.plan.lose_each_conditional_answer_once
+            && self.first_time("update", key)
+        {
+            return Err(self.fault(ErrorKind::Transient, key));
+        }
+        r
+    }
+    async fn delete_if(&self, key: &str, expected: &Revision) -> Result<()> {
+        let r = self.inner.delete_if(key, expected).await;
+        if r.is_ok()
+            && self.plan.lose_each_conditional_answer_once
+            && self.first_time("delete_if", key)
+        {
+            return Err(self.fault(ErrorKind::Transient, key));
+        }
+        r
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
@@ -184,9 +224,6 @@ impl Store for Faulty {
 
 /// Die exactly as `kill -9` would: no destructors, no flushes.
 fn kill_self() -> ! {
-    // SAFETY: plain syscalls.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     unreachable!("SIGKILL cannot be caught")
 }

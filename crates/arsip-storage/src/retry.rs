@@ -4,6 +4,12 @@
 //! `create` is safe to retry: if an earlier attempt stored the object but its answer was
 //! lost, the retry meets `AlreadyExists`; the wrapper then reads the object back and reports
 //! success only if the stored bytes are exactly the bytes it was asked to write.
+//!
+//! The conditional writes likewise: a retried `update` that meets `PreconditionFailed` reads
+//! the object back and reports success (with that revision) if it holds exactly the bytes
+//! asked for; a retried `delete_if` that meets `NotFound` reports success (an earlier attempt
+//! removed it). Only `Transient` errors are retried: never a local fsync failure, which is
+//! `Permanent` (after it, reading the bytes back proves nothing about the disk).
 
 use std::ops::Range;
 use std::time::Duration;
@@ -13,7 +19,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use rand::Rng;
 
-use crate::{DynStore, ErrorKind, ObjectMeta, Result, Store};
+use crate::{DynStore, ErrorKind, Object, ObjectMeta, Result, Revision, Store};
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -88,8 +94,27 @@ impl Store for Retry {
         }
     }
 
+    async fn create_with_meta(&self, key: &str, data: Bytes) -> Result<ObjectMeta> {
+        let (r, attempts) = retrying!(self, self.inner.create_with_meta(key, data.clone()));
+        match r {
+            Err(e) if e.kind == ErrorKind::AlreadyExists && attempts > 0 => {
+                let stored = self.inner.get_with_meta(key).await?;
+                if stored.data == data {
+                    Ok(stored.meta)
+                } else {
+                    Err(e)
+                }
+            }
+            r => r,
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         retrying!(self, self.inner.get(key)).0
+    }
+
+    async fn get_with_meta(&self, key: &str) -> Result<Object> {
+        retrying!(self, self.inner.get_with_meta(key)).0
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
@@ -103,6 +128,29 @@ impl Store for Retry {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
         // A listing is restarted by the caller; object_store retries each page request.
         self.inner.list(prefix)
+    }
+
+    async fn update(&self, key: &str, expected: &Revision, data: Bytes) -> Result<ObjectMeta> {
+        let (r, attempts) = retrying!(self, self.inner.update(key, expected, data.clone()));
+        match r {
+            // An earlier attempt of ours replaced it but its answer was lost: then the object
+            // holds exactly our bytes. Anything else is a real conflict.
+            Err(e) if e.kind == ErrorKind::PreconditionFailed && attempts > 0 => {
+                match retrying!(self, self.inner.get_with_meta(key)).0 {
+                    Ok(stored) if stored.data == data => Ok(stored.meta),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    async fn delete_if(&self, key: &str, expected: &Revision) -> Result<()> {
+        let (r, attempts) = retrying!(self, self.inner.delete_if(key, expected));
+        match r {
+            Err(e) if e.kind == ErrorKind::NotFound && attempts > 0 => Ok(()),
+            r => r,
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
