@@ -5,3 +5,5 @@
 
 pub mod backup;
 pub mod restore;
+
+pub use restore::is_restore_staging;
