@@ -25,6 +25,9 @@ use arsip_storage::backend;
 mod support {
     use super::*;
 
+    /// Tree nodes with the data of regular files.
+    pub type Entries = Vec<(Node, Vec<u8>)>;
+
     pub async fn repo() -> Arc<Repository> {
         std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
         let store = backend::open(&backend::Location::Memory, false).unwrap();
@@ -259,7 +262,7 @@ use support::*;
 mod planted_in_snapshot {
     use super::*;
 
-    fn cases(w: &World) -> Vec<(&'static str, Vec<(Node, Vec<u8>)>)> {
+    fn cases(w: &World) -> Vec<(&'static str, Entries)> {
         let v = w.victim();
         let d = w.sentinel_dir();
         let rel_v = "../../sentinel/victim".to_string();
@@ -595,7 +598,7 @@ mod planted_in_target {
         let snap = snapshot(&repo, snapshot_entries()).await;
         std::fs::create_dir_all(w.target.join("d")).unwrap();
         std::fs::write(w.target.join("d/.arsip-restore-00000000deadbeef"), "half").unwrap();
-        std::os::unix::fs::symlink(&w.victim(), w.target.join(".arsip-restore-1234")).unwrap();
+        std::os::unix::fs::symlink(w.victim(), w.target.join(".arsip-restore-1234")).unwrap();
         let before = w.outside();
         // The staging fallback is what a filesystem without O_TMPFILE uses: exercise it too.
         let opts = RestoreOptions {
