@@ -4,7 +4,7 @@
 //! errors pass through unchanged so the binary classifies them (exit codes) the same way as
 //! everywhere else. Messages never contain passwords or connection strings with passwords.
 
-use arsip_repo::RepoError;
+use arsip_repo::{Classify, ErrorClass, RepoError};
 
 pub type Result<T, E = PgError> = std::result::Result<T, E>;
 
@@ -25,6 +25,9 @@ pub enum PgError {
     /// A WAL file the caller asked for does not exist in the repository.
     #[error("WAL file {0} is not in the repository")]
     WalMissing(String),
+    /// The input is invalid (a target time, an xid, a mapping); nothing was written.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl PgError {
@@ -34,19 +37,32 @@ impl PgError {
             hint: hint.into(),
         }
     }
+}
 
-    pub fn hint(&self) -> Option<String> {
+impl Classify for PgError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PgError::Repo(r) => r.class(),
+            PgError::Io(_) => ErrorClass::Storage,
+            PgError::Pg(_) | PgError::Tool(_) => ErrorClass::Failed,
+            PgError::Refused { .. } => ErrorClass::Refused,
+            PgError::WalMissing(_) => ErrorClass::NotFound,
+            PgError::Usage(_) => ErrorClass::Usage,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             PgError::Repo(r) => r.hint(),
             PgError::Refused { hint, .. } => Some(hint.clone()),
             PgError::Pg(_) => Some(
-                "check the connection (--dbname, PGHOST, PGPORT, PGUSER, PGPASSFILE) and that the \
-                 server is running"
+                "check the connection (PGHOST, PGPORT, PGUSER, PGPASSFILE or the connection \
+                 string) and that the server is running"
                     .into(),
             ),
             PgError::Tool(_) => Some(
-                "check that the PostgreSQL client programs match the server's major version \
-                 (ARSIP_PG_BIN or PATH)"
+                "the program's own message is above; if it names a version mismatch, use \
+                 PostgreSQL programs of the server's major version (ARSIP_PG_BIN or PATH)"
                     .into(),
             ),
             _ => None,

@@ -104,6 +104,19 @@ impl ChunkIndex {
         }
     }
 
+    /// Plaintext bytes of the distinct chunks indexed (before compression).
+    pub fn unique_raw_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        let mut last = None;
+        for s in self.slots() {
+            if last != Some(s.id) {
+                total += s.raw_len as u64;
+                last = Some(s.id);
+            }
+        }
+        total
+    }
+
     pub fn len(&self) -> usize {
         self.slots().len()
     }

@@ -82,6 +82,15 @@ pub struct Repository {
     root_verify: [u8; 32],
     writers: Mutex<std::collections::HashMap<WriterId, Option<[u8; 32]>>>,
     cache_dir: std::path::PathBuf,
+    opened_slot: Option<String>,
+}
+
+/// What a repository's objects add up to ([`Repository::usage`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Usage {
+    pub objects: u64,
+    pub stored_bytes: u64,
+    pub packs: u64,
 }
 
 impl std::fmt::Debug for Repository {
@@ -223,13 +232,17 @@ impl Repository {
                 let master = slot
                     .open(&claimed.repo_id, &Secret::KeyFile(&f))?
                     .ok_or(RepoError::WrongKey)?;
-                Self::open_full(store, &raw, master, clock)
+                let mut repo = Self::open_full(store, &raw, master, clock)?;
+                repo.opened_slot = Some(slot.id);
+                Ok(repo)
             }
             OpenWith::Password(p) => {
                 let slots = list_slots(&store).await?;
                 for slot in slots.iter().filter(|s| s.kind == keys::SlotKind::Password) {
                     if let Some(master) = slot.open(&claimed.repo_id, &Secret::Password(&p))? {
-                        return Self::open_full(store, &raw, master, clock);
+                        let mut repo = Self::open_full(store, &raw, master, clock)?;
+                        repo.opened_slot = Some(slot.id.clone());
+                        return Ok(repo);
                     }
                 }
                 Err(RepoError::WrongKey)
@@ -300,7 +313,29 @@ impl Repository {
             root_verify,
             writers: Mutex::default(),
             cache_dir: cache_dir(),
+            opened_slot: None,
         })
+    }
+
+    /// The key slot this handle was opened with (`None` for agent credentials).
+    pub fn opened_slot(&self) -> Option<&str> {
+        self.opened_slot.as_deref()
+    }
+
+    /// Objects and bytes in the store, streamed (a listing of millions of objects is never
+    /// held in memory).
+    pub async fn usage(&self) -> Result<Usage> {
+        use futures::TryStreamExt;
+        Ok(self
+            .store
+            .list("")
+            .try_fold(Usage::default(), |mut u, o| async move {
+                u.objects += 1;
+                u.stored_bytes += o.size;
+                u.packs += u64::from(o.key.starts_with(DATA_PREFIX));
+                Ok(u)
+            })
+            .await?)
     }
 
     pub fn is_agent(&self) -> bool {
