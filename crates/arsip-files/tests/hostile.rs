@@ -515,7 +515,7 @@ mod planted_in_target {
         let target_before = fingerprint(&w.target);
         let r = restore_to(&repo, &snap, &w.target, &RestoreOptions::default()).await;
         let msg = match r {
-            Err(RepoError::Invalid(m)) => m,
+            Err(RepoError::Refused(m)) => m,
             other => panic!("expected a refusal, got {other:?}"),
         };
         for name in ["d", "f", "e/y", "l"] {
@@ -586,7 +586,7 @@ mod planted_in_target {
         assert_eq!(std::fs::read(t2.join("d/x")).unwrap(), b"new x");
         // Restoring again over itself is a conflict on every file.
         let r = restore_to(&repo, &snap, &t2, &RestoreOptions::default()).await;
-        assert!(matches!(r, Err(RepoError::Invalid(_))), "{r:?}");
+        assert!(matches!(r, Err(RepoError::Refused(_))), "{r:?}");
     }
 
     /// Leftovers with the restore's staging names (a killed restore on a filesystem without

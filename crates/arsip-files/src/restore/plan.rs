@@ -138,10 +138,10 @@ pub fn check<R: BufRead>(
     if n_conflicts > 0 && !opts.overwrite {
         let list: Vec<String> = conflicts.iter().map(|p| p.display().to_string()).collect();
         let more = n_conflicts - conflicts.len() as u64;
-        return Err(RepoError::Invalid(format!(
+        return Err(RepoError::Refused(format!(
             "refusing to restore {snap} into {}: {n_conflicts} path(s) it would write already \
-             exist: {}{}; restore into a new or empty directory, or restore with overwrite \
-             (`--overwrite`) to replace them",
+             exist: {}{}; nothing was written. Restore into a new or empty directory, or \
+             restore with overwrite to replace them",
             bases[0].path.display(),
             list.join(", "),
             if more > 0 {
