@@ -220,8 +220,20 @@ mod support {
             } else {
                 format!("special {:o}", m.mode())
             };
+            let mut names = vec![0u8; 65536];
+            let n = rustix::fs::llistxattr(&p, &mut names[..]).unwrap_or(0);
+            let xattrs: Vec<String> = names[..n]
+                .split(|&b| b == 0)
+                .filter(|x| !x.is_empty())
+                .map(|x| {
+                    let name = String::from_utf8_lossy(x).into_owned();
+                    let mut v = vec![0u8; 65536];
+                    let len = rustix::fs::lgetxattr(&p, name.as_str(), &mut v[..]).unwrap_or(0);
+                    format!("{name}={:?}", &v[..len])
+                })
+                .collect();
             out.push(format!(
-                "{} {}:{} {:o} {} {}.{} {what}",
+                "{} {}:{} {:o} {} {}.{} {what} {xattrs:?}",
                 p.display(),
                 m.uid(),
                 m.gid(),
@@ -270,6 +282,32 @@ mod planted_in_snapshot {
         let mut out = vec![];
         for (label, t) in [("abs", &v), ("rel", &rel_v), ("deep", &deep_v)] {
             let _ = label;
+            let mut evil = symlink("x", t);
+            evil.0.xattrs = ["user.evil", "trusted.evil", "security.evil"]
+                .iter()
+                .map(|n| arsip_repo::snapshot::Xattr {
+                    name: n.to_string(),
+                    value: "RVZJTA==".into(),
+                })
+                .collect();
+            evil.0.uid = Some(1234);
+            evil.0.gid = Some(1234);
+            out.push(("a link with xattrs and an owner", vec![evil]));
+            let mut fifo = (
+                Node {
+                    node_type: NodeType::Fifo,
+                    mode: 0o4777,
+                    uid: Some(1234),
+                    gid: Some(1234),
+                    ..dir("sub").0
+                },
+                vec![],
+            );
+            fifo.0.xattrs = vec![arsip_repo::snapshot::Xattr {
+                name: "trusted.evil".into(),
+                value: "RVZJTA==".into(),
+            }];
+            out.push(("a fifo at a planted link", vec![symlink("sub", t), fifo]));
             out.push((
                 "link at the final name, then the file",
                 vec![symlink("f", t), file("f", b"EVIL")],
@@ -699,6 +737,8 @@ mod attributes {
             xattr("system.posix_acl_default", &acl(true)),
             xattr("user.dir", b"on a dir"),
         ];
+        let mut xlink = owned(symlink("xlink", "/etc/passwd"), 1234, 1235, 0o777);
+        xlink.0.xattrs = vec![xattr("trusted.note", b"on the link itself")];
         let mut sf = file("sparse", &sparse);
         sf.0.uid = Some(1236);
         let fifo = Node {
@@ -746,6 +786,7 @@ mod attributes {
             (bad_dir, vec![]),
             (bad_child, b"child".to_vec()),
             (bad_link, vec![]),
+            xlink,
         ];
         let snap = snapshot(&repo, entries.clone()).await;
         let before = w.outside();
