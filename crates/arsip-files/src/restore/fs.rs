@@ -26,7 +26,7 @@ pub fn ctx(e: impl Into<io::Error>, path: &Path) -> io::Error {
 /// One directory a restore writes below: the target, or a graft's directory. Its path comes
 /// from the operator (trusted, opened following links); everything below is not.
 pub struct Base {
-    pub fd: OwnedFd,
+    pub fd: Arc<OwnedFd>,
     pub path: PathBuf,
     /// It was empty (or missing) when the restore started.
     pub was_empty: bool,
@@ -43,7 +43,7 @@ impl Base {
         .map_err(|e| ctx(e, path))?;
         let was_empty = entries(&fd).map_err(|e| ctx(e, path))?.is_empty();
         Ok(Base {
-            fd,
+            fd: Arc::new(fd),
             path: path.to_path_buf(),
             was_empty,
         })
@@ -163,12 +163,7 @@ impl<'a> DirCache<'a> {
         }
         Ok(Ok(Some(match self.stack.last() {
             Some((_, fd)) => fd.clone(),
-            None => Arc::new(
-                self.bases[base]
-                    .fd
-                    .try_clone()
-                    .map_err(|e| ctx(e, &self.bases[base].path))?,
-            ),
+            None => self.bases[base].fd.clone(),
         })))
     }
 

@@ -110,7 +110,7 @@ pub fn write_tree(
                         let shown = cache.path_of(&dest);
                         let Some((_, name)) = dest.split() else {
                             // A graft's root (checked to be a directory): the base itself.
-                            let st = rustix::fs::fstat(&cx.bases[dest.base].fd)
+                            let st = rustix::fs::fstat(&*cx.bases[dest.base].fd)
                                 .map_err(|e| ctx(e, &shown))?;
                             out.dirs += 1;
                             dirs.push(DirRec {
@@ -362,12 +362,7 @@ pub fn write_tree(
     for d in dirs.iter().rev() {
         let shown = path::display(&cx.bases[d.base].path, &d.rel);
         let fd = if d.rel.is_empty() {
-            Arc::new(
-                cx.bases[d.base]
-                    .fd
-                    .try_clone()
-                    .map_err(|e| ctx(e, &shown))?,
-            )
+            cx.bases[d.base].fd.clone()
         } else {
             match cache.open(d.base, &d.rel, Walk::Existing)? {
                 Ok(Some(fd)) => fd,
@@ -386,7 +381,7 @@ pub fn write_tree(
     }
     // The bases, and the entries naming them.
     for b in cx.bases {
-        rustix::fs::fsync(&b.fd).map_err(|e| ctx(e, &b.path))?;
+        rustix::fs::fsync(&*b.fd).map_err(|e| ctx(e, &b.path))?;
         if let Some(parent) = b.path.parent() {
             if let Ok(f) = std::fs::File::open(parent) {
                 f.sync_all().map_err(|e| ctx(e, parent))?;
