@@ -174,3 +174,47 @@ fn kill_9_during_restore_leaves_only_complete_files() {
         assert_eq!(files(&target).len(), want.len(), "round {round}");
     }
 }
+
+/// A full disk during a restore: exit 5 (storage), the real error naming the file, and no
+/// file under its final name that is incomplete.
+#[test]
+fn full_disk_during_restore_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    let a = Arsip { dir: base.clone() };
+    a.ok(&["init"]);
+    let src = base.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        let data = arsip_testkit::sample_data(900_000, i);
+        std::fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    a.ok(&["backup", "files", src.to_str().unwrap()]);
+    let target = base.join("small");
+    std::fs::create_dir_all(&target).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs (the tests run as root)");
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Umount(&target);
+    let out = a.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&under(&target, &src).join("f").display().to_string()),
+        "the error names the file: {err}"
+    );
+    let want = files(&src);
+    for (p, data) in files(&under(&target, &src)) {
+        assert_eq!(want.get(&p), Some(&data), "{} is incomplete", p.display());
+    }
+}
