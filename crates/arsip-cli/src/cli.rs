@@ -182,6 +182,13 @@ pub struct RestoreArgs {
     /// Write the snapshot's single file to stdout
     #[arg(long)]
     pub stdout: bool,
+    /// Replace entries of --to that the snapshot also holds (links are replaced, never
+    /// followed); without it such a restore is refused before anything is written
+    #[arg(long, requires = "to")]
+    pub overwrite: bool,
+    /// Remove entries of restored directories that the snapshot does not hold
+    #[arg(long, requires = "to")]
+    pub delete: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

@@ -341,7 +341,22 @@ mod roundtrip {
         let dest = restored(&target, &src.join("etc/app/app.yaml"));
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::write(&dest, "stale").unwrap();
-        a.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+        // Refused by default, naming the file, writing nothing; replaced with --overwrite.
+        let o = a.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+        assert_eq!(code(&o), 8, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&dest.display().to_string()),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), b"stale");
+        a.ok(&[
+            "restore",
+            "latest",
+            "--to",
+            target.to_str().unwrap(),
+            "--overwrite",
+        ]);
         assert_same_tree(&src, &restored(&target, &src));
         let leftovers: Vec<_> = walk(&target)
             .into_iter()

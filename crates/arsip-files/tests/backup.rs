@@ -1385,12 +1385,7 @@ fn assert_exact_copy(a: &Path, b: &Path) {
 /// A hostile tree — non-UTF-8 names and targets, hard links, FIFOs and devices, setuid and
 /// sticky bits with owners, xattrs, ACLs and capabilities, a sparse file — backed up and
 /// restored as root comes back exactly.
-///
-/// Needs the restore side of issue 10 (branch files-restore): today's restore writes lossy
-/// names and no links, devices or xattrs. Run with `--ignored` once both are merged, then
-/// drop the `ignore`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the restore side of issue 10 (files-restore); run with --ignored after merging"]
 async fn hostile_tree_backs_up_and_restores_exactly() {
     use rustix::fs::{lsetxattr, makedev, mknodat, FileType, Mode, XattrFlags, CWD};
     let d = tempfile::tempdir().unwrap();

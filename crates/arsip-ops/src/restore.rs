@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use arsip_files::restore::RestoreOutcome;
+pub use arsip_files::restore::{RestoreOptions, RestoreOutcome};
 use arsip_repo::read::Reader;
 use arsip_repo::snapshot::Snapshot;
 use arsip_repo::Repository;
@@ -15,7 +15,8 @@ use crate::Result;
 
 /// Where a restore goes.
 pub enum Destination<'a> {
-    Dir(&'a Path),
+    /// A directory, with what to do about entries already there.
+    Dir(&'a Path, &'a RestoreOptions),
     Writer(&'a mut dyn Write),
 }
 
@@ -34,7 +35,9 @@ pub async fn run(
 ) -> Result<RestoreOutcome> {
     let reader = Reader::open(repo).await?;
     Ok(match dest {
-        Destination::Dir(dir) => arsip_files::restore::to_dir(&reader, snap, dir, on_bytes).await?,
+        Destination::Dir(dir, opts) => {
+            arsip_files::restore::to_dir_with(&reader, snap, dir, &[], opts, on_bytes).await?
+        }
         Destination::Writer(mut w) => {
             arsip_files::restore::to_writer(&reader, snap, &mut w, on_bytes).await?
         }

@@ -119,6 +119,10 @@ pub enum RepoError {
     NoConditionalCreate(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A precondition of the operation does not hold and nothing was done (e.g. a restore
+    /// would write paths that exist); the message says what and what to do.
+    #[error("{0}")]
+    Refused(String),
     #[error("unsupported repository format: {0}")]
     Unsupported(String),
     #[error("I/O error: {0}")]
@@ -182,7 +186,8 @@ impl Classify for RepoError {
             | RepoError::NoConditionalCreate(_)
             | RepoError::AlreadyInitialized(_)
             | RepoError::LocationInUse { .. }
-            | RepoError::Unsupported(_) => ErrorClass::Refused,
+            | RepoError::Unsupported(_)
+            | RepoError::Refused(_) => ErrorClass::Refused,
             RepoError::Invalid(_) => ErrorClass::Usage,
             RepoError::Io(_) => ErrorClass::Storage,
             RepoError::Internal(_) => ErrorClass::Internal,

@@ -34,7 +34,12 @@ pub async fn run(ctx: &Ctx<'_>, r: &RestoreArgs) -> Result<u8> {
         let to =
             r.to.as_deref()
                 .expect("clap requires --to without --stdout");
-        restore::run(repo, &snap, Destination::Dir(to), &on_bytes).await
+        let opts = restore::RestoreOptions {
+            overwrite: r.overwrite,
+            delete: r.delete,
+            ..Default::default()
+        };
+        restore::run(repo, &snap, Destination::Dir(to, &opts), &on_bytes).await
     };
     pb.finish_and_clear();
     let o = outcome?;
