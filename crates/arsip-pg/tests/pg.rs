@@ -613,6 +613,25 @@ pub fn pgbench(c: &Cluster, args: &[&str]) {
     );
 }
 
+/// Set the mtime of every regular file under `dir` to `age` ago.
+pub fn backdate_files(dir: &Path, age: Duration) {
+    let when = std::time::SystemTime::now() - age;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                // a file the server removed meanwhile is fine to miss
+                if let Ok(f) = std::fs::File::options().write(true).open(e.path()) {
+                    f.set_modified(when).unwrap();
+                }
+            }
+        }
+    }
+}
+
 /// Restore `snapshot` (or the automatic choice) to `target_time` into a fresh harness
 /// directory, start it, wait for promotion.
 pub fn restore_to(env: &Env, extra: &[&str]) -> Cluster {
@@ -687,9 +706,13 @@ mod physical {
         let c = env.cluster();
         pgbench(&c, &["-i", "-s", "2", "-q", "postgres"]);
         c.psql("postgres", "CHECKPOINT").unwrap();
+        // Files are reused only if older than the previous backup's start minus one second
+        // (a file changed within that second may change again unseen). On a fast machine the
+        // cluster is created and backed up within one second, so age the files first instead
+        // of hoping the machine is slow.
+        backdate_files(&c.data, Duration::from_secs(60));
         let backup = || json_out(env.physical_backup(&c).output().unwrap());
         backup();
-        std::thread::sleep(Duration::from_millis(1500));
         pgbench(&c, &["-n", "-t", "100", "postgres"]);
         let second = backup();
         let snaps = json_out(
@@ -1073,5 +1096,378 @@ mod quickstart {
         assert!(r["rto_seconds"].as_f64().unwrap() > 0.0);
         assert!(r["rpo_seconds"].as_f64().unwrap() >= 0.0);
         assert_eq!(r["verified"].as_object().unwrap().len(), 4);
+    }
+}
+
+/// Point-in-time recovery that never lands on another history (issue 10 §6): drills that do
+/// not capture later restores, timeline choice, gaps, unreachable targets, target syntax,
+/// password-only restores, and the PITR matrix. Kept apart from the other modules.
+mod pitr {
+    use super::*;
+
+    /// `arsip restore pg --physical --to <fresh dir>/data EXTRA…`, not started; the directory
+    /// it was asked to create is returned with the output.
+    pub fn restore_cmd(env: &Env, extra: &[&str]) -> (Output, PathBuf) {
+        let base = make_base("arsip-pgrestore-").unwrap();
+        let to = base.join("data");
+        let o = env
+            .cmd()
+            .env_remove("TZ")
+            .args(["restore", "pg", "--physical", "--to"])
+            .arg(&to)
+            .args(extra)
+            .output()
+            .unwrap();
+        (o, to)
+    }
+
+    fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// Exactly what a restore to a moment must reproduce: row count and a digest of table m.
+    pub fn state(c: &Cluster) -> String {
+        c.psql(
+            "postgres",
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(k || '=' || v, ',' ORDER BY k)), '-') FROM m",
+        )
+        .unwrap()
+    }
+
+    /// What was recorded right after one committed batch of writes.
+    #[derive(Debug, Clone)]
+    pub struct Moment {
+        /// `clock_timestamp()` as psql prints it in UTC (`… +00`).
+        pub time: String,
+        pub lsn: String,
+        pub xid: String,
+        pub name: String,
+        pub state: String,
+    }
+
+    /// One transaction of `n` rows tagged `tag`, then its xid, a restore point named `tag`,
+    /// the time and the LSN after it, and the table's state.
+    pub fn step(c: &Cluster, tag: &str, n: u32) -> Moment {
+        let xid = c
+            .psql(
+                "postgres",
+                &format!(
+                    "WITH ins AS (INSERT INTO m SELECT (SELECT coalesce(max(k), 0) FROM m) + g, '{tag}' \
+                     FROM generate_series(1, {n}) g RETURNING 1) \
+                     SELECT txid_current() FROM (SELECT count(*) FROM ins) s"
+                ),
+            )
+            .unwrap();
+        c.psql(
+            "postgres",
+            &format!("SELECT pg_create_restore_point('{tag}')"),
+        )
+        .unwrap();
+        let lsn = c
+            .psql("postgres", "SELECT pg_current_wal_insert_lsn()")
+            .unwrap();
+        let time = c
+            .psql(
+                "postgres",
+                "SET timezone = 'UTC'; SELECT clock_timestamp()::text",
+            )
+            .unwrap();
+        Moment {
+            time,
+            lsn,
+            xid,
+            name: tag.to_string(),
+            state: state(c),
+        }
+    }
+
+    fn timeline(c: &Cluster) -> String {
+        c.psql(
+            "postgres",
+            "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+        )
+        .unwrap()
+    }
+
+    /// The failure of the report: a drill restore (started as the docs show) promoted to a
+    /// new timeline and archived it into the source's namespace; the source kept writing and
+    /// took a newer backup; the next default restore followed the drill's timeline, ignored
+    /// the newer backup and lost every later transaction and table, with exit 0.
+    #[test]
+    fn drill_restore_does_not_capture_later_restores() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        ok(env.physical_backup(&c).output().unwrap());
+        pgbench(&c, &["-n", "-t", "50", "postgres"]);
+        switch_and_archive(&c);
+
+        // the drill: a default restore, started, queried, written to, switched
+        let drill = restore_to(&env, &[]);
+        drill
+            .psql("postgres", "CREATE TABLE drill_only AS SELECT 1 AS x")
+            .unwrap();
+        let seg = drill
+            .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+            .unwrap();
+        if drill.psql("postgres", "SHOW archive_mode").unwrap() == "on" {
+            wait_archived(&drill, &seg);
+        }
+        drop(drill);
+
+        // the source goes on: more transactions, a table created later, a newer backup
+        pgbench(&c, &["-n", "-t", "200", "postgres"]);
+        c.psql("postgres", "CREATE TABLE later AS SELECT 42 AS answer")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        pgbench(&c, &["-n", "-t", "100", "postgres"]);
+        let want = accounts_sum(&c, "postgres");
+        let want_tx = c
+            .psql("postgres", "SELECT count(*) FROM pgbench_history")
+            .unwrap();
+        switch_and_archive(&c);
+
+        let r = restore_to(&env, &[]);
+        assert_eq!(
+            r.psql("postgres", "SELECT count(*) FROM pgbench_history")
+                .unwrap(),
+            want_tx,
+            "transactions lost"
+        );
+        assert_eq!(accounts_sum(&r, "postgres"), want);
+        assert_eq!(
+            r.psql("postgres", "SELECT answer FROM later").unwrap(),
+            "42"
+        );
+        assert!(r
+            .psql("postgres", "SELECT to_regclass('drill_only') IS NULL")
+            .unwrap()
+            .starts_with('t'));
+        let listed = ok(env.cmd().args(["wal", "list"]).output().unwrap());
+        assert!(
+            !listed.contains(".history"),
+            "the drill archived its timeline into the source's namespace:\n{listed}"
+        );
+    }
+
+    /// A gap in the archive followed by later WAL on the same timeline: a restore to the end
+    /// or to a time is refused before anything is written, naming the first missing segment;
+    /// `--allow-gap` accepts it and recovery ends at the gap.
+    #[test]
+    fn gap_in_the_archive_is_refused_before_writing() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        let m1 = step(&c, "one", 100);
+        switch_and_archive(&c);
+        step(&c, "two", 100);
+        let missing = switch_and_archive(&c);
+        let m3 = step(&c, "three", 100);
+        switch_and_archive(&c);
+        let ns = arsip_pg::control::ClusterId::read(&c.data)
+            .unwrap()
+            .namespace();
+        std::fs::remove_file(env.repo.join("wal").join(&ns).join(&missing)).unwrap();
+
+        for extra in [vec![], vec!["--target-time", m3.time.as_str()]] {
+            let (o, to) = restore_cmd(&env, &extra);
+            let err = stderr(&o);
+            assert!(!o.status.success(), "{extra:?}: restored over the gap: {err}");
+            assert!(err.contains(&missing), "{extra:?}: gap not named: {err}");
+            assert!(err.contains("--allow-gap"), "{err}");
+            assert!(!to.exists(), "{extra:?}: a refusal wrote {}", to.display());
+        }
+        let r = restore_to(&env, &["--allow-gap"]);
+        assert_eq!(state(&r), m1.state, "recovery ends at the gap");
+    }
+
+    /// Targets that cannot be reached are refused before writing (unparsable input: exit 2);
+    /// what only the server can tell is reported with PostgreSQL's own reason.
+    #[test]
+    fn unreachable_targets() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        let before = step(&c, "before_backup", 10);
+        let b = json_out(env.physical_backup(&c).output().unwrap());
+        let after = step(&c, "after", 10);
+        switch_and_archive(&c);
+        let id = b["id"].as_str().unwrap();
+
+        // refused before writing
+        for (extra, says) in [
+            (vec!["--target-time", "2999-01-01 00:00:00+00"], "future"),
+            (vec!["--target-lsn", "0/1000000"], "before"),
+            (vec![id, "--target-lsn", before.lsn.as_str()], "before"),
+        ] {
+            let (o, to) = restore_cmd(&env, &extra);
+            let err = stderr(&o);
+            assert!(!o.status.success(), "{extra:?}: {err}");
+            assert!(err.contains(says), "{extra:?}: {err}");
+            assert!(!to.exists(), "{extra:?} wrote {}", to.display());
+        }
+        // unparsable input is a usage error
+        for extra in [
+            vec![id, "--target-xid", "abc"],
+            vec![id, "--target-xid", "-5"],
+            vec!["--target-time", "yesterday-ish"],
+            vec!["--target-lsn", "12345"],
+            vec!["--target-time", "2026-03-01 10:31:00"],
+        ] {
+            let (o, to) = restore_cmd(&env, &extra);
+            assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+            assert!(!to.exists());
+        }
+        // a restore point older than the backup: only the server can tell
+        let (o, _) = restore_cmd(&env, &[id, "--target-name", &before.name, "--start"]);
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("recovery ended before configured recovery target was reached"),
+            "{err}"
+        );
+        assert!(!err.contains("client programs"), "{err}");
+        // --target-action shutdown reports where it stopped
+        let (o, to) = restore_cmd(
+            &env,
+            &[
+                id,
+                "--target-xid",
+                after.xid.as_str(),
+                "--target-action",
+                "shutdown",
+                "--start",
+                "--json",
+            ],
+        );
+        let out: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        let lsn = out["reached_lsn"].as_str().unwrap_or_default();
+        assert!(
+            arsip_pg::control::parse_lsn(lsn).is_some(),
+            "shutdown reported no LSN: {out:#}"
+        );
+        assert!(!to.join("postmaster.pid").exists());
+    }
+
+    /// Target times in the forms psql prints and PostgreSQL accepts, zone names included.
+    #[test]
+    fn target_time_as_psql_prints_it_or_with_a_zone_name() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        let m1 = step(&c, "one", 10);
+        let jakarta = c
+            .psql(
+                "postgres",
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'Asia/Jakarta', 'YYYY-MM-DD HH24:MI:SS.US') || ' Asia/Jakarta'",
+            )
+            .unwrap();
+        let m2 = step(&c, "two", 10);
+        step(&c, "three", 10);
+        switch_and_archive(&c);
+        let r = restore_to(&env, &["--target-time", &m1.time]);
+        assert_eq!(state(&r), m1.state, "{}", m1.time);
+        drop(r);
+        let r = restore_to(&env, &["--target-time", &jakarta]);
+        assert_eq!(state(&r), m1.state, "{jakarta}");
+        drop(r);
+        // no zone: TZ says which
+        let local = m2.time.trim_end_matches("+00").to_string();
+        let base = make_base("arsip-pgrestore-").unwrap();
+        let o = env
+            .cmd()
+            .env("TZ", "UTC")
+            .args(["restore", "pg", "--physical", "--target-time", &local, "--to"])
+            .arg(base.join("data"))
+            .output()
+            .unwrap();
+        ok(o);
+        let r = Cluster::adopt(base).unwrap();
+        r.start().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &r.socket_dir.display().to_string(),
+            r.port,
+            "promote",
+            Duration::from_secs(300),
+            &r.data,
+            &r.log_path(),
+        ))
+        .unwrap();
+        assert_eq!(state(&r), m2.state, "{local}");
+    }
+
+    /// A physical restore with the password the repository was opened with (a password
+    /// file, no key file): recovery fetches WAL unattended, and the short-lived recovery key
+    /// is gone once recovery has ended.
+    #[test]
+    fn password_file_restore_replays_wal() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        let m1 = step(&c, "after_backup", 500);
+        switch_and_archive(&c);
+        let pw = env.base.join("password");
+        std::fs::write(&pw, "test-password\n").unwrap();
+        let base = make_base("arsip-pgrestore-").unwrap();
+        let to = base.join("data");
+        let o = env
+            .cmd()
+            .env_remove("ARSIP_KEY_FILE")
+            .env_remove("ARSIP_PASSWORD")
+            .env("ARSIP_PASSWORD_FILE", &pw)
+            .args(["restore", "pg", "--physical", "--to"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        ok(o);
+        let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+        assert!(!auto.contains("test-password"), "{auto}");
+        let r = Cluster::adopt(base).unwrap();
+        r.start().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &r.socket_dir.display().to_string(),
+            r.port,
+            "promote",
+            Duration::from_secs(300),
+            &r.data,
+            &r.log_path(),
+        ))
+        .map_err(|e| format!("{e}\n{}", arsip_pg::cluster::tail(&r.log(), 30)))
+        .unwrap();
+        assert_eq!(state(&r), m1.state);
+        // recovery_end_command removed the key (it runs before promotion completes)
+        let t = Instant::now();
+        while to.join("arsip-recovery.key").exists() && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!to.join("arsip-recovery.key").exists());
+    }
+
+    /// The reuse cache cannot be written: the backup still succeeds and says so, naming the
+    /// path (a silent failure turns every later incremental into a full read).
+    #[test]
+    fn reuse_cache_write_failure_is_reported() {
+        let env = Env::new();
+        let c = env.cluster();
+        // a file where the cache's directory must be: even root cannot create it
+        let cache = env.base.join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("pg-physical"), b"not a directory").unwrap();
+        let o = env.physical_backup(&c).output().unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("pg-physical") && err.contains("cache"),
+            "no warning about the reuse cache: {err}"
+        );
     }
 }
