@@ -150,8 +150,23 @@ pub struct PgRestoreArgs {
     /// `immediate`: stop as soon as the backup is consistent
     #[arg(long)]
     pub target: Option<String>,
+    /// Timeline to follow: a number, `latest` or `current` (default: the newest timeline
+    /// holding the newest backup; with SNAPSHOT, the snapshot's own)
     #[arg(long)]
     pub target_timeline: Option<String>,
+    /// Zone of a --target-time written without one (e.g. Asia/Jakarta)
+    #[arg(long, env = "TZ")]
+    pub timezone: Option<String>,
+    /// Physical: recover up to a gap in the archived WAL instead of refusing
+    #[arg(long)]
+    pub allow_gap: bool,
+    /// Physical: the restored cluster is the new primary and archives its new timeline into
+    /// the source's WAL namespace (default: archiving off)
+    #[arg(long, conflicts_with = "no_archive")]
+    pub promote_as_primary: bool,
+    /// Physical: print the restore plan (snapshot, timeline, WAL, settings) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// promote | pause | shutdown
     #[arg(long, default_value = "promote")]
     pub target_action: String,
@@ -164,7 +179,7 @@ pub struct PgRestoreArgs {
     /// Port for the restored cluster
     #[arg(long)]
     pub port: Option<u16>,
-    /// Scratch restore: archive_mode=off, so it never archives into the WAL namespace
+    /// Archiving off (the default unless --promote-as-primary; kept for older scripts)
     #[arg(long)]
     pub no_archive: bool,
     /// Restore tablespace OID into DIR instead of its original location (repeatable)
@@ -200,6 +215,8 @@ pub async fn open_repo(cli: &Cli, mode: Mode) -> Result<Arc<Repository>> {
 pub fn lift(e: PgError) -> anyhow::Error {
     match e {
         PgError::Repo(r) => r.into(),
+        // usage errors exit 2, as the repository's invalid input does
+        PgError::Usage { msg, hint } => RepoError::Invalid(format!("{msg}\nHINT: {hint}")).into(),
         other => {
             if let Some(h) = other.hint() {
                 anyhow::anyhow!("{other}\nHINT: {h}")
@@ -422,8 +439,8 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
     if let Some(d) = &a.dbname {
         arsip_pg::conn::refuse_password(d).map_err(lift)?;
     }
-    let repo = open_repo(cli, Mode::Full).await?;
     if a.logical {
+        let repo = open_repo(cli, Mode::Full).await?;
         let snaps = list_kind(&repo, arsip_pg::logical::KIND).await?;
         let snap = arsip_repo::snapshot::select(&snaps, a.snapshot.as_deref().unwrap_or("latest"))?
             .clone();
@@ -454,24 +471,49 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
         return Ok(exit::OK);
     }
     let to = a.to.clone().context("--physical needs --to DIR")?;
-    let target = arsip_pg::restore::Target::from_args(
-        a.target_time.as_deref(),
-        a.target_lsn.as_deref(),
-        a.target_xid.as_deref(),
-        a.target_name.as_deref(),
-        a.target.as_deref(),
-    )
+    let target = arsip_pg::restore::Target::parse(&arsip_pg::restore::TargetArgs {
+        time: a.target_time.as_deref(),
+        lsn: a.target_lsn.as_deref(),
+        xid: a.target_xid.as_deref(),
+        name: a.target_name.as_deref(),
+        target: a.target.as_deref(),
+        timezone: a.timezone.as_deref(),
+    })
     .map_err(lift)?;
+    let target_action = arsip_pg::restore::TargetAction::parse(&a.target_action).map_err(lift)?;
+    // restore_command needs what opened the repository: the key file, or the password (read
+    // once here; the restore derives its slot's key once)
+    let (repo, credential) = match &cli.key_file {
+        Some(k) => (
+            open_repo(cli, Mode::Full).await?,
+            arsip_pg::restore::Credential::KeyFile(k.clone()),
+        ),
+        None => {
+            let pw = secrets::password("repository password: ", false)?;
+            let store = commands::open_store(cli.repo.as_deref(), false, Mode::Full)?;
+            let repo = Arc::new(
+                Repository::open(
+                    store,
+                    arsip_repo::OpenWith::Password(pw.clone()),
+                    arsip_repo::clock::from_env(),
+                )
+                .await?,
+            );
+            (repo, arsip_pg::restore::Credential::Password(pw))
+        }
+    };
     let opts = arsip_pg::restore::PhysicalRestore {
         snapshot: a.snapshot.clone(),
         to,
         target,
         target_timeline: a.target_timeline.clone(),
-        target_action: a.target_action.clone(),
+        target_action,
         exclusive: a.exclusive,
         start: a.start,
         port: a.port,
         no_archive: a.no_archive,
+        promote_as_primary: a.promote_as_primary,
+        allow_gap: a.allow_gap,
         tablespace_map: a
             .tablespace_map
             .iter()
@@ -484,12 +526,31 @@ pub async fn restore(cli: &Cli, sub: &RestoreSub) -> Result<u8> {
         stanza: a.stanza.clone(),
         arsip_exe: std::env::current_exe()?,
         repo_location: cli.repo.clone().context("no repository given")?,
-        key_file: cli.key_file.clone(),
+        credential: Some(credential),
     };
     let snaps = list_kind(&repo, arsip_pg::physical::KIND).await?;
-    let o = arsip_pg::restore::restore(repo, &snaps, &opts)
+    let t0 = std::time::Instant::now();
+    let plan = arsip_pg::restore::plan(&repo, &snaps, &opts)
         .await
         .map_err(lift)?;
+    // warnings are loud: on stderr whatever the output mode, and in the JSON
+    for w in &plan.warnings {
+        eprintln!("arsip: WARNING: {w}");
+    }
+    if a.dry_run {
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", plan.text());
+        }
+        return Ok(exit::OK);
+    }
+    let o = arsip_pg::restore::execute(repo, &plan, t0)
+        .await
+        .map_err(lift)?;
+    for w in o.warnings.iter().skip(plan.warnings.len()) {
+        eprintln!("arsip: WARNING: {w}");
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&o)?);
     } else {

@@ -22,6 +22,16 @@ pub enum PgError {
     /// An external PostgreSQL program failed.
     #[error("{0}")]
     Tool(String),
+    /// The input cannot be parsed (a time, an LSN, an xid); nothing was done.
+    #[error("{msg}")]
+    Usage { msg: String, hint: String },
+    /// PostgreSQL stopped recovery; `reason` quotes its own log lines.
+    #[error("{what}: {reason}")]
+    Recovery {
+        what: String,
+        reason: String,
+        log: String,
+    },
     /// A WAL file the caller asked for does not exist in the repository.
     #[error("WAL file {0} is not in the repository")]
     WalMissing(String),
@@ -35,8 +45,20 @@ impl PgError {
         }
     }
 
+    pub fn usage(msg: impl Into<String>, hint: impl Into<String>) -> PgError {
+        PgError::Usage {
+            msg: msg.into(),
+            hint: hint.into(),
+        }
+    }
+
     pub fn hint(&self) -> Option<String> {
         match self {
+            PgError::Usage { hint, .. } => Some(hint.clone()),
+            PgError::Recovery { log, .. } => Some(format!(
+                "that is PostgreSQL's own reason, from {log}; the restored directory is left as it \
+                 is for inspection (remove it before restoring again)"
+            )),
             PgError::Repo(r) => r.hint(),
             PgError::Refused { hint, .. } => Some(hint.clone()),
             PgError::Pg(_) => Some(

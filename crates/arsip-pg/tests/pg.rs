@@ -683,9 +683,21 @@ mod physical {
         let final_sum = accounts_sum(&c, "postgres");
         switch_and_archive(&c);
 
+        // both restores are declared the new primary (and archive their timelines), the
+        // second one restored from the original history (timeline 1)
         for (t, sum) in &moments[..2] {
-            let r = restore_to(&env, &["--target-time", t]);
+            let r = restore_to(
+                &env,
+                &[
+                    "--target-time",
+                    t,
+                    "--promote-as-primary",
+                    "--target-timeline",
+                    "1",
+                ],
+            );
             assert_eq!(&accounts_sum(&r, "postgres"), sum, "restore to {t}");
+            switch_and_archive(&r);
         }
         // the two restores promoted to timelines 2 and 3; a later restore of the original
         // history still replays to the end of timeline 1
@@ -877,9 +889,10 @@ mod physical {
 mod timelines {
     use super::*;
 
-    /// A scratch restore (--no-archive) leaves no trace in the WAL namespace; a real restore
-    /// then takes timeline 2, keeps archiving on it, and a later restore of the same base
-    /// backup follows timeline 2 to the restored cluster's newest commit.
+    /// A scratch restore (--no-archive, now the default) leaves no trace in the WAL
+    /// namespace; a restore declared the new primary then takes timeline 2, keeps archiving
+    /// on it, and a later restore of the same base backup follows timeline 2 to the restored
+    /// cluster's newest commit.
     #[test]
     fn scratch_then_real_restore_then_follow_the_new_timeline() {
         let env = Env::new();
@@ -907,7 +920,7 @@ mod timelines {
             "a scratch restore archived: {listed}"
         );
 
-        let real = restore_to(&env, &[]);
+        let real = restore_to(&env, &["--promote-as-primary"]);
         assert_eq!(accounts_sum(&real, "postgres"), original);
         pgbench(&real, &["-n", "-t", "50", "postgres"]);
         let after = accounts_sum(&real, "postgres");
@@ -1274,7 +1287,10 @@ mod pitr {
         for extra in [vec![], vec!["--target-time", m3.time.as_str()]] {
             let (o, to) = restore_cmd(&env, &extra);
             let err = stderr(&o);
-            assert!(!o.status.success(), "{extra:?}: restored over the gap: {err}");
+            assert!(
+                !o.status.success(),
+                "{extra:?}: restored over the gap: {err}"
+            );
             assert!(err.contains(&missing), "{extra:?}: gap not named: {err}");
             assert!(err.contains("--allow-gap"), "{err}");
             assert!(!to.exists(), "{extra:?}: a refusal wrote {}", to.display());
@@ -1321,8 +1337,21 @@ mod pitr {
             assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
             assert!(!to.exists());
         }
+        // a port of its own: the restored cluster shares the source's socket directory
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+                .to_string()
+        };
         // a restore point older than the backup: only the server can tell
-        let (o, _) = restore_cmd(&env, &[id, "--target-name", &before.name, "--start"]);
+        let p1 = port();
+        let (o, _) = restore_cmd(
+            &env,
+            &[id, "--target-name", &before.name, "--start", "--port", &p1],
+        );
         let err = stderr(&o);
         assert!(!o.status.success());
         assert!(
@@ -1340,6 +1369,8 @@ mod pitr {
                 "--target-action",
                 "shutdown",
                 "--start",
+                "--port",
+                &port(),
                 "--json",
             ],
         );
@@ -1382,7 +1413,14 @@ mod pitr {
         let o = env
             .cmd()
             .env("TZ", "UTC")
-            .args(["restore", "pg", "--physical", "--target-time", &local, "--to"])
+            .args([
+                "restore",
+                "pg",
+                "--physical",
+                "--target-time",
+                &local,
+                "--to",
+            ])
             .arg(base.join("data"))
             .output()
             .unwrap();
@@ -1469,5 +1507,194 @@ mod pitr {
             err.contains("pg-physical") && err.contains("cache"),
             "no warning about the reuse cache: {err}"
         );
+    }
+
+    /// `restore_to` that also returns what the restore printed on stderr (its warnings).
+    fn restore_warned(env: &Env, extra: &[&str]) -> (Cluster, String) {
+        let (o, to) = restore_cmd(env, extra);
+        let err = stderr(&o);
+        ok(o);
+        let c = Cluster::adopt(to.parent().unwrap().to_path_buf()).unwrap();
+        c.start().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &c.socket_dir.display().to_string(),
+            c.port,
+            "promote",
+            Duration::from_secs(300),
+            &c.data,
+            &c.log_path(),
+        ))
+        .map_err(|e| format!("{e}\n{}", arsip_pg::cluster::tail(&c.log(), 30)))
+        .unwrap();
+        (c, err)
+    }
+
+    /// The PITR matrix (issue 10 §7), pairwise rather than the full product. One history is
+    /// built: the source S on timeline 1 (backup B1, moments a0..a4), a restore R1 declared
+    /// the new primary at a1's time (timeline 2, backup B2, moments b1..b3) while S goes on
+    /// writing (a4: WAL on timeline 1 past the switch), a drill D in between (never
+    /// archived), a second primary R2 from B2 at restore point b3 (timeline 3, moments
+    /// c1..c3) and then a gap: c2's segment is deleted from the archive. Every restore is
+    /// compared exactly with the state recorded at its moment.
+    ///
+    /// | restore | target | timeline followed | how chosen | expected |
+    /// |---|---|---|---|---|
+    /// | R1 | time (psql's `+00` form) | 1 | default | a1 |
+    /// | D (drill) | LSN | 2 | default (newest backup B2) | b2 |
+    /// | R2 | name | 2 | explicit B2 | b3 |
+    /// | V1 | end | 3 | default | refused: gap (c2's segment) |
+    /// | V2 | end, --dry-run --json | 3 | default | plan: gap, warnings; nothing written |
+    /// | V3 | end, --allow-gap | 3 | default | c1 (ends at the gap) |
+    /// | V4 | LSN before the gap | 3 | default | c1 |
+    /// | V5 | time after the gap | 3 | default | refused: gap |
+    /// | V6 | LSN | 1 | --target-timeline 1 | a3, warns of newer B2 |
+    /// | V7 | end | 1 | --target-timeline 1 | a4 |
+    /// | V8 | immediate | 1 | explicit B1 (own timeline) | a0 |
+    /// | V9 | xid | 1 | explicit B1 (own timeline) | a2 |
+    /// | V10 | time (zone name) | 2 | --target-timeline 2 | b2 |
+    /// | V11 | immediate | 2 | explicit B2 | b1 |
+    /// | V12 | xid | 3 | explicit B2, --target-timeline 3 | c1 |
+    /// | V13 | name | 1 | explicit B1 | a3 |
+    #[test]
+    fn pitr_matrix() {
+        let env = Env::new();
+        let s = env.cluster();
+        s.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        let a0 = step(&s, "a0", 50);
+        let b1 = json_out(env.physical_backup(&s).output().unwrap())["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut a = Vec::new();
+        for tag in ["a1", "a2", "a3"] {
+            a.push(step(&s, tag, 50));
+            switch_and_archive(&s);
+        }
+
+        // R1: the new primary, restored to a1's time
+        let r1 = restore_to(&env, &["--target-time", &a[0].time, "--promote-as-primary"]);
+        assert_eq!(state(&r1), a[0].state, "R1");
+        assert_eq!(timeline(&r1), "00000002");
+        // the old primary goes on writing (an unfenced failover)
+        let a4 = step(&s, "a4", 50);
+        switch_and_archive(&s);
+        drop(s);
+        let mut b = Vec::new();
+        b.push(step(&r1, "b1", 50));
+        switch_and_archive(&r1);
+        let b2 = json_out(env.physical_backup(&r1).output().unwrap())["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // b2's time as psql prints it in Jakarta, with the zone's name
+        b.push(step(&r1, "b2", 50));
+        let b2_jakarta = r1
+            .psql(
+                "postgres",
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'Asia/Jakarta', 'YYYY-MM-DD HH24:MI:SS.US') || ' Asia/Jakarta'",
+            )
+            .unwrap();
+        switch_and_archive(&r1);
+        b.push(step(&r1, "b3", 50));
+        switch_and_archive(&r1);
+        drop(r1);
+
+        // D: a drill between the primaries: default choice, LSN target; it promotes to
+        // timeline 3 locally, writes, and leaves nothing in the archive
+        let d = restore_to(&env, &["--target-lsn", &b[1].lsn]);
+        assert_eq!(state(&d), b[1].state, "D");
+        step(&d, "drill", 10);
+        d.psql("postgres", "SELECT pg_switch_wal()").unwrap();
+        drop(d);
+        let listed = ok(env.cmd().args(["wal", "list"]).output().unwrap());
+        assert!(!listed.contains("00000003.history"), "{listed}");
+
+        // R2: the next primary, from B2 at restore point b3
+        let r2 = restore_to(&env, &[&b2, "--target-name", "b3", "--promote-as-primary"]);
+        assert_eq!(state(&r2), b[2].state, "R2");
+        assert_eq!(timeline(&r2), "00000003");
+        let mut c = Vec::new();
+        let mut segs = Vec::new();
+        for tag in ["c1", "c2", "c3"] {
+            c.push(step(&r2, tag, 50));
+            segs.push(switch_and_archive(&r2));
+        }
+        drop(r2);
+        let ns = json_out(env.cmd().args(["--json", "wal", "list"]).output().unwrap())
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        std::fs::remove_file(env.repo.join("wal").join(&ns).join(&segs[1])).unwrap();
+
+        // V1: the end of timeline 3 has a gap
+        let (o, to) = restore_cmd(&env, &[]);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(&segs[1]), "V1: {err}");
+        assert!(!to.exists());
+        // V2: the plan says why, and what else is archived
+        let (o, to) = restore_cmd(&env, &["--dry-run", "--json", "--allow-gap"]);
+        let err = stderr(&o);
+        let plan: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        assert_eq!(plan["timeline"]["follow"], 3, "{plan:#}");
+        assert_eq!(plan["snapshot"], b2.as_str());
+        assert_eq!(plan["wal"]["gap"]["first_missing"], segs[1].as_str());
+        let warnings = plan["warnings"].to_string();
+        assert!(warnings.contains("timeline 1 continues"), "{warnings}");
+        assert!(
+            err.contains("WARNING") && err.contains("timeline 1 continues"),
+            "{err}"
+        );
+        assert!(!to.exists(), "a dry run wrote {}", to.display());
+        // V3: accepted, recovery ends at the gap
+        let r = restore_to(&env, &["--allow-gap"]);
+        assert_eq!(state(&r), c[0].state, "V3");
+        drop(r);
+        // V4: an LSN before the gap needs no permission
+        let r = restore_to(&env, &["--target-lsn", &c[0].lsn]);
+        assert_eq!(state(&r), c[0].state, "V4");
+        drop(r);
+        // V5: a time after the gap is refused
+        let (o, to) = restore_cmd(&env, &["--target-time", &c[2].time]);
+        assert!(!o.status.success() && stderr(&o).contains(&segs[1]), "V5");
+        assert!(!to.exists());
+        // V6, V7: the original history, followed explicitly
+        let (r, err) = restore_warned(&env, &["--target-timeline", "1", "--target-lsn", &a[2].lsn]);
+        assert_eq!(state(&r), a[2].state, "V6");
+        assert!(err.contains(&b2[..8]) && err.contains("newer"), "V6: {err}");
+        drop(r);
+        let r = restore_to(&env, &["--target-timeline", "1"]);
+        assert_eq!(state(&r), a4.state, "V7");
+        drop(r);
+        // V8, V9, V13: an explicit B1 follows its own timeline
+        let r = restore_to(&env, &[&b1, "--target", "immediate"]);
+        assert_eq!(state(&r), a0.state, "V8");
+        drop(r);
+        let r = restore_to(&env, &[&b1, "--target-xid", &a[1].xid]);
+        assert_eq!(state(&r), a[1].state, "V9");
+        drop(r);
+        let r = restore_to(&env, &[&b1, "--target-name", "a3"]);
+        assert_eq!(state(&r), a[2].state, "V13");
+        drop(r);
+        // V10: timeline 2 to a time given with a zone name
+        let r = restore_to(
+            &env,
+            &["--target-timeline", "2", "--target-time", &b2_jakarta],
+        );
+        assert_eq!(state(&r), b[1].state, "V10 {b2_jakarta}");
+        drop(r);
+        // V11, V12: B2 to its end, and to timeline 3's c1 by xid
+        let r = restore_to(&env, &[&b2, "--target", "immediate"]);
+        assert_eq!(state(&r), b[0].state, "V11");
+        drop(r);
+        let r = restore_to(
+            &env,
+            &[&b2, "--target-timeline", "3", "--target-xid", &c[0].xid],
+        );
+        assert_eq!(state(&r), c[0].state, "V12");
     }
 }

@@ -304,11 +304,34 @@ impl KeySlot {
         }
     }
 
+    /// A derived key file for this password slot: its wrapping key, derived from `password`
+    /// with one Argon2id run, so that an unattended process (a recovery's `restore_command`)
+    /// opens the slot without the KDF. `Ok(None)` when the password does not open this slot.
+    /// It opens the repository for as long as this slot exists: callers keep it short-lived
+    /// (FORMAT.md §8.4, §14.5).
+    pub fn derived_key_file(&self, repo_id: &str, password: &[u8]) -> Result<Option<KeyFile>> {
+        let (SlotKind::Password, Some(kdf)) = (self.kind, &self.kdf) else {
+            return Ok(None);
+        };
+        let wrapping = kdf.derive(password)?;
+        let file = KeyFile {
+            arsip_key_file: 1,
+            repo_id: repo_id.to_string(),
+            slot_id: self.id.clone(),
+            key: hex::encode(wrapping.0),
+        };
+        Ok(self.open(repo_id, &Secret::KeyFile(&file))?.map(|_| file))
+    }
+
     /// Try to open this slot. `Ok(None)` when the secret does not fit this slot.
     pub fn open(&self, repo_id: &str, secret: &Secret<'_>) -> Result<Option<Key>> {
         let wrapping = match (secret, self.kind, &self.kdf) {
             (Secret::Password(p), SlotKind::Password, Some(kdf)) => kdf.derive(p)?,
             (Secret::KeyFile(f), SlotKind::Keyfile, None) if f.slot_id == self.id => {
+                Key(decode32(&f.key, "key file")?)
+            }
+            // A derived key file (§8.4): the wrapping key of a password slot, derived once.
+            (Secret::KeyFile(f), SlotKind::Password, Some(_)) if f.slot_id == self.id => {
                 Key(decode32(&f.key, "key file")?)
             }
             _ => return Ok(None),
