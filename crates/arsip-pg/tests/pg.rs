@@ -613,9 +613,8 @@ pub fn pgbench(c: &Cluster, args: &[&str]) {
     );
 }
 
-/// Set the mtime of every regular file under `dir` to `age` ago.
+/// Move the mtime of every regular file under `dir` back by `age`.
 pub fn backdate_files(dir: &Path, age: Duration) {
-    let when = std::time::SystemTime::now() - age;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -625,7 +624,8 @@ pub fn backdate_files(dir: &Path, age: Duration) {
             } else if ft.is_file() {
                 // a file the server removed meanwhile is fine to miss
                 if let Ok(f) = std::fs::File::options().write(true).open(e.path()) {
-                    f.set_modified(when).unwrap();
+                    let was = f.metadata().unwrap().modified().unwrap();
+                    f.set_modified(was - age).unwrap();
                 }
             }
         }

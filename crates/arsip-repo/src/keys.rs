@@ -455,6 +455,26 @@ mod u64_string {
 mod tests {
     use super::*;
 
+    /// A derived key file opens its password slot without the password, and only that one.
+    #[test]
+    fn derived_key_files_open_their_password_slot() {
+        let master = Key::random();
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let slot = KeySlot::new_password("r1", &master, b"pw", "p", now).unwrap();
+        assert!(slot.derived_key_file("r1", b"wrong").unwrap().is_none());
+        let kf = slot.derived_key_file("r1", b"pw").unwrap().unwrap();
+        assert_eq!(kf.slot_id, slot.id);
+        let opened = slot.open("r1", &Secret::KeyFile(&kf)).unwrap().unwrap();
+        assert_eq!(opened.0, master.0);
+        // another slot, another repository: no
+        let other = KeySlot::new_password("r1", &master, b"pw", "q", now).unwrap();
+        assert!(other.open("r1", &Secret::KeyFile(&kf)).unwrap().is_none());
+        assert!(slot.open("r2", &Secret::KeyFile(&kf)).unwrap().is_none());
+        // a key-file slot yields no derived key file
+        let (ks, _) = KeySlot::new_keyfile("r1", &master, "k", now);
+        assert!(ks.derived_key_file("r1", b"pw").unwrap().is_none());
+    }
+
     #[test]
     fn configs_without_block_size_mean_128_kib() {
         let mut v = serde_json::to_value(Config {

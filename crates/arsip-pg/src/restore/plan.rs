@@ -294,7 +294,7 @@ impl RestorePlan {
             start.segno,
             required_to,
             seg_size,
-            &short,
+            short,
         )?;
         if let Some(g) = &walplan.gap {
             let what = format!(
