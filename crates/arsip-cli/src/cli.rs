@@ -1,5 +1,5 @@
-//! Command-line definition. Each option is declared once here, with its environment
-//! variable where one exists; precedence is flag > environment > default.
+//! Command-line definition: every command's arguments, declared once here with their
+//! environment variable where one exists; precedence is flag > environment > default.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,20 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Local cache and index spill files [default: $XDG_CACHE_HOME/arsip, else ~/.cache/arsip]
+    #[arg(long, global = true, env = "ARSIP_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Index memory budget before it spills to a mapped file in the cache dir (K/M/G suffix)
+    #[arg(
+        long,
+        global = true,
+        env = "ARSIP_INDEX_MEMORY",
+        default_value = "256M",
+        value_name = "SIZE"
+    )]
+    pub index_memory: String,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,15 +66,15 @@ pub enum Command {
     Key(KeyCmd),
     /// PostgreSQL WAL archiving: archive_command and restore_command
     #[command(subcommand)]
-    Wal(crate::pg::WalCmd),
+    Wal(WalCmd),
     /// Try everything on a throwaway cluster: archive, back up, lose data, restore to a time
-    Quickstart(crate::pg::QuickstartArgs),
+    Quickstart(QuickstartArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// zstd level per chunk (0 = no compression)
-    #[arg(long, default_value_t = arsip_repo::repo::DEFAULT_COMPRESSION_LEVEL)]
+    #[arg(long, default_value_t = arsip_ops::repo::repo::DEFAULT_COMPRESSION_LEVEL)]
     pub compression: i32,
     /// Target pack size in bytes (suffix K/M/G allowed)
     #[arg(long, default_value = "32M")]
@@ -92,7 +106,7 @@ pub enum BackupCmd {
         tags: TagArgs,
     },
     /// PostgreSQL: --logical (pg_dump) or --physical (base backup of the data directory)
-    Pg(crate::pg::PgBackupArgs),
+    Pg(PgBackupArgs),
     /// A stream read from stdin, stored under NAME
     Stdin {
         #[arg(long)]
@@ -127,7 +141,7 @@ pub struct RestoreArgs {
     pub snapshot: String,
     /// `restore pg …`: PostgreSQL restores
     #[command(subcommand)]
-    pub pg: Option<crate::pg::RestoreSub>,
+    pub pg: Option<RestoreSub>,
     /// Restore into this directory
     #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
     pub to: Option<PathBuf>,
@@ -170,4 +184,174 @@ pub enum KeyCmd {
     Remove { id: String },
     /// Change the password: add a new slot, then remove the one that opened the repository
     Passwd,
+}
+
+// ---- PostgreSQL ------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum WalCmd {
+    /// Archive one WAL file (archive_command = 'arsip wal push %p')
+    Push {
+        /// The file, as PostgreSQL passes %p (relative to the data directory)
+        path: PathBuf,
+        /// Data directory (default: the working directory, where PostgreSQL runs archive_command)
+        #[arg(long, env = "PGDATA")]
+        pgdata: Option<PathBuf>,
+        /// Stanza: the name this cluster archives under; a different cluster is refused
+        #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
+        stanza: String,
+    },
+    /// Fetch one WAL file (restore_command = 'arsip wal fetch %f %p'); exit 1 only if missing
+    Fetch {
+        /// File name (%f)
+        file: String,
+        /// Destination path (%p)
+        dest: PathBuf,
+        /// WAL namespace <system-identifier>-<major> (default: read from the data directory)
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long, env = "PGDATA")]
+        pgdata: Option<PathBuf>,
+        /// Segments to prefetch after this one (0 = off)
+        #[arg(long, default_value_t = 4)]
+        prefetch: usize,
+    },
+    /// List archived WAL files of a namespace (default: every namespace)
+    List {
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PgBackupArgs {
+    /// pg_dump of one database (custom format, uncompressed, streamed)
+    #[arg(
+        long,
+        conflicts_with = "physical",
+        required_unless_present = "physical"
+    )]
+    pub logical: bool,
+    /// Base backup read from the data directory (run on the database host)
+    #[arg(long)]
+    pub physical: bool,
+    /// Database / connection string (libpq conninfo or URL, without a password)
+    #[arg(long, short = 'd')]
+    pub dbname: Option<String>,
+    /// With --logical: also store globals (roles, tablespaces) from pg_dumpall --globals-only
+    #[arg(long)]
+    pub all: bool,
+    /// With --physical: the data directory
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// With --physical: request an immediate checkpoint
+    #[arg(long)]
+    pub fast: bool,
+    /// With --physical: seconds to wait for the backup's WAL to reach the repository
+    #[arg(long, default_value_t = 300)]
+    pub wal_timeout: u64,
+    #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
+    pub stanza: String,
+    /// KEY=VALUE, repeatable
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RestoreSub {
+    /// Restore a PostgreSQL backup (logical into a database, physical into a data directory)
+    Pg(Box<PgRestoreArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct PgRestoreArgs {
+    /// Snapshot id, prefix or `latest` (physical: default is chosen from the target)
+    pub snapshot: Option<String>,
+    #[arg(
+        long,
+        conflicts_with = "physical",
+        required_unless_present = "physical"
+    )]
+    pub logical: bool,
+    #[arg(long)]
+    pub physical: bool,
+    /// Logical: target database / connection string (no password)
+    #[arg(long, short = 'd')]
+    pub dbname: Option<String>,
+    /// Logical: create the target database (template0, the dump's encoding and locale)
+    #[arg(long)]
+    pub create: bool,
+    /// Logical: restore only SCHEMA.TABLE (repeatable), with its indexes, constraints, triggers
+    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<String>,
+    /// Logical: parallel pg_restore jobs (spools the dump to a local file first)
+    #[arg(long, default_value_t = 1)]
+    pub jobs: u32,
+    /// Logical: first apply the roles and tablespaces stored by `backup pg --logical --all`
+    #[arg(long)]
+    pub globals: bool,
+    /// Physical: the (empty or missing) directory to restore into
+    #[arg(long)]
+    pub to: Option<PathBuf>,
+    #[arg(long)]
+    pub target_time: Option<String>,
+    #[arg(long)]
+    pub target_lsn: Option<String>,
+    #[arg(long)]
+    pub target_xid: Option<String>,
+    #[arg(long)]
+    pub target_name: Option<String>,
+    /// `immediate`: stop as soon as the backup is consistent
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Timeline to follow: a number, `latest` or `current` (default: the newest timeline
+    /// holding the newest backup; with SNAPSHOT, the snapshot's own)
+    #[arg(long)]
+    pub target_timeline: Option<String>,
+    /// Zone of a --target-time written without one (e.g. Asia/Jakarta)
+    #[arg(long, env = "TZ")]
+    pub timezone: Option<String>,
+    /// Physical: recover up to a gap in the archived WAL instead of refusing
+    #[arg(long)]
+    pub allow_gap: bool,
+    /// Physical: the restored cluster is the new primary and archives its new timeline into
+    /// the source's WAL namespace (default: archiving off)
+    #[arg(long, conflicts_with = "no_archive")]
+    pub promote_as_primary: bool,
+    /// Physical: print the restore plan (snapshot, timeline, WAL, settings) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// promote | pause | shutdown
+    #[arg(long, default_value = "promote")]
+    pub target_action: String,
+    /// Stop just before the target instead of just after it
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Start the restored cluster, wait for recovery to end and report what it reached
+    #[arg(long)]
+    pub start: bool,
+    /// Port for the restored cluster
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Archiving off (the default unless --promote-as-primary; kept for older scripts)
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Restore tablespace OID into DIR instead of its original location (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
+    pub stanza: String,
+}
+
+#[derive(Args, Debug)]
+pub struct QuickstartArgs {
+    /// Where to put the repository and clusters (default: a new temp directory)
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the repository and clusters afterwards
+    #[arg(long)]
+    pub keep: bool,
+    /// Tenants to generate
+    #[arg(long, default_value_t = 20)]
+    pub tenants: u32,
 }

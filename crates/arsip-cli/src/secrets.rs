@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use arsip_repo::keys::{AgentFile, KeyFile};
-use arsip_repo::OpenWith;
+use arsip_ops::repo::keys::{AgentFile, KeyFile};
+use arsip_ops::repo::OpenWith;
 use zeroize::Zeroizing;
 
 /// Read the repository password.

@@ -565,3 +565,40 @@ fn agent_can_decrypt(name: &str, bytes: &[u8], keys: &[[u8; 32]], repo_id: &str)
     }
     false
 }
+
+/// Regression: a pack upload that fails permanently in the middle of a long stream used to
+/// surface as "the upload pipeline stopped; see the error that follows" (a usage-class
+/// error, exit 2) with no error following. The stream's hand-off now returns the stage's
+/// own error: storage class, with the object named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pack_upload_is_reported_as_the_storage_error_it_is() {
+    use arsip_repo::{Classify, ErrorClass};
+    use arsip_storage::fault::{FaultPlan, Faulty};
+    let base = memory();
+    init(base.clone()).await;
+    let plan = FaultPlan {
+        fail_create_prefix: Some("data/".into()),
+        ..Default::default()
+    };
+    let repo = open(Arc::new(Faulty::new(base.clone(), plan))).await;
+    for size in [200 << 10, 24 << 20] {
+        let b = SnapshotTxn::start(repo.clone()).await.unwrap();
+        let err = backup::stream(
+            b,
+            std::io::Cursor::new(arsip_testkit::sample_data(size, 5)),
+            "s".into(),
+            meta("stdin"),
+        )
+        .await
+        .expect_err("the backup must fail");
+        assert_eq!(err.class(), ErrorClass::Storage, "{size} bytes: {err}");
+        assert!(err.to_string().contains("data/"), "names the object: {err}");
+    }
+    assert!(open(base)
+        .await
+        .snapshots_report()
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+}

@@ -4,7 +4,7 @@
 //! errors pass through unchanged so the binary classifies them (exit codes) the same way as
 //! everywhere else. Messages never contain passwords or connection strings with passwords.
 
-use arsip_repo::RepoError;
+use arsip_repo::{Classify, ErrorClass, RepoError};
 
 pub type Result<T, E = PgError> = std::result::Result<T, E>;
 
@@ -22,9 +22,15 @@ pub enum PgError {
     /// An external PostgreSQL program failed.
     #[error("{0}")]
     Tool(String),
-    /// The input cannot be parsed (a time, an LSN, an xid); nothing was done.
+    /// A WAL file the caller asked for does not exist in the repository.
+    #[error("WAL file {0} is not in the repository")]
+    WalMissing(String),
+    /// The input is invalid (a target time, an xid, a mapping); nothing was written.
+    #[error("{0}")]
+    Usage(String),
+    /// The input cannot be parsed, with a hint saying what is accepted; nothing was done.
     #[error("{msg}")]
-    Usage { msg: String, hint: String },
+    Invalid { msg: String, hint: String },
     /// PostgreSQL stopped recovery; `reason` quotes its own log lines.
     #[error("{what}: {reason}")]
     Recovery {
@@ -32,9 +38,6 @@ pub enum PgError {
         reason: String,
         log: String,
     },
-    /// A WAL file the caller asked for does not exist in the repository.
-    #[error("WAL file {0} is not in the repository")]
-    WalMissing(String),
 }
 
 impl PgError {
@@ -45,30 +48,44 @@ impl PgError {
         }
     }
 
+    /// A usage error (exit 2) with a hint.
     pub fn usage(msg: impl Into<String>, hint: impl Into<String>) -> PgError {
-        PgError::Usage {
+        PgError::Invalid {
             msg: msg.into(),
             hint: hint.into(),
         }
     }
+}
 
-    pub fn hint(&self) -> Option<String> {
+impl Classify for PgError {
+    fn class(&self) -> ErrorClass {
         match self {
-            PgError::Usage { hint, .. } => Some(hint.clone()),
-            PgError::Recovery { log, .. } => Some(format!(
-                "that is PostgreSQL's own reason, from {log}; the restored directory is left as it \
-                 is for inspection (remove it before restoring again)"
-            )),
+            PgError::Repo(r) => r.class(),
+            PgError::Io(_) => ErrorClass::Storage,
+            PgError::Pg(_) | PgError::Tool(_) => ErrorClass::Failed,
+            PgError::Refused { .. } => ErrorClass::Refused,
+            PgError::WalMissing(_) => ErrorClass::NotFound,
+            PgError::Usage(_) | PgError::Invalid { .. } => ErrorClass::Usage,
+            PgError::Recovery { .. } => ErrorClass::Failed,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
             PgError::Repo(r) => r.hint(),
-            PgError::Refused { hint, .. } => Some(hint.clone()),
+            PgError::Refused { hint, .. } | PgError::Invalid { hint, .. } => Some(hint.clone()),
+            PgError::Recovery { log, .. } => Some(format!(
+                "that is PostgreSQL's own reason, from {log}; the restored directory is left as \
+                 it is for inspection (remove it before restoring again)"
+            )),
             PgError::Pg(_) => Some(
-                "check the connection (--dbname, PGHOST, PGPORT, PGUSER, PGPASSFILE) and that the \
-                 server is running"
+                "check the connection (PGHOST, PGPORT, PGUSER, PGPASSFILE or the connection \
+                 string) and that the server is running"
                     .into(),
             ),
             PgError::Tool(_) => Some(
-                "check that the PostgreSQL client programs match the server's major version \
-                 (ARSIP_PG_BIN or PATH)"
+                "the program's own message is above; if it names a version mismatch, use \
+                 PostgreSQL programs of the server's major version (ARSIP_PG_BIN or PATH)"
                     .into(),
             ),
             _ => None,

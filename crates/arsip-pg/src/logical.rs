@@ -6,6 +6,14 @@
 //! daily dumps deduplicate; the repository compresses). The snapshot commits only after
 //! pg_dump exited 0: its stdout is read through [`ChildReader`], which turns a non-zero exit
 //! into a read error at end of stream.
+//!
+//! Restore ([`restore`]): checks first, writes after. `--create` recreates the database as
+//! the dump records it under the target's name ([`database`]); `--table` selects entries
+//! from the dump's table of contents ([`tables`]) and restores them in one transaction.
+
+mod database;
+mod sql;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -26,6 +34,7 @@ use crate::conn;
 use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
 use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
+use database::DbPlan;
 
 pub const KIND: &str = "pg-logical";
 pub const DUMP_FILE: &str = "database.dump";
@@ -269,7 +278,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
 
 /// `dbname=<db>` only: host, port, user and password travel in the environment.
 fn quote_ident_free_conninfo(_cfg: &tokio_postgres::Config, db: &str) -> String {
-    format!("dbname={}", quote_lit(db))
+    format!("dbname={}", conninfo_value(db))
 }
 
 pub fn host_desc(cfg: &tokio_postgres::Config) -> String {
@@ -288,7 +297,10 @@ pub fn host_desc(cfg: &tokio_postgres::Config) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct LogicalRestore {
     pub dbname: Option<String>,
+    /// Create the target database as the dump records it (see [`database`]); if anything
+    /// fails after it was created, it is dropped again.
     pub create: bool,
+    /// SCHEMA.TABLE names: restore only these (see [`tables`]), in one transaction.
     pub tables: Vec<String>,
     pub jobs: u32,
     /// Apply the stored globals (roles, tablespaces) first; existing roles are reported by
@@ -329,6 +341,204 @@ fn free_space(dir: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// A libpq conninfo value: single-quoted, `\` and `'` escaped with a backslash (libpq's
+/// rule; SQL's `''` is not understood there).
+fn conninfo_value(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Where pg_restore reads the dump from: the spooled copy, or the repository streamed into
+/// its stdin.
+enum Dump<'a> {
+    File(&'a Path),
+    Stream(&'a Reader, &'a [[u8; 32]]),
+}
+
+/// Run `pg_restore ARGS` on the dump for output it prints without a server (`--list`, SQL
+/// of chosen entries), and return that output. Those read only the archive's header and
+/// table of contents: from a stream, pg_restore exits once it has them and the rest of the
+/// dump is never fetched (the closed pipe ends the feed; the exit status decides).
+async fn pg_restore_print(
+    bin: &Path,
+    args: &[&std::ffi::OsStr],
+    dump: &Dump<'_>,
+) -> Result<String> {
+    let mut cmd = tokio::process::Command::new(bin.join("pg_restore"));
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let (out, fed) = match dump {
+        Dump::File(p) => (cmd.arg(p).stdin(Stdio::null()).output().await, Ok(())),
+        Dump::Stream(reader, chunks) => {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .spawn()
+                .map_err(|e| PgError::Tool(format!("cannot run pg_restore: {e}")))?;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let feed = async move {
+                let mut s = std::pin::pin!(reader.stream(chunks.to_vec()));
+                while let Some(c) = s.next().await {
+                    if stdin.write_all(&c?).await.is_err() {
+                        break; // pg_restore has what it needs (or failed: its status says)
+                    }
+                }
+                Ok::<_, PgError>(())
+            };
+            let (fed, out) = tokio::join!(feed, child.wait_with_output());
+            (out, fed)
+        }
+    };
+    let out = out.map_err(|e| PgError::Tool(format!("cannot run pg_restore: {e}")))?;
+    if !out.status.success() {
+        fed?; // a damaged dump explains the failure better than pg_restore does
+    }
+    check(&out, "pg_restore")?;
+    String::from_utf8(out.stdout)
+        .map_err(|_| PgError::Tool("pg_restore printed output that is not UTF-8".into()))
+}
+
+/// Copy the dump to a local file (parallel and per-table restores need a seekable archive),
+/// after checking that `ARSIP_SPOOL_DIR` (default the temp dir) has room.
+async fn spool_dump(
+    reader: &Reader,
+    node: &Node,
+    chunks: &[[u8; 32]],
+) -> Result<tempfile::NamedTempFile> {
+    let dir = std::env::var_os("ARSIP_SPOOL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let need = node.size + node.size / 10 + (64 << 20);
+    if let Some(free) = free_space(&dir) {
+        if free < need {
+            return Err(PgError::refused(
+                format!(
+                    "--jobs/--table need a local copy of the dump ({} bytes) and {} has {free} bytes free",
+                    node.size,
+                    dir.display()
+                ),
+                "free space, set ARSIP_SPOOL_DIR to a larger filesystem, or restore with --jobs 1",
+            ));
+        }
+    }
+    let f = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
+        PgError::Tool(format!(
+            "cannot create a spool file in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let io_err = |e: std::io::Error| PgError::Tool(format!("writing {}: {e}", f.path().display()));
+    let mut out = tokio::fs::File::from_std(f.reopen().map_err(io_err)?);
+    let mut s = std::pin::pin!(reader.stream(chunks.to_vec()));
+    while let Some(c) = s.next().await {
+        out.write_all(&c?).await.map_err(io_err)?;
+    }
+    out.flush().await.map_err(io_err)?;
+    Ok(f)
+}
+
+/// A small temp file holding `text` (a `--use-list`).
+async fn list_file(text: String) -> Result<tempfile::NamedTempFile> {
+    let f = tempfile::NamedTempFile::new()?;
+    tokio::fs::write(f.path(), text)
+        .await
+        .map_err(|e| PgError::Tool(format!("writing {}: {e}", f.path().display())))?;
+    Ok(f)
+}
+
+/// Feed the stored globals (roles, tablespaces) to psql.
+async fn apply_globals(
+    bin: &Path,
+    cfg: &tokio_postgres::Config,
+    reader: &Reader,
+    gchunks: Vec<[u8; 32]>,
+) -> Result<()> {
+    let mut psql = tokio::process::Command::new(bin.join("psql"));
+    psql.args(["-X", "-q", "-d", "dbname=postgres", "-f", "-"])
+        .env_remove("PGPASSWORD");
+    for (k, v) in conn::libpq_env(cfg) {
+        psql.env(k, v);
+    }
+    let mut child = psql
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| PgError::Tool(format!("cannot run psql: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let feed = async move {
+        let mut s = std::pin::pin!(reader.stream(gchunks));
+        while let Some(c) = s.next().await {
+            stdin
+                .write_all(&c?)
+                .await
+                .map_err(|e| PgError::Tool(format!("psql (globals) stopped reading: {e}")))?;
+        }
+        Ok::<_, PgError>(())
+    };
+    let (fed, out) = tokio::join!(feed, child.wait_with_output());
+    // `CREATE ROLE postgres` and other existing roles fail harmlessly; psql goes on.
+    check(&out?, "psql (globals)")?;
+    fed
+}
+
+/// Refuse, before the database is created, when the target cluster lacks a role the
+/// database-level statements name (its owner above all).
+async fn check_roles(
+    admin: &conn::Conn,
+    plan: &DbPlan,
+    snapshot_has_globals: bool,
+    globals_applied: bool,
+) -> Result<()> {
+    let roles: Vec<String> = plan.roles.iter().cloned().collect();
+    let rows = admin
+        .query(
+            "SELECT r FROM unnest($1::text[]) r \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) ORDER BY 1",
+            &[&roles],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let n: String = r.get(0);
+            if plan.owner.as_deref() == Some(n.as_str()) {
+                format!("{} (the owner)", quote_ident(&n))
+            } else {
+                quote_ident(&n)
+            }
+        })
+        .collect();
+    let hint = if snapshot_has_globals && !globals_applied {
+        "add --globals to create the snapshot's roles first (from the globals.sql that \
+         `backup pg --logical --all` stored)"
+    } else if globals_applied {
+        "the snapshot's globals do not create them: create them in the target cluster first"
+    } else {
+        "create them in the target cluster first (for example from the source's \
+         `pg_dumpall --globals-only`); backups made with `--all` carry them for --globals"
+    };
+    Err(PgError::refused(
+        format!(
+            "the target cluster has no role {} that the database needs; nothing was created",
+            names.join(", ")
+        ),
+        hint,
+    ))
+}
+
+/// Restore a pg-logical snapshot.
+///
+/// Every check runs before anything is written: the snapshot's kind, `--table` names
+/// against the dump's table of contents, the database-level SQL's shape, the trigger
+/// functions the target lacks, and (after `--globals`, which is applied first) the roles
+/// the database needs. Then `--create` creates the database as the dump records it,
+/// pg_restore restores the content (a `--table` restore in one transaction: all or
+/// nothing), and the database's properties, ACL and comment follow. If anything fails after
+/// `--create` created the database, the database is dropped again.
 pub async fn restore(
     repo: Arc<Repository>,
     snap: &Snapshot,
@@ -348,6 +558,7 @@ pub async fn restore(
     let cfg = conn::config(opts.dbname.as_deref())?;
     let target = cfg.get_dbname().unwrap_or("postgres").to_string();
     let bin = pg_bin_dir()?;
+    let want = tables::parse_tables(&opts.tables)?;
     let reader = arsip_repo::read::Reader::open(repo.clone()).await?;
     let (node, chunks) = find_file(&reader, snap, DUMP_FILE).await?.ok_or_else(|| {
         RepoError::corrupt(
@@ -355,149 +566,199 @@ pub async fn restore(
             "holds no database.dump",
         )
     })?;
-    if opts.globals {
-        let (_, gchunks) = find_file(&reader, snap, GLOBALS_FILE)
-            .await?
-            .ok_or_else(|| {
-                PgError::refused(
-                    format!("snapshot {} holds no globals", snap.short_id()),
-                    "globals are stored by `backup pg --logical --all`",
-                )
-            })?;
-        let mut psql = tokio::process::Command::new(bin.join("psql"));
-        psql.args(["-X", "-q", "-d", "dbname=postgres", "-f", "-"])
-            .env_remove("PGPASSWORD");
-        for (k, v) in conn::libpq_env(&cfg) {
-            psql.env(k, v);
-        }
-        let mut child = psql
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| PgError::Tool(format!("cannot run psql: {e}")))?;
-        let mut stdin = child.stdin.take().unwrap();
-        let mut s = std::pin::pin!(reader.stream(gchunks));
-        while let Some(c) = s.next().await {
-            stdin.write_all(&c?).await?;
-        }
-        drop(stdin);
-        let out = child.wait_with_output().await?;
-        // `CREATE ROLE postgres` and other existing roles fail harmlessly; psql goes on.
-        check(out, "psql (globals)")?;
+    let globals = find_file(&reader, snap, GLOBALS_FILE).await?;
+    if opts.globals && globals.is_none() {
+        return Err(PgError::refused(
+            format!("snapshot {} holds no globals", snap.short_id()),
+            "globals are stored by `backup pg --logical --all`",
+        ));
     }
-    if opts.create {
-        let mut admin = cfg.clone();
-        admin.dbname("postgres");
-        let c = conn::connect(&admin).await?;
-        let f = &snap.manifest.facts;
-        let s = |k: &str| f.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let mut sql = format!(
-            "CREATE DATABASE {} TEMPLATE template0",
-            quote_ident(&target)
-        );
-        if let Some(e) = s("encoding") {
-            sql += &format!(" ENCODING {}", quote_lit(&e));
-        }
-        if let Some(l) = s("lc_collate") {
-            sql += &format!(" LC_COLLATE {}", quote_lit(&l));
-        }
-        if let Some(l) = s("lc_ctype") {
-            sql += &format!(" LC_CTYPE {}", quote_lit(&l));
-        }
-        c.batch_execute(&sql).await?;
-    }
-    let mut cmd = tokio::process::Command::new(bin.join("pg_restore"));
-    cmd.args(["--no-password", "--exit-on-error"])
-        .arg(format!("--dbname=dbname={}", quote_lit(&target)))
-        .env_remove("PGPASSWORD");
-    for (k, v) in conn::libpq_env(&cfg) {
-        cmd.env(k, v);
-    }
-    let needs_file = opts.jobs > 1 || !opts.tables.is_empty();
-    let mut spool: Option<tempfile::NamedTempFile> = None;
-    if needs_file {
-        let dir = std::env::var_os("ARSIP_SPOOL_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let need = node.size + node.size / 10 + (64 << 20);
-        if let Some(free) = free_space(&dir) {
-            if free < need {
-                return Err(PgError::refused(
-                    format!(
-                        "--jobs/--table need a local copy of the dump ({} bytes) and {} has {free} bytes free",
-                        node.size,
-                        dir.display()
-                    ),
-                    "free space, set ARSIP_SPOOL_DIR to a larger filesystem, or restore with --jobs 1",
-                ));
-            }
-        }
-        let mut f = tempfile::NamedTempFile::new_in(&dir)?;
-        let mut s = std::pin::pin!(reader.stream(chunks.clone()));
-        while let Some(c) = s.next().await {
-            std::io::Write::write_all(&mut f, &c?)?;
-        }
-        std::io::Write::flush(&mut f)?;
-        if opts.jobs > 1 {
-            cmd.arg(format!("--jobs={}", opts.jobs));
-        }
-        if !opts.tables.is_empty() {
-            let want = parse_tables(&opts.tables)?;
-            let pd = post_data(&bin, f.path())?;
-            let mut missing = Vec::new();
-            let tc = conn::connect(&cfg).await?;
-            for t in &want {
-                for (fs, fname) in pd.trigger_fns.get(t).into_iter().flatten() {
-                    let exists: bool = tc
-                        .query_one(
-                            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                             WHERE n.nspname = $1 AND p.proname = $2)",
-                            &[fs, fname],
-                        )
-                        .await?
-                        .get(0);
-                    if !exists {
-                        missing.push((fs.clone(), fname.clone()));
-                    }
-                }
-            }
-            let list = table_list(&bin, f.path(), &want, &pd, &missing)?;
-            let lf = tempfile::NamedTempFile::new()?;
-            std::fs::write(lf.path(), list)?;
-            cmd.arg("--use-list").arg(lf.path());
-            cmd.arg(f.path());
-            spool = Some(f);
-            let out = cmd.stdin(Stdio::null()).output().await?;
-            drop(lf);
-            check(out, "pg_restore")?;
+
+    let spool = if opts.jobs > 1 || !want.is_empty() {
+        Some(spool_dump(&reader, &node, &chunks).await?)
+    } else {
+        None
+    };
+    let dump = match &spool {
+        Some(f) => Dump::File(f.path()),
+        None => Dump::Stream(&reader, &chunks),
+    };
+
+    // Read-only preparation.
+    let listing = if opts.create || !want.is_empty() {
+        pg_restore_print(&bin, &["--create".as_ref(), "--list".as_ref()], &dump).await?
+    } else {
+        String::new()
+    };
+    tables::check_present(&listing, &want)?;
+    let plan = if opts.create {
+        let ids: Vec<String> = listing
+            .lines()
+            .filter_map(database::is_database_entry)
+            .map(|id| format!("{id}\n"))
+            .collect();
+        if ids.is_empty() {
+            None
         } else {
-            cmd.arg(f.path());
-            spool = Some(f);
-            check(cmd.stdin(Stdio::null()).output().await?, "pg_restore")?;
+            let lf = list_file(ids.concat()).await?;
+            let sql = pg_restore_print(
+                &bin,
+                &[
+                    "--create".as_ref(),
+                    "--file=-".as_ref(),
+                    "--use-list".as_ref(),
+                    lf.path().as_os_str(),
+                ],
+                &dump,
+            )
+            .await?;
+            Some(database::plan(&sql, &target)?)
         }
     } else {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| PgError::Tool(format!("cannot run pg_restore: {e}")))?;
-        let mut stdin = child.stdin.take().unwrap();
-        let mut s = std::pin::pin!(reader.stream(chunks.clone()));
-        let mut write_err = None;
-        while let Some(c) = s.next().await {
-            if let Err(e) = stdin.write_all(&c?).await {
-                write_err = Some(e);
-                break;
+        None
+    };
+    let table_list = if want.is_empty() {
+        None
+    } else {
+        let mut sections = Vec::new();
+        for section in ["--section=pre-data", "--section=post-data"] {
+            let args = [section.as_ref(), "--file=-".as_ref()];
+            sections.push(pg_restore_print(&bin, &args, &dump).await?);
+        }
+        let pd = tables::schema_facts(&sections[0], &sections[1]);
+        let wanted_fns = want
+            .iter()
+            .flat_map(|t| pd.trigger_fns.get(t).into_iter().flatten())
+            .cloned();
+        let mut missing = Vec::new();
+        if opts.create {
+            missing.extend(wanted_fns); // a new database has none of them
+        } else {
+            let tc = conn::connect(&cfg).await?;
+            for (fs, fname) in wanted_fns {
+                let exists: bool = tc
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                         WHERE n.nspname = $1 AND p.proname = $2)",
+                        &[&fs, &fname],
+                    )
+                    .await?
+                    .get(0);
+                if !exists {
+                    missing.push((fs, fname));
+                }
+            }
+            tc.close().await;
+        }
+        Some(list_file(tables::table_list(&listing, &want, &pd, &missing)).await?)
+    };
+
+    // Writes.
+    if opts.globals {
+        if let Some((_, gchunks)) = &globals {
+            apply_globals(&bin, &cfg, &reader, gchunks.clone()).await?;
+        }
+    }
+    let admin = if opts.create {
+        let mut a = cfg.clone();
+        a.dbname("postgres");
+        let admin = conn::connect(&a).await?;
+        if let Some(p) = &plan {
+            check_roles(&admin, p, globals.is_some(), opts.globals).await?;
+        }
+        let create = match plan.as_ref().and_then(|p| p.create.clone()) {
+            Some(c) => c,
+            None => create_from_facts(snap, &target),
+        };
+        admin.batch_execute(&create).await?;
+        Some(admin)
+    } else {
+        None
+    };
+    let restored = async {
+        if let (Some(a), Some(o)) = (&admin, plan.as_ref().and_then(|p| p.set_owner.as_ref())) {
+            a.batch_execute(o).await?;
+        }
+        let mut cmd = tokio::process::Command::new(bin.join("pg_restore"));
+        cmd.args(["--no-password", "--exit-on-error"])
+            .arg(format!("--dbname=dbname={}", conninfo_value(&target)))
+            .env_remove("PGPASSWORD")
+            .kill_on_drop(true);
+        for (k, v) in conn::libpq_env(&cfg) {
+            cmd.env(k, v);
+        }
+        match (&dump, &table_list) {
+            (Dump::File(path), Some(lf)) => {
+                // One transaction: a conflict or error anywhere rolls back everything this
+                // restore did in the database (pg_restore cannot combine it with --jobs).
+                cmd.arg("--single-transaction")
+                    .arg("--use-list")
+                    .arg(lf.path())
+                    .arg(path);
+                check(&cmd.stdin(Stdio::null()).output().await?, "pg_restore")?;
+            }
+            (Dump::File(path), None) => {
+                cmd.arg(format!("--jobs={}", opts.jobs)).arg(path);
+                check(&cmd.stdin(Stdio::null()).output().await?, "pg_restore")?;
+            }
+            (Dump::Stream(reader, chunks), _) => {
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| PgError::Tool(format!("cannot run pg_restore: {e}")))?;
+                let mut stdin = child.stdin.take().expect("piped stdin");
+                let feed = async move {
+                    let mut s = std::pin::pin!(reader.stream(chunks.to_vec()));
+                    while let Some(c) = s.next().await {
+                        if let Err(e) = stdin.write_all(&c?).await {
+                            return Ok(Some(e));
+                        }
+                    }
+                    Ok::<_, PgError>(None)
+                };
+                let (fed, out) = tokio::join!(feed, child.wait_with_output());
+                let out = out?;
+                // a damaged dump explains a failure better than pg_restore does
+                let stopped = fed?;
+                check(&out, "pg_restore")?;
+                if let Some(e) = stopped {
+                    return Err(PgError::Tool(format!("pg_restore stopped reading: {e}")));
+                }
             }
         }
-        drop(stdin);
-        let out = child.wait_with_output().await?;
-        check(out, "pg_restore")?;
-        if let Some(e) = write_err {
-            return Err(PgError::Tool(format!("pg_restore stopped reading: {e}")));
+        if let (Some(a), Some(p)) = (&admin, &plan) {
+            for st in &p.after {
+                a.batch_execute(st)
+                    .await
+                    .map_err(|e| PgError::Tool(format!("{st}: {e}")))?;
+            }
         }
+        Ok::<_, PgError>(())
+    }
+    .await;
+    if let Err(e) = restored {
+        let Some(a) = admin else { return Err(e) };
+        let dropped = a
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&target)))
+            .await;
+        a.close().await;
+        let note = match dropped {
+            Ok(()) => format!("the database {target} that this restore created was dropped again"),
+            Err(d) => format!("dropping the half-restored database {target} failed too: {d}"),
+        };
+        return Err(match e {
+            PgError::Tool(m) => PgError::Tool(format!("{m}\n({note})")),
+            PgError::Pg(p) => PgError::Tool(format!("PostgreSQL: {p}\n({note})")),
+            other => {
+                tracing::warn!("{note}");
+                other
+            }
+        });
+    }
+    if let Some(a) = admin {
+        a.close().await;
     }
     drop(spool);
     Ok(LogicalRestoreOutcome {
@@ -509,7 +770,24 @@ pub async fn restore(
     })
 }
 
-fn check(o: std::process::Output, what: &str) -> Result<()> {
+/// `CREATE DATABASE` from the snapshot's facts, for a dump without a DATABASE entry.
+fn create_from_facts(snap: &Snapshot, target: &str) -> String {
+    let f = &snap.manifest.facts;
+    let s = |k: &str| f.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(target));
+    if let Some(e) = s("encoding") {
+        sql += &format!(" ENCODING {}", quote_lit(&e));
+    }
+    if let Some(l) = s("lc_collate") {
+        sql += &format!(" LC_COLLATE {}", quote_lit(&l));
+    }
+    if let Some(l) = s("lc_ctype") {
+        sql += &format!(" LC_CTYPE {}", quote_lit(&l));
+    }
+    sql
+}
+
+fn check(o: &std::process::Output, what: &str) -> Result<()> {
     if o.status.success() {
         Ok(())
     } else {
@@ -519,171 +797,4 @@ fn check(o: std::process::Output, what: &str) -> Result<()> {
             String::from_utf8_lossy(&o.stderr).trim()
         )))
     }
-}
-
-/// What the post-data section says about tables: the table of each index and the trigger
-/// functions each table's triggers call (index and function TOC entries do not name them).
-#[derive(Debug, Default)]
-pub struct PostData {
-    index_of: BTreeMap<(String, String), (String, String)>,
-    /// (schema, table) -> [(function schema, function name)]
-    trigger_fns: BTreeMap<(String, String), Vec<(String, String)>>,
-}
-
-fn unquote(s: &str) -> String {
-    s.trim_matches('"').to_string()
-}
-
-fn split_qualified(s: &str) -> Option<(String, String)> {
-    let (a, b) = s.split_once('.')?;
-    Some((unquote(a), unquote(b)))
-}
-
-fn post_data(bin: &Path, dump: &Path) -> Result<PostData> {
-    let post = Command::new(bin.join("pg_restore"))
-        .args(["--section=post-data", "-f", "-"])
-        .arg(dump)
-        .output()?;
-    let sql = String::from_utf8_lossy(&post.stdout);
-    let mut pd = PostData::default();
-    for line in sql.lines() {
-        let l = line.trim_start();
-        if let Some(rest) = l
-            .strip_prefix("CREATE UNIQUE INDEX ")
-            .or_else(|| l.strip_prefix("CREATE INDEX "))
-        {
-            let mut it = rest.split_whitespace();
-            let idx = unquote(it.next().unwrap_or(""));
-            let mut on = it.skip_while(|w| *w != "ON").skip(1);
-            let mut tgt = on.next().unwrap_or("");
-            if tgt == "ONLY" {
-                tgt = on.next().unwrap_or("");
-            }
-            if let Some((s, t)) = split_qualified(tgt) {
-                pd.index_of.insert((s.clone(), idx), (s, t));
-            }
-        } else if l.starts_with("CREATE TRIGGER ") || l.starts_with("CREATE CONSTRAINT TRIGGER ") {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let table = words
-                .iter()
-                .position(|w| *w == "ON")
-                .and_then(|i| words.get(i + 1))
-                .and_then(|t| split_qualified(t));
-            let func = words
-                .iter()
-                .position(|w| *w == "FUNCTION" || *w == "PROCEDURE")
-                .and_then(|i| words.get(i + 1))
-                .and_then(|f| split_qualified(f.split('(').next().unwrap_or("")));
-            if let (Some(t), Some(f)) = (table, func) {
-                pd.trigger_fns.entry(t).or_default().push(f);
-            }
-        }
-    }
-    Ok(pd)
-}
-
-fn parse_tables(tables: &[String]) -> Result<Vec<(String, String)>> {
-    tables
-        .iter()
-        .map(|t| match t.split_once('.') {
-            Some((s, n)) => Ok((s.to_string(), n.to_string())),
-            None => Err(PgError::refused(
-                format!("--table {t:?} is not SCHEMA.TABLE"),
-                "write the schema too, e.g. --table public.vehicles",
-            )),
-        })
-        .collect()
-}
-
-/// The pg_restore list selecting `tables` (SCHEMA.TABLE) and everything that hangs off them:
-/// table definitions, data, sequences of their serial columns, defaults, constraints,
-/// triggers, rules, policies, indexes, and the trigger functions in `missing_fns` (those the
-/// target database does not have yet).
-fn table_list(
-    bin: &Path,
-    dump: &Path,
-    want: &[(String, String)],
-    pd: &PostData,
-    missing_fns: &[(String, String)],
-) -> Result<String> {
-    let list = Command::new(bin.join("pg_restore"))
-        .arg("-l")
-        .arg(dump)
-        .output()?;
-    if !list.status.success() {
-        return Err(PgError::Tool(format!(
-            "pg_restore -l failed: {}",
-            String::from_utf8_lossy(&list.stderr)
-        )));
-    }
-    let text = String::from_utf8_lossy(&list.stdout);
-    let mut out = String::new();
-    for line in text.lines() {
-        if line.starts_with(';') || line.trim().is_empty() {
-            continue;
-        }
-        // "<id>; <oid> <oid> <TYPE words…> <schema> <tag…> <owner>"
-        let Some((_, rest)) = line.split_once("; ") else {
-            continue;
-        };
-        let words: Vec<&str> = rest.split_whitespace().skip(2).collect();
-        let is_fn = words.len() >= 4
-            && words[0] == "FUNCTION"
-            && missing_fns
-                .iter()
-                .any(|(s, f)| words[1] == s && words[2].starts_with(&format!("{f}(")));
-        let keep = is_fn
-            || want
-                .iter()
-                .any(|(s, t)| entry_matches(&words, s, t, &pd.index_of));
-        if keep {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
-
-fn entry_matches(
-    words: &[&str],
-    schema: &str,
-    table: &str,
-    index_of: &BTreeMap<(String, String), (String, String)>,
-) -> bool {
-    const KINDS: [&[&str]; 12] = [
-        &["TABLE", "DATA"],
-        &["SEQUENCE", "OWNED", "BY"],
-        &["SEQUENCE", "SET"],
-        &["SEQUENCE"],
-        &["FK", "CONSTRAINT"],
-        &["TABLE"],
-        &["CONSTRAINT"],
-        &["TRIGGER"],
-        &["RULE"],
-        &["POLICY"],
-        &["INDEX"],
-        &["DEFAULT"],
-    ];
-    for k in KINDS {
-        if words.len() > k.len() + 1 && words[..k.len()] == *k {
-            let s = words[k.len()];
-            let tag = &words[k.len() + 1..words.len() - 1];
-            if s != schema || tag.is_empty() {
-                return false;
-            }
-            return match k {
-                ["TABLE"] | ["TABLE", "DATA"] => tag == [table],
-                // sequences of serial columns are named <table>_<column>_seq
-                ["SEQUENCE"] | ["SEQUENCE", "SET"] | ["SEQUENCE", "OWNED", "BY"] => {
-                    tag[0].starts_with(&format!("{table}_")) && tag[0].ends_with("_seq")
-                }
-                ["INDEX"] => index_of
-                    .get(&(schema.to_string(), tag[0].to_string()))
-                    .is_some_and(|(_, t)| t == table),
-                // constraints, triggers, rules, policies, defaults: tag is "<table> <name>"
-                _ => tag[0] == table,
-            };
-        }
-    }
-    false
 }

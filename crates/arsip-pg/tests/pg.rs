@@ -593,6 +593,427 @@ mod logical {
         let snaps = json_out(env.cmd().args(["--json", "snapshots"]).output().unwrap());
         assert_eq!(snaps.as_array().unwrap().len(), 0);
     }
+
+    /// A SQL identifier, always quoted.
+    fn qi(s: &str) -> String {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+
+    /// A SQL string literal.
+    fn ql(s: &str) -> String {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+
+    /// A libpq conninfo value (for `dbname=` in `Cluster::conninfo` / `psql`).
+    fn cv(s: &str) -> String {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+
+    /// What `--create` must reproduce of database `db`, comparable across clusters: owner,
+    /// ACL (sorted), connection limit, encoding and locale, comment, and every
+    /// `ALTER DATABASE … SET` / `ALTER ROLE … IN DATABASE … SET` (as role=settings).
+    /// Empty when the database does not exist.
+    fn db_props(c: &Cluster, db: &str) -> String {
+        c.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_get_userbyid(d.datdba) \
+                 || ' | acl ' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(d.datacl) a), 'default') \
+                 || ' | limit ' || d.datconnlimit || ' | ' || pg_encoding_to_char(d.encoding) \
+                 || ' ' || d.datcollate || ' ' || d.datctype || ' ' || d.datlocprovider::text \
+                 || ' | comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '') \
+                 || ' | settings ' || coalesce((SELECT string_agg(coalesce(r.rolname, '*') || '=' \
+                    || array_to_string(s.setconfig, ';'), ' ' ORDER BY r.rolname NULLS FIRST) \
+                    FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole \
+                    WHERE s.setdatabase = d.oid), '') \
+                 FROM pg_database d WHERE d.datname = {}",
+                ql(db)
+            ),
+        )
+        .unwrap()
+    }
+
+    fn plain_cluster() -> Cluster {
+        let c = Cluster::init(&ClusterOptions::default()).unwrap();
+        c.start().unwrap();
+        c
+    }
+
+    fn fails(o: Output) -> String {
+        assert!(
+            !o.status.success(),
+            "expected a failure, got success:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// `--create` reproduces owner, database ACL, `ALTER DATABASE … SET`, per-role settings,
+    /// connection limit and comment, for a family of hostile database and role names, both
+    /// into a fresh cluster under the same name (roles from `--globals`) and beside the
+    /// original under a new name. Without the roles it refuses before creating anything, and
+    /// a restore that fails after creating the database drops it again.
+    #[test]
+    fn create_reproduces_database_properties() {
+        let env = Env::new();
+        let a = env.cluster();
+        // (database, owner)
+        let dbs = [
+            ("app", "app_owner"),
+            ("Tenant's \"DB\" 1; x", "Owner O'Brien"),
+            ("select", "we\"ird \\ role"),
+            ("ünï cödé", "ÖWNER"),
+        ];
+        let reader = "Read Only \"R\"";
+        a.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {}; CREATE ROLE plain_reader; CREATE ROLE table_owner",
+                qi(reader)
+            ),
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for (i, (db, owner)) in dbs.iter().enumerate() {
+            let (d, o) = (qi(db), qi(owner));
+            a.psql("postgres", &format!("CREATE ROLE {o}")).unwrap();
+            a.psql("postgres", &format!("CREATE DATABASE {d} OWNER {o}"))
+                .unwrap();
+            a.psql(
+                "postgres",
+                &format!(
+                    "REVOKE ALL ON DATABASE {d} FROM PUBLIC;
+                     GRANT CONNECT ON DATABASE {d} TO plain_reader;
+                     GRANT CONNECT, TEMP ON DATABASE {d} TO {r} WITH GRANT OPTION;
+                     ALTER DATABASE {d} SET work_mem = '7MB';
+                     ALTER DATABASE {d} SET search_path = 'a', 'b c';
+                     ALTER ROLE {r} IN DATABASE {d} SET statement_timeout = '5s';
+                     ALTER ROLE plain_reader IN DATABASE {d} SET work_mem = '3MB';
+                     ALTER DATABASE {d} CONNECTION LIMIT {limit};
+                     COMMENT ON DATABASE {d} IS {comment}",
+                    r = qi(reader),
+                    limit = 7 + i,
+                    comment = ql(&format!("it's {db} ; \"x\"")),
+                ),
+            )
+            .unwrap();
+            a.psql(
+                &cv(db),
+                "CREATE TABLE public.t (id int PRIMARY KEY, v text);
+                 INSERT INTO public.t SELECT g, md5(g::text) FROM generate_series(1, 100) g;
+                 CREATE TABLE public.owned (x int); ALTER TABLE public.owned OWNER TO table_owner",
+            )
+            .unwrap();
+            if i == 0 {
+                // would break the restore's own sessions if applied before the content
+                a.psql(
+                    "postgres",
+                    &format!("ALTER DATABASE {d} SET default_transaction_read_only = on"),
+                )
+                .unwrap();
+            }
+            let b = json_out(
+                env.cmd()
+                    .arg("--json")
+                    .args(["backup", "pg", "--logical", "--all", "--dbname"])
+                    .arg(a.conninfo(&cv(db)))
+                    .output()
+                    .unwrap(),
+            );
+            ids.push(b["id"].as_str().unwrap().to_string());
+        }
+
+        // A fresh cluster without the roles: refused before anything is created.
+        let b = plain_cluster();
+        let o = env
+            .cmd()
+            .args([
+                "restore",
+                "pg",
+                "--logical",
+                &ids[1],
+                "--create",
+                "--dbname",
+            ])
+            .arg(b.conninfo(&cv(dbs[1].0)))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(8), "refused: exit 8");
+        let err = fails(o);
+        assert!(
+            err.contains("\"Owner O'Brien\" (the owner)") && err.contains("--globals"),
+            "{err}"
+        );
+        assert_eq!(db_props(&b, dbs[1].0), "");
+
+        // The database-level roles exist but one owning a table does not: pg_restore fails
+        // half-way and the database it created is dropped again.
+        let c = plain_cluster();
+        c.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {}; CREATE ROLE {}; CREATE ROLE plain_reader",
+                qi(dbs[2].1),
+                qi(reader)
+            ),
+        )
+        .unwrap();
+        let err = fails(
+            env.cmd()
+                .args([
+                    "restore",
+                    "pg",
+                    "--logical",
+                    &ids[2],
+                    "--create",
+                    "--dbname",
+                ])
+                .arg(c.conninfo(&cv(dbs[2].0)))
+                .output()
+                .unwrap(),
+        );
+        assert!(
+            err.contains("table_owner") && err.contains("dropped again"),
+            "{err}"
+        );
+        assert_eq!(db_props(&c, dbs[2].0), "");
+
+        for (i, (db, _)) in dbs.iter().enumerate() {
+            let want = db_props(&a, db);
+            assert!(
+                want.contains("7MB") && want.contains("statement_timeout=5s"),
+                "{want}"
+            );
+            // same name, fresh cluster, roles from the snapshot's globals
+            ok(env
+                .cmd()
+                .args([
+                    "restore",
+                    "pg",
+                    "--logical",
+                    &ids[i],
+                    "--globals",
+                    "--create",
+                ])
+                .arg("--dbname")
+                .arg(b.conninfo(&cv(db)))
+                .output()
+                .unwrap());
+            assert_eq!(db_props(&b, db), want, "fresh cluster, {db:?}");
+            assert_eq!(
+                b.psql(&cv(db), "SELECT count(*) FROM public.t").unwrap(),
+                "100"
+            );
+            // a new name beside the original
+            let copy = format!("{db} copy");
+            ok(env
+                .cmd()
+                .args([
+                    "restore",
+                    "pg",
+                    "--logical",
+                    &ids[i],
+                    "--create",
+                    "--dbname",
+                ])
+                .arg(a.conninfo(&cv(&copy)))
+                .output()
+                .unwrap());
+            assert_eq!(db_props(&a, &copy), want, "renamed copy of {db:?}");
+            assert_eq!(
+                a.psql(
+                    &cv(&copy),
+                    "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'owned'"
+                )
+                .unwrap(),
+                "table_owner"
+            );
+        }
+    }
+
+    /// Relations, functions and their ACLs in `db`: what a failed restore must leave alone.
+    fn fingerprint(c: &Cluster, db: &str) -> String {
+        c.psql(
+            db,
+            "SELECT coalesce(string_agg(x, ' ' ORDER BY x), '') FROM ( \
+               SELECT c.relkind::text || ':' || n.nspname || '.' || c.relname || ':' || coalesce(c.relacl::text, '') AS x \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+               UNION ALL SELECT 'f:' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+               WHERE n.nspname = 'public') s",
+        )
+        .unwrap()
+    }
+
+    /// Table, sequence and column ACLs of `tables` in `db`, sorted.
+    fn table_acls(c: &Cluster, db: &str, tables: &[&str]) -> String {
+        let list = tables.iter().map(|t| ql(t)).collect::<Vec<_>>().join(",");
+        c.psql(
+            db,
+            &format!(
+                "SELECT coalesce(string_agg(x, ' ' ORDER BY x), '') FROM ( \
+                   SELECT c.relname || ':' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a), '-') AS x \
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE n.nspname = 'public' AND (c.relname IN ({list}) \
+                     OR c.oid IN (SELECT d.objid FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid \
+                                  WHERE d.classid = 'pg_class'::regclass AND t.relname IN ({list}) AND d.deptype = 'a')) \
+                   UNION ALL SELECT c.relname || '.' || a.attname || ':' || a.attacl::text \
+                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                   WHERE a.attacl IS NOT NULL AND c.relname IN ({list})) s"
+            ),
+        )
+        .unwrap()
+    }
+
+    /// `--table` keeps the GRANTs of the table, its columns and its sequences (hostile
+    /// names included); an unknown table is an error that names it and its near matches and
+    /// leaves the target untouched; a restore that fails half-way leaves nothing behind.
+    #[test]
+    fn table_restore_keeps_grants_and_is_all_or_nothing() {
+        let env = Env::new();
+        let c = env.cluster();
+        let odd = "Odd \"Leads\" 2";
+        let weird = "we \"ird";
+        c.psql("postgres", "CREATE DATABASE app").unwrap();
+        c.psql(
+            "postgres",
+            &format!("CREATE ROLE reader; CREATE ROLE {}", qi(weird)),
+        )
+        .unwrap();
+        c.psql("app", SCHEMA).unwrap();
+        c.psql(
+            "app",
+            &format!(
+                "GRANT SELECT ON leads TO reader;
+                 GRANT UPDATE (email), INSERT ON leads TO {w} WITH GRANT OPTION;
+                 GRANT USAGE ON SEQUENCE leads_id_seq TO reader;
+                 COMMENT ON TABLE leads IS 'the leads';
+                 CREATE TABLE leads_archive (id bigserial PRIMARY KEY, note text);
+                 CREATE TABLE public.{o} (id serial PRIMARY KEY, {col} text);
+                 INSERT INTO public.{o} ({col}) VALUES ('a'), ('b');
+                 GRANT SELECT ON public.{o} TO reader;
+                 GRANT UPDATE ({col}) ON public.{o} TO {w};
+                 GRANT SELECT ON SEQUENCE public.{s} TO {w}",
+                w = qi(weird),
+                o = qi(odd),
+                col = qi("Col \"1\""),
+                s = qi(&format!("{odd}_id_seq")),
+            ),
+        )
+        .unwrap();
+        let id = json_out(
+            env.cmd()
+                .arg("--json")
+                .args(["backup", "pg", "--logical", "--dbname"])
+                .arg(c.conninfo("app"))
+                .output()
+                .unwrap(),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let restore = |db: &str, extra: &[&str]| {
+            env.cmd()
+                .args(["restore", "pg", "--logical", &id[..8]])
+                .args(extra)
+                .arg("--dbname")
+                .arg(c.conninfo(db))
+                .output()
+                .unwrap()
+        };
+
+        // GRANTs kept
+        c.psql("postgres", "CREATE DATABASE one").unwrap();
+        let t = format!("public.{odd}");
+        ok(restore("one", &["--table", "public.leads", "--table", &t]));
+        let want = table_acls(&c, "app", &["leads", odd]);
+        assert!(
+            want.contains("reader=r/postgres")
+                && want.contains("email:")
+                && want.contains("leads_id_seq:"),
+            "{want}"
+        );
+        assert_eq!(table_acls(&c, "one", &["leads", odd]), want);
+        assert_eq!(c.psql("one", "SELECT count(*) FROM leads").unwrap(), "3000");
+        // leads_archive_id_seq looks like one of leads' sequences by name, but is not
+        assert_eq!(
+            c.psql(
+                "one",
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'leads_archive%'"
+            )
+            .unwrap(),
+            "0"
+        );
+        assert_eq!(
+            c.psql("one", "SELECT obj_description('leads'::regclass)")
+                .unwrap(),
+            "the leads"
+        );
+
+        // unknown tables: refused, named, near matches listed, target untouched
+        c.psql("postgres", "CREATE DATABASE two").unwrap();
+        c.psql(
+            "two",
+            "CREATE TABLE marker (x int); GRANT SELECT ON marker TO reader",
+        )
+        .unwrap();
+        let before = fingerprint(&c, "two");
+        for tables in [
+            &["public.leadz"][..],
+            &["public.leads", "public.nope"],
+            &["app.leads"],
+            &["public.Leads"],
+        ] {
+            let args: Vec<&str> = tables.iter().flat_map(|t| ["--table", *t]).collect();
+            let o = restore("two", &args);
+            assert_eq!(o.status.code(), Some(8), "refused: exit 8");
+            let err = fails(o);
+            let bad = tables.last().unwrap();
+            assert!(err.contains(&format!("no table {bad}")), "{err}");
+            if *bad != "public.nope" {
+                assert!(err.contains("did you mean public.leads"), "{err}");
+            }
+            assert_eq!(fingerprint(&c, "two"), before, "{tables:?}");
+        }
+        // not SCHEMA.TABLE: a usage error
+        let o = restore("two", &["--table", "leads"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(fails(o).contains("not SCHEMA.TABLE"));
+        // … and with --create, the database is not created
+        let err = fails(restore("fresh", &["--create", "--table", "public.nope"]));
+        assert!(err.contains("no table public.nope"), "{err}");
+        assert_eq!(
+            c.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname = 'fresh'"
+            )
+            .unwrap(),
+            "0"
+        );
+
+        // fails half-way (an index name taken by another table, after the data is loaded):
+        // nothing of the restore remains, with or without --jobs
+        c.psql("postgres", "CREATE DATABASE three").unwrap();
+        c.psql(
+            "three",
+            "CREATE TABLE other (x text); CREATE INDEX leads_email ON other (x)",
+        )
+        .unwrap();
+        let before = fingerprint(&c, "three");
+        for extra in [&[][..], &["--jobs", "2"]] {
+            let mut args = vec!["--table", "public.leads"];
+            args.extend_from_slice(extra);
+            let err = fails(restore("three", &args));
+            assert!(err.contains("leads_email"), "{err}");
+            assert_eq!(fingerprint(&c, "three"), before);
+        }
+        // the same conflict in the trigger function (created before the table)
+        c.psql("postgres", "CREATE DATABASE four").unwrap();
+        c.psql("four", "CREATE TABLE leads (x int)").unwrap();
+        let before = fingerprint(&c, "four");
+        fails(restore("four", &["--table", "public.leads"]));
+        assert_eq!(fingerprint(&c, "four"), before);
+    }
 }
 
 /// SHA of pgbench_accounts: what a restore to a moment must reproduce exactly.

@@ -173,11 +173,10 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
             async move {
                 let bytes = repo.store.get(&name).await?;
                 let len = bytes.len() as u64;
-                let r = tokio::task::spawn_blocking(move || {
-                    verify_pack(&repo, &index, n as u32, &name, &bytes)
+                let r = crate::blocking(move || {
+                    Ok::<_, RepoError>(verify_pack(&repo, &index, n as u32, &name, &bytes))
                 })
-                .await
-                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+                .await?;
                 Ok::<_, RepoError>((len, r))
             }
         }))

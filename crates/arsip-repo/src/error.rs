@@ -2,12 +2,62 @@
 //!
 //! Policy: this crate returns typed [`RepoError`]s; context (which object, which snapshot)
 //! is attached once, where it is known, and every message that reaches an operator says what
-//! to do next in its [`RepoError::hint`]. `anyhow` lives only in the binary. Messages never
-//! contain key material or passwords.
+//! to do next in its hint. `anyhow` lives only in the binary. Messages never contain key
+//! material or passwords.
+//!
+//! Every error of every arsip library has an [`ErrorClass`] ([`Classify`]): what the caller
+//! does next. The CLI maps classes to exit codes in one table, the daemon to HTTP statuses.
+//! Hints speak of what to do, never of a front end's flags; front ends add those.
 
 use arsip_storage::{ErrorKind, StorageError};
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// What kind of failure an error is, by what the caller does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The input is invalid (an argument, a time, a name): fix it and run again.
+    Usage,
+    /// There is no repository at the location.
+    NotARepository,
+    /// No key slot opens with the password or key file given.
+    WrongKey,
+    /// The store or a local disk failed or refused (network, credentials, permissions,
+    /// a full disk) after retries.
+    Storage,
+    /// Data failed authentication or is inconsistent.
+    Damaged,
+    /// The snapshot, file or object asked for does not exist.
+    NotFound,
+    /// A precondition does not hold and nothing was done (agent credentials for a full-key
+    /// operation, a store without conditional creates, a location in use).
+    Refused,
+    /// A source or an external program failed (a dump exited non-zero, the server refused).
+    Failed,
+    /// A defect in arsip itself; report it.
+    Internal,
+}
+
+/// An error that knows its class and what to do about it.
+pub trait Classify {
+    fn class(&self) -> ErrorClass;
+    /// What the operator should do, without naming a front end's flags.
+    fn hint(&self) -> Option<String>;
+}
+
+/// Run blocking work (file I/O, compression) on tokio's blocking pool. A panic there is a
+/// defect and comes back as [`RepoError::Internal`].
+pub async fn blocking<T, E, F>(f: F) -> std::result::Result<T, E>
+where
+    F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<RepoError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| E::from(RepoError::Internal(format!("blocking task failed: {e}"))))?
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -45,6 +95,9 @@ pub enum RepoError {
     Unsupported(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A defect: a task panicked, a pipeline stage ended without saying why.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl RepoError {
@@ -54,43 +107,77 @@ impl RepoError {
             reason: reason.into(),
         }
     }
+}
 
-    /// What the operator should do about this error.
-    pub fn hint(&self) -> Option<String> {
+impl Classify for StorageError {
+    fn class(&self) -> ErrorClass {
+        match self.kind {
+            ErrorKind::NotFound => ErrorClass::NotARepository,
+            _ => ErrorClass::Storage,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self.kind {
+            ErrorKind::NotFound => "check the repository location".into(),
+            ErrorKind::PermissionDenied => {
+                "check the storage credentials and their permissions (AWS_ACCESS_KEY_ID, \
+                 AWS_SECRET_ACCESS_KEY, bucket policy, directory ownership)"
+                    .into()
+            }
+            ErrorKind::Transient => {
+                "the store did not answer after retries; check the network and the endpoint, \
+                 then run the command again"
+                    .into()
+            }
+            _ => "check the repository location and the store's configuration".into(),
+        })
+    }
+}
+
+impl Classify for RepoError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            RepoError::Storage(s) => s.class(),
+            RepoError::NotARepository(_) => ErrorClass::NotARepository,
+            RepoError::WrongKey => ErrorClass::WrongKey,
+            RepoError::Auth(_) | RepoError::Corrupt { .. } => ErrorClass::Damaged,
+            RepoError::NotFound(_) => ErrorClass::NotFound,
+            RepoError::NeedsFullKey(_)
+            | RepoError::NoConditionalCreate(_)
+            | RepoError::AlreadyInitialized(_)
+            | RepoError::Unsupported(_) => ErrorClass::Refused,
+            RepoError::Invalid(_) => ErrorClass::Usage,
+            RepoError::Io(_) => ErrorClass::Storage,
+            RepoError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         Some(match self {
-            RepoError::Storage(e) => match e.kind {
-                ErrorKind::NotFound => "check the repository location (--repo / ARSIP_REPO)".into(),
-                ErrorKind::PermissionDenied => {
-                    "check the storage credentials and their permissions (AWS_ACCESS_KEY_ID, \
-                     AWS_SECRET_ACCESS_KEY, bucket policy, directory ownership)"
-                        .into()
-                }
-                ErrorKind::Transient => {
-                    "the store did not answer after retries; check the network and the endpoint \
-                     (ARSIP_S3_ENDPOINT), then run the command again"
-                        .into()
-                }
-                _ => "check the repository location and the store's configuration".into(),
-            },
+            RepoError::Storage(e) => return e.hint(),
             RepoError::NotARepository(_) => {
-                "check --repo / ARSIP_REPO, or create a repository with `arsip init`".into()
+                "check the repository location, or initialise a repository there".into()
             }
-            RepoError::AlreadyInitialized(_) => "use the existing repository, or pick an empty location".into(),
-            RepoError::WrongKey => {
-                "check ARSIP_PASSWORD_FILE / ARSIP_PASSWORD / --key-file; `arsip key list` (with a \
-                 working key) shows the slots"
-                    .into()
+            RepoError::AlreadyInitialized(_) => {
+                "use the existing repository, or pick an empty location".into()
             }
+            RepoError::WrongKey => "check the password or key file".into(),
             RepoError::Auth(_) | RepoError::Corrupt { .. } => {
-                "run `arsip check --read-data` to list damaged objects and affected snapshots; \
-                 restore from another snapshot or a copy of the repository"
+                "a check that reads all data lists the damaged objects and the affected \
+                 snapshots; restore from another snapshot or a copy of the repository"
                     .into()
             }
-            RepoError::NotFound(_) => "`arsip snapshots` lists what exists".into(),
-            RepoError::NeedsFullKey(_) => "run it with the repository password or a full key file".into(),
-            RepoError::NoConditionalCreate(_) => {
-                "use a store that supports If-None-Match on PUT (AWS S3, MinIO ≥ 2024, R2, GCS, Azure)".into()
+            RepoError::NotFound(_) => "list the snapshots to see what exists".into(),
+            RepoError::NeedsFullKey(_) => {
+                "run it with the repository password or a full key file".into()
             }
+            RepoError::NoConditionalCreate(_) => {
+                "use a store that supports If-None-Match on PUT (AWS S3, MinIO ≥ 2024, R2, GCS, \
+                 Azure)"
+                    .into()
+            }
+            RepoError::Internal(_) => "this is a defect in arsip; please report it".into(),
             _ => return None,
         })
     }

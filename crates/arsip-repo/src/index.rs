@@ -2,7 +2,7 @@
 //! fixed 52-byte records searched by binary search.
 //!
 //! Memory: 52 bytes per indexed chunk plus 80 bytes per pack. Past a budget
-//! (`ARSIP_INDEX_MEMORY`, default 256 MiB ≈ 5 million chunks) the table is spilled to a file
+//! (`LocalSettings::index_memory`, default 256 MiB ≈ 5 million chunks) the table is spilled to a file
 //! in the cache directory and memory-mapped: the pages are file-backed, so the kernel reclaims
 //! them under pressure instead of the process growing without bound.
 
@@ -102,6 +102,19 @@ impl ChunkIndex {
                 std::slice::from_raw_parts(map.as_ptr() as *const Slot, *len)
             },
         }
+    }
+
+    /// Plaintext bytes of the distinct chunks indexed (before compression).
+    pub fn unique_raw_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        let mut last = None;
+        for s in self.slots() {
+            if last != Some(s.id) {
+                total += s.raw_len as u64;
+                last = Some(s.id);
+            }
+        }
+        total
     }
 
     pub fn len(&self) -> usize {
@@ -278,15 +291,6 @@ impl IndexBuilder {
 fn slot_bytes(s: &Slot) -> &[u8] {
     // SAFETY: Slot is repr(C), 52 bytes, padding explicit and initialised.
     unsafe { std::slice::from_raw_parts(s as *const Slot as *const u8, SLOT_SIZE) }
-}
-
-/// Memory budget for the index table, from `ARSIP_INDEX_MEMORY` (bytes, with optional
-/// K/M/G suffix), default 256 MiB.
-pub fn budget_from_env() -> usize {
-    std::env::var("ARSIP_INDEX_MEMORY")
-        .ok()
-        .and_then(|s| parse_size(&s))
-        .unwrap_or(256 << 20)
 }
 
 pub fn parse_size(s: &str) -> Option<usize> {

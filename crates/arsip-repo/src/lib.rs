@@ -23,5 +23,5 @@ pub mod txn;
 pub mod wal;
 pub mod write;
 
-pub use error::{RepoError, Result};
-pub use repo::{InitOptions, OpenWith, Repository};
+pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
+pub use repo::{InitOptions, LocalSettings, OpenWith, Repository};

@@ -104,11 +104,17 @@ impl Reader {
                 .ok_or(RepoError::NeedsFullKey("reading data"))?;
             let id_key = self.repo.id_key().clone();
             let entry = slot.blob();
-            let r = tokio::task::spawn_blocking(move || {
-                format::open_blob(&name, pack.key_id, &key, &entry, &ct, &id_key)
+            let r = crate::blocking(move || {
+                Ok::<_, RepoError>(format::open_blob(
+                    &name,
+                    pack.key_id,
+                    &key,
+                    &entry,
+                    &ct,
+                    &id_key,
+                ))
             })
-            .await
-            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            .await?;
             match r {
                 Ok(d) => return Ok(d),
                 Err(e) => last = Some(e),
@@ -176,7 +182,7 @@ impl Reader {
             .clone()
             .ok_or(RepoError::NeedsFullKey("reading data"))?;
         let id_key = self.repo.id_key().clone();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking(move || {
             let mut out = Vec::with_capacity(slots.iter().map(|s| s.raw_len as usize).sum());
             for s in &slots {
                 let at = (s.offset as u64 - base) as usize;
@@ -189,7 +195,6 @@ impl Reader {
             Ok(out)
         })
         .await
-        .map_err(|e| RepoError::Invalid(e.to_string()))?
     }
 
     /// The plaintext of `ids`, in order, fetched a run at a time (one item per run),

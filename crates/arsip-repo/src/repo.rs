@@ -81,7 +81,16 @@ pub struct Repository {
     public: [u8; 32],
     root_verify: [u8; 32],
     writers: Mutex<std::collections::HashMap<WriterId, Option<[u8; 32]>>>,
-    cache_dir: std::path::PathBuf,
+    local: LocalSettings,
+    opened_slot: Option<String>,
+}
+
+/// What a repository's objects add up to ([`Repository::usage`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Usage {
+    pub objects: u64,
+    pub stored_bytes: u64,
+    pub packs: u64,
 }
 
 impl std::fmt::Debug for Repository {
@@ -92,19 +101,28 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-/// The directory for local caches and spill files: `ARSIP_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/arsip`, else `~/.cache/arsip`, else the temp dir.
-pub fn cache_dir() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("ARSIP_CACHE_DIR") {
-        return d.into();
+/// Local resources of an opened repository (the host's side, not the repository's), resolved
+/// by the front end from its flags, environment or configuration and passed down; the
+/// library reads no environment variables for them.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// Local caches and index spill files.
+    pub cache_dir: std::path::PathBuf,
+    /// Memory budget of the index table before it spills to a mapped file in `cache_dir`.
+    pub index_memory: usize,
+}
+
+/// Default index memory budget: 256 MiB ≈ 5 million chunks.
+pub const DEFAULT_INDEX_MEMORY: usize = 256 << 20;
+
+impl Default for LocalSettings {
+    /// A private directory under the system's temporary directory, and the default budget.
+    fn default() -> Self {
+        LocalSettings {
+            cache_dir: std::env::temp_dir().join("arsip-cache"),
+            index_memory: DEFAULT_INDEX_MEMORY,
+        }
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return std::path::PathBuf::from(d).join("arsip");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return std::path::PathBuf::from(h).join(".cache/arsip");
-    }
-    std::env::temp_dir().join("arsip-cache")
 }
 
 impl Repository {
@@ -223,13 +241,17 @@ impl Repository {
                 let master = slot
                     .open(&claimed.repo_id, &Secret::KeyFile(&f))?
                     .ok_or(RepoError::WrongKey)?;
-                Self::open_full(store, &raw, master, clock)
+                let mut repo = Self::open_full(store, &raw, master, clock)?;
+                repo.opened_slot = Some(slot.id);
+                Ok(repo)
             }
             OpenWith::Password(p) => {
                 let slots = list_slots(&store).await?;
                 for slot in slots.iter().filter(|s| s.kind == keys::SlotKind::Password) {
                     if let Some(master) = slot.open(&claimed.repo_id, &Secret::Password(&p))? {
-                        return Self::open_full(store, &raw, master, clock);
+                        let mut repo = Self::open_full(store, &raw, master, clock)?;
+                        repo.opened_slot = Some(slot.id.clone());
+                        return Ok(repo);
                     }
                 }
                 Err(RepoError::WrongKey)
@@ -299,8 +321,30 @@ impl Repository {
             public,
             root_verify,
             writers: Mutex::default(),
-            cache_dir: cache_dir(),
+            local: LocalSettings::default(),
+            opened_slot: None,
         })
+    }
+
+    /// The key slot this handle was opened with (`None` for agent credentials).
+    pub fn opened_slot(&self) -> Option<&str> {
+        self.opened_slot.as_deref()
+    }
+
+    /// Objects and bytes in the store, streamed (a listing of millions of objects is never
+    /// held in memory).
+    pub async fn usage(&self) -> Result<Usage> {
+        use futures::TryStreamExt;
+        Ok(self
+            .store
+            .list("")
+            .try_fold(Usage::default(), |mut u, o| async move {
+                u.objects += 1;
+                u.stored_bytes += o.size;
+                u.packs += u64::from(o.key.starts_with(DATA_PREFIX));
+                Ok(u)
+            })
+            .await?)
     }
 
     pub fn is_agent(&self) -> bool {
@@ -327,7 +371,14 @@ impl Repository {
         &self.signer
     }
     pub fn cache_dir(&self) -> &std::path::Path {
-        &self.cache_dir
+        &self.local.cache_dir
+    }
+
+    /// Use these local resources from now on (they come from the front end; the default is
+    /// [`LocalSettings::default`]).
+    pub fn with_local(mut self, local: LocalSettings) -> Self {
+        self.local = local;
+        self
     }
 
     // ---- key slots -------------------------------------------------------------------
@@ -580,10 +631,8 @@ impl Repository {
             .map_ok(|m| m.key)
             .try_collect()
             .await?;
-        let mut builder = IndexBuilder::new(
-            crate::index::budget_from_env(),
-            self.cache_dir.join("spill"),
-        );
+        let mut builder =
+            IndexBuilder::new(self.local.index_memory, self.cache_dir().join("spill"));
         let mut fetches = futures::stream::iter(names.into_iter().map(|k| async move {
             let b = self.store.get(&k).await;
             (k, b)

@@ -12,7 +12,7 @@ use crate::format::ChunkId;
 use crate::index::ChunkIndex;
 use crate::snapshot::{Manifest, Node, NodeType, TreeWriter};
 use crate::write::{BackupSession, Progress, SessionOptions};
-use crate::{RepoError, Repository, Result};
+use crate::{Repository, Result};
 
 /// What describes a snapshot apart from its content.
 #[derive(Debug, Clone, Default)]
@@ -121,12 +121,11 @@ impl SnapshotTxn {
     pub async fn commit(self, meta: SnapshotMeta) -> Result<BackupOutcome> {
         let session = self.session.clone();
         let mut tree = self.tree.into_inner();
-        let (tree_ids, tree_bytes) = tokio::task::spawn_blocking(move || {
+        let (tree_ids, tree_bytes) = crate::blocking(move || {
             std::io::Seek::rewind(&mut tree)?;
             session.write_stream(tree)
         })
-        .await
-        .map_err(|e| RepoError::Invalid(e.to_string()))??;
+        .await?;
         let stats = self.session.finish().await?;
         let repo = self.session.repo().clone();
         let manifest = Manifest {

@@ -82,11 +82,7 @@ pub fn encode(
     let h = format::header(ObjectType::Wal, 0);
     let hash = content_hash(id_key, data);
     let len = (data.len() as u64).to_le_bytes();
-    let level = std::env::var("ARSIP_WAL_ZSTD_LEVEL")
-        .ok()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(ZSTD_LEVEL);
-    let compressed = zstd::bulk::compress(data, level)?;
+    let compressed = zstd::bulk::compress(data, ZSTD_LEVEL)?;
     let key = Key::random();
     let mut out = Vec::with_capacity(compressed.len() + PUBLIC_LEN + 256);
     out.extend_from_slice(&h);

@@ -108,6 +108,25 @@ struct Job {
     chunks: Vec<(ChunkId, usize, usize)>,
 }
 
+/// The first error of the pipeline's stages (a pack worker, the uploader), kept so that
+/// whichever caller notices first that the pipeline stopped (a stream's hand-off, or
+/// `finish`) reports the cause, with its path and class, rather than "it stopped".
+#[derive(Debug, Default)]
+struct FirstError(Mutex<Option<RepoError>>);
+
+impl FirstError {
+    /// Keep `e` if it is the first; return what the failing stage itself returns.
+    fn record(&self, e: RepoError) -> RepoError {
+        self.0.lock().unwrap().get_or_insert(e);
+        RepoError::Internal("the upload pipeline stopped (its cause is reported)".into())
+    }
+
+    /// The recorded cause, else `fallback`.
+    fn cause_or(&self, fallback: RepoError) -> RepoError {
+        self.0.lock().unwrap().take().unwrap_or(fallback)
+    }
+}
+
 pub struct BackupSession {
     repo: Arc<Repository>,
     known: Arc<ChunkIndex>,
@@ -115,6 +134,7 @@ pub struct BackupSession {
     jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
     workers: Mutex<Vec<std::thread::JoinHandle<Result<()>>>>,
     uploader: Mutex<Option<tokio::task::JoinHandle<Result<u64>>>>,
+    failure: Arc<FirstError>,
     pub progress: Arc<Progress>,
 }
 
@@ -145,6 +165,7 @@ impl BackupSession {
         opts: SessionOptions,
     ) -> BackupSession {
         let progress = Arc::new(Progress::default());
+        let failure = Arc::new(FirstError::default());
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(opts.workers * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
@@ -154,10 +175,13 @@ impl BackupSession {
             let tx = pack_tx.clone();
             let repo = repo.clone();
             let progress = progress.clone();
+            let failure = failure.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("arsip-pack-{n}"))
-                    .spawn(move || pack_worker(&repo, &rx, &tx, &progress))
+                    .spawn(move || {
+                        pack_worker(&repo, &rx, &tx, &progress).map_err(|e| failure.record(e))
+                    })
                     .expect("spawn pack worker"),
             );
         }
@@ -167,6 +191,7 @@ impl BackupSession {
             pack_rx,
             opts.uploads,
             progress.clone(),
+            failure.clone(),
         ));
         BackupSession {
             repo,
@@ -175,6 +200,7 @@ impl BackupSession {
             jobs: Mutex::new(Some(job_tx)),
             workers: Mutex::new(workers),
             uploader: Mutex::new(Some(uploader)),
+            failure,
             progress,
         }
     }
@@ -286,7 +312,7 @@ impl BackupSession {
             .lock()
             .unwrap()
             .clone()
-            .ok_or_else(|| RepoError::Invalid("session finished".into()))
+            .ok_or_else(|| RepoError::Internal("session finished".into()))
     }
 
     /// Count a chunk of `len` bytes with id `id`; true if it must be stored, i.e. neither
@@ -304,8 +330,10 @@ impl BackupSession {
     }
 
     fn send(&self, jobs: &mpsc::SyncSender<Job>, job: Job) -> Result<()> {
+        // Every pack worker has stopped: one of the stages failed and recorded why.
         jobs.send(job).map_err(|_| {
-            RepoError::Invalid("the upload pipeline stopped; see the error that follows".into())
+            self.failure
+                .cause_or(RepoError::Internal("the upload pipeline stopped".into()))
         })
     }
 
@@ -319,7 +347,7 @@ impl BackupSession {
             for w in workers {
                 let r = w
                     .join()
-                    .unwrap_or_else(|_| Err(RepoError::Invalid("pack worker panicked".into())));
+                    .unwrap_or_else(|_| Err(RepoError::Internal("pack worker panicked".into())));
                 if first.is_ok() {
                     first = r;
                 }
@@ -327,18 +355,19 @@ impl BackupSession {
             first
         })
         .await
-        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        .map_err(|e| RepoError::Internal(e.to_string()))?;
         let uploader = self
             .uploader
             .lock()
             .unwrap()
             .take()
-            .ok_or_else(|| RepoError::Invalid("session finished twice".into()))?;
-        // The uploader's error is the root cause when both failed.
+            .ok_or_else(|| RepoError::Internal("session finished twice".into()))?;
         let indexes = uploader
             .await
-            .map_err(|e| RepoError::Invalid(e.to_string()))??;
-        worker_result?;
+            .map_err(|e| RepoError::Internal(e.to_string()))
+            .and_then(|r| r)
+            .and_then(|n| worker_result.map(|()| n))
+            .map_err(|e| self.failure.cause_or(e))?;
         let p = &self.progress;
         Ok(SessionStats {
             read_bytes: p.read_bytes.load(Ordering::Relaxed),
@@ -394,7 +423,7 @@ fn pack_worker(
                 let fp = pack.take().unwrap().finish();
                 progress.packs.fetch_add(1, Ordering::Relaxed);
                 if packs.blocking_send(fp).is_err() {
-                    return Err(RepoError::Invalid("the uploader stopped".into()));
+                    return Ok(()); // the uploader failed and recorded why
                 }
             }
         }
@@ -402,15 +431,28 @@ fn pack_worker(
     if let Some(pb) = pack.take().filter(|p| !p.is_empty()) {
         progress.packs.fetch_add(1, Ordering::Relaxed);
         if packs.blocking_send(pb.finish()).is_err() {
-            return Err(RepoError::Invalid("the uploader stopped".into()));
+            return Ok(()); // the uploader failed and recorded why
         }
     }
     Ok(())
 }
 
+/// Upload finished packs and write indexes; a failure is recorded in `failure` while the
+/// pack channel is still open, so that the stages it stops find the cause.
 async fn upload_loop(
     repo: Arc<Repository>,
-    rx: tokio::sync::mpsc::Receiver<FinishedPack>,
+    mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
+    concurrency: usize,
+    progress: Arc<Progress>,
+    failure: Arc<FirstError>,
+) -> Result<u64> {
+    let r = upload_packs(repo, &mut rx, concurrency, progress).await;
+    r.map_err(|e| failure.record(e))
+}
+
+async fn upload_packs(
+    repo: Arc<Repository>,
+    rx: &mut tokio::sync::mpsc::Receiver<FinishedPack>,
     concurrency: usize,
     progress: Arc<Progress>,
 ) -> Result<u64> {
@@ -465,9 +507,9 @@ async fn upload_loop(
     Ok(indexes)
 }
 
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + '_ {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

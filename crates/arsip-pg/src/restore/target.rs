@@ -453,7 +453,7 @@ mod tests {
         assert!(t.assumed_zone.unwrap().contains("Asia/Jakarta"));
         assert!(matches!(
             parse_target_time("2026-12-02 02:55:12", None),
-            Err(PgError::Usage { .. })
+            Err(PgError::Invalid { .. })
         ));
         let t = parse_target_time("2026-12-02 02:55:12+07", Some("UTC")).unwrap();
         assert!(t.assumed_zone.is_none());
@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(parse_xid("4294968043").unwrap(), 4294968043);
         for bad in ["abc", "-5", "0x10", "", "1.5", "2", "18446744073709551616"] {
             assert!(
-                matches!(parse_xid(bad), Err(PgError::Usage { .. })),
+                matches!(parse_xid(bad), Err(PgError::Invalid { .. })),
                 "{bad}"
             );
         }
@@ -476,13 +476,13 @@ mod tests {
             })
         };
         assert_eq!(t("0/3000060").unwrap(), Target::Lsn(0x3000060));
-        assert!(matches!(t("12345"), Err(PgError::Usage { .. })));
+        assert!(matches!(t("12345"), Err(PgError::Invalid { .. })));
         assert!(matches!(
             Target::parse(&TargetArgs {
                 name: Some(&"x".repeat(64)),
                 ..Default::default()
             }),
-            Err(PgError::Usage { .. })
+            Err(PgError::Invalid { .. })
         ));
         assert!(matches!(
             Target::parse(&TargetArgs {
@@ -490,7 +490,7 @@ mod tests {
                 xid: Some("5"),
                 ..Default::default()
             }),
-            Err(PgError::Usage { .. })
+            Err(PgError::Invalid { .. })
         ));
     }
 }

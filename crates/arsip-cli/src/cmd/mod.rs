@@ -1,0 +1,33 @@
+//! One module per command: each parses nothing (clap did), calls one operation of
+//! `arsip-ops` and renders its outcome through [`crate::ctx::Ctx::emit`].
+
+mod backup;
+mod check;
+mod init;
+mod key;
+mod pg;
+mod quickstart;
+mod restore;
+mod snapshots;
+mod stats;
+mod wal;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::ctx::Ctx;
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let ctx = Ctx { cli: &cli };
+    match &cli.command {
+        Command::Init(a) => init::run(&ctx, a).await,
+        Command::Backup(b) => backup::run(&ctx, b).await,
+        Command::Snapshots(f) => snapshots::run(&ctx, f).await,
+        Command::Restore(r) => restore::run(&ctx, r).await,
+        Command::Check(c) => check::run(&ctx, c).await,
+        Command::Stats => stats::run(&ctx).await,
+        Command::Key(k) => key::run(&ctx, k).await,
+        Command::Wal(w) => wal::run(&ctx, w).await,
+        Command::Quickstart(q) => quickstart::run(&ctx, q).await,
+    }
+}

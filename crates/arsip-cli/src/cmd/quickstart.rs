@@ -1,0 +1,24 @@
+//! `arsip quickstart`: the main job on a throwaway cluster, end to end.
+
+use anyhow::Result;
+use arsip_ops::pg as arsip_pg;
+
+use crate::cli::QuickstartArgs;
+use crate::ctx::Ctx;
+use crate::exit;
+
+pub async fn run(ctx: &Ctx<'_>, a: &QuickstartArgs) -> Result<u8> {
+    let opts = arsip_pg::quickstart::Options {
+        dir: a.dir.clone(),
+        keep: a.keep,
+        tenants: a.tenants.max(8),
+        arsip_exe: std::env::current_exe()?,
+    };
+    let r = arsip_pg::quickstart::run(&opts).await?;
+    if ctx.cli.json {
+        crate::print_json(&r)?;
+    } else {
+        crate::print_line(&r.text())?;
+    }
+    Ok(if r.ok { exit::OK } else { exit::FAILURE })
+}

@@ -1,0 +1,131 @@
+//! What every command shares: the parsed global flags, opening the repository they name,
+//! informational output and the one render path (human text, or JSON with `--json`).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use arsip_ops::open::{Access, StoreSettings};
+use arsip_ops::repo::{LocalSettings, Repository};
+
+use crate::cli::Cli;
+use crate::{secrets, usage};
+
+/// An outcome a command prints: JSON with `--json`, else its human form.
+pub trait Render: serde::Serialize {
+    fn human(&self) -> String;
+}
+
+pub struct Ctx<'a> {
+    pub cli: &'a Cli,
+}
+
+impl Ctx<'_> {
+    /// Progress bars: only on a terminal, never with `--json` or `--quiet`.
+    pub fn progress(&self) -> bool {
+        crate::progress::enabled(self.cli.json, self.cli.quiet)
+    }
+
+    /// An informational line on stderr (silenced by `--quiet` and `--json`).
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if !self.cli.quiet && !self.cli.json {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Print a command's summary line (a backup's): JSON with `--json`, nothing with
+    /// `--quiet`, else its human form.
+    pub fn summary(&self, outcome: &impl Render) -> Result<()> {
+        if self.cli.quiet && !self.cli.json {
+            return Ok(());
+        }
+        self.emit(outcome)
+    }
+
+    /// Print an outcome on stdout.
+    pub fn emit(&self, outcome: &impl Render) -> Result<()> {
+        if self.cli.json {
+            crate::print_json(outcome)
+        } else {
+            crate::print_line(&outcome.human())
+        }
+    }
+
+    /// The store settings from `--repo` / `ARSIP_REPO` (and, in test builds, the fault hook).
+    pub fn store_settings(&self) -> Result<StoreSettings> {
+        let location =
+            self.cli.repo.clone().ok_or_else(|| {
+                usage!("no repository given: pass --repo LOCATION or set ARSIP_REPO")
+            })?;
+        let faults = match std::env::var("ARSIP_TEST_FAULTS") {
+            Ok(spec) => Some(
+                arsip_ops::storage::fault::FaultPlan::parse(&spec)
+                    .map_err(|e| usage!("ARSIP_TEST_FAULTS: {e}"))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(StoreSettings { location, faults })
+    }
+
+    /// Caches and memory of this host: flags, then environment, then the XDG default.
+    pub fn local_settings(&self) -> Result<LocalSettings> {
+        let cache_dir = match &self.cli.cache_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(usage!("the cache directory is empty"))
+            }
+            Some(d) => d.clone(),
+            None => default_cache_dir(),
+        };
+        let index_memory =
+            arsip_ops::repo::index::parse_size(&self.cli.index_memory).ok_or_else(|| {
+                usage!(
+                    "--index-memory {:?} is not a size (bytes, or with K/M/G)",
+                    self.cli.index_memory
+                )
+            })?;
+        Ok(LocalSettings {
+            cache_dir,
+            index_memory,
+        })
+    }
+
+    /// Open the repository with the password or key file the environment names.
+    pub async fn open(&self, access: Access) -> Result<Arc<Repository>> {
+        let settings = self.store_settings()?;
+        let with = secrets::open_with(self.cli.key_file.as_deref())?;
+        Ok(arsip_ops::open::repository(
+            &settings,
+            with,
+            access,
+            self.local_settings()?,
+            arsip_ops::repo::clock::from_env(),
+        )
+        .await?)
+    }
+}
+
+/// `$XDG_CACHE_HOME/arsip`, else `~/.cache/arsip`, else a directory under the temp dir.
+fn default_cache_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(d).join("arsip");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return std::path::PathBuf::from(h).join(".cache/arsip");
+    }
+    LocalSettings::default().cache_dir
+}
+
+/// Bytes for humans: `512 B`, `1.5 MiB`.
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}

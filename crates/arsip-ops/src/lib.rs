@@ -1,0 +1,29 @@
+//! Operations: what a user asks arsip to do, above every source and target. Each
+//! operation takes settings resolved by a front end (the CLI today, the daemon next), opens
+//! what it needs, calls the sources/targets (`arsip-files`, `arsip-pg`) and the repository,
+//! and returns a `Serialize` outcome that the front end renders as text, JSON or an HTTP
+//! answer. Errors are [`Error`]s with an [`ErrorClass`] that front ends map to exit codes or
+//! statuses.
+//!
+//! Imports run one way: front ends → `arsip-ops` → sources/targets → `arsip-repo` →
+//! `arsip-storage` (docs/ARCHITECTURE.md).
+
+pub mod backup;
+pub mod check;
+pub mod error;
+pub mod keys;
+pub mod open;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+
+pub use arsip_repo::{Classify, ErrorClass};
+pub use error::{Error, Result};
+
+/// The PostgreSQL source and target, used by front ends for the PostgreSQL commands until
+/// their operations (physical restore plan, drills) move here.
+pub use arsip_pg as pg;
+/// Repository types that outcomes and options carry.
+pub use arsip_repo as repo;
+/// Storage types (locations, fault plans) that store settings carry.
+pub use arsip_storage as storage;

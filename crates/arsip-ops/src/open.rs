@@ -1,0 +1,87 @@
+//! Opening a repository: the storage stack (backend, then the test-only fault wrapper, then
+//! retries, then the append-only guard for backup paths) and the repository on top of it.
+
+use std::sync::Arc;
+
+use arsip_repo::clock::Clock;
+use arsip_repo::{InitOptions, LocalSettings, OpenWith, Repository};
+use arsip_storage::backend::{self, Location};
+use arsip_storage::fault::{FaultPlan, Faulty};
+use arsip_storage::retry::{Retry, RetryPolicy};
+use arsip_storage::DynStore;
+
+use crate::{Error, Result};
+
+/// How an operation may touch storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Backup paths: a wrapper refuses every delete (they are create-only by contract).
+    AppendOnly,
+    /// Reads, maintenance and key management.
+    Full,
+}
+
+/// Where the repository is and how to reach it, resolved by a front end.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// A directory, `s3://bucket/prefix`, `gs://…` or `az://…`.
+    pub location: String,
+    /// Faults to inject (test builds only; front ends pass `None` otherwise).
+    pub faults: Option<FaultPlan>,
+}
+
+/// Open the store stack at `settings`; `create_dir` makes a missing local directory (init).
+pub fn store(settings: &StoreSettings, create_dir: bool, access: Access) -> Result<DynStore> {
+    if settings.location.is_empty() {
+        return Err(Error::usage("the repository location is empty"));
+    }
+    // A location that does not parse is the user's input, not a storage failure.
+    let loc = Location::parse(&settings.location).map_err(|e| Error::usage(e.message))?;
+    let mut store: DynStore = backend::open(&loc, create_dir)?;
+    if let Some(plan) = &settings.faults {
+        store = Arc::new(Faulty::new(store, plan.clone()));
+    }
+    store = Arc::new(Retry::new(store, RetryPolicy::default()));
+    if access == Access::AppendOnly {
+        store = Arc::new(arsip_storage::append_only::AppendOnly::new(store));
+    }
+    Ok(store)
+}
+
+/// Open the repository at `settings` with `with`, using `local` for caches and memory.
+pub async fn repository(
+    settings: &StoreSettings,
+    with: OpenWith,
+    access: Access,
+    local: LocalSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Repository>> {
+    let store = store(settings, false, access)?;
+    let repo = Repository::open(store, with, clock).await?;
+    Ok(Arc::new(repo.with_local(local)))
+}
+
+/// What `init` created.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Initialized {
+    pub repo_id: String,
+    pub location: String,
+}
+
+/// Create a repository at `settings` protected by `password`.
+pub async fn init(
+    settings: &StoreSettings,
+    password: &[u8],
+    opts: &InitOptions,
+    local: LocalSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<Repository>, Initialized)> {
+    let store = store(settings, true, Access::Full)?;
+    let (repo, _) = Repository::init(store, Some(password), opts, clock).await?;
+    let repo = repo.with_local(local);
+    let out = Initialized {
+        repo_id: repo.config.repo_id.clone(),
+        location: repo.store.describe(),
+    };
+    Ok((Arc::new(repo), out))
+}
