@@ -571,8 +571,12 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let timeline: u32 = label_value(&labelfile, "START TIMELINE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(cur_tli as u32);
-    let start_lsn = parse_lsn(&start_lsn_s).unwrap_or(0);
-    let stop_lsn = parse_lsn(&stop_lsn_s).unwrap_or(0);
+    // What the server returned is the backup's range: never guess it.
+    let server_lsn = |what: &str, s: &str| {
+        parse_lsn(s).ok_or_else(|| PgError::Tool(format!("{what} returned {s:?}, not an LSN")))
+    };
+    let start_lsn = server_lsn("pg_backup_start", &start_lsn_s)?;
+    let stop_lsn = server_lsn("pg_backup_stop", &stop_lsn_s)?;
     let start_seg = SegName::from_lsn(timeline, start_lsn, seg_size);
     let stop_seg = SegName::from_lsn(
         timeline,
@@ -681,5 +685,72 @@ impl From<PgError> for RepoError {
             PgError::Io(io) => RepoError::Io(io),
             other => RepoError::Invalid(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys restores read are exactly today's, and a missing one names itself.
+    #[test]
+    fn facts_keep_todays_keys_and_name_what_is_missing() {
+        let f = PhysicalFacts {
+            system_identifier: "7714453355040664542".into(),
+            major: 15,
+            server_version: "15.14".into(),
+            namespace: "7714453355040664542-15".into(),
+            stanza: "main".into(),
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            start_wal: "000000010000000000000002".into(),
+            stop_wal: "000000010000000000000002".into(),
+            start_time: "2026-12-01 21:33:00.123+00".into(),
+            stop_time: "2026-12-01 21:33:01.456789+00".into(),
+            wal_segment_size: 16 << 20,
+            data_checksums: true,
+            pgdata: "/var/lib/postgresql/15/main".into(),
+            bytes_read: 1,
+            reused_files: 2,
+            reused_bytes: 3,
+            tablespace_map: None,
+        };
+        let facts = f.to_facts();
+        let keys: Vec<&str> = facts.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "bytes_read",
+                "data_checksums",
+                "major",
+                "namespace",
+                "pgdata",
+                "reused_bytes",
+                "reused_files",
+                "server_version",
+                "stanza",
+                "start_lsn",
+                "start_time",
+                "start_wal",
+                "stop_lsn",
+                "stop_time",
+                "stop_wal",
+                "system_identifier",
+                "timeline",
+                "wal_segment_size",
+            ]
+        );
+        let back: PhysicalFacts =
+            serde_json::from_value(Value::Object(facts.clone().into_iter().collect())).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.stop_lsn().unwrap(), 0x2000100);
+        assert!(back.stop_time().is_ok());
+        let mut missing = facts;
+        missing.remove("wal_segment_size");
+        let e =
+            serde_json::from_value::<PhysicalFacts>(Value::Object(missing.into_iter().collect()))
+                .unwrap_err();
+        assert!(e.to_string().contains("wal_segment_size"), "{e}");
     }
 }
