@@ -102,3 +102,11 @@ pub fn make_base(prefix: &str) -> Result<PathBuf> {
     chown_postgres(&dir)?;
     Ok(dir)
 }
+
+/// A local I/O error that names its path (classified as storage/I/O, exit 5).
+pub fn io_at(p: &Path, e: std::io::Error) -> PgError {
+    PgError::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", p.display()),
+    ))
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arsip_repo::Repository;
 
-use crate::error::{PgError, Result};
+use crate::error::Result;
 use crate::restore::plan::RestorePlan;
 use crate::restore::tablespace::link_tablespaces;
 
@@ -24,7 +24,7 @@ pub struct Materialised {
 /// Write `data` to `p` and fsync it.
 pub fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |e: std::io::Error| PgError::Tool(format!("{}: {e}", p.display()));
+    let io = |e: std::io::Error| crate::os::io_at(p, e);
     let mut f = std::fs::File::create(p).map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)
@@ -32,7 +32,7 @@ pub fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
 
 pub async fn materialise(repo: Arc<Repository>, plan: &RestorePlan) -> Result<Materialised> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let io = |p: &Path, e: std::io::Error| PgError::Tool(format!("{}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| crate::os::io_at(p, e);
     std::fs::create_dir_all(&plan.to).map_err(|e| io(&plan.to, e))?;
     let reader = arsip_repo::read::Reader::open(repo).await?;
     let grafts: Vec<arsip_files::restore::Graft> = plan
@@ -79,5 +79,5 @@ pub fn finish(m: &Materialised) -> Result<()> {
     }
     std::fs::File::open(&m.to)
         .and_then(|f| f.sync_all())
-        .map_err(|e| PgError::Tool(format!("{}: {e}", m.to.display())))
+        .map_err(|e| crate::os::io_at(&m.to, e))
 }

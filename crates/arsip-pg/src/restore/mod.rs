@@ -216,8 +216,7 @@ pub async fn execute(
         return Ok(out);
     }
     let log_dir = m.to.join("log");
-    std::fs::create_dir_all(&log_dir)
-        .map_err(|e| PgError::Tool(format!("{}: {e}", log_dir.display())))?;
+    std::fs::create_dir_all(&log_dir).map_err(|e| crate::os::io_at(&log_dir, e))?;
     if crate::os::is_root() {
         crate::os::chown_tree(&log_dir, m.owner.0, m.owner.1)?;
     }

@@ -97,7 +97,7 @@ pub(crate) fn dir_is_empty(d: &Path) -> Result<bool> {
     match std::fs::read_dir(d) {
         Ok(mut rd) => Ok(rd.next().is_none()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(PgError::Tool(format!("{}: {e}", d.display()))),
+        Err(e) => Err(crate::os::io_at(d, e)),
     }
 }
 
@@ -107,7 +107,7 @@ fn postgres_can_read(p: &Path) -> Result<bool> {
     let Some((uid, gid)) = crate::os::postgres_owner() else {
         return Ok(true);
     };
-    let m = std::fs::metadata(p).map_err(|e| PgError::Tool(format!("{}: {e}", p.display())))?;
+    let m = std::fs::metadata(p).map_err(|e| crate::os::io_at(p, e))?;
     Ok((m.uid() == uid && m.mode() & 0o400 != 0)
         || (m.gid() == gid && m.mode() & 0o040 != 0)
         || m.mode() & 0o004 != 0)
@@ -228,8 +228,7 @@ impl RestorePlan {
         }
 
         // The target directory and tablespaces.
-        let to = std::path::absolute(&o.to)
-            .map_err(|e| PgError::Tool(format!("{}: {e}", o.to.display())))?;
+        let to = std::path::absolute(&o.to).map_err(|e| crate::os::io_at(&o.to, e))?;
         if to.join("postmaster.pid").exists() {
             return Err(PgError::refused(
                 format!(

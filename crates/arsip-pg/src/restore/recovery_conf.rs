@@ -77,7 +77,7 @@ fn replaced(line: &str) -> bool {
 /// Write the recovery configuration the plan computed (and, if the plan needs one, the
 /// recovery key) into the restored data directory `to`.
 pub fn write(to: &Path, plan: &RestorePlan, key: Option<&KeyFile>) -> Result<()> {
-    let io = |p: &Path, e: std::io::Error| PgError::Tool(format!("{}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| crate::os::io_at(p, e);
     if let (Some(k), Some(path)) = (key, plan.credential.recovery_key.as_ref()) {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;

@@ -154,7 +154,7 @@ pub fn link_tablespaces(to: &Path, tablespaces: &[(String, PathBuf)]) -> Result<
         return Ok(());
     }
     let links = to.join("pg_tblspc");
-    let io = |p: &Path, e: std::io::Error| PgError::Tool(format!("{}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| crate::os::io_at(p, e);
     std::fs::create_dir_all(&links).map_err(|e| io(&links, e))?;
     for (oid, dir) in tablespaces {
         let l = links.join(oid);
