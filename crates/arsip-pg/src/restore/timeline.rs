@@ -383,7 +383,8 @@ fn pick(cands: &[Candidate], view: &TimelineView, target: &Target) -> Result<usi
     found.ok_or_else(|| {
         PgError::refused(
             format!(
-                "no physical backup ends before the recovery target on the history of timeline {}",
+                "no physical backup ends before the recovery target ({}) on the history of timeline {}",
+                target.describe(),
                 view.target
             ),
             "`arsip snapshots --kind pg-physical` lists backups with their stop times (facts.stop_time)",
