@@ -98,12 +98,37 @@ pub struct InitArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BackupCmd {
-    /// Files and directories (modes, mtimes, symlinks kept)
+    /// Files and directories (names as bytes, modes, owners, times, links, xattrs/ACLs,
+    /// special files; README §What a files backup keeps)
     Files {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Leave out paths matching this glob (`*.log`, `/var/cache`, `**/node_modules`);
+        /// repeatable
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Read exclude patterns from FILE, one a line (`#` comments); repeatable
+        #[arg(long, value_name = "FILE")]
+        exclude_file: Vec<PathBuf>,
+        /// Do not cross mount points below each path
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+        /// Descend into virtual filesystems (proc, sysfs, devtmpfs, …) below the paths
+        #[arg(long)]
+        include_virtual: bool,
         #[command(flatten)]
         tags: TagArgs,
+    },
+    /// Run a program (no shell) and back up its stdout under NAME, only if it exits 0:
+    /// `backup command --name app.dump -- pg_dump -Fc app`
+    Command {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        tags: TagArgs,
+        /// The program and its arguments, after `--`
+        #[arg(required = true, last = true, value_name = "PROGRAM")]
+        argv: Vec<std::ffi::OsString>,
     },
     /// PostgreSQL: --logical (pg_dump) or --physical (base backup of the data directory)
     Pg(PgBackupArgs),

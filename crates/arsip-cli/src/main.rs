@@ -26,6 +26,9 @@ pub mod exit {
     pub const DAMAGED: u8 = 6;
     pub const NOT_FOUND: u8 = 7;
     pub const REFUSED: u8 = 8;
+    /// A files backup committed its snapshot, but skipped or flagged entries (warnings
+    /// name them; the snapshot's facts say `partial: true`).
+    pub const PARTIAL: u8 = 9;
     /// Every code above, for the test that README's table lists exactly these.
     #[cfg(test)]
     pub const ALL: &[u8] = &[
@@ -38,6 +41,7 @@ pub mod exit {
         DAMAGED,
         NOT_FOUND,
         REFUSED,
+        PARTIAL,
     ];
 }
 

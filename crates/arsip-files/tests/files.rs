@@ -174,9 +174,11 @@ async fn backup_path_never_overwrites_or_deletes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), &data[..100_000]).unwrap();
     let txn = SnapshotTxn::start(repo.clone()).await.unwrap();
-    backup::files(txn, vec![dir.path().into()], meta("files"))
-        .await
-        .unwrap();
+    let opts = backup::FilesOptions {
+        paths: vec![dir.path().into()],
+        ..Default::default()
+    };
+    backup::files(txn, opts, meta("files")).await.unwrap();
 
     assert!(
         guard.violations.lock().unwrap().is_empty(),

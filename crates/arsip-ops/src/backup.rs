@@ -1,11 +1,13 @@
-//! Backups of files and streams: start a snapshot transaction (a front end may follow its
-//! progress), hand it to the files source, return what was committed.
+//! Backups of files, streams and producer commands: start a snapshot transaction (a front
+//! end may follow its progress), hand it to the files source, return what was committed.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arsip_files::backup::FilesOutcome;
 use arsip_repo::txn::{BackupOutcome, SnapshotMeta, SnapshotTxn};
 use arsip_repo::write::Progress;
 use arsip_repo::Repository;
@@ -28,22 +30,38 @@ pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// What a files backup reads and leaves out, as a front end resolved it.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns (`--exclude`).
+    pub exclude: Vec<String>,
+    /// Files of patterns, one a line (`--exclude-file`).
+    pub exclude_files: Vec<PathBuf>,
+    pub one_file_system: bool,
+    pub include_virtual: bool,
+    /// Paths never backed up: the repository when it is a local directory, the cache and
+    /// spool directory.
+    pub never: Vec<PathBuf>,
+}
+
 /// Back up files and directories. `progress` receives the session's counters once it
-/// starts.
+/// starts. A snapshot that misses or flags entries is still committed: the outcome says so
+/// (`partial`) and lists them.
 pub async fn files(
     repo: Arc<Repository>,
-    paths: Vec<PathBuf>,
+    f: Files,
     common: Common,
     progress: impl FnOnce(Arc<Progress>),
-) -> Result<BackupOutcome> {
-    let source = paths
+) -> Result<FilesOutcome> {
+    let mut exclude = f.exclude;
+    for file in &f.exclude_files {
+        exclude.extend(arsip_files::backup::read_exclude_file(file)?);
+    }
+    let roots = arsip_files::backup::resolve_paths(&f.paths)?;
+    let source = roots
         .iter()
-        .map(|p| {
-            std::path::absolute(p)
-                .unwrap_or(p.clone())
-                .display()
-                .to_string()
-        })
+        .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" ");
     let txn = SnapshotTxn::start(repo).await?;
@@ -54,7 +72,23 @@ pub async fn files(
         tags: common.tags,
         facts: BTreeMap::new(),
     };
-    Ok(arsip_files::backup::files(txn, paths, meta).await?)
+    let opts = arsip_files::backup::FilesOptions {
+        paths: roots,
+        exclude,
+        never: f.never,
+        one_file_system: f.one_file_system,
+        include_virtual: f.include_virtual,
+    };
+    Ok(arsip_files::backup::files(txn, opts, meta).await?)
+}
+
+/// Check a stream's name before anything is opened (see
+/// `arsip_files::backup::check_stream_name`).
+pub fn check_stream_name(name: &str) -> Result<()> {
+    arsip_files::backup::check_stream_name(name).map_err(|e| match e {
+        arsip_repo::RepoError::Invalid(m) => Error::usage(m),
+        other => other.into(),
+    })
 }
 
 /// Back up one stream under `name`.
@@ -65,6 +99,7 @@ pub async fn stream<R: Read + Send + 'static>(
     common: Common,
     progress: impl FnOnce(Arc<Progress>),
 ) -> Result<BackupOutcome> {
+    check_stream_name(&name)?;
     let txn = SnapshotTxn::start(repo).await?;
     progress(txn.progress());
     let meta = SnapshotMeta {
@@ -74,4 +109,29 @@ pub async fn stream<R: Read + Send + 'static>(
         facts: BTreeMap::new(),
     };
     Ok(arsip_files::backup::stream(txn, reader, name, meta).await?)
+}
+
+/// Run `argv` (no shell) and back up its stdout under `name`; commits only when it exits 0.
+pub async fn command(
+    repo: Arc<Repository>,
+    argv: Vec<OsString>,
+    name: String,
+    common: Common,
+    progress: impl FnOnce(Arc<Progress>),
+) -> Result<BackupOutcome> {
+    check_stream_name(&name)?;
+    if argv.is_empty() {
+        return Err(Error::usage(
+            "no command given: `backup command --name NAME -- PROGRAM [ARGS…]`",
+        ));
+    }
+    let txn = SnapshotTxn::start(repo).await?;
+    progress(txn.progress());
+    let meta = SnapshotMeta {
+        kind: "command".into(),
+        source: name.clone(),
+        tags: common.tags,
+        facts: BTreeMap::new(),
+    };
+    Ok(arsip_files::backup::command(txn, argv, name, meta).await?)
 }

@@ -20,6 +20,8 @@ pub mod stats;
 pub use arsip_repo::{Classify, ErrorClass};
 pub use error::{Error, Result};
 
+/// The files source's types that outcomes carry (a files backup's warnings).
+pub use arsip_files as files;
 /// The PostgreSQL source and target, used by front ends for the PostgreSQL commands until
 /// their operations (physical restore plan, drills) move here.
 pub use arsip_pg as pg;

@@ -16,11 +16,11 @@ mod sql;
 mod tables;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use arsip_files::child::ChildReader;
 use arsip_repo::keys::ChunkerParams;
 use arsip_repo::read::Reader;
 use arsip_repo::snapshot::{Node, Snapshot};
@@ -50,74 +50,6 @@ pub const DUMP_CHUNKS: ChunkerParams = ChunkerParams {
     avg: 64 * 1024,
     max: 256 * 1024,
 };
-
-/// A child's stdout that fails at EOF unless the child exited 0.
-pub struct ChildReader {
-    child: Child,
-    out: ChildStdout,
-    stderr: tempfile::NamedTempFile,
-    what: String,
-    done: bool,
-}
-
-impl ChildReader {
-    pub fn spawn(mut cmd: Command, what: &str) -> Result<ChildReader> {
-        let stderr = tempfile::NamedTempFile::new()?;
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr.reopen()?)
-            .spawn()
-            .map_err(|e| PgError::Tool(format!("cannot run {what}: {e}")))?;
-        let out = child.stdout.take().unwrap();
-        // A 1 MiB pipe instead of the default 64 KiB lets the child run ahead while arsip
-        // compresses, instead of stalling the whole chain (server, pg_dump, arsip) on every
-        // scheduling hiccup. Best effort: 1 MiB is the default `fs.pipe-max-size`.
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-        }
-        Ok(ChildReader {
-            child,
-            out,
-            stderr,
-            what: what.into(),
-            done: false,
-        })
-    }
-}
-
-impl Read for ChildReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.done {
-            return Ok(0);
-        }
-        let n = self.out.read(buf)?;
-        if n == 0 {
-            self.done = true;
-            let st = self.child.wait()?;
-            if !st.success() {
-                let err = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
-                return Err(std::io::Error::other(format!(
-                    "{} failed ({st}): {}",
-                    self.what,
-                    err.trim()
-                )));
-            }
-        }
-        Ok(n)
-    }
-}
-
-impl Drop for ChildReader {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct LogicalBackup {
@@ -207,7 +139,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
     for (k, v) in conn::libpq_env(&cfg) {
         dump.env(k, v);
     }
-    let reader = ChildReader::spawn(dump, "pg_dump")?;
+    let reader = ChildReader::spawn(dump, "pg_dump").map_err(|e| PgError::Tool(e.to_string()))?;
     let mut session = SnapshotTxn::start(repo.clone()).await?;
     let s = session.session().clone();
     let writer = tokio::task::spawn_blocking(move || s.write_stream_with(reader, DUMP_CHUNKS));
@@ -256,7 +188,8 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         for (k, v) in conn::libpq_env(&cfg) {
             g.env(k, v);
         }
-        let r = ChildReader::spawn(g, "pg_dumpall --globals-only")?;
+        let r = ChildReader::spawn(g, "pg_dumpall --globals-only")
+            .map_err(|e| PgError::Tool(e.to_string()))?;
         let s = session.session().clone();
         let (gids, gsize) = tokio::task::spawn_blocking(move || s.write_stream(r))
             .await

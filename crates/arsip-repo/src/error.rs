@@ -98,6 +98,10 @@ pub enum RepoError {
     /// A defect: a task panicked, a pipeline stage ended without saying why.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The source being backed up failed (a producer program exited non-zero or was killed,
+    /// a stream could not be read); nothing was committed.
+    #[error("{0}")]
+    Source(String),
 }
 
 impl RepoError {
@@ -150,6 +154,7 @@ impl Classify for RepoError {
             RepoError::Invalid(_) => ErrorClass::Usage,
             RepoError::Io(_) => ErrorClass::Storage,
             RepoError::Internal(_) => ErrorClass::Internal,
+            RepoError::Source(_) => ErrorClass::Failed,
         }
     }
 

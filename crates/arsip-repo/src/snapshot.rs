@@ -99,19 +99,27 @@ pub struct Xattr {
     pub value: String,
 }
 
-/// One entry of a tree stream. Paths are relative, `/`-separated; readers MUST treat them as
-/// untrusted (see `restore`).
+/// One entry of a tree stream (docs/FORMAT.md §7.3 specifies every member byte for byte).
+/// Paths are relative, `/`-separated, never empty; readers MUST treat them as untrusted (see
+/// `restore`). Members are serialised in declaration order (`path` first: readers tell node
+/// lines from chunks lines by it); optional ones are omitted when absent, and readers ignore
+/// members they do not know.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Node {
+    /// The path; a lossy display rendering when `path_raw` is present.
     pub path: String,
     #[serde(rename = "type")]
     pub node_type: NodeType,
+    /// `st_mode & 0o7777`: permission bits with setuid, setgid and sticky.
     #[serde(default)]
     pub mode: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime: Option<jiff::Timestamp>,
+    /// Files: bytes of content (a later hard link records the inode's size, without
+    /// chunks). Other types: 0.
     #[serde(default)]
     pub size: u64,
+    /// Symlinks: the target; a lossy display rendering when `target_raw` is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,15 +133,18 @@ pub struct Node {
     /// The symlink target's bytes, base64, when they are not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_raw: Option<String>,
-    /// Device number (`st_rdev`) of a character or block device.
+    /// Device number (`st_rdev`, Linux's 64-bit encoding) of a character or block device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdev: Option<u64>,
-    /// Hard links: regular files of one snapshot with the same group number are one inode.
-    /// The first of them in tree order carries the data; the later ones carry no chunks and
-    /// are restored as links to the first.
+    /// Hard links: regular files of one snapshot with the same group number (≥ 1) are one
+    /// inode. The first of them in tree order carries the data; the later ones carry no
+    /// chunks (but the inode's `size`) and are restored as links to the first. A group may
+    /// have one member (its other links were outside the backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardlink: Option<u64>,
-    /// Extended attributes, POSIX ACLs included, in name order.
+    /// Extended attributes, POSIX ACLs (`system.posix_acl_*`) and file capabilities
+    /// (`security.capability`) included, in bytewise name order. Names that are not UTF-8
+    /// are not recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
 }
