@@ -366,8 +366,23 @@ pub struct PgRestoreArgs {
     /// `immediate`: stop as soon as the backup is consistent
     #[arg(long)]
     pub target: Option<String>,
+    /// Timeline to follow: a number, `latest` or `current` (default: the newest timeline
+    /// holding the newest backup; with SNAPSHOT, the snapshot's own)
     #[arg(long)]
     pub target_timeline: Option<String>,
+    /// Zone of a --target-time written without one (e.g. Asia/Jakarta)
+    #[arg(long, env = "TZ")]
+    pub timezone: Option<String>,
+    /// Physical: recover up to a gap in the archived WAL instead of refusing
+    #[arg(long)]
+    pub allow_gap: bool,
+    /// Physical: the restored cluster is the new primary and archives its new timeline into
+    /// the source's WAL namespace (default: archiving off)
+    #[arg(long, conflicts_with = "no_archive")]
+    pub promote_as_primary: bool,
+    /// Physical: print the restore plan (snapshot, timeline, WAL, settings) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// promote | pause | shutdown
     #[arg(long, default_value = "promote")]
     pub target_action: String,
@@ -380,7 +395,7 @@ pub struct PgRestoreArgs {
     /// Port for the restored cluster
     #[arg(long)]
     pub port: Option<u16>,
-    /// Scratch restore: archive_mode=off, so it never archives into the WAL namespace
+    /// Archiving off (the default unless --promote-as-primary; kept for older scripts)
     #[arg(long)]
     pub no_archive: bool,
     /// Restore tablespace OID into DIR instead of its original location (repeatable)

@@ -1,4 +1,4 @@
-//! Throwaway PostgreSQL clusters for tests, drills and `arsip quickstart`.
+//! Throwaway PostgreSQL clusters for tests and `arsip quickstart`: the harness.
 //!
 //! A [`Cluster`] lives in a private temp directory (owned by the `postgres` OS user when we
 //! run as root, because `initdb` and `postgres` refuse to run as root): the data directory,
@@ -7,11 +7,13 @@
 //! asked archives through a given `archive_command`. Dropping it stops the server with
 //! `pg_ctl stop -m immediate` and removes the directory, unless `keep` is set.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
+/// The production helpers this harness builds on, re-exported for its users.
+pub use crate::os::{as_postgres, check_output, chown_postgres, make_base, postgres_owner, tail};
 
 /// How to make a cluster.
 #[derive(Debug, Clone, Default)]
@@ -35,62 +37,6 @@ pub struct Cluster {
     pub keep: bool,
 }
 
-/// uid and gid of the `postgres` OS user, when we run as root.
-pub fn postgres_owner() -> Option<(u32, u32)> {
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let name = std::ffi::CString::new("postgres").unwrap();
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
-}
-
-/// A command that runs as the `postgres` OS user when we are root.
-pub fn as_postgres(program: &Path) -> Command {
-    if postgres_owner().is_some() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-/// Recursively give `path` to the postgres user (no-op unless root).
-pub fn chown_postgres(path: &Path) -> Result<()> {
-    let Some((u, g)) = postgres_owner() else {
-        return Ok(());
-    };
-    fn walk(p: &Path, u: u32, g: u32) -> std::io::Result<()> {
-        std::os::unix::fs::lchown(p, Some(u), Some(g))?;
-        let m = std::fs::symlink_metadata(p)?;
-        if m.is_dir() {
-            for e in std::fs::read_dir(p)? {
-                walk(&e?.path(), u, g)?;
-            }
-        }
-        Ok(())
-    }
-    walk(path, u, g)?;
-    Ok(())
-}
-
-pub fn check_output(what: &str, o: std::io::Result<Output>) -> Result<String> {
-    let o = o.map_err(|e| PgError::Tool(format!("{what}: cannot run: {e}")))?;
-    if !o.status.success() {
-        return Err(PgError::Tool(format!(
-            "{what} failed ({}): {}{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim(),
-            String::from_utf8_lossy(&o.stdout).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// A free-looking port number (the harness listens on its socket only, so a clash with a TCP
 /// listener does not matter; the number just names the socket file).
 fn random_port() -> u16 {
@@ -98,18 +44,6 @@ fn random_port() -> u16 {
     l.and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(54321)
-}
-
-/// Make a private directory for a cluster, owned by postgres when root.
-pub fn make_base(prefix: &str) -> Result<PathBuf> {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(
-            std::env::var_os("ARSIP_PG_TMP").map_or_else(std::env::temp_dir, PathBuf::from),
-        )?
-        .keep();
-    chown_postgres(&dir)?;
-    Ok(dir)
 }
 
 impl Cluster {
@@ -301,11 +235,6 @@ impl Cluster {
         }
         c
     }
-}
-
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Cluster {

@@ -28,11 +28,29 @@ pub enum PgError {
     /// The input is invalid (a target time, an xid, a mapping); nothing was written.
     #[error("{0}")]
     Usage(String),
+    /// The input cannot be parsed, with a hint saying what is accepted; nothing was done.
+    #[error("{msg}")]
+    Invalid { msg: String, hint: String },
+    /// PostgreSQL stopped recovery; `reason` quotes its own log lines.
+    #[error("{what}: {reason}")]
+    Recovery {
+        what: String,
+        reason: String,
+        log: String,
+    },
 }
 
 impl PgError {
     pub fn refused(msg: impl Into<String>, hint: impl Into<String>) -> PgError {
         PgError::Refused {
+            msg: msg.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// A usage error (exit 2) with a hint.
+    pub fn usage(msg: impl Into<String>, hint: impl Into<String>) -> PgError {
+        PgError::Invalid {
             msg: msg.into(),
             hint: hint.into(),
         }
@@ -47,14 +65,19 @@ impl Classify for PgError {
             PgError::Pg(_) | PgError::Tool(_) => ErrorClass::Failed,
             PgError::Refused { .. } => ErrorClass::Refused,
             PgError::WalMissing(_) => ErrorClass::NotFound,
-            PgError::Usage(_) => ErrorClass::Usage,
+            PgError::Usage(_) | PgError::Invalid { .. } => ErrorClass::Usage,
+            PgError::Recovery { .. } => ErrorClass::Failed,
         }
     }
 
     fn hint(&self) -> Option<String> {
         match self {
             PgError::Repo(r) => r.hint(),
-            PgError::Refused { hint, .. } => Some(hint.clone()),
+            PgError::Refused { hint, .. } | PgError::Invalid { hint, .. } => Some(hint.clone()),
+            PgError::Recovery { log, .. } => Some(format!(
+                "that is PostgreSQL's own reason, from {log}; the restored directory is left as \
+                 it is for inspection (remove it before restoring again)"
+            )),
             PgError::Pg(_) => Some(
                 "check the connection (PGHOST, PGPORT, PGUSER, PGPASSFILE or the connection \
                  string) and that the server is running"

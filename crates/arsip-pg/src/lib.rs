@@ -12,6 +12,7 @@ pub mod conn;
 pub mod control;
 pub mod error;
 pub mod logical;
+pub mod os;
 pub mod physical;
 pub mod quickstart;
 pub mod restore;

@@ -30,7 +30,7 @@ use arsip_repo::snapshot::{Node, NodeType};
 use arsip_repo::txn::BackupOutcome;
 use arsip_repo::write::BackupSession;
 use arsip_repo::{RepoError, Repository};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::conn;
 use crate::control::{parse_lsn, ClusterId, SegName};
@@ -62,6 +62,8 @@ const EXCLUDE_TOP_FILES: &[&str] = &[
     "recovery.signal",
     "standby.signal",
     "backup_manifest",
+    // a restore's short-lived recovery key (removed when recovery ends)
+    crate::restore::recovery_conf::RECOVERY_KEY,
 ];
 
 /// `base/<db>/<relfilenode>[_fork][.segment]`, `global/<relfilenode>…`, and the same under
@@ -100,6 +102,125 @@ struct CachedFile {
     size: u64,
     mtime_ns: i128,
     chunks: Vec<String>,
+}
+
+/// Write the reuse cache atomically (temporary file, fsync, rename); every error names its path.
+fn save_cache(path: &Path, cache: &Cache) -> std::io::Result<()> {
+    use std::io::Write;
+    let named = |p: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| named(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec(cache).map_err(std::io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| named(&tmp, e))?;
+    f.write_all(&body).map_err(|e| named(&tmp, e))?;
+    f.sync_all().map_err(|e| named(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| named(path, e))
+}
+
+/// The facts a physical backup records in its manifest, read back by restores. Serialized
+/// with exactly these keys (today's, unchanged since the first physical backups), so a
+/// missing or renamed fact is an error that names it instead of a silent default.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhysicalFacts {
+    /// Decimal, as a string: JSON readers that use doubles would round it.
+    pub system_identifier: String,
+    pub major: u32,
+    pub server_version: String,
+    /// The WAL namespace, `<system identifier>-<major>`.
+    pub namespace: String,
+    pub stanza: String,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub start_wal: String,
+    pub stop_wal: String,
+    /// As the server printed them (`now()::text`, with its offset).
+    pub start_time: String,
+    pub stop_time: String,
+    pub wal_segment_size: u64,
+    pub data_checksums: bool,
+    pub pgdata: String,
+    pub bytes_read: u64,
+    pub reused_files: u64,
+    pub reused_bytes: u64,
+    /// PostgreSQL's `tablespace_map` text; absent without tablespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespace_map: Option<String>,
+}
+
+impl PhysicalFacts {
+    pub fn to_facts(&self) -> BTreeMap<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m.into_iter().collect(),
+            _ => unreachable!("a struct serializes to an object"),
+        }
+    }
+
+    /// Read a snapshot's facts; a missing, renamed or mistyped fact names itself.
+    pub fn of(snap: &arsip_repo::snapshot::Snapshot) -> Result<PhysicalFacts> {
+        let obj: serde_json::Map<String, Value> = snap
+            .manifest
+            .facts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::from_value(Value::Object(obj)).map_err(|e| {
+            PgError::refused(
+                format!(
+                    "snapshot {} ({}) does not have the facts of a physical backup: {e}",
+                    snap.short_id(),
+                    snap.manifest.kind
+                ),
+                "restore a snapshot listed by `arsip snapshots --kind pg-physical`",
+            )
+        })
+    }
+
+    fn lsn(&self, key: &str, v: &str) -> Result<u64> {
+        parse_lsn(v).ok_or_else(|| {
+            PgError::refused(
+                format!("fact {key} = {v:?} is not an LSN"),
+                "the snapshot's manifest is not one arsip wrote",
+            )
+        })
+    }
+
+    pub fn start_lsn(&self) -> Result<u64> {
+        self.lsn("start_lsn", &self.start_lsn)
+    }
+
+    pub fn stop_lsn(&self) -> Result<u64> {
+        self.lsn("stop_lsn", &self.stop_lsn)
+    }
+
+    fn seg(&self, key: &str, v: &str) -> Result<SegName> {
+        SegName::parse(v, self.wal_segment_size).ok_or_else(|| {
+            PgError::refused(
+                format!("fact {key} = {v:?} is not a WAL segment name"),
+                "the snapshot's manifest is not one arsip wrote",
+            )
+        })
+    }
+
+    pub fn start_wal(&self) -> Result<SegName> {
+        self.seg("start_wal", &self.start_wal)
+    }
+
+    pub fn stop_wal(&self) -> Result<SegName> {
+        self.seg("stop_wal", &self.stop_wal)
+    }
+
+    pub fn stop_time(&self) -> Result<jiff::Timestamp> {
+        crate::restore::target::parse_time(&self.stop_time).ok_or_else(|| {
+            PgError::refused(
+                format!("fact stop_time = {:?} is not a time", self.stop_time),
+                "the snapshot's manifest is not one arsip wrote",
+            )
+        })
+    }
 }
 
 fn cache_path(repo: &Repository, sysid: u64) -> PathBuf {
@@ -450,8 +571,12 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let timeline: u32 = label_value(&labelfile, "START TIMELINE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(cur_tli as u32);
-    let start_lsn = parse_lsn(&start_lsn_s).unwrap_or(0);
-    let stop_lsn = parse_lsn(&stop_lsn_s).unwrap_or(0);
+    // What the server returned is the backup's range: never guess it.
+    let server_lsn = |what: &str, s: &str| {
+        parse_lsn(s).ok_or_else(|| PgError::Tool(format!("{what} returned {s:?}, not an LSN")))
+    };
+    let start_lsn = server_lsn("pg_backup_start", &start_lsn_s)?;
+    let stop_lsn = server_lsn("pg_backup_stop", &stop_lsn_s)?;
     let start_seg = SegName::from_lsn(timeline, start_lsn, seg_size);
     let stop_seg = SegName::from_lsn(
         timeline,
@@ -505,31 +630,28 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         }
     }
 
-    let mut facts: BTreeMap<String, Value> = BTreeMap::new();
-    facts.insert(
-        "system_identifier".into(),
-        json!(id.system_identifier.to_string()),
-    );
-    facts.insert("major".into(), json!(id.major));
-    facts.insert("server_version".into(), json!(server_version));
-    facts.insert("namespace".into(), json!(ns));
-    facts.insert("stanza".into(), json!(opts.stanza));
-    facts.insert("timeline".into(), json!(timeline));
-    facts.insert("start_lsn".into(), json!(start_lsn_s));
-    facts.insert("stop_lsn".into(), json!(stop_lsn_s));
-    facts.insert("start_wal".into(), json!(start_seg.name(seg_size)));
-    facts.insert("stop_wal".into(), json!(stop_seg.name(seg_size)));
-    facts.insert("start_time".into(), json!(start_time));
-    facts.insert("stop_time".into(), json!(stop_time));
-    facts.insert("wal_segment_size".into(), json!(seg_size));
-    facts.insert("data_checksums".into(), json!(checksums == "on"));
-    facts.insert("pgdata".into(), json!(pgdata.display().to_string()));
-    facts.insert("bytes_read".into(), json!(bytes_read));
-    facts.insert("reused_files".into(), json!(reused_files));
-    facts.insert("reused_bytes".into(), json!(reused_bytes));
-    if let Some(m) = spcmap.filter(|m| !m.is_empty()) {
-        facts.insert("tablespace_map".into(), json!(m));
+    let facts = PhysicalFacts {
+        system_identifier: id.system_identifier.to_string(),
+        major: id.major,
+        server_version,
+        namespace: ns,
+        stanza: opts.stanza.clone(),
+        timeline,
+        start_lsn: start_lsn_s,
+        stop_lsn: stop_lsn_s,
+        start_wal: start_seg.name(seg_size),
+        stop_wal: stop_seg.name(seg_size),
+        start_time,
+        stop_time,
+        wal_segment_size: seg_size,
+        data_checksums: checksums == "on",
+        pgdata: pgdata.display().to_string(),
+        bytes_read,
+        reused_files,
+        reused_bytes,
+        tablespace_map: spcmap.filter(|m| !m.is_empty()),
     }
+    .to_facts();
     let source = format!("{}:{}", arsip_repo::keys::hostname(), pgdata.display());
     let out = session
         .commit(SnapshotMeta {
@@ -540,15 +662,18 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         })
         .await?;
 
-    // Only a committed backup may seed the next one's reuse.
+    // Only a committed backup may seed the next one's reuse. The snapshot is committed: a
+    // cache that cannot be written costs the next backup a full read, which is worth a
+    // warning, not a failure.
     next_cache.system_identifier = id.system_identifier;
     next_cache.timeline = timeline;
-    if let Some(dir) = cpath.parent() {
-        let _ = std::fs::create_dir_all(dir);
-        let tmp = cpath.with_extension("tmp");
-        if std::fs::write(&tmp, serde_json::to_vec(&next_cache).unwrap()).is_ok() {
-            let _ = std::fs::rename(&tmp, &cpath);
-        }
+    if let Err(e) = save_cache(&cpath, &next_cache) {
+        let w = format!(
+            "the reuse cache {} cannot be written ({e}): the next physical backup of this \
+             cluster reads every file again",
+            cpath.display()
+        );
+        tracing::warn!("{w}");
     }
     Ok(out)
 }
@@ -560,5 +685,72 @@ impl From<PgError> for RepoError {
             PgError::Io(io) => RepoError::Io(io),
             other => RepoError::Invalid(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys restores read are exactly today's, and a missing one names itself.
+    #[test]
+    fn facts_keep_todays_keys_and_name_what_is_missing() {
+        let f = PhysicalFacts {
+            system_identifier: "7714453355040664542".into(),
+            major: 15,
+            server_version: "15.14".into(),
+            namespace: "7714453355040664542-15".into(),
+            stanza: "main".into(),
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            start_wal: "000000010000000000000002".into(),
+            stop_wal: "000000010000000000000002".into(),
+            start_time: "2026-12-01 21:33:00.123+00".into(),
+            stop_time: "2026-12-01 21:33:01.456789+00".into(),
+            wal_segment_size: 16 << 20,
+            data_checksums: true,
+            pgdata: "/var/lib/postgresql/15/main".into(),
+            bytes_read: 1,
+            reused_files: 2,
+            reused_bytes: 3,
+            tablespace_map: None,
+        };
+        let facts = f.to_facts();
+        let keys: Vec<&str> = facts.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "bytes_read",
+                "data_checksums",
+                "major",
+                "namespace",
+                "pgdata",
+                "reused_bytes",
+                "reused_files",
+                "server_version",
+                "stanza",
+                "start_lsn",
+                "start_time",
+                "start_wal",
+                "stop_lsn",
+                "stop_time",
+                "stop_wal",
+                "system_identifier",
+                "timeline",
+                "wal_segment_size",
+            ]
+        );
+        let back: PhysicalFacts =
+            serde_json::from_value(Value::Object(facts.clone().into_iter().collect())).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.stop_lsn().unwrap(), 0x2000100);
+        assert!(back.stop_time().is_ok());
+        let mut missing = facts;
+        missing.remove("wal_segment_size");
+        let e =
+            serde_json::from_value::<PhysicalFacts>(Value::Object(missing.into_iter().collect()))
+                .unwrap_err();
+        assert!(e.to_string().contains("wal_segment_size"), "{e}");
     }
 }

@@ -307,11 +307,11 @@ pub async fn run(o: &Options) -> Result<Report> {
         &crate::restore::PhysicalRestore {
             snapshot: None,
             to: base.join("data"),
-            target: crate::restore::Target::Time(
-                crate::restore::parse_time(&target).ok_or_else(|| PgError::Tool("bad T".into()))?,
-            ),
+            target: crate::restore::Target::Time(crate::restore::target::parse_target_time(
+                &target, None,
+            )?),
             target_timeline: None,
-            target_action: "promote".into(),
+            target_action: crate::restore::TargetAction::Promote,
             exclusive: false,
             start: false,
             port: None,
@@ -320,7 +320,8 @@ pub async fn run(o: &Options) -> Result<Report> {
             stanza: "main".into(),
             arsip_exe: o.arsip_exe.clone(),
             repo_location: repo_dir.display().to_string(),
-            key_file: Some(key_path.clone()),
+            credential: Some(crate::restore::Credential::KeyFile(key_path.clone())),
+            ..Default::default()
         },
     )
     .await?;

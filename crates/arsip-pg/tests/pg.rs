@@ -1036,6 +1036,25 @@ pub fn pgbench(c: &Cluster, args: &[&str]) {
     );
 }
 
+/// Move the mtime of every regular file under `dir` back by `age`.
+pub fn backdate_files(dir: &Path, age: Duration) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                // a file the server removed meanwhile is fine to miss
+                if let Ok(f) = std::fs::File::options().write(true).open(e.path()) {
+                    let was = f.metadata().unwrap().modified().unwrap();
+                    f.set_modified(was - age).unwrap();
+                }
+            }
+        }
+    }
+}
+
 /// Restore `snapshot` (or the automatic choice) to `target_time` into a fresh harness
 /// directory, start it, wait for promotion.
 pub fn restore_to(env: &Env, extra: &[&str]) -> Cluster {
@@ -1087,9 +1106,21 @@ mod physical {
         let final_sum = accounts_sum(&c, "postgres");
         switch_and_archive(&c);
 
+        // both restores are declared the new primary (and archive their timelines), the
+        // second one restored from the original history (timeline 1)
         for (t, sum) in &moments[..2] {
-            let r = restore_to(&env, &["--target-time", t]);
+            let r = restore_to(
+                &env,
+                &[
+                    "--target-time",
+                    t,
+                    "--promote-as-primary",
+                    "--target-timeline",
+                    "1",
+                ],
+            );
             assert_eq!(&accounts_sum(&r, "postgres"), sum, "restore to {t}");
+            switch_and_archive(&r);
         }
         // the two restores promoted to timelines 2 and 3; a later restore of the original
         // history still replays to the end of timeline 1
@@ -1110,9 +1141,13 @@ mod physical {
         let c = env.cluster();
         pgbench(&c, &["-i", "-s", "2", "-q", "postgres"]);
         c.psql("postgres", "CHECKPOINT").unwrap();
+        // Files are reused only if older than the previous backup's start minus one second
+        // (a file changed within that second may change again unseen). On a fast machine the
+        // cluster is created and backed up within one second, so age the files first instead
+        // of hoping the machine is slow.
+        backdate_files(&c.data, Duration::from_secs(60));
         let backup = || json_out(env.physical_backup(&c).output().unwrap());
         backup();
-        std::thread::sleep(Duration::from_millis(1500));
         pgbench(&c, &["-n", "-t", "100", "postgres"]);
         let second = backup();
         let snaps = json_out(
@@ -1277,9 +1312,10 @@ mod physical {
 mod timelines {
     use super::*;
 
-    /// A scratch restore (--no-archive) leaves no trace in the WAL namespace; a real restore
-    /// then takes timeline 2, keeps archiving on it, and a later restore of the same base
-    /// backup follows timeline 2 to the restored cluster's newest commit.
+    /// A scratch restore (--no-archive, now the default) leaves no trace in the WAL
+    /// namespace; a restore declared the new primary then takes timeline 2, keeps archiving
+    /// on it, and a later restore of the same base backup follows timeline 2 to the restored
+    /// cluster's newest commit.
     #[test]
     fn scratch_then_real_restore_then_follow_the_new_timeline() {
         let env = Env::new();
@@ -1307,7 +1343,7 @@ mod timelines {
             "a scratch restore archived: {listed}"
         );
 
-        let real = restore_to(&env, &[]);
+        let real = restore_to(&env, &["--promote-as-primary"]);
         assert_eq!(accounts_sum(&real, "postgres"), original);
         pgbench(&real, &["-n", "-t", "50", "postgres"]);
         let after = accounts_sum(&real, "postgres");
@@ -1496,5 +1532,592 @@ mod quickstart {
         assert!(r["rto_seconds"].as_f64().unwrap() > 0.0);
         assert!(r["rpo_seconds"].as_f64().unwrap() >= 0.0);
         assert_eq!(r["verified"].as_object().unwrap().len(), 4);
+    }
+}
+
+/// Point-in-time recovery that never lands on another history (issue 10 §6): drills that do
+/// not capture later restores, timeline choice, gaps, unreachable targets, target syntax,
+/// password-only restores, and the PITR matrix. Kept apart from the other modules.
+mod pitr {
+    use super::*;
+
+    /// `arsip restore pg --physical --to <fresh dir>/data EXTRA…`, not started; the directory
+    /// it was asked to create is returned with the output.
+    pub fn restore_cmd(env: &Env, extra: &[&str]) -> (Output, PathBuf) {
+        let base = make_base("arsip-pgrestore-").unwrap();
+        let to = base.join("data");
+        let o = env
+            .cmd()
+            .env_remove("TZ")
+            .args(["restore", "pg", "--physical", "--to"])
+            .arg(&to)
+            .args(extra)
+            .output()
+            .unwrap();
+        (o, to)
+    }
+
+    fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// Exactly what a restore to a moment must reproduce: row count and a digest of table m.
+    pub fn state(c: &Cluster) -> String {
+        c.psql(
+            "postgres",
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(k || '=' || v, ',' ORDER BY k)), '-') FROM m",
+        )
+        .unwrap()
+    }
+
+    /// What was recorded right after one committed batch of writes.
+    #[derive(Debug, Clone)]
+    pub struct Moment {
+        /// `clock_timestamp()` as psql prints it in UTC (`… +00`).
+        pub time: String,
+        pub lsn: String,
+        pub xid: String,
+        pub name: String,
+        pub state: String,
+    }
+
+    /// One transaction of `n` rows tagged `tag`, then its xid, a restore point named `tag`,
+    /// the time and the LSN after it, and the table's state.
+    pub fn step(c: &Cluster, tag: &str, n: u32) -> Moment {
+        let xid = c
+            .psql(
+                "postgres",
+                &format!(
+                    "WITH ins AS (INSERT INTO m SELECT (SELECT coalesce(max(k), 0) FROM m) + g, '{tag}' \
+                     FROM generate_series(1, {n}) g RETURNING 1) \
+                     SELECT txid_current() FROM (SELECT count(*) FROM ins) s"
+                ),
+            )
+            .unwrap();
+        c.psql(
+            "postgres",
+            &format!("SELECT pg_create_restore_point('{tag}')"),
+        )
+        .unwrap();
+        let lsn = c
+            .psql("postgres", "SELECT pg_current_wal_insert_lsn()")
+            .unwrap();
+        let time = c
+            .psql(
+                "postgres",
+                "SET timezone = 'UTC'; SELECT clock_timestamp()::text",
+            )
+            .unwrap();
+        Moment {
+            time,
+            lsn,
+            xid,
+            name: tag.to_string(),
+            state: state(c),
+        }
+    }
+
+    fn timeline(c: &Cluster) -> String {
+        c.psql(
+            "postgres",
+            "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+        )
+        .unwrap()
+    }
+
+    /// The failure of the report: a drill restore (started as the docs show) promoted to a
+    /// new timeline and archived it into the source's namespace; the source kept writing and
+    /// took a newer backup; the next default restore followed the drill's timeline, ignored
+    /// the newer backup and lost every later transaction and table, with exit 0.
+    #[test]
+    fn drill_restore_does_not_capture_later_restores() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        ok(env.physical_backup(&c).output().unwrap());
+        pgbench(&c, &["-n", "-t", "50", "postgres"]);
+        switch_and_archive(&c);
+
+        // the drill: a default restore, started, queried, written to, switched
+        let drill = restore_to(&env, &[]);
+        drill
+            .psql("postgres", "CREATE TABLE drill_only AS SELECT 1 AS x")
+            .unwrap();
+        let seg = drill
+            .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+            .unwrap();
+        if drill.psql("postgres", "SHOW archive_mode").unwrap() == "on" {
+            wait_archived(&drill, &seg);
+        }
+        drop(drill);
+
+        // the source goes on: more transactions, a table created later, a newer backup
+        pgbench(&c, &["-n", "-t", "200", "postgres"]);
+        c.psql("postgres", "CREATE TABLE later AS SELECT 42 AS answer")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        pgbench(&c, &["-n", "-t", "100", "postgres"]);
+        let want = accounts_sum(&c, "postgres");
+        let want_tx = c
+            .psql("postgres", "SELECT count(*) FROM pgbench_history")
+            .unwrap();
+        switch_and_archive(&c);
+
+        let r = restore_to(&env, &[]);
+        assert_eq!(
+            r.psql("postgres", "SELECT count(*) FROM pgbench_history")
+                .unwrap(),
+            want_tx,
+            "transactions lost"
+        );
+        assert_eq!(accounts_sum(&r, "postgres"), want);
+        assert_eq!(
+            r.psql("postgres", "SELECT answer FROM later").unwrap(),
+            "42"
+        );
+        assert!(r
+            .psql("postgres", "SELECT to_regclass('drill_only') IS NULL")
+            .unwrap()
+            .starts_with('t'));
+        let listed = ok(env.cmd().args(["wal", "list"]).output().unwrap());
+        assert!(
+            !listed.contains(".history"),
+            "the drill archived its timeline into the source's namespace:\n{listed}"
+        );
+    }
+
+    /// A gap in the archive followed by later WAL on the same timeline: a restore to the end
+    /// or to a time is refused before anything is written, naming the first missing segment;
+    /// `--allow-gap` accepts it and recovery ends at the gap.
+    #[test]
+    fn gap_in_the_archive_is_refused_before_writing() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        let m1 = step(&c, "one", 100);
+        switch_and_archive(&c);
+        step(&c, "two", 100);
+        let missing = switch_and_archive(&c);
+        let m3 = step(&c, "three", 100);
+        switch_and_archive(&c);
+        let ns = arsip_pg::control::ClusterId::read(&c.data)
+            .unwrap()
+            .namespace();
+        std::fs::remove_file(env.repo.join("wal").join(&ns).join(&missing)).unwrap();
+
+        for extra in [vec![], vec!["--target-time", m3.time.as_str()]] {
+            let (o, to) = restore_cmd(&env, &extra);
+            let err = stderr(&o);
+            assert!(
+                !o.status.success(),
+                "{extra:?}: restored over the gap: {err}"
+            );
+            assert!(err.contains(&missing), "{extra:?}: gap not named: {err}");
+            assert!(err.contains("--allow-gap"), "{err}");
+            assert!(!to.exists(), "{extra:?}: a refusal wrote {}", to.display());
+        }
+        let r = restore_to(&env, &["--allow-gap"]);
+        assert_eq!(state(&r), m1.state, "recovery ends at the gap");
+    }
+
+    /// Targets that cannot be reached are refused before writing (unparsable input: exit 2);
+    /// what only the server can tell is reported with PostgreSQL's own reason.
+    #[test]
+    fn unreachable_targets() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        let before = step(&c, "before_backup", 10);
+        let b = json_out(env.physical_backup(&c).output().unwrap());
+        let after = step(&c, "after", 10);
+        switch_and_archive(&c);
+        let id = b["id"].as_str().unwrap();
+
+        // refused before writing
+        for (extra, says) in [
+            (vec!["--target-time", "2999-01-01 00:00:00+00"], "future"),
+            (vec!["--target-lsn", "0/1000000"], "before"),
+            (vec![id, "--target-lsn", before.lsn.as_str()], "before"),
+        ] {
+            let (o, to) = restore_cmd(&env, &extra);
+            let err = stderr(&o);
+            assert!(!o.status.success(), "{extra:?}: {err}");
+            assert!(err.contains(says), "{extra:?}: {err}");
+            assert!(!to.exists(), "{extra:?} wrote {}", to.display());
+        }
+        // unparsable input is a usage error
+        for extra in [
+            vec![id, "--target-xid", "abc"],
+            vec![id, "--target-xid", "-5"],
+            vec!["--target-time", "yesterday-ish"],
+            vec!["--target-lsn", "12345"],
+            vec!["--target-time", "2026-03-01 10:31:00"],
+        ] {
+            let (o, to) = restore_cmd(&env, &extra);
+            assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+            assert!(!to.exists());
+        }
+        // a port of its own: the restored cluster shares the source's socket directory
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+                .to_string()
+        };
+        // a restore point older than the backup: only the server can tell
+        let p1 = port();
+        let (o, _) = restore_cmd(
+            &env,
+            &[id, "--target-name", &before.name, "--start", "--port", &p1],
+        );
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("recovery ended before configured recovery target was reached"),
+            "{err}"
+        );
+        assert!(!err.contains("client programs"), "{err}");
+        // --target-action shutdown reports where it stopped
+        let (o, to) = restore_cmd(
+            &env,
+            &[
+                id,
+                "--target-xid",
+                after.xid.as_str(),
+                "--target-action",
+                "shutdown",
+                "--start",
+                "--port",
+                &port(),
+                "--json",
+            ],
+        );
+        let out: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        let lsn = out["reached_lsn"].as_str().unwrap_or_default();
+        assert!(
+            arsip_pg::control::parse_lsn(lsn).is_some(),
+            "shutdown reported no LSN: {out:#}"
+        );
+        assert!(!to.join("postmaster.pid").exists());
+    }
+
+    /// Target times in the forms psql prints and PostgreSQL accepts, zone names included.
+    #[test]
+    fn target_time_as_psql_prints_it_or_with_a_zone_name() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        let m1 = step(&c, "one", 10);
+        let jakarta = c
+            .psql(
+                "postgres",
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'Asia/Jakarta', 'YYYY-MM-DD HH24:MI:SS.US') || ' Asia/Jakarta'",
+            )
+            .unwrap();
+        let m2 = step(&c, "two", 10);
+        step(&c, "three", 10);
+        switch_and_archive(&c);
+        let r = restore_to(&env, &["--target-time", &m1.time]);
+        assert_eq!(state(&r), m1.state, "{}", m1.time);
+        drop(r);
+        let r = restore_to(&env, &["--target-time", &jakarta]);
+        assert_eq!(state(&r), m1.state, "{jakarta}");
+        drop(r);
+        // no zone: TZ says which
+        let local = m2.time.trim_end_matches("+00").to_string();
+        let base = make_base("arsip-pgrestore-").unwrap();
+        let o = env
+            .cmd()
+            .env("TZ", "UTC")
+            .args([
+                "restore",
+                "pg",
+                "--physical",
+                "--target-time",
+                &local,
+                "--to",
+            ])
+            .arg(base.join("data"))
+            .output()
+            .unwrap();
+        ok(o);
+        let r = Cluster::adopt(base).unwrap();
+        r.start().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &r.socket_dir.display().to_string(),
+            r.port,
+            "promote",
+            Duration::from_secs(300),
+            &r.data,
+            &r.log_path(),
+        ))
+        .unwrap();
+        assert_eq!(state(&r), m2.state, "{local}");
+    }
+
+    /// A physical restore with the password the repository was opened with (a password
+    /// file, no key file): recovery fetches WAL unattended, and the short-lived recovery key
+    /// is gone once recovery has ended.
+    #[test]
+    fn password_file_restore_replays_wal() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        let m1 = step(&c, "after_backup", 500);
+        switch_and_archive(&c);
+        let pw = env.base.join("password");
+        std::fs::write(&pw, "test-password\n").unwrap();
+        let base = make_base("arsip-pgrestore-").unwrap();
+        let to = base.join("data");
+        let o = env
+            .cmd()
+            .env_remove("ARSIP_KEY_FILE")
+            .env_remove("ARSIP_PASSWORD")
+            .env("ARSIP_PASSWORD_FILE", &pw)
+            .args(["restore", "pg", "--physical", "--to"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        ok(o);
+        let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+        assert!(!auto.contains("test-password"), "{auto}");
+        let r = Cluster::adopt(base).unwrap();
+        r.start().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &r.socket_dir.display().to_string(),
+            r.port,
+            "promote",
+            Duration::from_secs(300),
+            &r.data,
+            &r.log_path(),
+        ))
+        .map_err(|e| format!("{e}\n{}", arsip_pg::cluster::tail(&r.log(), 30)))
+        .unwrap();
+        assert_eq!(state(&r), m1.state);
+        // recovery_end_command removed the key (it runs before promotion completes)
+        let t = Instant::now();
+        while to.join("arsip-recovery.key").exists() && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!to.join("arsip-recovery.key").exists());
+    }
+
+    /// The reuse cache cannot be written: the backup still succeeds and says so, naming the
+    /// path (a silent failure turns every later incremental into a full read).
+    #[test]
+    fn reuse_cache_write_failure_is_reported() {
+        let env = Env::new();
+        let c = env.cluster();
+        // a file where the cache's directory must be: even root cannot create it
+        let cache = env.base.join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("pg-physical"), b"not a directory").unwrap();
+        let o = env.physical_backup(&c).output().unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("pg-physical") && err.contains("cache"),
+            "no warning about the reuse cache: {err}"
+        );
+    }
+
+    /// `restore_to` that also returns what the restore printed on stderr (its warnings).
+    fn restore_warned(env: &Env, extra: &[&str]) -> (Cluster, String) {
+        let (o, to) = restore_cmd(env, extra);
+        let err = stderr(&o);
+        ok(o);
+        let c = Cluster::adopt(to.parent().unwrap().to_path_buf()).unwrap();
+        c.start().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &c.socket_dir.display().to_string(),
+            c.port,
+            "promote",
+            Duration::from_secs(300),
+            &c.data,
+            &c.log_path(),
+        ))
+        .map_err(|e| format!("{e}\n{}", arsip_pg::cluster::tail(&c.log(), 30)))
+        .unwrap();
+        (c, err)
+    }
+
+    /// The PITR matrix (issue 10 §7), pairwise rather than the full product. One history is
+    /// built: the source S on timeline 1 (backup B1, moments a0..a4), a restore R1 declared
+    /// the new primary at a1's time (timeline 2, backup B2, moments b1..b3) while S goes on
+    /// writing (a4: WAL on timeline 1 past the switch), a drill D in between (never
+    /// archived), a second primary R2 from B2 at restore point b3 (timeline 3, moments
+    /// c1..c3) and then a gap: c2's segment is deleted from the archive. Every restore is
+    /// compared exactly with the state recorded at its moment.
+    ///
+    /// | restore | target | timeline followed | how chosen | expected |
+    /// |---|---|---|---|---|
+    /// | R1 | time (psql's `+00` form) | 1 | default | a1 |
+    /// | D (drill) | LSN | 2 | default (newest backup B2) | b2 |
+    /// | R2 | name | 2 | explicit B2 | b3 |
+    /// | V1 | end | 3 | default | refused: gap (c2's segment) |
+    /// | V2 | end, --dry-run --json | 3 | default | plan: gap, warnings; nothing written |
+    /// | V3 | end, --allow-gap | 3 | default | c1 (ends at the gap) |
+    /// | V4 | LSN before the gap | 3 | default | c1 |
+    /// | V5 | time after the gap | 3 | default | refused: gap |
+    /// | V6 | LSN | 1 | --target-timeline 1 | a3, warns of newer B2 |
+    /// | V7 | end | 1 | --target-timeline 1 | a4 |
+    /// | V8 | immediate | 1 | explicit B1 (own timeline) | a0 |
+    /// | V9 | xid | 1 | explicit B1 (own timeline) | a2 |
+    /// | V10 | time (zone name) | 2 | --target-timeline 2 | b2 |
+    /// | V11 | immediate | 2 | explicit B2 | b1 |
+    /// | V12 | xid | 3 | explicit B2, --target-timeline 3 | c1 |
+    /// | V13 | name | 1 | explicit B1 | a3 |
+    #[test]
+    fn pitr_matrix() {
+        let env = Env::new();
+        let s = env.cluster();
+        s.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        let a0 = step(&s, "a0", 50);
+        let b1 = json_out(env.physical_backup(&s).output().unwrap())["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut a = Vec::new();
+        for tag in ["a1", "a2", "a3"] {
+            a.push(step(&s, tag, 50));
+            switch_and_archive(&s);
+        }
+
+        // R1: the new primary, restored to a1's time
+        let r1 = restore_to(&env, &["--target-time", &a[0].time, "--promote-as-primary"]);
+        assert_eq!(state(&r1), a[0].state, "R1");
+        assert_eq!(timeline(&r1), "00000002");
+        // the old primary goes on writing (an unfenced failover)
+        let a4 = step(&s, "a4", 50);
+        switch_and_archive(&s);
+        drop(s);
+        let mut b = Vec::new();
+        b.push(step(&r1, "b1", 50));
+        switch_and_archive(&r1);
+        let b2 = json_out(env.physical_backup(&r1).output().unwrap())["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // b2's time as psql prints it in Jakarta, with the zone's name
+        b.push(step(&r1, "b2", 50));
+        let b2_jakarta = r1
+            .psql(
+                "postgres",
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'Asia/Jakarta', 'YYYY-MM-DD HH24:MI:SS.US') || ' Asia/Jakarta'",
+            )
+            .unwrap();
+        switch_and_archive(&r1);
+        b.push(step(&r1, "b3", 50));
+        switch_and_archive(&r1);
+        drop(r1);
+
+        // D: a drill between the primaries: default choice, LSN target; it promotes to
+        // timeline 3 locally, writes, and leaves nothing in the archive
+        let d = restore_to(&env, &["--target-lsn", &b[1].lsn]);
+        assert_eq!(state(&d), b[1].state, "D");
+        step(&d, "drill", 10);
+        d.psql("postgres", "SELECT pg_switch_wal()").unwrap();
+        drop(d);
+        let listed = ok(env.cmd().args(["wal", "list"]).output().unwrap());
+        assert!(!listed.contains("00000003.history"), "{listed}");
+
+        // R2: the next primary, from B2 at restore point b3
+        let r2 = restore_to(&env, &[&b2, "--target-name", "b3", "--promote-as-primary"]);
+        assert_eq!(state(&r2), b[2].state, "R2");
+        assert_eq!(timeline(&r2), "00000003");
+        let mut c = Vec::new();
+        let mut segs = Vec::new();
+        for tag in ["c1", "c2", "c3"] {
+            c.push(step(&r2, tag, 50));
+            segs.push(switch_and_archive(&r2));
+        }
+        drop(r2);
+        let ns = json_out(env.cmd().args(["--json", "wal", "list"]).output().unwrap())
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        std::fs::remove_file(env.repo.join("wal").join(&ns).join(&segs[1])).unwrap();
+
+        // V1: the end of timeline 3 has a gap
+        let (o, to) = restore_cmd(&env, &[]);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(&segs[1]), "V1: {err}");
+        assert!(!to.exists());
+        // V2: the plan says why, and what else is archived
+        let (o, to) = restore_cmd(&env, &["--dry-run", "--json", "--allow-gap"]);
+        let err = stderr(&o);
+        let plan: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        assert_eq!(plan["timeline"]["follow"], 3, "{plan:#}");
+        assert_eq!(plan["snapshot"], b2.as_str());
+        assert_eq!(plan["wal"]["gap"]["first_missing"], segs[1].as_str());
+        let warnings = plan["warnings"].to_string();
+        assert!(warnings.contains("timeline 1 continues"), "{warnings}");
+        assert!(
+            err.contains("WARNING") && err.contains("timeline 1 continues"),
+            "{err}"
+        );
+        assert!(!to.exists(), "a dry run wrote {}", to.display());
+        // V3: accepted, recovery ends at the gap
+        let r = restore_to(&env, &["--allow-gap"]);
+        assert_eq!(state(&r), c[0].state, "V3");
+        drop(r);
+        // V4: an LSN before the gap needs no permission
+        let r = restore_to(&env, &["--target-lsn", &c[0].lsn]);
+        assert_eq!(state(&r), c[0].state, "V4");
+        drop(r);
+        // V5: a time after the gap is refused
+        let (o, to) = restore_cmd(&env, &["--target-time", &c[2].time]);
+        assert!(!o.status.success() && stderr(&o).contains(&segs[1]), "V5");
+        assert!(!to.exists());
+        // V6, V7: the original history, followed explicitly
+        let (r, err) = restore_warned(&env, &["--target-timeline", "1", "--target-lsn", &a[2].lsn]);
+        assert_eq!(state(&r), a[2].state, "V6");
+        assert!(err.contains(&b2[..8]) && err.contains("newer"), "V6: {err}");
+        drop(r);
+        let r = restore_to(&env, &["--target-timeline", "1"]);
+        assert_eq!(state(&r), a4.state, "V7");
+        drop(r);
+        // V8, V9, V13: an explicit B1 follows its own timeline
+        let r = restore_to(&env, &[&b1, "--target", "immediate"]);
+        assert_eq!(state(&r), a0.state, "V8");
+        drop(r);
+        let r = restore_to(&env, &[&b1, "--target-xid", &a[1].xid]);
+        assert_eq!(state(&r), a[1].state, "V9");
+        drop(r);
+        let r = restore_to(&env, &[&b1, "--target-name", "a3"]);
+        assert_eq!(state(&r), a[2].state, "V13");
+        drop(r);
+        // V10: timeline 2 to a time given with a zone name
+        let r = restore_to(
+            &env,
+            &["--target-timeline", "2", "--target-time", &b2_jakarta],
+        );
+        assert_eq!(state(&r), b[1].state, "V10 {b2_jakarta}");
+        drop(r);
+        // V11, V12: B2 to its end, and to timeline 3's c1 by xid
+        let r = restore_to(&env, &[&b2, "--target", "immediate"]);
+        assert_eq!(state(&r), b[0].state, "V11");
+        drop(r);
+        let r = restore_to(
+            &env,
+            &[&b2, "--target-timeline", "3", "--target-xid", &c[0].xid],
+        );
+        assert_eq!(state(&r), c[0].state, "V12");
     }
 }

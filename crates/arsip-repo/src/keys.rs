@@ -306,11 +306,34 @@ impl KeySlot {
         }
     }
 
+    /// A derived key file for this password slot: its wrapping key, derived from `password`
+    /// with one Argon2id run, so that an unattended process (a recovery's `restore_command`)
+    /// opens the slot without the KDF. `Ok(None)` when the password does not open this slot.
+    /// It opens the repository for as long as this slot exists: callers keep it short-lived
+    /// (FORMAT.md §8.4, §14.5).
+    pub fn derived_key_file(&self, repo_id: &str, password: &[u8]) -> Result<Option<KeyFile>> {
+        let (SlotKind::Password, Some(kdf)) = (self.kind, &self.kdf) else {
+            return Ok(None);
+        };
+        let wrapping = kdf.derive(password)?;
+        let file = KeyFile {
+            arsip_key_file: 1,
+            repo_id: repo_id.to_string(),
+            slot_id: self.id.clone(),
+            key: hex::encode(wrapping.0),
+        };
+        Ok(self.open(repo_id, &Secret::KeyFile(&file))?.map(|_| file))
+    }
+
     /// Try to open this slot. `Ok(None)` when the secret does not fit this slot.
     pub fn open(&self, repo_id: &str, secret: &Secret<'_>) -> Result<Option<Key>> {
         let wrapping = match (secret, self.kind, &self.kdf) {
             (Secret::Password(p), SlotKind::Password, Some(kdf)) => kdf.derive(p)?,
             (Secret::KeyFile(f), SlotKind::Keyfile, None) if f.slot_id == self.id => {
+                Key(decode32(&f.key, "key file")?)
+            }
+            // A derived key file (§8.4): the wrapping key of a password slot, derived once.
+            (Secret::KeyFile(f), SlotKind::Password, Some(_)) if f.slot_id == self.id => {
                 Key(decode32(&f.key, "key file")?)
             }
             _ => return Ok(None),
@@ -451,6 +474,26 @@ mod u64_string {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A derived key file opens its password slot without the password, and only that one.
+    #[test]
+    fn derived_key_files_open_their_password_slot() {
+        let master = Key::random();
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let slot = KeySlot::new_password("r1", &master, b"pw", "p", now).unwrap();
+        assert!(slot.derived_key_file("r1", b"wrong").unwrap().is_none());
+        let kf = slot.derived_key_file("r1", b"pw").unwrap().unwrap();
+        assert_eq!(kf.slot_id, slot.id);
+        let opened = slot.open("r1", &Secret::KeyFile(&kf)).unwrap().unwrap();
+        assert_eq!(opened.0, master.0);
+        // another slot, another repository: no
+        let other = KeySlot::new_password("r1", &master, b"pw", "q", now).unwrap();
+        assert!(other.open("r1", &Secret::KeyFile(&kf)).unwrap().is_none());
+        assert!(slot.open("r2", &Secret::KeyFile(&kf)).unwrap().is_none());
+        // a key-file slot yields no derived key file
+        let (ks, _) = KeySlot::new_keyfile("r1", &master, "k", now);
+        assert!(ks.derived_key_file("r1", b"pw").unwrap().is_none());
+    }
 
     #[test]
     fn configs_without_block_size_mean_128_kib() {

@@ -57,8 +57,8 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
     if let Some(d) = &a.dbname {
         arsip_pg::conn::refuse_password(d)?;
     }
-    let repo = ctx.open(Access::Full).await?;
     if a.logical {
+        let repo = ctx.open(Access::Full).await?;
         let snaps = list_kind(&repo, arsip_pg::logical::KIND).await?;
         let snap =
             arsip_ops::repo::snapshot::select(&snaps, a.snapshot.as_deref().unwrap_or("latest"))?
@@ -87,23 +87,47 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
     let to =
         a.to.clone()
             .ok_or_else(|| crate::usage!("--physical needs --to DIR"))?;
-    let target = arsip_pg::restore::Target::from_args(
-        a.target_time.as_deref(),
-        a.target_lsn.as_deref(),
-        a.target_xid.as_deref(),
-        a.target_name.as_deref(),
-        a.target.as_deref(),
-    )?;
+    let target = arsip_pg::restore::Target::parse(&arsip_pg::restore::TargetArgs {
+        time: a.target_time.as_deref(),
+        lsn: a.target_lsn.as_deref(),
+        xid: a.target_xid.as_deref(),
+        name: a.target_name.as_deref(),
+        target: a.target.as_deref(),
+        timezone: a.timezone.as_deref(),
+    })?;
+    let target_action = arsip_pg::restore::TargetAction::parse(&a.target_action)?;
+    // restore_command needs what opened the repository: the key file, or the password (read
+    // once here; the restore derives its slot's key once)
+    let (repo, credential) = match &cli.key_file {
+        Some(k) => (
+            ctx.open(Access::Full).await?,
+            arsip_pg::restore::Credential::KeyFile(k.clone()),
+        ),
+        None => {
+            let pw = crate::secrets::password("repository password: ", false)?;
+            let repo = arsip_ops::open::repository(
+                &ctx.store_settings()?,
+                arsip_ops::repo::OpenWith::Password(pw.clone()),
+                Access::Full,
+                ctx.local_settings()?,
+                arsip_ops::repo::clock::from_env(),
+            )
+            .await?;
+            (repo, arsip_pg::restore::Credential::Password(pw))
+        }
+    };
     let opts = arsip_pg::restore::PhysicalRestore {
         snapshot: a.snapshot.clone(),
         to,
         target,
         target_timeline: a.target_timeline.clone(),
-        target_action: a.target_action.clone(),
+        target_action,
         exclusive: a.exclusive,
         start: a.start,
         port: a.port,
         no_archive: a.no_archive,
+        promote_as_primary: a.promote_as_primary,
+        allow_gap: a.allow_gap,
         tablespace_map: a
             .tablespace_map
             .iter()
@@ -116,10 +140,27 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
         stanza: a.stanza.clone(),
         arsip_exe: std::env::current_exe()?,
         repo_location: ctx.store_settings()?.location,
-        key_file: cli.key_file.clone(),
+        credential: Some(credential),
     };
     let snaps = list_kind(&repo, arsip_pg::physical::KIND).await?;
-    let o = arsip_pg::restore::restore(repo, &snaps, &opts).await?;
+    let t0 = std::time::Instant::now();
+    let plan = arsip_pg::restore::plan(&repo, &snaps, &opts).await?;
+    // warnings are loud: on stderr whatever the output mode, and in the JSON
+    for w in &plan.warnings {
+        eprintln!("arsip: WARNING: {w}");
+    }
+    if a.dry_run {
+        if cli.json {
+            crate::print_json(&plan)?;
+        } else {
+            crate::print_line(plan.text().trim_end())?;
+        }
+        return Ok(exit::OK);
+    }
+    let o = arsip_pg::restore::execute(repo, &plan, t0).await?;
+    for w in o.warnings.iter().skip(plan.warnings.len()) {
+        eprintln!("arsip: WARNING: {w}");
+    }
     if cli.json {
         crate::print_json(&o)?;
     } else {
