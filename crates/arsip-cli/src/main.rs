@@ -98,7 +98,13 @@ fn write_stdout(s: &str) -> anyhow::Result<()> {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
             Ok(())
         }
-        r => Ok(r?),
+        // A full or failing output (`> /dev/full`) is a local I/O error (exit 5).
+        Err(e) => Err(arsip_ops::repo::RepoError::Io(std::io::Error::new(
+            e.kind(),
+            format!("writing to standard output: {e}"),
+        ))
+        .into()),
+        Ok(()) => Ok(()),
     }
 }
 

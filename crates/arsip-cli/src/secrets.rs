@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::usage;
 use arsip_ops::repo::keys::{AgentFile, KeyFile};
 use arsip_ops::repo::OpenWith;
 use zeroize::Zeroizing;
@@ -30,8 +32,12 @@ fn from_env_or_prompt(
     confirm: bool,
 ) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(path) = std::env::var_os(file_var) {
-        let raw = std::fs::read(&path)
-            .with_context(|| format!("cannot read {file_var} ({})", Path::new(&path).display()))?;
+        let raw = std::fs::read(&path).map_err(|e| {
+            usage!(
+                "cannot read {file_var} ({}): {e}",
+                Path::new(&path).display()
+            )
+        })?;
         let mut s = Zeroizing::new(raw);
         while s.last() == Some(&b'\n') || s.last() == Some(&b'\r') {
             s.pop();
@@ -44,9 +50,9 @@ fn from_env_or_prompt(
     if !std::io::IsTerminal::is_terminal(&std::io::stdin())
         && std::fs::File::open("/dev/tty").is_err()
     {
-        bail!(
+        return Err(usage!(
             "no password: set {file_var} (preferred) or {var}, or run on a terminal to be prompted"
-        );
+        ));
     }
     let p = Zeroizing::new(
         rpassword::prompt_password(prompt)
@@ -56,7 +62,7 @@ fn from_env_or_prompt(
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password("repeat: ")?.into_bytes());
         if *again != *p {
-            bail!("the passwords do not match");
+            return Err(usage!("the passwords do not match"));
         }
     }
     non_empty(p, var)
@@ -64,7 +70,7 @@ fn from_env_or_prompt(
 
 fn non_empty(p: Zeroizing<Vec<u8>>, source: &str) -> Result<Zeroizing<Vec<u8>>> {
     if p.is_empty() {
-        bail!("the password from {source} is empty");
+        return Err(usage!("the password from {source} is empty"));
     }
     Ok(p)
 }
@@ -75,20 +81,30 @@ pub fn open_with(key_file: Option<&Path>) -> Result<OpenWith> {
         Some(path) => {
             let raw = Zeroizing::new(
                 std::fs::read(path)
-                    .with_context(|| format!("cannot read key file {}", path.display()))?,
+                    .map_err(|e| usage!("cannot read key file {}: {e}", path.display()))?,
             );
-            let v: serde_json::Value = serde_json::from_slice(&raw)
-                .with_context(|| format!("{} is not an arsip key file", path.display()))?;
+            let not_a_key = |why: String| {
+                usage!(
+                    "{} is not an arsip key file or agent file ({why})",
+                    path.display()
+                )
+            };
+            let v: serde_json::Value =
+                serde_json::from_slice(&raw).map_err(|_| not_a_key("not JSON".into()))?;
             if v.get("arsip_agent_file").is_some() {
                 Ok(OpenWith::Agent(
-                    serde_json::from_value::<AgentFile>(v).context("agent file")?,
+                    serde_json::from_value::<AgentFile>(v)
+                        .map_err(|_| not_a_key("a malformed agent file".into()))?,
                 ))
             } else if v.get("arsip_key_file").is_some() {
                 Ok(OpenWith::KeyFile(
-                    serde_json::from_value::<KeyFile>(v).context("key file")?,
+                    serde_json::from_value::<KeyFile>(v)
+                        .map_err(|_| not_a_key("a malformed key file".into()))?,
                 ))
             } else {
-                bail!("{} is not an arsip key file or agent file", path.display())
+                Err(not_a_key(
+                    "no arsip_key_file or arsip_agent_file member".into(),
+                ))
             }
         }
         None => Ok(OpenWith::Password(password(

@@ -553,6 +553,58 @@ mod bad_input {
         let o = a.run(&["restore", "deadbeef", "--stdout"]);
         assert_eq!(code(&o), 7, "{}", stderr(&o));
 
+        // Bad input is a usage error (2) wherever it comes from, and a full stdout is a local
+        // I/O error (5), as README's table says.
+        let not_a_key = tmp.path().join("not-a-key");
+        std::fs::write(&not_a_key, "x").unwrap();
+        for (what, o) in [
+            (
+                "a snapshot that is not an id",
+                a.run(&["restore", "zzzz", "--stdout"]),
+            ),
+            ("an empty snapshot", a.run(&["restore", "", "--stdout"])),
+            ("an unknown kind", a.run(&["snapshots", "--kind", "nope"])),
+            (
+                "an unknown kind for latest",
+                a.run(&["restore", "latest", "--kind", "nope", "--stdout"]),
+            ),
+            (
+                "an empty password",
+                a.without_env("ARSIP_PASSWORD_FILE")
+                    .with_env("ARSIP_PASSWORD", "")
+                    .run(&["snapshots"]),
+            ),
+            (
+                "an unreadable password file",
+                a.with_env("ARSIP_PASSWORD_FILE", "/nonexistent/pw")
+                    .run(&["snapshots"]),
+            ),
+            (
+                "a file that is not a key file",
+                a.with_env("ARSIP_KEY_FILE", not_a_key.to_str().unwrap())
+                    .run(&["snapshots"]),
+            ),
+            (
+                "a staging name as a stream name",
+                a.run_stdin(&["backup", "stdin", "--name", "a/.arsip-restore-x"], b"x"),
+            ),
+        ] {
+            assert_eq!(code(&o), 2, "{what}: {}", stderr(&o));
+        }
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = a.cmd(&["snapshots"]).stdout(full).output().unwrap();
+        assert_eq!(code(&o), 5, "stdout on /dev/full: {}", stderr(&o));
+        let file_url = format!("file://{}", a.local_root.as_ref().unwrap().display());
+        let o = Arsip {
+            repo: file_url,
+            ..a.clone()
+        }
+        .run(&["snapshots"]);
+        assert_eq!(code(&o), 0, "file:///PATH: {}", stderr(&o));
+
         let o = a.run(&["init"]);
         assert_eq!(
             code(&o),
@@ -754,6 +806,28 @@ mod damage {
                 let name = victim.strip_prefix(&root).unwrap().display().to_string();
                 assert_eq!(code(&o), 6, "{case}: {all}");
                 assert!(all.contains(&name), "{case}: check names {name}: {all}");
+            }
+            // A truncated pack is damage for a restore too, not a storage outage retried
+            // six times and reported as exit 5.
+            if case == "pack-trunc" {
+                let mut codes = vec![];
+                for (i, snap) in b
+                    .json(&["snapshots"])
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                {
+                    let to = dir.join(format!("restored-{i}"));
+                    let id = snap["id"].as_str().unwrap();
+                    let o = b.run(&["restore", id, "--to", to.to_str().unwrap()]);
+                    codes.push((code(&o), stderr(&o)));
+                }
+                assert!(
+                    codes.iter().all(|(c, _)| *c == 0 || *c == 6),
+                    "{case}: {codes:?}"
+                );
+                assert!(codes.iter().any(|(c, _)| *c == 6), "{case}: {codes:?}");
             }
         }
     }

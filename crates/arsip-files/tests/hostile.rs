@@ -926,3 +926,97 @@ mod disk_full {
         }
     }
 }
+
+/// Mount points inside the target (a bind mount of /dev or of a host directory into a chroot
+/// being restored): a restore may write into them, but never empties one, with `overwrite`
+/// or `delete`, even a bind mount of a directory of the same filesystem.
+mod mounts {
+    use super::support::*;
+    use super::*;
+
+    /// `mount --bind from to`, undone on drop; `None` where this process may not mount.
+    struct Bind(PathBuf);
+
+    impl Bind {
+        fn new(from: &Path, to: &Path) -> Option<Bind> {
+            std::fs::create_dir_all(to).unwrap();
+            let ok = std::process::Command::new("mount")
+                .arg("--bind")
+                .arg(from)
+                .arg(to)
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then(|| Bind(to.to_path_buf()))
+        }
+    }
+
+    impl Drop for Bind {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mount_points_in_the_target_are_never_emptied() {
+        let repo = repo().await;
+        let w = World::new();
+        let before = w.outside();
+        // --delete: the snapshot holds `mnt` as an empty directory (as a backup records a
+        // virtual filesystem's mount point) and nothing of what the mount holds.
+        let snap = snapshot(&repo, vec![dir("mnt"), file("other", b"x")]).await;
+        let t = w.at("delete");
+        let Some(bind) = Bind::new(&w.sentinel, &t.join("mnt")) else {
+            eprintln!("skipped: cannot bind-mount here (needs root)");
+            return;
+        };
+        let opts = RestoreOptions {
+            overwrite: true,
+            delete: true,
+            ..Default::default()
+        };
+        let r = restore_to(&repo, &snap, &t, &opts).await.unwrap();
+        assert!(r.warnings >= 1, "{r:?}");
+        assert_eq!(std::fs::read(t.join("other")).unwrap(), b"x");
+        drop(bind);
+        assert_eq!(w.outside(), before, "--delete emptied a mount point");
+
+        // --overwrite: a file of the snapshot where the target has a mount point.
+        let snap = snapshot(&repo, vec![dir("d"), file("d/f", b"data")]).await;
+        let t = w.at("overwrite");
+        let bind = Bind::new(&w.sentinel, &t.join("d/f")).expect("mounted above");
+        let e = restore_to(&repo, &snap, &t, &overwrite())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("mount point"), "{e}");
+        drop(bind);
+        assert_eq!(w.outside(), before, "--overwrite emptied a mount point");
+    }
+
+    /// Mode 000 is a mode: a file, a directory and a FIFO recorded with it come back with it
+    /// (today's restore left them 0600/0700, opening them to their owner).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mode_000_is_restored() {
+        let repo = repo().await;
+        let w = World::new();
+        let fifo = Node {
+            path: "p".into(),
+            node_type: NodeType::Fifo,
+            mode: 0,
+            mtime: Some(ts()),
+            ..Default::default()
+        };
+        let mut d = dir("d");
+        d.0.mode = 0;
+        let mut f = file("f", b"secret");
+        f.0.mode = 0;
+        let snap = snapshot(&repo, vec![d, f, (fifo, vec![])]).await;
+        restore_to(&repo, &snap, &w.target, &RestoreOptions::default())
+            .await
+            .unwrap();
+        for n in ["d", "f", "p"] {
+            let m = std::fs::symlink_metadata(w.target.join(n)).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0, "{n}");
+        }
+        assert_eq!(std::fs::read(w.target.join("f")).unwrap(), b"secret");
+    }
+}

@@ -61,7 +61,22 @@ pub struct Listing {
     pub writers: BTreeMap<String, String>,
 }
 
+/// The snapshot kinds this version writes (`--kind` takes one of them).
+pub const KINDS: [&str; 5] = [
+    "files",
+    "stdin",
+    "command",
+    arsip_pg::logical::KIND,
+    arsip_pg::physical::KIND,
+];
+
 pub async fn list(repo: &Repository, filter: &Filter) -> Result<Listing> {
+    if let Some(k) = filter.kind.as_deref().filter(|k| !KINDS.contains(k)) {
+        return Err(Error::usage(format!(
+            "unknown snapshot kind {k:?}: one of {}",
+            KINDS.join(", ")
+        )));
+    }
     let l = repo.snapshot_listing().await?;
     let described = |v: Vec<(String, RepoError)>| {
         v.into_iter()
@@ -105,6 +120,17 @@ impl Listing {
     /// snapshot of that source. An agent's snapshot therefore never silently becomes the
     /// default restore of a source another writer owns, whatever time it claims.
     pub fn select_explained(&self, spec: &str) -> Result<(&Snapshot, Option<String>)> {
+        let is_id = !spec.is_empty()
+            && spec.len() <= 64
+            && spec
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if spec != "latest" && !is_id {
+            return Err(Error::usage(format!(
+                "{spec:?} is not a snapshot: name one by `latest`, its id or a unique prefix of \
+                 the id (lower-case hex)"
+            )));
+        }
         if spec != "latest" {
             return Ok((self.select_id(spec)?, None));
         }

@@ -149,6 +149,7 @@ impl Classify for StorageError {
     fn class(&self) -> ErrorClass {
         match self.kind {
             ErrorKind::NotFound => ErrorClass::NotARepository,
+            ErrorKind::Truncated => ErrorClass::Damaged,
             _ => ErrorClass::Storage,
         }
     }
@@ -166,6 +167,7 @@ impl Classify for StorageError {
                  then run the command again"
                     .into()
             }
+            ErrorKind::Truncated => "the object is damaged; see which snapshots need it".into(),
             _ => "check the repository location and the store's configuration".into(),
         })
     }

@@ -53,6 +53,19 @@ impl Location {
             return Ok(Location::Memory);
         }
         if let Some((scheme, rest)) = s.split_once("://") {
+            if scheme == "file" {
+                return match rest.starts_with('/') {
+                    true => Ok(Location::Local(PathBuf::from(rest))),
+                    false => Err(bad(&format!(
+                        "file://{rest} is not an absolute path; write file:///PATH or just PATH"
+                    ))),
+                };
+            }
+            if !matches!(scheme, "s3" | "gs" | "az" | "azure") {
+                return Err(bad(&format!(
+                    "unsupported repository scheme {scheme}://; use a path, s3://, gs:// or az://"
+                )));
+            }
             let (bucket, prefix) = match rest.split_once('/') {
                 Some((b, p)) => (b.to_string(), p.trim_matches('/').to_string()),
                 None => (rest.to_string(), String::new()),
@@ -70,10 +83,7 @@ impl Location {
                     container: bucket,
                     prefix,
                 }),
-                "file" => Ok(Location::Local(PathBuf::from(format!("/{rest}")))),
-                other => Err(bad(&format!(
-                    "unsupported repository scheme {other}://; use a path, s3://, gs:// or az://"
-                ))),
+                _ => unreachable!("schemes checked above"),
             };
         }
         Ok(Location::Local(PathBuf::from(s)))
@@ -336,11 +346,30 @@ impl Store for ObjectStoreBackend {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let b = match self.inner.get_range(&self.path(key), range.clone()).await {
             Ok(b) => b,
-            Err(e) => return Err(self.err(key, e).await),
+            Err(e) => {
+                let e = self.err(key, e).await;
+                if e.kind == ErrorKind::NotFound {
+                    return Err(e);
+                }
+                // A range past the object's end (a truncated object) is refused by the store
+                // in its own words (local: "Requested range was invalid", S3: 416); it is not a
+                // failure that passes, so say what it is.
+                return Err(match self.inner.head(&self.path(key)).await {
+                    Ok(m) if m.size < range.end => StorageError::new(
+                        ErrorKind::Truncated,
+                        Some(key),
+                        format!(
+                            "the object is {} bytes, bytes {}..{} were asked for",
+                            m.size, range.start, range.end
+                        ),
+                    ),
+                    _ => e,
+                });
+            }
         };
         if b.len() as u64 != range.end - range.start {
             return Err(StorageError::new(
-                ErrorKind::Permanent,
+                ErrorKind::Truncated,
                 Some(key),
                 format!(
                     "short read: wanted {} bytes, got {}",

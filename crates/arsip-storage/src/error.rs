@@ -22,6 +22,9 @@ pub enum ErrorKind {
     Transient,
     /// Anything else that will not pass by retrying (bad configuration, invalid key).
     Permanent,
+    /// The object is shorter than the range asked for: it was truncated (damage, not an
+    /// outage; retrying will not help).
+    Truncated,
 }
 
 #[derive(Debug)]
@@ -133,6 +136,7 @@ impl fmt::Display for StorageError {
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Transient => "transient storage failure",
             ErrorKind::Permanent => "storage failure",
+            ErrorKind::Truncated => "truncated object",
         };
         match &self.key {
             Some(k) => write!(f, "{what} ({k}): {}", self.message),

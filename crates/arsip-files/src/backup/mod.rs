@@ -225,8 +225,8 @@ pub async fn files(
 }
 
 /// Check a stream's name (`backup stdin --name`, `backup command --name`): a relative path
-/// of non-empty components, none `.` or `..`, no NUL, so that a restore into a directory
-/// writes it where its name says.
+/// of non-empty components, none `.` or `..` or a restore's staging name, no NUL, so that a
+/// restore into a directory writes it where its name says.
 pub fn check_stream_name(name: &str) -> Result<()> {
     let bad = |why: &str| {
         Err(RepoError::Invalid(format!(
@@ -246,6 +246,11 @@ pub fn check_stream_name(name: &str) -> Result<()> {
         match c {
             "" => return bad("has an empty component (`//` or a trailing `/`)"),
             "." | ".." => return bad(&format!("has a `{c}` component")),
+            c if crate::is_restore_staging(c.as_bytes()) => {
+                return bad(&format!(
+                    "has a component {c:?} that looks like a restore's staging name"
+                ))
+            }
             _ => {}
         }
     }

@@ -144,7 +144,8 @@ async fn entries_that_vanish_after_listing_are_skipped() {
 }
 
 /// A file that grows (or shrinks) while it is read is kept as read and flagged: size and
-/// content are what was read, the warning names it, the snapshot is partial.
+/// content are what was read (a growing one up to its size at open), the warning names it,
+/// the snapshot is partial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_change_while_read_are_kept_and_flagged() {
     let (_d, root) = tree_root();
@@ -198,12 +199,15 @@ async fn files_that_change_while_read_are_kept_and_flagged() {
             .unwrap()
             .clone()
     };
+    // A growing file is read up to the size it had when opened (a log written without
+    // pause would otherwise keep the backup reading for ever): the appended bytes wait for
+    // the next backup.
     let (n, data) = node(&root.join("grows"));
     assert_eq!(n.size, data.len() as u64);
+    assert_eq!(data, original, "the grown file up to its size at open");
     assert_eq!(
-        data,
-        std::fs::read(root.join("grows")).unwrap(),
-        "the grown file as read"
+        std::fs::metadata(root.join("grows")).unwrap().len(),
+        350_000
     );
     let (n, data) = node(&root.join("shrinks"));
     assert_eq!((n.size, data.len()), (1000, 1000));

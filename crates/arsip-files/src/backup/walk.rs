@@ -459,6 +459,7 @@ impl<'a> Walker<'a> {
         let mut src = SourceReader {
             file: &file,
             abs,
+            left: before.size,
             error: None,
         };
         let (ids, size) = match self.session.write_stream(&mut src) {
@@ -503,9 +504,13 @@ impl<'a> Walker<'a> {
 
 /// A source file read that remembers its own errors, so a failed `write_stream` can be told
 /// apart: the file's fault (a warning) or the repository's (the backup fails).
+/// A file's bytes up to the size it had when it was opened (`left`): a file that keeps
+/// growing (a log being written) cannot keep the backup reading for ever; what was
+/// appended meanwhile is left for the next backup and the file is flagged as changed.
 struct SourceReader<'f> {
     file: &'f std::fs::File,
     abs: &'f [u8],
+    left: u64,
     error: Option<String>,
 }
 
@@ -518,8 +523,17 @@ impl Read for SourceReader<'_> {
         }
         #[cfg(not(test))]
         let _ = self.abs;
-        match (&*self.file).read(buf) {
-            Ok(n) => Ok(n),
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        match (&*self.file).read(&mut buf[..want]) {
+            Ok(n) => {
+                self.left -= n as u64;
+                Ok(n)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
             Err(e) => {
                 self.error = Some(e.to_string());

@@ -203,11 +203,42 @@ pub fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
         Err(e) if not_dir(e) => return Ok(rustix::fs::unlinkat(parent, name, AtFlags::empty())?),
         Err(e) => return Err(e.into()),
     };
+    // Like `rm --one-file-system`, bind mounts included: a mount point (a bind mount of
+    // /dev or of a host directory into a chroot being restored) is never emptied.
+    if !same_mount(parent, dir.as_fd())? {
+        return Err(io::Error::other(format!(
+            "{} is a mount point: not removing it or anything below it",
+            String::from_utf8_lossy(name)
+        )));
+    }
     for (n, _) in entries(&dir)? {
         remove_tree(dir.as_fd(), &n)?;
     }
     drop(dir);
     Ok(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?)
+}
+
+/// Whether two open directories are in one mount: the same mount id (`statx`'s
+/// `STATX_MNT_ID`, which also tells a bind mount of a directory of the same filesystem
+/// apart), or, on kernels without it, the same device.
+pub fn same_mount(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
+    use rustix::fs::{statx, StatxFlags};
+    let id = |fd: BorrowedFd<'_>| -> io::Result<(Option<u64>, u64)> {
+        let want = StatxFlags::MNT_ID | StatxFlags::BASIC_STATS;
+        match statx(fd, c"", AtFlags::EMPTY_PATH, want) {
+            Ok(x) => {
+                let dev = rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor);
+                let mnt = (x.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(x.stx_mnt_id);
+                Ok((mnt, dev))
+            }
+            Err(Errno::NOSYS) => Ok((None, rustix::fs::fstat(fd)?.st_dev)),
+            Err(e) => Err(e.into()),
+        }
+    };
+    Ok(match (id(a)?, id(b)?) {
+        ((Some(x), _), (Some(y), _)) => x == y,
+        ((_, x), (_, y)) => x == y,
+    })
 }
 
 /// `renameat(from, to)` in one directory, replacing a non-directory at `to`; a directory
@@ -330,6 +361,14 @@ impl Warn<'_> {
     }
 }
 
+/// The mode to give an entry: the recorded one, mode 000 included, for entries backed up from
+/// a file system (they carry a time or an owner); `None` for a stream's node, which has no
+/// mode of its own (it keeps the 0600 it was created with).
+fn recorded_mode(node: &Node) -> Option<Mode> {
+    (node.mode != 0 || node.mtime.is_some() || node.uid.is_some())
+        .then(|| Mode::from_raw_mode(node.mode & 0o7777))
+}
+
 fn owner(node: &Node) -> Option<(rustix::fs::Uid, rustix::fs::Gid)> {
     Some((
         rustix::fs::Uid::from_raw(node.uid?),
@@ -377,9 +416,8 @@ pub fn meta_fd(
             rustix::fs::fchown(fd, Some(u), Some(g)).map_err(|e| ctx(e, shown))?;
         }
     }
-    if node.mode != 0 {
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777))
-            .map_err(|e| ctx(e, shown))?;
+    if let Some(mode) = recorded_mode(node) {
+        rustix::fs::fchmod(fd, mode).map_err(|e| ctx(e, shown))?;
     }
     for (name, value) in xattrs(node) {
         if let Err(e) = rustix::fs::fsetxattr(fd, name, &value, XattrFlags::empty()) {
@@ -412,7 +450,7 @@ pub fn meta_at(
             rustix::fs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?;
         }
     }
-    let wants_mode = !is_link && node.mode != 0;
+    let wants_mode = !is_link && recorded_mode(node).is_some();
     if wants_mode || !node.xattrs.is_empty() {
         let fd = rustix::fs::openat(
             dir,

@@ -333,9 +333,20 @@ pub fn write_tree(
             let Ok(Some(fd)) = cache.open(base, &rel, Walk::Existing)? else {
                 continue;
             };
+            let shown = path::display(&cx.bases[base].path, &rel);
+            // Nothing in another mount is deleted: a directory of the target that is a mount
+            // point, or below one (a bind mount of /dev into a chroot), keeps what it holds.
+            if !fs::same_mount(cx.bases[base].fd.as_fd(), fd.as_fd()).map_err(|e| ctx(e, &shown))? {
+                warn.warn(
+                    &shown,
+                    format_args!(
+                        "in another mount (a mount point or below one): --delete leaves its entries alone"
+                    ),
+                );
+                continue;
+            }
             let mut tree_path = cx.grafts.base_path(base);
             tree_path.extend(rel.iter().cloned());
-            let shown = path::display(&cx.bases[base].path, &rel);
             for (n, _) in fs::entries(&fd).map_err(|e| ctx(e, &shown))? {
                 tree_path.push(n);
                 if !keep.contains(&path::digest(&tree_path)) {
@@ -375,6 +386,22 @@ pub fn write_tree(
                 "{} was replaced during the restore; its metadata is not applied",
                 shown.display()
             )));
+        }
+        // A mount point the target held (a bind mount of a host directory) is the host's
+        // directory: its owner, mode and times stay the host's.
+        let parent = match d.rel.split_last() {
+            Some((_, up)) if up.is_empty() => Some(cx.bases[d.base].fd.clone()),
+            Some((_, up)) => cache.open(d.base, up, Walk::Existing)?.ok().flatten(),
+            None => None,
+        };
+        if let Some(parent) = parent {
+            if !fs::same_mount(parent.as_fd(), fd.as_fd()).map_err(|e| ctx(e, &shown))? {
+                warn.warn(
+                    &shown,
+                    format_args!("a mount point: its owner, mode and times are left alone"),
+                );
+                continue;
+            }
         }
         fs::meta_fd(fd.as_fd(), &d.node, cx.is_root, &shown, &warn)?;
         rustix::fs::fsync(&*fd).map_err(|e| ctx(e, &shown))?;

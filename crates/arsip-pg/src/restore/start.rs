@@ -125,16 +125,7 @@ pub fn reached_at_shutdown(bin: &Path, pgdata: &Path, log_text: &str) -> Reached
         get("Latest checkpoint's TimeLineID")
     }
     .and_then(|t| t.parse().ok());
-    let stopped = log_text
-        .lines()
-        .rev()
-        .find(|l| l.contains("recovery stopping"))
-        .map(|l| {
-            l.split_once("LOG:")
-                .map_or(l, |(_, r)| r)
-                .trim()
-                .to_string()
-        });
+    let stopped = recovery_stopping(&log_text);
     let time = stopped
         .as_deref()
         .and_then(|s| s.rsplit_once(", time "))
@@ -204,16 +195,7 @@ pub async fn wait_for_recovery(
                         lsn: r.get(2),
                         time: r.get(3),
                         timeline: r.get(4),
-                        stopped: text
-                            .lines()
-                            .rev()
-                            .find(|l| l.contains("recovery stopping"))
-                            .map(|l| {
-                                l.split_once("LOG:")
-                                    .map_or(l, |(_, r)| r)
-                                    .trim()
-                                    .to_string()
-                            }),
+                        stopped: recovery_stopping(&text),
                     };
                     if action == "promote" {
                         // The checkpoint timeline lags promotion until the end-of-recovery
@@ -255,4 +237,17 @@ mod tests {
             vec!["LOG:  archive recovery complete"]
         );
     }
+}
+
+/// The server log's last "recovery stopping …" message (where recovery ended and why).
+fn recovery_stopping(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("recovery stopping"))
+        .map(|l| {
+            l.split_once("LOG:")
+                .map_or(l, |(_, r)| r)
+                .trim()
+                .to_string()
+        })
 }

@@ -56,6 +56,9 @@ pub struct LocalStore {
 #[derive(Debug)]
 struct Shared {
     root: PathBuf,
+    /// Set when this process is root and the repository directory belongs to another user:
+    /// new files and directories are given to that owner ([`adopted_owner`]).
+    owner: Option<(rustix::fs::Uid, rustix::fs::Gid)>,
     fs: Arc<LocalFileSystem>,
     /// Test builds only: counts down to the fsync that is made to fail (1 = the next one).
     #[cfg(test)]
@@ -99,6 +102,7 @@ impl LocalStore {
         Ok(LocalStore {
             inner: ObjectStoreBackend::new(fs.clone(), String::new(), describe),
             shared: Arc::new(Shared {
+                owner: adopted_owner(&root),
                 root,
                 fs,
                 #[cfg(test)]
@@ -172,6 +176,36 @@ impl Shared {
         self.sync_dirs(key, parent(path))
     }
 
+    /// Create `dir` and its missing parents (mode [`DIR_MODE`]), each given to the
+    /// repository's owner when [`adopted_owner`] says so.
+    fn make_dirs(&self, key: &str, dir: &Path) -> Result<()> {
+        let Some((uid, gid)) = self.owner else {
+            return std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(|e| StorageError::io(key, "create directory", dir, &e));
+        };
+        let rel = dir.strip_prefix(&self.root).unwrap_or(dir);
+        let mut at = self.root.clone();
+        for c in rel.components() {
+            at.push(c);
+            match std::fs::DirBuilder::new().mode(DIR_MODE).create(&at) {
+                Ok(()) => rustix::fs::chown(&at, Some(uid), Some(gid)).map_err(|e| {
+                    StorageError::io(
+                        key,
+                        "give to the repository's owner",
+                        &at,
+                        &std::io::Error::from(e),
+                    )
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StorageError::io(key, "create directory", &at, &e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Write `data` to a new private staging file beside `path`, fsynced; `min_mtime`
     /// (exclusive) keeps a replacement's mtime after its predecessor's.
     fn stage(
@@ -182,11 +216,7 @@ impl Shared {
         after: Option<SystemTime>,
     ) -> Result<PathBuf> {
         let dir = parent(path);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(dir)
-            .map_err(|e| StorageError::io(key, "create directory", dir, &e))?;
+        self.make_dirs(key, dir)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         loop {
             let staged = dir.join(format!("{name}#{}", rand::random::<u32>()));
@@ -201,6 +231,16 @@ impl Shared {
                 Err(e) => return Err(StorageError::io(key, "create", &staged, &e)),
             };
             let r = (|| {
+                if let Some((uid, gid)) = self.owner {
+                    rustix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| {
+                        StorageError::io(
+                            key,
+                            "give to the repository's owner",
+                            &staged,
+                            &std::io::Error::from(e),
+                        )
+                    })?;
+                }
                 f.write_all(data)
                     .map_err(|e| StorageError::io(key, "write", &staged, &e))?;
                 if let Some(prev) = after {
@@ -263,7 +303,7 @@ impl Shared {
                 Err(e) => return Err(StorageError::io(key, "open", path, &e)),
             };
             rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                .map_err(|e| StorageError::io(key, "lock", path, &e.into()))?;
+                .map_err(|e| StorageError::io(key, "lock", path, &std::io::Error::from(e)))?;
             let held = f
                 .metadata()
                 .map_err(|e| StorageError::io(key, "stat", path, &e))?;
@@ -340,6 +380,25 @@ impl Shared {
         std::fs::remove_file(&path).map_err(|e| StorageError::io(key, "remove", &path, &e))?;
         self.sync_dirs(key, parent(&path))
     }
+}
+
+/// The owner new objects get: when this process is root and the repository directory
+/// belongs to another user (a database host's repository owned by `postgres`, whose
+/// `archive_command` writes WAL into it while root runs the base backups), files and
+/// directories root creates there are given to that user and group, so that with modes
+/// 0600/0700 every writer of the repository can still read and extend what the others wrote.
+/// `None` (the process's own ownership) otherwise.
+fn adopted_owner(root: &Path) -> Option<(rustix::fs::Uid, rustix::fs::Gid)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let m = std::fs::metadata(root).ok()?;
+    (m.uid() != 0).then(|| {
+        (
+            rustix::fs::Uid::from_raw(m.uid()),
+            rustix::fs::Gid::from_raw(m.gid()),
+        )
+    })
 }
 
 fn parent(path: &Path) -> &Path {
@@ -445,6 +504,36 @@ mod tests {
             ..Default::default()
         };
         Retry::new(s, policy)
+    }
+
+    /// Root writing into a repository another user owns (root's base backups beside the
+    /// `postgres` user's archive_command) gives what it creates to that owner, so the 0600
+    /// and 0700 modes do not lock the other writer out; a repository root owns stays root's.
+    #[tokio::test]
+    async fn root_gives_new_objects_to_the_repository_owner() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let (uid, gid) = (65534, 65534);
+        std::os::unix::fs::chown(&repo, Some(uid), Some(gid)).unwrap();
+        let s = LocalStore::open(&repo, false).unwrap();
+        s.create("data/ab/cd/object", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        for p in ["data", "data/ab", "data/ab/cd", "data/ab/cd/object"] {
+            let m = std::fs::metadata(repo.join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{p}");
+        }
+        let (_d, own) = store();
+        own.create("data/x", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let m = std::fs::metadata(own.shared.root.join("data/x")).unwrap();
+        assert_eq!(m.uid(), 0);
     }
 
     /// Issue 10 §5: an fsync failure used to be transient, so the retry met `AlreadyExists`,
