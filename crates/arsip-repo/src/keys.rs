@@ -227,7 +227,26 @@ pub struct KeyFile {
     pub key: String,
 }
 
+/// Most KDF work a slot may ask for (FORMAT.md §8.3): anyone who can create objects could
+/// plant a slot asking for more, to exhaust memory or time at every password opening.
+pub const MAX_KDF_M_KIB: u32 = 4 << 20;
+pub const MAX_KDF_T: u32 = 64;
+pub const MAX_KDF_P: u32 = 16;
+
 impl KeySlot {
+    /// Parse the slot object `object`. Refuses (so that readers skip it, FORMAT.md §8.3) a
+    /// slot that does not parse or whose KDF parameters exceed the limits above.
+    pub fn parse(object: &str, bytes: &[u8]) -> Result<KeySlot> {
+        let slot: KeySlot =
+            serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+        if let Some(k) = &slot.kdf {
+            if k.m_kib > MAX_KDF_M_KIB || k.t > MAX_KDF_T || k.p > MAX_KDF_P {
+                return Err(RepoError::corrupt(object, "KDF parameters out of range"));
+            }
+        }
+        Ok(slot)
+    }
+
     pub fn object_name(&self) -> String {
         format!("{KEYS_PREFIX}{}", self.id)
     }

@@ -807,21 +807,9 @@ async fn list_slots(store: &DynStore) -> Result<Vec<KeySlot>> {
         let raw = store.get(&n).await?;
         // A slot that does not parse, or asks for absurd KDF work, is skipped: anyone who can
         // create objects could plant one to stop passwords from opening the repository.
-        match serde_json::from_slice::<KeySlot>(&raw) {
-            Ok(slot)
-                if slot
-                    .kdf
-                    .as_ref()
-                    .is_none_or(|k| k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) =>
-            {
-                out.push(slot)
-            }
-            Ok(_) => {
-                tracing::warn!(object = %n, "ignoring key slot with out-of-range KDF parameters")
-            }
-            Err(e) => {
-                tracing::warn!(object = %n, error = %e, "ignoring key slot that does not parse")
-            }
+        match KeySlot::parse(&n, &raw) {
+            Ok(slot) => out.push(slot),
+            Err(e) => tracing::warn!(object = %n, error = %e, "ignoring unusable key slot"),
         }
     }
     Ok(out)
