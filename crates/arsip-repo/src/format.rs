@@ -19,6 +19,10 @@ pub type WriterId = [u8; WRITER_ID_LEN];
 /// Blob flag: the stored bytes are zstd-compressed.
 pub const FLAG_ZSTD: u8 = 1;
 
+/// The largest chunk any writer cuts (the chunker's maximum `max`, FORMAT.md §10.1): readers
+/// refuse a blob whose `raw_len` exceeds it before sizing anything by it (§10.2).
+pub const MAX_CHUNK_LEN: u32 = fastcdc::v2020::MAXIMUM_MAX;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ObjectType {

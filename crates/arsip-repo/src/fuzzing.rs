@@ -170,3 +170,187 @@ pub fn open_wal(k: &TestKeys, name: &str, raw: &[u8]) -> Result<Vec<u8>> {
     crypto::verify(&k.root.verify_key(), &wal::signed_digest(signed), sig)?;
     wal::open(name, raw, &k.secret, &k.id_key)
 }
+
+/// Records the largest single allocation of the current thread, so that tests can prove a
+/// length field read from an object does not size an allocation before it is checked.
+#[cfg(test)]
+mod alloc_probe {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
+    }
+
+    struct Probe;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator; `note` only touches a
+    // const-initialised thread-local `Cell`, which never allocates.
+    unsafe impl GlobalAlloc for Probe {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            note(l.size());
+            System.alloc(l)
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            note(l.size());
+            System.alloc_zeroed(l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            note(new);
+            System.realloc(p, l, new)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            System.dealloc(p, l)
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Probe = Probe;
+
+    /// Runs `f`; returns its result and the largest allocation this thread made meanwhile.
+    pub fn largest<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        LARGEST.with(|c| c.set(0));
+        let r = f();
+        (r, LARGEST.with(|c| c.get()))
+    }
+}
+
+/// Regression tests for what the fuzz targets found, one per class (see fuzz/README.md).
+#[cfg(test)]
+mod regressions {
+    use super::*;
+    use crate::format::BlobEntry;
+    use crate::keys::{KeySlot, Secret};
+
+    /// `pack` target: a blob's `raw_len` (from an index entry or a pack table, which an agent
+    /// writes) sized the decompression buffer before anything checked it, so one entry could
+    /// make a reader allocate up to 4 GiB. Every `raw_len` above the largest chunk a writer
+    /// cuts is refused before any allocation of that size, compressed or not.
+    #[test]
+    fn blob_raw_len_never_sizes_an_allocation_beyond_the_largest_chunk() {
+        let k = TestKeys::fixed();
+        let plain = vec![7u8; 4096];
+        let id = crypto::chunk_id(&k.id_key, &plain);
+        let zstd = zstd::bulk::compress(&plain, 1).unwrap();
+        for (stored, flags) in [(&zstd, format::FLAG_ZSTD), (&plain, 0)] {
+            let (pack, key, offsets) = seal_pack(&k, 0, &[(id, stored, flags)], &[]);
+            let len = stored.len() as u32 + 40;
+            let ct = &pack[offsets[0] as usize..(offsets[0] + len) as usize];
+            for raw_len in [
+                format::MAX_CHUNK_LEN + 1,
+                1 << 28,
+                1 << 30,
+                1 << 31,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                let e = BlobEntry {
+                    id,
+                    offset: offsets[0],
+                    len,
+                    raw_len,
+                    flags,
+                };
+                let (r, largest) =
+                    alloc_probe::largest(|| format::open_blob("p", 0, &key, &e, ct, &k.id_key));
+                assert!(r.is_err(), "raw_len {raw_len} accepted");
+                assert!(
+                    largest <= format::MAX_CHUNK_LEN as usize,
+                    "raw_len {raw_len}: allocated {largest} bytes"
+                );
+            }
+            // The honest entry still opens.
+            let e = BlobEntry {
+                id,
+                offset: offsets[0],
+                len,
+                raw_len: plain.len() as u32,
+                flags,
+            };
+            assert_eq!(
+                format::open_blob("p", 0, &key, &e, ct, &k.id_key).unwrap(),
+                plain
+            );
+        }
+    }
+
+    /// `key_slot` target: a planted slot that parsed and passed the KDF limits but carried
+    /// KDF parameters Argon2 refuses, or a salt or wrapped key that is not hex, made opening
+    /// with a password fail with an error instead of skipping the slot (password opening
+    /// tries every slot, so one such object locked every password out). Every such slot is
+    /// now refused by `KeySlot::parse`, which readers use to skip slots.
+    #[test]
+    fn a_slot_readers_accept_never_fails_password_opening() {
+        let repo_id = "00".repeat(32);
+        let good = serde_json::json!({
+            "version": 1, "id": "0000000000000000", "kind": "password",
+            "created": "2026-01-01T00:00:00Z", "host": "h", "label": "planted",
+            "kdf": {"m_kib": 64, "t": 1, "p": 1, "salt": "00".repeat(16)},
+            "wrapped": "00".repeat(72),
+        });
+        let mut hostile = Vec::new();
+        for (field, value) in [
+            ("salt", serde_json::json!("zz")),
+            ("salt", serde_json::json!("0")),
+            ("salt", serde_json::json!("")),
+            ("salt", serde_json::json!("0011")),
+            ("m_kib", serde_json::json!(0)),
+            ("m_kib", serde_json::json!(7)),
+            ("t", serde_json::json!(0)),
+            ("p", serde_json::json!(0)),
+            ("p", serde_json::json!(16)),
+        ] {
+            let mut s = good.clone();
+            s["kdf"][field] = value;
+            hostile.push(s);
+        }
+        for wrapped in ["zz", "0", "xyz0"] {
+            let mut s = good.clone();
+            s["wrapped"] = serde_json::json!(wrapped);
+            hostile.push(s);
+        }
+        for s in hostile {
+            let bytes = serde_json::to_vec(&s).unwrap();
+            if let Ok(slot) = KeySlot::parse("keys/0000000000000000", &bytes) {
+                let r = slot.open(&repo_id, &Secret::Password(b"pw"));
+                assert!(r.is_ok(), "{s}: accepted, then opening fails: {r:?}");
+            }
+        }
+        // The untouched slot is accepted and simply does not open with this password.
+        let slot = KeySlot::parse("keys/0000000000000000", &serde_json::to_vec(&good).unwrap());
+        assert!(matches!(
+            slot.unwrap().open(&repo_id, &Secret::Password(b"pw")),
+            Ok(None)
+        ));
+    }
+
+    /// `manifest` target: `open_sealed_doc` sliced the object before checking its length
+    /// and panicked on any object shorter than its fixed fields (its caller happened to check
+    /// first). Every length from 0 to the minimum is an error, never a panic.
+    #[test]
+    fn sealed_documents_of_every_short_length_are_errors() {
+        let k = TestKeys::fixed();
+        let doc = format::encode_sealed_doc(
+            ObjectType::Snapshot,
+            0,
+            &format::ROOT_WRITER,
+            &k.root,
+            &k.public,
+            b"{}",
+        );
+        for n in 0..doc.len() {
+            let r = std::panic::catch_unwind(|| {
+                format::open_sealed_doc("s", &doc[..n], ObjectType::Snapshot, &k.secret)
+            });
+            assert!(matches!(r, Ok(Err(_))), "length {n}: {r:?}");
+        }
+        assert_eq!(
+            format::open_sealed_doc("s", &doc, ObjectType::Snapshot, &k.secret).unwrap(),
+            b"{}"
+        );
+    }
+}
