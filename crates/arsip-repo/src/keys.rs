@@ -170,12 +170,27 @@ impl KdfParams {
         }
     }
 
-    fn derive(&self, password: &[u8]) -> Result<Key> {
+    /// The Argon2id instance and salt these parameters describe, or why Argon2 would refuse
+    /// them. [`KeySlot::parse`] calls it, so a slot readers accept never fails to derive.
+    fn argon2(&self) -> std::result::Result<(argon2::Argon2<'static>, Vec<u8>), String> {
         let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(32))
-            .map_err(|e| RepoError::Invalid(format!("argon2 parameters: {e}")))?;
+            .map_err(|e| format!("argon2 parameters: {e}"))?;
+        let salt = hex::decode(&self.salt).map_err(|_| "salt is not hex".to_string())?;
+        if !(argon2::MIN_SALT_LEN..=argon2::MAX_SALT_LEN).contains(&salt.len()) {
+            return Err(format!(
+                "salt of {} bytes (Argon2 needs at least {})",
+                salt.len(),
+                argon2::MIN_SALT_LEN
+            ));
+        }
         let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = hex::decode(&self.salt)
-            .map_err(|_| RepoError::corrupt("key slot", "salt is not hex"))?;
+        Ok((a, salt))
+    }
+
+    fn derive(&self, password: &[u8]) -> Result<Key> {
+        let (a, salt) = self
+            .argon2()
+            .map_err(|e| RepoError::corrupt("key slot", e))?;
         let mut out = Zeroizing::new([0u8; 32]);
         a.hash_password_into(password, &salt, out.as_mut())
             .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;
@@ -233,9 +248,15 @@ pub const MAX_KDF_M_KIB: u32 = 4 << 20;
 pub const MAX_KDF_T: u32 = 64;
 pub const MAX_KDF_P: u32 = 16;
 
+/// Bytes of a slot's `wrapped`: nonce, the 32-byte master secret, tag.
+const WRAPPED_LEN: usize = crypto::NONCE_LEN + 32 + crypto::TAG_LEN;
+
 impl KeySlot {
     /// Parse the slot object `object`. Refuses (so that readers skip it, FORMAT.md §8.3) a
-    /// slot that does not parse or whose KDF parameters exceed the limits above.
+    /// slot that does not parse, whose KDF parameters exceed the limits above or are ones
+    /// Argon2 refuses, whose salt is not hex of at least 8 bytes, or whose `wrapped` is not
+    /// hex of 72 bytes: opening with a password tries every slot, so a slot accepted here
+    /// must never make opening fail.
     pub fn parse(object: &str, bytes: &[u8]) -> Result<KeySlot> {
         let slot: KeySlot =
             serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
@@ -243,6 +264,13 @@ impl KeySlot {
             if k.m_kib > MAX_KDF_M_KIB || k.t > MAX_KDF_T || k.p > MAX_KDF_P {
                 return Err(RepoError::corrupt(object, "KDF parameters out of range"));
             }
+            k.argon2().map_err(|e| RepoError::corrupt(object, e))?;
+        }
+        if !hex::decode(&slot.wrapped).is_ok_and(|w| w.len() == WRAPPED_LEN) {
+            return Err(RepoError::corrupt(
+                object,
+                format!("wrapped is not hex of {WRAPPED_LEN} bytes"),
+            ));
         }
         Ok(slot)
     }
