@@ -71,7 +71,15 @@ fn sealed(u: &mut Unstructured<'_>) -> Result<()> {
     } else {
         loc.extend_from_slice(u.arbitrary::<&[u8]>()?);
     }
-    let object = fuzzing::seal_index(&KEYS, &KEYS.root, &ROOT_WRITER, n_packs, n_chunks, &ids, &loc);
+    let object = fuzzing::seal_index(
+        &KEYS,
+        &KEYS.root,
+        &ROOT_WRITER,
+        n_packs,
+        n_chunks,
+        &ids,
+        &loc,
+    );
     let Ok((packs, entries)) = fuzzing::open_index(&KEYS, &object) else {
         return Ok(());
     };
@@ -85,7 +93,10 @@ fn sealed(u: &mut Unstructured<'_>) -> Result<()> {
     assert_eq!(idx.len(), entries.len());
     for e in &entries {
         let all = idx.all(&e.blob.id);
-        assert!(all.iter().any(|s| s.blob() == e.blob), "an indexed entry is not found");
+        assert!(
+            all.iter().any(|s| s.blob() == e.blob),
+            "an indexed entry is not found"
+        );
         let s = idx.lookup(&e.blob.id).unwrap();
         let _ = idx.pack(s.pack);
     }

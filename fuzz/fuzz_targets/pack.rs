@@ -38,7 +38,11 @@ struct Blob {
 }
 
 fn sealed(u: &mut Unstructured<'_>) -> Result<()> {
-    let key_id = if u.arbitrary::<bool>()? { 0 } else { u.arbitrary()? };
+    let key_id = if u.arbitrary::<bool>()? {
+        0
+    } else {
+        u.arbitrary()?
+    };
     let mut blobs = Vec::new();
     for _ in 0..u.int_in_range(0..=3)? {
         let plain: &[u8] = u.arbitrary()?;

@@ -32,9 +32,15 @@ fuzz_target!(|data: &[u8]| {
             let _ = sealed(&mut Unstructured::new(rest));
         }
         _ => {
-            let obj =
-                wal::encode(NAME, &ROOT_WRITER, &KEYS.root, &KEYS.public, &KEYS.id_key, rest)
-                    .unwrap();
+            let obj = wal::encode(
+                NAME,
+                &ROOT_WRITER,
+                &KEYS.root,
+                &KEYS.public,
+                &KEYS.id_key,
+                rest,
+            )
+            .unwrap();
             assert_eq!(fuzzing::open_wal(&KEYS, NAME, &obj).unwrap(), rest);
         }
     }

@@ -328,6 +328,40 @@ mod regressions {
         ));
     }
 
+    /// `signed_doc` target: a signed document whose body held a number that is not a 64-bit
+    /// integer (`5555…2555555`, 42 digits, parses as an `f64`) failed its own signature: the
+    /// canonical form recomputed from the stored digits differed from the one signed, as
+    /// `serde_json` parses such numbers only approximately. FORMAT.md §8.1 has no canonical
+    /// form for them (v1 documents contain none), so verifiers now refuse them for what they
+    /// are, and every document without one verifies.
+    #[test]
+    fn signed_documents_verify_unless_they_hold_a_float() {
+        let k = TestKeys::fixed();
+        let vk = k.root.verify_key();
+        let floats = [
+            "555555555555555555555555555555555525555555",
+            "{\"a\": [1, 0.1]}",
+            "{\"n\": 18446744073709551616}",
+            "[-1.5e300]",
+            "-0",
+        ];
+        for text in floats {
+            let body: serde_json::Value = serde_json::from_str(text).unwrap();
+            let doc = keys::sign_doc(&k.root, &body);
+            match keys::verify_doc::<serde_json::Value>("doc", &doc, &vk) {
+                Err(RepoError::Corrupt { reason, .. }) if reason.contains("floating-point") => {}
+                r => panic!("{text}: {r:?}"),
+            }
+        }
+        let ints = "{\"a\": [18446744073709551615, -9223372036854775808, 0], \"b\": {}}";
+        let body: serde_json::Value = serde_json::from_str(ints).unwrap();
+        let doc = keys::sign_doc(&k.root, &body);
+        assert_eq!(
+            keys::verify_doc::<serde_json::Value>("doc", &doc, &vk).unwrap(),
+            body
+        );
+    }
+
     /// `manifest` target: `open_sealed_doc` sliced the object before checking its length
     /// and panicked on any object shorter than its fixed fields (its caller happened to check
     /// first). Every length from 0 to the minimum is an error, never a panic.

@@ -113,6 +113,21 @@ struct Signed {
     sig: String,
 }
 
+/// True if `v` holds a number that is not an integer within `i64`/`u64` (JSON's `1.5`, `1e3`,
+/// or an integer too large for 64 bits). Its canonical form (§8.1) is undefined: `serde_json`
+/// parses such numbers to the nearest `f64` only approximately, so the form recomputed from a
+/// stored document can differ from the form that was signed.
+fn has_float(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(a) => a.iter().any(has_float),
+        serde_json::Value::Object(o) => o.values().any(has_float),
+        _ => false,
+    }
+}
+
+/// Sign `body` as a signed document (FORMAT.md §8.1). A body with a floating-point number
+/// (none of v1's documents has one) gives a document every verifier refuses.
 pub fn sign_doc<T: Serialize>(signer: &WriterKey, body: &T) -> Vec<u8> {
     let value = serde_json::to_value(body).expect("serialisable");
     let canonical = serde_json::to_vec(&value).expect("serialisable");
@@ -132,6 +147,12 @@ pub fn verify_doc<T: for<'de> Deserialize<'de>>(
 ) -> Result<T> {
     let doc: Signed =
         serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    if has_float(&doc.body) {
+        return Err(RepoError::corrupt(
+            object,
+            "a floating-point number in a signed document (v1 has none)",
+        ));
+    }
     let canonical = serde_json::to_vec(&doc.body).expect("serialisable");
     let sig =
         hex::decode(&doc.sig).map_err(|_| RepoError::corrupt(object, "signature is not hex"))?;
