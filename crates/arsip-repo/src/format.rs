@@ -19,6 +19,10 @@ pub type WriterId = [u8; WRITER_ID_LEN];
 /// Blob flag: the stored bytes are zstd-compressed.
 pub const FLAG_ZSTD: u8 = 1;
 
+/// The largest chunk any writer cuts (the chunker's maximum `max`, FORMAT.md §10.1): readers
+/// refuse a blob whose `raw_len` exceeds it before sizing anything by it (§10.2).
+pub const MAX_CHUNK_LEN: u32 = fastcdc::v2020::MAXIMUM_MAX;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ObjectType {
@@ -250,6 +254,18 @@ pub fn open_blob(
     ct: &[u8],
     id_key: &Key,
 ) -> Result<Vec<u8>> {
+    // `raw_len` comes from an index entry or a pack table, which any writer (an agent too)
+    // writes: it must not size the decompression buffer before it is known to be sane.
+    if e.raw_len > MAX_CHUNK_LEN {
+        return Err(RepoError::corrupt(
+            object,
+            format!(
+                "blob {}: raw_len {} exceeds the largest chunk ({MAX_CHUNK_LEN})",
+                hex::encode(&e.id[..8]),
+                e.raw_len
+            ),
+        ));
+    }
     let h = header(ObjectType::Pack, pack_key_id);
     let stored = crypto::open(key, ct, &blob_aad(&h, &e.id, e.flags)).map_err(|_| {
         RepoError::corrupt(
@@ -503,23 +519,30 @@ pub fn encode_sealed_doc(
     out
 }
 
+/// The smallest sealed document: header, writer, sealed key, an empty box, signature.
+const SEALED_DOC_MIN_LEN: usize = HEADER_LEN
+    + WRITER_ID_LEN
+    + SEALED_KEY_LEN
+    + crypto::NONCE_LEN
+    + crypto::TAG_LEN
+    + SIGNATURE_LEN;
+
+/// The header and the length every reader of a sealed document checks before slicing it.
+fn check_sealed_doc(object: &str, b: &[u8], ty: ObjectType) -> Result<()> {
+    parse_header(object, b, ty)?;
+    if b.len() < SEALED_DOC_MIN_LEN {
+        return Err(RepoError::corrupt(object, "object too short"));
+    }
+    Ok(())
+}
+
 /// The writer of a sealed document and the bytes its signature covers.
 pub fn sealed_doc_writer<'a>(
     object: &str,
     b: &'a [u8],
     ty: ObjectType,
 ) -> Result<(WriterId, &'a [u8], &'a [u8])> {
-    parse_header(object, b, ty)?;
-    if b.len()
-        < HEADER_LEN
-            + WRITER_ID_LEN
-            + SEALED_KEY_LEN
-            + crypto::NONCE_LEN
-            + crypto::TAG_LEN
-            + SIGNATURE_LEN
-    {
-        return Err(RepoError::corrupt(object, "object too short"));
-    }
+    check_sealed_doc(object, b, ty)?;
     let writer = b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN]
         .try_into()
         .unwrap();
@@ -534,7 +557,7 @@ pub fn open_sealed_doc(
     ty: ObjectType,
     secret: &RepoSecret,
 ) -> Result<Vec<u8>> {
-    parse_header(object, b, ty)?;
+    check_sealed_doc(object, b, ty)?;
     let h = &b[..HEADER_LEN];
     let writer = &b[HEADER_LEN..HEADER_LEN + WRITER_ID_LEN];
     let ks = HEADER_LEN + WRITER_ID_LEN;

@@ -113,6 +113,21 @@ struct Signed {
     sig: String,
 }
 
+/// True if `v` holds a number that is not an integer within `i64`/`u64` (JSON's `1.5`, `1e3`,
+/// or an integer too large for 64 bits). Its canonical form (§8.1) is undefined: `serde_json`
+/// parses such numbers to the nearest `f64` only approximately, so the form recomputed from a
+/// stored document can differ from the form that was signed.
+fn has_float(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(a) => a.iter().any(has_float),
+        serde_json::Value::Object(o) => o.values().any(has_float),
+        _ => false,
+    }
+}
+
+/// Sign `body` as a signed document (FORMAT.md §8.1). A body with a floating-point number
+/// (none of v1's documents has one) gives a document every verifier refuses.
 pub fn sign_doc<T: Serialize>(signer: &WriterKey, body: &T) -> Vec<u8> {
     let value = serde_json::to_value(body).expect("serialisable");
     let canonical = serde_json::to_vec(&value).expect("serialisable");
@@ -132,6 +147,12 @@ pub fn verify_doc<T: for<'de> Deserialize<'de>>(
 ) -> Result<T> {
     let doc: Signed =
         serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+    if has_float(&doc.body) {
+        return Err(RepoError::corrupt(
+            object,
+            "a floating-point number in a signed document (v1 has none)",
+        ));
+    }
     let canonical = serde_json::to_vec(&doc.body).expect("serialisable");
     let sig =
         hex::decode(&doc.sig).map_err(|_| RepoError::corrupt(object, "signature is not hex"))?;
@@ -172,12 +193,27 @@ impl KdfParams {
         }
     }
 
-    fn derive(&self, password: &[u8]) -> Result<Key> {
+    /// The Argon2id instance and salt these parameters describe, or why Argon2 would refuse
+    /// them. [`KeySlot::parse`] calls it, so a slot readers accept never fails to derive.
+    fn argon2(&self) -> std::result::Result<(argon2::Argon2<'static>, Vec<u8>), String> {
         let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(32))
-            .map_err(|e| RepoError::Invalid(format!("argon2 parameters: {e}")))?;
+            .map_err(|e| format!("argon2 parameters: {e}"))?;
+        let salt = hex::decode(&self.salt).map_err(|_| "salt is not hex".to_string())?;
+        if !(argon2::MIN_SALT_LEN..=argon2::MAX_SALT_LEN).contains(&salt.len()) {
+            return Err(format!(
+                "salt of {} bytes (Argon2 needs at least {})",
+                salt.len(),
+                argon2::MIN_SALT_LEN
+            ));
+        }
         let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = hex::decode(&self.salt)
-            .map_err(|_| RepoError::corrupt("key slot", "salt is not hex"))?;
+        Ok((a, salt))
+    }
+
+    fn derive(&self, password: &[u8]) -> Result<Key> {
+        let (a, salt) = self
+            .argon2()
+            .map_err(|e| RepoError::corrupt("key slot", e))?;
         let mut out = Zeroizing::new([0u8; 32]);
         a.hash_password_into(password, &salt, out.as_mut())
             .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;
@@ -229,7 +265,39 @@ pub struct KeyFile {
     pub key: String,
 }
 
+/// Most KDF work a slot may ask for (FORMAT.md §8.3): anyone who can create objects could
+/// plant a slot asking for more, to exhaust memory or time at every password opening.
+pub const MAX_KDF_M_KIB: u32 = 4 << 20;
+pub const MAX_KDF_T: u32 = 64;
+pub const MAX_KDF_P: u32 = 16;
+
+/// Bytes of a slot's `wrapped`: nonce, the 32-byte master secret, tag.
+const WRAPPED_LEN: usize = crypto::NONCE_LEN + 32 + crypto::TAG_LEN;
+
 impl KeySlot {
+    /// Parse the slot object `object`. Refuses (so that readers skip it, FORMAT.md §8.3) a
+    /// slot that does not parse, whose KDF parameters exceed the limits above or are ones
+    /// Argon2 refuses, whose salt is not hex of at least 8 bytes, or whose `wrapped` is not
+    /// hex of 72 bytes: opening with a password tries every slot, so a slot accepted here
+    /// must never make opening fail.
+    pub fn parse(object: &str, bytes: &[u8]) -> Result<KeySlot> {
+        let slot: KeySlot =
+            serde_json::from_slice(bytes).map_err(|e| RepoError::corrupt(object, e.to_string()))?;
+        if let Some(k) = &slot.kdf {
+            if k.m_kib > MAX_KDF_M_KIB || k.t > MAX_KDF_T || k.p > MAX_KDF_P {
+                return Err(RepoError::corrupt(object, "KDF parameters out of range"));
+            }
+            k.argon2().map_err(|e| RepoError::corrupt(object, e))?;
+        }
+        if !hex::decode(&slot.wrapped).is_ok_and(|w| w.len() == WRAPPED_LEN) {
+            return Err(RepoError::corrupt(
+                object,
+                format!("wrapped is not hex of {WRAPPED_LEN} bytes"),
+            ));
+        }
+        Ok(slot)
+    }
+
     pub fn object_name(&self) -> String {
         format!("{KEYS_PREFIX}{}", self.id)
     }

@@ -14,6 +14,9 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod format;
+/// Not API: entry points for the fuzz targets in `fuzz/` (see the module docs).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod keys;
 pub mod read;

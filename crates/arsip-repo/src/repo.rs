@@ -1103,25 +1103,16 @@ async fn read_slot(store: &DynStore, id: &str) -> Result<KeySlot> {
     }
 }
 
-/// `wrapped` of a key slot: nonce, the 32-byte master secret, tag (FORMAT.md §8.3).
-const WRAPPED_MASTER_LEN: usize = crypto::NONCE_LEN + crypto::KEY_LEN + crypto::TAG_LEN;
-
-/// A slot as read, or why it cannot be used: it does not parse, asks for absurd KDF work
-/// (anyone who can create objects could plant one to stop passwords from opening the
-/// repository or to exhaust memory), or its wrapped key has the wrong shape.
+/// A slot as read, or why it cannot be used: [`KeySlot::parse`]'s refusals (a slot that
+/// does not parse, asks for absurd KDF work, or whose salt or wrapped key has the wrong
+/// shape: anyone who can create objects could plant one to stop passwords from opening the
+/// repository or to exhaust memory), or an id that differs from its name.
 fn parse_slot(name: &str, raw: &[u8]) -> std::result::Result<KeySlot, String> {
-    let slot =
-        serde_json::from_slice::<KeySlot>(raw).map_err(|e| format!("does not parse: {e}"))?;
-    if let Some(k) = &slot.kdf {
-        if !(k.m_kib <= 4 << 20 && k.t <= 64 && k.p <= 16) {
-            return Err("out-of-range KDF parameters".into());
-        }
-    }
-    match hex::decode(&slot.wrapped) {
-        Ok(w) if w.len() == WRAPPED_MASTER_LEN => {}
-        _ => return Err("its wrapped key is not 72 bytes of hex".into()),
-    }
-    if format!("{}{}", keys::KEYS_PREFIX, slot.id) != name {
+    let slot = KeySlot::parse(name, raw).map_err(|e| match e {
+        RepoError::Corrupt { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
+    if slot.object_name() != name {
         return Err("its id does not match its name".into());
     }
     Ok(slot)

@@ -273,6 +273,12 @@ impl BackupSession {
     /// that changes in place at fixed offsets, such as relation files changing page by page.
     /// Blocking, like [`write_stream`](Self::write_stream).
     pub fn write_blocks<R: Read>(&self, reader: R, block: usize) -> Result<(Vec<ChunkId>, u64)> {
+        // Readers refuse larger chunks (FORMAT.md §10.2); config validation allows ≤ 4 MiB.
+        if block == 0 || block > format::MAX_CHUNK_LEN as usize {
+            return Err(RepoError::Internal(format!(
+                "block size {block} out of range"
+            )));
+        }
         let jobs = self.job_sender()?;
         let batch = (BATCH / block).max(1) * block;
         let mut reader = reader.take(u64::MAX);
