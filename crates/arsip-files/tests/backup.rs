@@ -1429,6 +1429,20 @@ async fn hostile_tree_backs_up_and_restores_exactly() {
         makedev(7, 9),
     )
     .unwrap();
+    // Hard links of entries that are not regular files (two names of one FIFO, device or
+    // symlink) stay links.
+    std::fs::create_dir(root.join("speclinks")).unwrap();
+    std::fs::hard_link(root.join("fifo"), root.join("speclinks/fifo2")).unwrap();
+    std::fs::hard_link(root.join("null"), root.join("speclinks/null2")).unwrap();
+    std::os::unix::fs::symlink("somewhere", root.join("slink")).unwrap();
+    rustix::fs::linkat(
+        CWD,
+        root.join("slink"),
+        CWD,
+        root.join("speclinks/slink2"),
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
     write(&root.join("suid"), b"#!/bin/true\n");
     std::os::unix::fs::lchown(root.join("suid"), Some(1001), Some(1002)).unwrap();
     std::fs::set_permissions(root.join("suid"), std::fs::Permissions::from_mode(0o4750)).unwrap();
@@ -1491,6 +1505,15 @@ async fn hostile_tree_backs_up_and_restores_exactly() {
     restore_to(&repo, &o.backup.id, to.path()).await;
     let restored = to.path().join(path(&rel(&root)));
     assert_exact_copy(&root, &restored);
+    for (a, b) in [
+        ("fifo", "speclinks/fifo2"),
+        ("null", "speclinks/null2"),
+        ("slink", "speclinks/slink2"),
+        ("links/a", "links/sub/c"),
+    ] {
+        let ino = |p: &str| std::fs::symlink_metadata(restored.join(p)).unwrap().ino();
+        assert_eq!(ino(a), ino(b), "{a} and {b} are one inode again");
+    }
     let blocks = std::fs::metadata(restored.join("sparse")).unwrap().blocks();
     assert!(
         blocks * 512 < 1 << 20,

@@ -5,6 +5,7 @@
 //! back, and report each step's duration, the RTO and the RPO.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,7 +162,15 @@ pub async fn run(o: &Options) -> Result<Report> {
 
     // 1. repository, with a key file (restore_command) and agent credentials (archive_command)
     let t = Instant::now();
-    let store = backend::open(&Location::Local(repo_dir.clone()), true)
+    // The repository belongs to postgres (archive_command writes WAL into it as postgres):
+    // made and given away before it is opened, so what root writes into it is postgres's too.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&repo_dir)
+        .map_err(|e| PgError::Tool(format!("cannot create {}: {e}", repo_dir.display())))?;
+    chown_postgres(&repo_dir)?;
+    let store = backend::open(&Location::Local(repo_dir.clone()), false)
         .map_err(arsip_repo::RepoError::from)?;
     let (repo, keyfile) = Repository::init(
         store,

@@ -1093,7 +1093,8 @@ async fn read_slot(store: &DynStore, id: &str) -> Result<KeySlot> {
         Err(e) => return Err(e.into()),
     };
     match parse_slot(&name, &raw) {
-        Ok(slot) if slot.id == id && slot.kind == keys::SlotKind::Keyfile => Ok(slot),
+        // A key file names a key-file slot, or (a derived key file, §8.4) a password slot.
+        Ok(slot) if slot.id == id => Ok(slot),
         Ok(_) => Err(RepoError::NoUsableSlot(format!(
             "{name} is damaged: it is not the key-file slot the key file names"
         ))),

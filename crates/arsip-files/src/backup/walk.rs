@@ -255,6 +255,7 @@ impl<'a> Walker<'a> {
                     node.set_target_bytes(target.as_bytes());
                     let at = self.at(parent, name, &abs);
                     node.xattrs = self.xattrs(&abs, XattrSource::Path(&at));
+                    node.hardlink = self.link_group(&st);
                     self.tree.node(&node, &[])?;
                 }
                 Err(Errno::NOENT) => {
@@ -271,6 +272,7 @@ impl<'a> Walker<'a> {
                 let mut node = st.node(&rel, t);
                 let at = self.at(parent, name, &abs);
                 node.xattrs = self.xattrs(&abs, XattrSource::Path(&at));
+                node.hardlink = self.link_group(&st);
                 self.tree.node(&node, &[])?;
             }
             FileType::Socket => {
@@ -279,6 +281,16 @@ impl<'a> Walker<'a> {
             _ => self.warn(&abs, Action::Skipped, "unknown file type"),
         }
         Ok(None)
+    }
+
+    /// The hard-link group of a symlink, FIFO or device with several names (every name is
+    /// recorded in full; the restore makes the later ones links to the first), or `None`.
+    fn link_group(&mut self, st: &Meta) -> Option<u64> {
+        if st.nlink <= 1 {
+            return None;
+        }
+        let next = self.links.len() as u64 + 1;
+        Some(*self.links.entry((st.dev, st.ino)).or_insert(next))
     }
 
     /// A path naming entry `name` of `parent` for the path-based xattr calls (entries the

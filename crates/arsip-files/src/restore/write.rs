@@ -122,6 +122,18 @@ pub fn write_tree(
                             continue;
                         };
                         let name = name.to_vec();
+                        // A later name of a hard-linked symlink, FIFO or device: linked to
+                        // the first at the end, like files.
+                        if let (Some(g), false) = (
+                            node.hardlink,
+                            matches!(node.node_type, NodeType::Dir | NodeType::File),
+                        ) {
+                            if groups.contains_key(&g) {
+                                links.push((g, p));
+                                continue;
+                            }
+                            groups.insert(g, p.clone());
+                        }
                         match node.node_type {
                             NodeType::Dir => {
                                 let parent = cache.parent(&dest, overwrite)?;
@@ -390,7 +402,7 @@ pub fn write_tree(
         // A mount point the target held (a bind mount of a host directory) is the host's
         // directory: its owner, mode and times stay the host's.
         let parent = match d.rel.split_last() {
-            Some((_, up)) if up.is_empty() => Some(cx.bases[d.base].fd.clone()),
+            Some((_, [])) => Some(cx.bases[d.base].fd.clone()),
             Some((_, up)) => cache.open(d.base, up, Walk::Existing)?.ok().flatten(),
             None => None,
         };

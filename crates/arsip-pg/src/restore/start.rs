@@ -125,7 +125,7 @@ pub fn reached_at_shutdown(bin: &Path, pgdata: &Path, log_text: &str) -> Reached
         get("Latest checkpoint's TimeLineID")
     }
     .and_then(|t| t.parse().ok());
-    let stopped = recovery_stopping(&log_text);
+    let stopped = recovery_stopping(log_text);
     let time = stopped
         .as_deref()
         .and_then(|s| s.rsplit_once(", time "))
@@ -218,6 +218,19 @@ pub async fn wait_for_recovery(
     }
 }
 
+/// The server log's last "recovery stopping …" message (where recovery ended and why).
+fn recovery_stopping(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("recovery stopping"))
+        .map(|l| {
+            l.split_once("LOG:")
+                .map_or(l, |(_, r)| r)
+                .trim()
+                .to_string()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,17 +250,4 @@ mod tests {
             vec!["LOG:  archive recovery complete"]
         );
     }
-}
-
-/// The server log's last "recovery stopping …" message (where recovery ended and why).
-fn recovery_stopping(log: &str) -> Option<String> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("recovery stopping"))
-        .map(|l| {
-            l.split_once("LOG:")
-                .map_or(l, |(_, r)| r)
-                .trim()
-                .to_string()
-        })
 }
