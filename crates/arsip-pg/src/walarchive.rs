@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arsip_repo::wal::PutOutcome;
-use arsip_repo::{RepoError, Repository};
+use arsip_repo::{RecordCreate, RecordKind, RepoError, Repository};
 use arsip_storage::ErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -24,7 +24,6 @@ use futures::StreamExt;
 use crate::control::{ClusterId, SegName};
 use crate::error::{PgError, Result};
 
-pub const STANZAS_PREFIX: &str = "stanzas/";
 pub const PREFETCH_DIR: &str = "pg_wal/arsip-prefetch";
 /// Attempts per fetch on top of the storage layer's own retries.
 pub const FETCH_ATTEMPTS: u32 = 3;
@@ -50,27 +49,27 @@ pub async fn check_stanza(repo: &Repository, name: &str, id: &ClusterId) -> Resu
             "use letters, digits, - and _",
         ));
     }
-    let key = format!("{STANZAS_PREFIX}{name}");
+    let key = format!("{}{name}", RecordKind::Stanza.prefix());
     let want = Stanza {
         stanza: name.into(),
         system_identifier: id.system_identifier,
         major: id.major,
     };
-    let have: Stanza = match repo.store.get(&key).await {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| RepoError::corrupt(&key, e.to_string()))?,
-        Err(e) if e.kind == ErrorKind::NotFound => {
+    let parse = |b: &[u8]| -> Result<Stanza> {
+        Ok(serde_json::from_slice(b).map_err(|e| RepoError::corrupt(&key, e.to_string()))?)
+    };
+    let have = match repo.record_get(RecordKind::Stanza, name).await? {
+        Some(b) => parse(&b)?,
+        None => {
             let body = serde_json::to_vec_pretty(&want).unwrap();
-            match repo.store.create(&key, Bytes::from(body)).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                    let b = repo.store.get(&key).await.map_err(RepoError::from)?;
-                    serde_json::from_slice(&b)
-                        .map_err(|e| RepoError::corrupt(&key, e.to_string()))?
-                }
-                Err(e) => return Err(RepoError::from(e).into()),
+            match repo
+                .record_create(RecordKind::Stanza, name, Bytes::from(body))
+                .await?
+            {
+                RecordCreate::Created => return Ok(()),
+                RecordCreate::AlreadyExists(b) => parse(&b)?,
             }
         }
-        Err(e) => return Err(RepoError::from(e).into()),
     };
     if have != want {
         return Err(PgError::refused(

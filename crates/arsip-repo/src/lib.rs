@@ -17,6 +17,7 @@ pub mod format;
 pub mod index;
 pub mod keys;
 pub mod read;
+pub mod record;
 pub mod repo;
 pub mod snapshot;
 pub mod txn;
@@ -24,4 +25,5 @@ pub mod wal;
 pub mod write;
 
 pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
+pub use record::{RecordCreate, RecordKind};
 pub use repo::{InitOptions, LocalSettings, OpenWith, Repository};
