@@ -234,7 +234,7 @@ async fn fixed_blocks_round_trip_and_store_only_changed_blocks() {
     let backup_blocks = |data: Vec<u8>| {
         let repo = repo.clone();
         async move {
-            let now = repo.clock.now();
+            let now = repo.now();
             let mut b = SnapshotTxn::start(repo).await.unwrap();
             let s = b.session().clone();
             let (ids, size) = tokio::task::spawn_blocking(move || {
@@ -284,7 +284,7 @@ async fn chunks_of_a_failed_stream_still_reach_the_packs() {
     let data: Vec<u8> = (0..(3 << 20) + 100_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let now = repo.clock.now();
+    let now = repo.now();
     let mut b = SnapshotTxn::start(repo.clone()).await.unwrap();
     let s = b.session().clone();
     let d = data.clone();
@@ -314,7 +314,7 @@ async fn damaged_block_inside_a_run_fails_the_restore() {
     let data: Vec<u8> = (0..1u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
-    let now = repo.clock.now();
+    let now = repo.now();
     let mut b = SnapshotTxn::start(repo.clone()).await.unwrap();
     let s = b.session().clone();
     let (ids, size) =

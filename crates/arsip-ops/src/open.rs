@@ -83,8 +83,8 @@ pub async fn init(
     let (repo, _) = Repository::init(store, Some(password), opts, clock).await?;
     let repo = repo.with_local(local);
     let out = Initialized {
-        repo_id: repo.config.repo_id.clone(),
-        location: repo.store.describe(),
+        repo_id: repo.repo_id().to_string(),
+        location: repo.location(),
     };
     Ok((Arc::new(repo), out))
 }

@@ -226,7 +226,7 @@ impl PhysicalFacts {
 fn cache_path(repo: &Repository, sysid: u64) -> PathBuf {
     repo.cache_dir()
         .join("pg-physical")
-        .join(format!("{}-{sysid}.json", &repo.config.repo_id[..16]))
+        .join(format!("{}-{sysid}.json", &repo.repo_id()[..16]))
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> i128 {
@@ -391,7 +391,7 @@ impl Walk<'_> {
             Err(e) => return Err(e.into()),
         };
         let (ids, size) = if is_relation_file(rel) {
-            let block = self.session.repo().config.block_size as usize;
+            let block = self.session.repo().block_size() as usize;
             self.session.write_blocks(f, block)?
         } else {
             self.session.write_stream(f)?

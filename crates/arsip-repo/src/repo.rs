@@ -70,12 +70,15 @@ impl Default for InitOptions {
     }
 }
 
+/// An opened repository. Its store, config and credentials are private: callers above this
+/// crate see them only through the narrow accessors below and the operations of this crate
+/// (they never write raw objects).
 pub struct Repository {
-    pub store: DynStore,
-    pub config: Config,
-    pub access: Access,
-    pub clock: Arc<dyn Clock>,
-    pub writer_id: WriterId,
+    pub(crate) store: DynStore,
+    pub(crate) config: Config,
+    pub(crate) access: Access,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) writer_id: WriterId,
     signer: WriterKey,
     id_key: Key,
     chunker_seed: u64,
@@ -422,6 +425,26 @@ impl Repository {
             local: LocalSettings::default(),
             opened_slot: None,
         })
+    }
+
+    /// The repository's id (hex, from its config).
+    pub fn repo_id(&self) -> &str {
+        &self.config.repo_id
+    }
+
+    /// Where the repository lives, as its store describes itself (a path, `s3://…`).
+    pub fn location(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Block size of relation-file style sources (FORMAT.md §8.2 `block_size`).
+    pub fn block_size(&self) -> u32 {
+        self.config.block_size
+    }
+
+    /// The time by this handle's clock (tests pin it).
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
     }
 
     /// The key slot this handle was opened with (`None` for agent credentials).

@@ -140,7 +140,7 @@ impl RestorePlan {
             ));
         }
         if let Target::Time(t) = &o.target {
-            let now = repo.clock.now();
+            let now = repo.now();
             if t.at > now {
                 return Err(PgError::refused(
                     format!(
@@ -372,7 +372,7 @@ impl RestorePlan {
             Some(Credential::Password(pw)) => {
                 let mut found = None;
                 for slot in repo.slots().await? {
-                    if let Some(k) = slot.derived_key_file(&repo.config.repo_id, pw)? {
+                    if let Some(k) = slot.derived_key_file(repo.repo_id(), pw)? {
                         found = Some((slot.id.clone(), k));
                         break;
                     }
@@ -414,7 +414,7 @@ impl RestorePlan {
         // The recovery settings.
         let mut settings = vec![format!(
             "# written by arsip restore pg --physical (snapshot {short}, {})",
-            repo.clock.now()
+            repo.now()
         )];
         settings.push(format!(
             "restore_command = {}",
