@@ -21,7 +21,7 @@ use arsip_storage::ErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::control::{ClusterId, SegName};
+use crate::control::{check_namespace, check_wal_file_name, ClusterId, SegName};
 use crate::error::{PgError, Result};
 
 pub const PREFETCH_DIR: &str = "pg_wal/arsip-prefetch";
@@ -125,6 +125,7 @@ pub async fn push(
     };
     let data: &[u8] = map.as_deref().unwrap_or(&[]);
     let ns = id.namespace();
+    check_wal_file_name(&file)?;
     let out = repo.wal_put(&ns, &file, data).await?;
     Ok(PushReport {
         file,
@@ -188,6 +189,9 @@ pub async fn fetch(
     pgdata: &Path,
     prefetch: usize,
 ) -> Result<Fetched> {
+    // PostgreSQL's rules, before the spool or the repository is touched.
+    check_namespace(ns)?;
+    check_wal_file_name(file)?;
     let spool = pgdata.join(PREFETCH_DIR);
     let seg = SegName::parse(file, SEG_SIZE_DEFAULT);
     if seg.is_some() {
