@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::{RepoError, Repository};
+use arsip_repo::{FullRepo, RepoError};
 
 use crate::{Error, Result};
 
@@ -61,7 +61,7 @@ pub struct Listing {
     pub writers: BTreeMap<String, String>,
 }
 
-pub async fn list(repo: &Repository, filter: &Filter) -> Result<Listing> {
+pub async fn list(repo: &FullRepo, filter: &Filter) -> Result<Listing> {
     let l = repo.snapshot_listing().await?;
     let described = |v: Vec<(String, RepoError)>| {
         v.into_iter()

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arsip_repo::wal::PutOutcome;
-use arsip_repo::{RecordCreate, RecordKind, RepoError, Repository};
+use arsip_repo::{FullRepo, RecordCreate, RecordKind, RepoError, Repository};
 use arsip_storage::ErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -162,7 +162,7 @@ fn write_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Fetch with bounded retries of transient storage errors. Authentication failures and
 /// damage are not retried.
-async fn get_retrying(repo: &Repository, ns: &str, file: &str) -> Result<Option<Vec<u8>>> {
+async fn get_retrying(repo: &FullRepo, ns: &str, file: &str) -> Result<Option<Vec<u8>>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -182,7 +182,7 @@ async fn get_retrying(repo: &Repository, ns: &str, file: &str) -> Result<Option<
 /// Fetch `file` of namespace `ns` into `dest`, prefetching up to `prefetch` later segments of
 /// the same timeline into the spool under `pgdata`.
 pub async fn fetch(
-    repo: &Repository,
+    repo: &FullRepo,
     ns: &str,
     file: &str,
     dest: &Path,

@@ -8,6 +8,7 @@
 //! (an opened repository) → [`write`] / [`read`] (sessions) → [`txn`] (the snapshot
 //! transaction every source commits through) → [`check`].
 
+pub mod cap;
 pub mod check;
 pub mod chunker;
 pub mod clock;
@@ -24,6 +25,7 @@ pub mod txn;
 pub mod wal;
 pub mod write;
 
+pub use cap::{AgentRepo, FullRepo, Opened};
 pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
 pub use record::{RecordCreate, RecordKind};
 pub use repo::{InitOptions, LocalSettings, OpenWith, Repository};

@@ -1,10 +1,12 @@
 //! An opened repository: its store, config and credentials, and the operations on the
 //! objects that describe it (key slots, writers, indexes, snapshot manifests).
 //!
-//! Credentials decide what a handle can do. A [`Access::Full`] handle holds the master
-//! secret and can read everything; an [`Access::Agent`] handle can chunk, deduplicate
-//! against trusted index entries, write packs, indexes and manifests, and read nothing
-//! sealed. Methods that need to decrypt return [`RepoError::NeedsFullKey`] for agents.
+//! Credentials decide what a handle can do, in types ([`crate::cap`]): [`Repository::open`]
+//! returns a [`FullRepo`] (the master secret: it can read everything) or an [`AgentRepo`]
+//! (it can chunk, deduplicate against trusted index entries, write packs, indexes and
+//! manifests, and read nothing sealed). The methods here that decrypt or sign as the root are
+//! crate-private and reached through [`FullRepo`]; they still return
+//! [`RepoError::NeedsFullKey`] for agents (defence in depth).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +14,7 @@ use arsip_storage::{DynStore, ErrorKind, ObjectMeta};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::cap::{AgentRepo, FullRepo, Opened};
 use crate::clock::Clock;
 use crate::crypto::{self, Key, WriterKey};
 use crate::error::{RepoError, Result};
@@ -35,7 +38,7 @@ pub enum OpenWith {
     Agent(AgentFile),
 }
 
-pub enum Access {
+pub(crate) enum Access {
     Full(Box<MasterKeys>),
     Agent,
 }
@@ -219,7 +222,7 @@ impl Repository {
         password: Option<&[u8]>,
         opts: &InitOptions,
         clock: Arc<dyn Clock>,
-    ) -> Result<(Repository, Option<KeyFile>)> {
+    ) -> Result<(FullRepo, Option<KeyFile>)> {
         opts.chunker.validate()?;
         if !(1..=22).contains(&opts.compression_level) && opts.compression_level != 0 {
             return Err(RepoError::Invalid(
@@ -280,10 +283,22 @@ impl Repository {
             )
             .await?;
         let repo = Self::assemble(store, config, Access::Full(Box::new(mk)), None, clock)?;
-        Ok((repo, keyfile))
+        Ok((FullRepo::new(Arc::new(repo)), keyfile))
     }
 
-    pub async fn open(
+    /// Open the repository in `store` with `with`: a [`FullRepo`] for a password or key
+    /// file, an [`AgentRepo`](crate::AgentRepo) for an agent file (whose standing is
+    /// checked first: a retired or compromised agent is refused).
+    pub async fn open(store: DynStore, with: OpenWith, clock: Arc<dyn Clock>) -> Result<Opened> {
+        let repo = Arc::new(Self::open_any(store, with, clock).await?);
+        Ok(if repo.is_agent() {
+            Opened::Agent(AgentRepo::new(repo))
+        } else {
+            Opened::Full(FullRepo::new(repo))
+        })
+    }
+
+    async fn open_any(
         store: DynStore,
         with: OpenWith,
         clock: Arc<dyn Clock>,
@@ -472,7 +487,7 @@ impl Repository {
         matches!(self.access, Access::Agent)
     }
 
-    pub fn master(&self, what: &'static str) -> Result<&MasterKeys> {
+    pub(crate) fn master(&self, what: &'static str) -> Result<&MasterKeys> {
         match &self.access {
             Access::Full(mk) => Ok(mk),
             Access::Agent => Err(RepoError::NeedsFullKey(what)),
@@ -497,14 +512,14 @@ impl Repository {
 
     /// Use these local resources from now on (they come from the front end; the default is
     /// [`LocalSettings::default`]).
-    pub fn with_local(mut self, local: LocalSettings) -> Self {
+    pub(crate) fn with_local(mut self, local: LocalSettings) -> Self {
         self.local = local;
         self
     }
 
     // ---- key slots -------------------------------------------------------------------
 
-    pub async fn add_password(&self, password: &[u8], label: &str) -> Result<KeySlot> {
+    pub(crate) async fn add_password(&self, password: &[u8], label: &str) -> Result<KeySlot> {
         let mk = self.master("adding a key")?;
         let slot = KeySlot::new_password(
             &self.config.repo_id,
@@ -522,7 +537,7 @@ impl Repository {
         Ok(slot)
     }
 
-    pub async fn add_keyfile(&self, label: &str) -> Result<(KeySlot, KeyFile)> {
+    pub(crate) async fn add_keyfile(&self, label: &str) -> Result<(KeySlot, KeyFile)> {
         let mk = self.master("adding a key")?;
         let (slot, file) =
             KeySlot::new_keyfile(&self.config.repo_id, &mk.master, label, self.clock.now());
@@ -541,7 +556,7 @@ impl Repository {
     }
 
     /// Remove a key slot. Refuses to remove the last one.
-    pub async fn remove_slot(&self, id: &str) -> Result<()> {
+    pub(crate) async fn remove_slot(&self, id: &str) -> Result<()> {
         self.master("removing a key")?;
         let slots = self.slots().await?;
         if !slots.iter().any(|s| s.id == id) {
@@ -561,7 +576,7 @@ impl Repository {
     // ---- writers (agents) -------------------------------------------------------------
 
     /// Register a new agent writer and return its credentials file.
-    pub async fn add_agent(&self, label: &str) -> Result<AgentFile> {
+    pub(crate) async fn add_agent(&self, label: &str) -> Result<AgentFile> {
         let mk = self.master("adding an agent")?;
         let writer_id: WriterId = crypto::random_bytes();
         let seed: [u8; 32] = crypto::random_bytes();
@@ -712,14 +727,14 @@ impl Repository {
     }
 
     /// Declare an agent compromised: readers refuse everything it ever signed.
-    pub async fn revoke_agent(&self, writer_hex: &str) -> Result<Writer> {
+    pub(crate) async fn revoke_agent(&self, writer_hex: &str) -> Result<Writer> {
         self.revoke(writer_hex, RevocationMode::Compromised).await
     }
 
     /// Retire an agent: what the store accepted from it before this call stays valid,
     /// nothing after. Refused on a store that reports no object times (the cut-off could
     /// not be placed; declare the agent compromised instead).
-    pub async fn retire_agent(&self, writer_hex: &str) -> Result<Writer> {
+    pub(crate) async fn retire_agent(&self, writer_hex: &str) -> Result<Writer> {
         self.revoke(writer_hex, RevocationMode::Retired).await
     }
 
@@ -979,7 +994,9 @@ impl Repository {
     /// Every snapshot that authenticates, oldest first, and the object names and errors of
     /// manifests that do not, snapshots of revoked writers included (callers MUST show
     /// those: a snapshot list must not silently shrink). Needs a full key.
-    pub async fn snapshots_report(&self) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
+    pub(crate) async fn snapshots_report(
+        &self,
+    ) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
         let l = self.snapshot_listing().await?;
         let mut bad = l.damaged;
         bad.extend(l.revoked);
@@ -990,7 +1007,7 @@ impl Repository {
     /// Every snapshot, sorted into those readers accept (oldest first by effective time),
     /// damaged manifests, and manifests of revoked writers (authentic, but no longer
     /// accepted: not damage). Needs a full key.
-    pub async fn snapshot_listing(&self) -> Result<SnapshotListing> {
+    pub(crate) async fn snapshot_listing(&self) -> Result<SnapshotListing> {
         let mk = self.master("listing snapshots")?;
         let metas: Vec<ObjectMeta> = self.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
         let results: Vec<(String, Result<Snapshot>)> =
@@ -1028,7 +1045,7 @@ impl Repository {
     }
 
     /// Open one manifest the store accepted at `stored`.
-    pub async fn open_manifest(
+    pub(crate) async fn open_manifest(
         &self,
         name: &str,
         raw: &[u8],

@@ -212,7 +212,7 @@ impl Repository {
 
     /// Fetch one file of a stream: `Ok(None)` only when no such object exists. Verifies the writer's
     /// signature, decrypts and checks the content hash. Needs a full key.
-    pub async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
         let mk = self.master("reading WAL")?;
         let name = object_name(namespace, file)?;
         let (raw, stored) = match self.store.get_with_meta(&name).await {

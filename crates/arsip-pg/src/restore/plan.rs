@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use arsip_repo::keys::KeyFile;
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::control::{bin_major, format_lsn, pg_bin_dir, SegName};
 use crate::error::{PgError, Result};
@@ -129,7 +129,7 @@ impl RestorePlan {
     /// Compute the plan. Reads the repository (one WAL listing, the `.history` files, key
     /// slots when a password is used) and the local file system; writes nothing.
     pub async fn compute(
-        repo: &Repository,
+        repo: &FullRepo,
         snaps: &[Snapshot],
         o: &PhysicalRestore,
     ) -> Result<RestorePlan> {
