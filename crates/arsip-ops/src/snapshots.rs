@@ -77,7 +77,7 @@ pub async fn list(repo: &FullRepo, filter: &Filter) -> Result<Listing> {
         .into_iter()
         .map(|w| (w.record.writer_id, w.record.label))
         .collect();
-    writers.insert(hex::encode(arsip_repo::format::ROOT_WRITER), "root".into());
+    writers.insert(hex::encode(arsip_repo::ROOT_WRITER), "root".into());
     Ok(Listing {
         snapshots: l
             .snapshots
@@ -116,7 +116,7 @@ impl Listing {
             .filter(|s| &s.manifest.kind == kind && &s.manifest.source == source)
             .collect();
         let owner = if same.iter().any(|s| is_root(&s.writer)) {
-            hex::encode(arsip_repo::format::ROOT_WRITER)
+            hex::encode(arsip_repo::ROOT_WRITER)
         } else {
             let mut count: BTreeMap<&str, (usize, jiff::Timestamp)> = BTreeMap::new();
             for s in &same {

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arsip_repo::format::ChunkId;
 use arsip_repo::index::ChunkIndex;
 use arsip_repo::snapshot::{Node, NodeType};
 use arsip_repo::txn::BackupOutcome;
 use arsip_repo::write::BackupSession;
+use arsip_repo::ChunkId;
 use arsip_repo::{RepoError, Repository};
 use serde_json::Value;
 

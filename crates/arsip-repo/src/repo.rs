@@ -1,7 +1,7 @@
 //! An opened repository: its store, config and credentials, and the operations on the
 //! objects that describe it (key slots, writers, indexes, snapshot manifests).
 //!
-//! Credentials decide what a handle can do, in types ([`crate::cap`]): [`Repository::open`]
+//! Credentials decide what a handle can do, in types (`cap.rs`): [`Repository::open`]
 //! returns a [`FullRepo`] (the master secret: it can read everything) or an [`AgentRepo`]
 //! (it can chunk, deduplicate against trusted index entries, write packs, indexes and
 //! manifests, and read nothing sealed). The methods here that decrypt or sign as the root are
@@ -287,7 +287,7 @@ impl Repository {
     }
 
     /// Open the repository in `store` with `with`: a [`FullRepo`] for a password or key
-    /// file, an [`AgentRepo`](crate::AgentRepo) for an agent file (whose standing is
+    /// file, an [`AgentRepo`] for an agent file (whose standing is
     /// checked first: a retired or compromised agent is refused).
     pub async fn open(store: DynStore, with: OpenWith, clock: Arc<dyn Clock>) -> Result<Opened> {
         let repo = Arc::new(Self::open_any(store, with, clock).await?);
@@ -494,16 +494,16 @@ impl Repository {
         }
     }
 
-    pub fn id_key(&self) -> &Key {
+    pub(crate) fn id_key(&self) -> &Key {
         &self.id_key
     }
-    pub fn chunker_seed(&self) -> u64 {
+    pub(crate) fn chunker_seed(&self) -> u64 {
         self.chunker_seed
     }
-    pub fn public_key(&self) -> &[u8; 32] {
+    pub(crate) fn public_key(&self) -> &[u8; 32] {
         &self.public
     }
-    pub fn signer(&self) -> &WriterKey {
+    pub(crate) fn signer(&self) -> &WriterKey {
         &self.signer
     }
     pub fn cache_dir(&self) -> &std::path::Path {
@@ -789,14 +789,14 @@ impl Repository {
     }
 
     /// The verify key of a writer, or `None` if it is unknown or revoked in any way (for
-    /// objects whose store time is not at hand; see [`Repository::writer_verdict`]).
+    /// objects whose store time is not at hand; see `writer_verdict`).
     pub async fn writer_key(&self, id: &WriterId) -> Result<Option<[u8; 32]>> {
         let (key, standing) = self.writer_verdict(id).await?;
         Ok(key.filter(|_| standing == Standing::Active))
     }
 
     /// A writer's verify key (if registered) and standing, cached per handle.
-    pub async fn writer_verdict(&self, id: &WriterId) -> Result<Verdict> {
+    pub(crate) async fn writer_verdict(&self, id: &WriterId) -> Result<Verdict> {
         if *id == ROOT_WRITER {
             return Ok((Some(self.root_verify), Standing::Active));
         }
@@ -856,7 +856,7 @@ impl Repository {
     /// Agents only: refuse to write when this agent is no longer accepted (retired,
     /// compromised or unregistered), so a backup fails instead of reporting a snapshot that
     /// no reader accepts. Full keys always pass.
-    pub async fn check_own_standing(&self) -> Result<()> {
+    pub(crate) async fn check_own_standing(&self) -> Result<()> {
         if !self.is_agent() {
             return Ok(());
         }
@@ -1071,7 +1071,7 @@ impl Repository {
     }
 
     /// Write a manifest: the last step of a backup, after its packs and index are durable.
-    pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<String> {
+    pub(crate) async fn commit_manifest(&self, manifest: &Manifest) -> Result<String> {
         let body = serde_json::to_vec(manifest).expect("serialisable");
         let obj = format::encode_sealed_doc(
             ObjectType::Snapshot,
@@ -1104,7 +1104,7 @@ impl Repository {
     }
 }
 
-/// Snapshots as [`Repository::snapshot_listing`] sorts them.
+/// Snapshots as [`FullRepo::snapshot_listing`] sorts them.
 #[derive(Debug, Default)]
 pub struct SnapshotListing {
     pub snapshots: Vec<Snapshot>,

@@ -7,7 +7,7 @@
 //! file under the same name MUST fail loudly).
 //!
 //! This module knows no source. Namespaces and file names follow the generic name rule
-//! ([`crate::record::check_name`], FORMAT.md §2.3); a source restricts them further before
+//! ([`crate::check_name`], FORMAT.md §2.3); a source restricts them further before
 //! calling (PostgreSQL's `<system-identifier>-<major>` namespaces and WAL file names are
 //! `arsip-pg`'s, docs/POSTGRESQL.md).
 //!
