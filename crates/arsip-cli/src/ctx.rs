@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use arsip_ops::open::{Access, StoreSettings};
-use arsip_ops::repo::{LocalSettings, Repository};
+use arsip_ops::repo::{FullRepo, LocalSettings, Opened, Repository};
 
 use crate::cli::Cli;
 use crate::{secrets, usage};
@@ -94,8 +94,20 @@ impl Ctx<'_> {
         })
     }
 
+    /// Open the repository for writing (backups, WAL pushes, listings of plain objects):
+    /// any credentials.
+    pub async fn open_shared(&self, access: Access) -> Result<Arc<Repository>> {
+        Ok(self.open(access).await?.into())
+    }
+
+    /// Open the repository for `what`, which reads: full credentials only (agent
+    /// credentials are refused naming `what`).
+    pub async fn open_full(&self, access: Access, what: &'static str) -> Result<FullRepo> {
+        Ok(self.open(access).await?.full(what)?)
+    }
+
     /// Open the repository with the password or key file the environment names.
-    pub async fn open(&self, access: Access) -> Result<Arc<Repository>> {
+    pub async fn open(&self, access: Access) -> Result<Opened> {
         let settings = self.store_settings()?;
         let with = secrets::open_with(self.cli.key_file.as_deref())?;
         Ok(arsip_ops::open::repository(

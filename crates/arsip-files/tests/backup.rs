@@ -17,10 +17,10 @@ use std::sync::Arc;
 use arsip_files::backup::{self, Action, FilesOptions, FilesOutcome};
 use arsip_files::restore;
 use arsip_repo::clock::SystemClock;
-use arsip_repo::format::ChunkId;
 use arsip_repo::snapshot::{Node, NodeType, Snapshot};
 use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
-use arsip_repo::{InitOptions, OpenWith, RepoError, Repository};
+use arsip_repo::ChunkId;
+use arsip_repo::{FullRepo, InitOptions, OpenWith, RepoError, Repository};
 use arsip_storage::{backend, DynStore};
 use base64::Engine;
 
@@ -31,7 +31,7 @@ fn memory() -> DynStore {
     backend::open(&backend::Location::Memory, false).unwrap()
 }
 
-async fn init(store: DynStore) -> Arc<Repository> {
+async fn init(store: DynStore) -> FullRepo {
     std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
     let (repo, _) = Repository::init(
         store,
@@ -41,16 +41,16 @@ async fn init(store: DynStore) -> Arc<Repository> {
     )
     .await
     .unwrap();
-    Arc::new(repo)
+    repo
 }
 
-async fn open(store: DynStore) -> Arc<Repository> {
+async fn open(store: DynStore) -> FullRepo {
     let with = OpenWith::Password(zeroize::Zeroizing::new(b"pw".to_vec()));
-    Arc::new(
-        Repository::open(store, with, Arc::new(SystemClock))
-            .await
-            .unwrap(),
-    )
+    Repository::open(store, with, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .full("test")
+        .unwrap()
 }
 
 fn meta(kind: &str) -> SnapshotMeta {
@@ -68,20 +68,20 @@ fn opts(paths: &[&Path]) -> FilesOptions {
     }
 }
 
-async fn backup_files(repo: &Arc<Repository>, o: FilesOptions) -> Result<FilesOutcome, RepoError> {
+async fn backup_files(repo: &FullRepo, o: FilesOptions) -> Result<FilesOutcome, RepoError> {
     let txn = SnapshotTxn::start(repo.clone()).await?;
     backup::files(txn, o, meta("files")).await
 }
 
-async fn snapshot(repo: &Arc<Repository>, id: &str) -> Snapshot {
+async fn snapshot(repo: &FullRepo, id: &str) -> Snapshot {
     let snaps = repo.snapshots_report().await.unwrap().0;
     arsip_repo::snapshot::select(&snaps, id).unwrap().clone()
 }
 
 /// Every node of a snapshot's tree, with its chunks, in tree order.
-async fn tree(repo: &Arc<Repository>, id: &str) -> Vec<(Node, Vec<ChunkId>)> {
+async fn tree(repo: &FullRepo, id: &str) -> Vec<(Node, Vec<ChunkId>)> {
     let snap = snapshot(repo, id).await;
-    let reader = arsip_repo::read::Reader::open(repo.clone()).await.unwrap();
+    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
     let mut t = reader.tree(&snap.manifest).await.unwrap();
     let mut out = Vec::new();
     while let Some(n) = t.next_node().unwrap() {
@@ -90,9 +90,9 @@ async fn tree(repo: &Arc<Repository>, id: &str) -> Vec<(Node, Vec<ChunkId>)> {
     out
 }
 
-async fn restore_to(repo: &Arc<Repository>, id: &str, to: &Path) {
+async fn restore_to(repo: &FullRepo, id: &str, to: &Path) {
     let snap = snapshot(repo, id).await;
-    let reader = arsip_repo::read::Reader::open(repo.clone()).await.unwrap();
+    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
     restore::to_dir(&reader, &snap, to, &|_| {}).await.unwrap();
 }
 
@@ -172,9 +172,9 @@ fn node_xattrs(n: &Node) -> BTreeMap<Vec<u8>, Vec<u8>> {
 /// Every entry under `root` (itself included) is in the tree exactly as it is on disk:
 /// type, mode with setuid/setgid/sticky, owner, mtime, size and content, symlink target,
 /// device number, xattrs (names that are not UTF-8 excepted), hard links as one group.
-async fn assert_tree_matches(repo: &Arc<Repository>, t: &[(Node, Vec<ChunkId>)], root: &Path) {
+async fn assert_tree_matches(repo: &FullRepo, t: &[(Node, Vec<ChunkId>)], root: &Path) {
     let nodes = by_path(t);
-    let reader = arsip_repo::read::Reader::open(repo.clone()).await.unwrap();
+    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
     let mut groups: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut data_of_group: BTreeSet<u64> = BTreeSet::new();
     for p in walk(root) {
@@ -1032,12 +1032,12 @@ async fn child_backup_as_unprivileged_user() {
         cache_dir: PathBuf::from(spec["cache"].as_str().unwrap()),
         ..Default::default()
     };
-    let repo = Arc::new(
-        Repository::open(store, with, Arc::new(SystemClock))
-            .await
-            .unwrap()
-            .with_local(local),
-    );
+    let repo = Repository::open(store, with, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .full("test")
+        .unwrap()
+        .with_local(local);
     let paths = spec["paths"]
         .as_array()
         .unwrap()
@@ -1261,7 +1261,7 @@ async fn command_backup_commits_only_after_exit_0() {
     assert_eq!(snap.manifest.facts["exit_status"], 0);
     let manifest = serde_json::to_string(&snap.manifest).unwrap();
     assert!(!manifest.contains("hunter2"), "{manifest}");
-    let reader = arsip_repo::read::Reader::open(repo.clone()).await.unwrap();
+    let reader = arsip_repo::read::Reader::open(&repo).await.unwrap();
     let mut out = Vec::new();
     restore::to_writer(&reader, &snap, &mut out, &|_| {})
         .await

@@ -19,7 +19,7 @@ use arsip_files::restore::{self, RestoreOptions};
 use arsip_repo::clock::SystemClock;
 use arsip_repo::snapshot::{Node, NodeType, Snapshot};
 use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
-use arsip_repo::{InitOptions, RepoError, Repository};
+use arsip_repo::{FullRepo, InitOptions, RepoError, Repository};
 use arsip_storage::backend;
 
 mod support {
@@ -28,7 +28,7 @@ mod support {
     /// Tree nodes with the data of regular files.
     pub type Entries = Vec<(Node, Vec<u8>)>;
 
-    pub async fn repo() -> Arc<Repository> {
+    pub async fn repo() -> FullRepo {
         std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
         let store = backend::open(&backend::Location::Memory, false).unwrap();
         let opts = InitOptions {
@@ -43,7 +43,7 @@ mod support {
         let (repo, _) = Repository::init(store, Some(b"pw"), &opts, Arc::new(SystemClock))
             .await
             .unwrap();
-        Arc::new(repo)
+        repo
     }
 
     pub fn ts() -> jiff::Timestamp {
@@ -100,7 +100,7 @@ mod support {
 
     /// Commit a snapshot holding exactly `entries`, in this order; data goes to regular
     /// files (a hard-link follower gets none).
-    pub async fn snapshot(repo: &Arc<Repository>, entries: Vec<(Node, Vec<u8>)>) -> Snapshot {
+    pub async fn snapshot(repo: &FullRepo, entries: Vec<(Node, Vec<u8>)>) -> Snapshot {
         let mut txn = SnapshotTxn::start(repo.clone()).await.unwrap();
         for (node, data) in entries {
             let ids = if node.node_type == NodeType::File && !data.is_empty() {
@@ -130,12 +130,12 @@ mod support {
     }
 
     pub async fn restore_to(
-        repo: &Arc<Repository>,
+        repo: &FullRepo,
         snap: &Snapshot,
         target: &Path,
         opts: &RestoreOptions,
     ) -> Result<restore::RestoreOutcome, RepoError> {
-        let reader = arsip_repo::read::Reader::open(repo.clone()).await?;
+        let reader = arsip_repo::read::Reader::open(repo).await?;
         restore::to_dir_with(&reader, snap, target, &[], opts, &|_| {}).await
     }
 

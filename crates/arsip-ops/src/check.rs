@@ -1,10 +1,8 @@
 //! `check`: the repository's structure, and with a read fraction its content, verified by
 //! the repository's checker; the report names damaged objects and affected snapshots.
 
-use std::sync::Arc;
-
 pub use arsip_repo::check::{CheckReport, ReadData};
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::{Error, Result};
 
@@ -22,6 +20,6 @@ pub fn parse_subset(p: &str) -> Result<ReadData> {
     Ok(ReadData::Subset(pct))
 }
 
-pub async fn run(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
+pub async fn run(repo: FullRepo, read: ReadData) -> Result<CheckReport> {
     Ok(arsip_repo::check::check(repo, read).await?)
 }

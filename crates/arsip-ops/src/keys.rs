@@ -5,7 +5,7 @@
 use arsip_repo::keys::{AgentFile, KeyFile, KeySlot, SlotKind};
 use arsip_repo::repo::{Standing, Writer};
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::{RepoError, Repository};
+use arsip_repo::{FullRepo, Opened, RepoError, Repository};
 
 use crate::{Error, Result};
 
@@ -71,23 +71,23 @@ pub async fn list(repo: &Repository) -> Result<KeyList> {
     Ok(KeyList { slots, agents })
 }
 
-pub async fn add_password(repo: &Repository, password: &[u8], label: &str) -> Result<SlotInfo> {
+pub async fn add_password(repo: &FullRepo, password: &[u8], label: &str) -> Result<SlotInfo> {
     Ok(SlotInfo::from(&repo.add_password(password, label).await?))
 }
 
-pub async fn add_keyfile(repo: &Repository, label: &str) -> Result<(SlotInfo, KeyFile)> {
+pub async fn add_keyfile(repo: &FullRepo, label: &str) -> Result<(SlotInfo, KeyFile)> {
     let (slot, file) = repo.add_keyfile(label).await?;
     Ok((SlotInfo::from(&slot), file))
 }
 
-pub async fn add_agent(repo: &Repository, label: &str) -> Result<AgentFile> {
+pub async fn add_agent(repo: &FullRepo, label: &str) -> Result<AgentFile> {
     Ok(repo.add_agent(label).await?)
 }
 
 /// Remove the key slot `id`. Agents are not slots: they are retired or declared
 /// compromised ([`retire`], [`compromise`]), which say different things about what they
 /// wrote.
-pub async fn remove_slot(repo: &Repository, id: &str) -> Result<String> {
+pub async fn remove_slot(repo: &FullRepo, id: &str) -> Result<String> {
     if !repo.slots().await?.iter().any(|s| s.id == id)
         && repo.writers().await?.iter().any(|w| w.writer_id == id)
     {
@@ -130,7 +130,7 @@ pub struct CompromisePlan {
     pub unreadable: Vec<SnapshotRef>,
 }
 
-async fn agent(repo: &Repository, id: &str) -> Result<Writer> {
+async fn agent(repo: &FullRepo, id: &str) -> Result<Writer> {
     repo.writer_list()
         .await?
         .into_iter()
@@ -139,7 +139,7 @@ async fn agent(repo: &Repository, id: &str) -> Result<Writer> {
 }
 
 /// What [`compromise`] would make unreadable, without changing anything.
-pub async fn plan_compromise(repo: &Repository, id: &str) -> Result<CompromisePlan> {
+pub async fn plan_compromise(repo: &FullRepo, id: &str) -> Result<CompromisePlan> {
     let agent = agent(repo, id).await?;
     let snaps = repo.snapshot_listing().await?.snapshots;
     Ok(CompromisePlan {
@@ -162,7 +162,7 @@ pub struct Compromised {
 
 /// Declare the agent `id` compromised: readers refuse everything it ever signed, whenever
 /// it was written (FORMAT.md §8.6). Callers show [`plan_compromise`] first.
-pub async fn compromise(repo: &Repository, id: &str) -> Result<Compromised> {
+pub async fn compromise(repo: &FullRepo, id: &str) -> Result<Compromised> {
     let plan = plan_compromise(repo, id).await?;
     let w = repo.revoke_agent(id).await?;
     Ok(Compromised {
@@ -181,7 +181,7 @@ pub struct Retired {
 
 /// Retire the agent `id`: what the store accepted from it so far stays valid, anything it
 /// writes from now on is refused, by readers and by the agent itself.
-pub async fn retire(repo: &Repository, id: &str) -> Result<Retired> {
+pub async fn retire(repo: &FullRepo, id: &str) -> Result<Retired> {
     let w = repo.retire_agent(id).await?;
     let snaps = repo.snapshot_listing().await?.snapshots;
     Ok(Retired {
@@ -200,9 +200,12 @@ pub struct Passwd {
     pub removed: String,
 }
 
+const PASSWD_NEEDS_PASSWORD: &str = "changing a password needs the repository opened with \
+     that password, not a key file or agent credentials";
+
 /// Change the password: add a slot for `new`, then remove the password slot this handle
-/// was opened with.
-pub async fn passwd(repo: &Repository, new: &[u8]) -> Result<Passwd> {
+/// was opened with (a usage error for handles opened otherwise, agents included).
+pub async fn passwd(repo: &Opened, new: &[u8]) -> Result<Passwd> {
     let old = repo.opened_slot().map(str::to_string);
     let slots = repo.slots().await?;
     let old = old
@@ -211,12 +214,10 @@ pub async fn passwd(repo: &Repository, new: &[u8]) -> Result<Passwd> {
                 .iter()
                 .any(|s| &s.id == id && s.kind == SlotKind::Password)
         })
-        .ok_or_else(|| {
-            Error::usage(
-                "changing a password needs the repository opened with that password, not a key \
-                 file or agent credentials",
-            )
-        })?;
+        .ok_or_else(|| Error::usage(PASSWD_NEEDS_PASSWORD))?;
+    let Opened::Full(repo) = repo else {
+        return Err(Error::usage(PASSWD_NEEDS_PASSWORD));
+    };
     let slot = repo.add_password(new, "passwd").await?;
     repo.remove_slot(&old).await?;
     Ok(Passwd {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arsip_repo::clock::Clock;
-use arsip_repo::{InitOptions, LocalSettings, OpenWith, Repository};
+use arsip_repo::{FullRepo, InitOptions, LocalSettings, OpenWith, Opened, Repository};
 use arsip_storage::backend::{self, Location};
 use arsip_storage::fault::{FaultPlan, Faulty};
 use arsip_storage::retry::{Retry, RetryPolicy};
@@ -58,10 +58,10 @@ pub async fn repository(
     access: Access,
     local: LocalSettings,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<Repository>> {
+) -> Result<Opened> {
     let store = store(settings, false, access)?;
     let repo = Repository::open(store, with, clock).await?;
-    Ok(Arc::new(repo.with_local(local)))
+    Ok(repo.with_local(local))
 }
 
 /// What `init` created.
@@ -78,13 +78,13 @@ pub async fn init(
     opts: &InitOptions,
     local: LocalSettings,
     clock: Arc<dyn Clock>,
-) -> Result<(Arc<Repository>, Initialized)> {
+) -> Result<(FullRepo, Initialized)> {
     let store = store(settings, true, Access::Full)?;
     let (repo, _) = Repository::init(store, Some(password), opts, clock).await?;
     let repo = repo.with_local(local);
     let out = Initialized {
-        repo_id: repo.config.repo_id.clone(),
-        location: repo.store.describe(),
+        repo_id: repo.repo_id().to_string(),
+        location: repo.location(),
     };
-    Ok((Arc::new(repo), out))
+    Ok((repo, out))
 }

@@ -2,15 +2,13 @@
 //! Today one repair: the index, rebuilt from the self-describing packs (FORMAT.md §5.2)
 //! when index objects were deleted or lost. Repairs only create objects; they never delete.
 
-use std::sync::Arc;
-
 pub use arsip_repo::check::IndexRepair;
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::Result;
 
 /// Rebuild index entries for every pack no accepted index names (each pack verified in
 /// full before a new root-signed index names it).
-pub async fn index(repo: Arc<Repository>) -> Result<IndexRepair> {
+pub async fn index(repo: FullRepo) -> Result<IndexRepair> {
     Ok(arsip_repo::check::repair_index(repo).await?)
 }

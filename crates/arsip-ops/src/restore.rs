@@ -3,12 +3,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 pub use arsip_files::restore::{RestoreOptions, RestoreOutcome};
 use arsip_repo::read::Reader;
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::snapshots::{self, Filter};
 use crate::Result;
@@ -21,19 +20,19 @@ pub enum Destination<'a> {
 }
 
 /// The snapshot `spec` names among those `filter` keeps.
-pub async fn choose(repo: &Repository, spec: &str, filter: &Filter) -> Result<Snapshot> {
+pub async fn choose(repo: &FullRepo, spec: &str, filter: &Filter) -> Result<Snapshot> {
     let listing = snapshots::list(repo, filter).await?;
     Ok(listing.select(spec)?.clone())
 }
 
 /// Restore `snap` to `dest`; `on_bytes` counts restored bytes (progress).
 pub async fn run(
-    repo: Arc<Repository>,
+    repo: FullRepo,
     snap: &Snapshot,
     dest: Destination<'_>,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreOutcome> {
-    let reader = Reader::open(repo).await?;
+    let reader = Reader::open(&repo).await?;
     Ok(match dest {
         Destination::Dir(dir, opts) => {
             arsip_files::restore::to_dir_with(&reader, snap, dir, &[], opts, on_bytes).await?

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::{RepoError, Repository};
+use arsip_repo::{FullRepo, RepoError};
 
 use crate::{Error, Result};
 
@@ -70,7 +70,7 @@ pub const KINDS: [&str; 5] = [
     arsip_pg::physical::KIND,
 ];
 
-pub async fn list(repo: &Repository, filter: &Filter) -> Result<Listing> {
+pub async fn list(repo: &FullRepo, filter: &Filter) -> Result<Listing> {
     if let Some(k) = filter.kind.as_deref().filter(|k| !KINDS.contains(k)) {
         return Err(Error::usage(format!(
             "unknown snapshot kind {k:?}: one of {}",
@@ -92,7 +92,7 @@ pub async fn list(repo: &Repository, filter: &Filter) -> Result<Listing> {
         .into_iter()
         .map(|w| (w.record.writer_id, w.record.label))
         .collect();
-    writers.insert(hex::encode(arsip_repo::format::ROOT_WRITER), "root".into());
+    writers.insert(hex::encode(arsip_repo::ROOT_WRITER), "root".into());
     Ok(Listing {
         snapshots: l
             .snapshots
@@ -142,7 +142,7 @@ impl Listing {
             .filter(|s| &s.manifest.kind == kind && &s.manifest.source == source)
             .collect();
         let owner = if same.iter().any(|s| is_root(&s.writer)) {
-            hex::encode(arsip_repo::format::ROOT_WRITER)
+            hex::encode(arsip_repo::ROOT_WRITER)
         } else {
             let mut count: BTreeMap<&str, (usize, jiff::Timestamp)> = BTreeMap::new();
             for s in &same {

@@ -1,7 +1,7 @@
 //! `stats`: what the repository holds, from the snapshot listing, the index and a streamed
 //! listing of the store.
 
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::snapshots::{self, Filter};
 use crate::Result;
@@ -23,7 +23,7 @@ pub struct Stats {
     pub index_memory_bytes: usize,
 }
 
-pub async fn run(repo: &Repository) -> Result<Stats> {
+pub async fn run(repo: &FullRepo) -> Result<Stats> {
     let listing = snapshots::list(repo, &Filter::default()).await?;
     let index = repo.load_index().await?;
     let usage = repo.usage().await?;

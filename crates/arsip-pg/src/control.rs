@@ -13,7 +13,41 @@ pub struct ClusterId {
     pub major: u32,
 }
 
+/// PostgreSQL's rule for a WAL namespace (docs/POSTGRESQL.md): `<system identifier>-<major>`,
+/// both decimal. Checked before the repository is asked (whose rule is only the generic one).
+pub fn check_namespace(namespace: &str) -> Result<()> {
+    let is_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if namespace
+        .split_once('-')
+        .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+    {
+        Ok(())
+    } else {
+        Err(arsip_repo::RepoError::Invalid(format!(
+            "WAL namespace {namespace:?} is not <system-identifier>-<major>"
+        ))
+        .into())
+    }
+}
+
+/// PostgreSQL's rule for a file it archives (`%f`: a segment, `.partial`, `.backup` or
+/// `.history` file): 1–64 characters of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn check_wal_file_name(file: &str) -> Result<()> {
+    let ok = !file.is_empty()
+        && file.len() <= 64
+        && !file.starts_with('.')
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(arsip_repo::RepoError::Invalid(format!("{file:?} is not a WAL file name")).into())
+    }
+}
+
 impl ClusterId {
+    /// The WAL namespace this cluster archives into: `<system identifier>-<major>`.
     pub fn namespace(&self) -> String {
         format!("{}-{}", self.system_identifier, self.major)
     }
@@ -176,6 +210,24 @@ pub fn bin_major(bin: &Path) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_names() {
+        assert!(check_namespace("7301234567890123456-15").is_ok());
+        for bad in ["x-15", "1-", "-15", "115", "1-15/x", ""] {
+            assert!(check_namespace(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "000000010000000000000003",
+            "00000002.history",
+            "000000010000000000000003.partial",
+        ] {
+            assert!(check_wal_file_name(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", ".x", "../x", "a/b", &"0".repeat(65)] {
+            assert!(check_wal_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn lsn_and_names() {

@@ -25,7 +25,7 @@ use arsip_repo::keys::ChunkerParams;
 use arsip_repo::read::Reader;
 use arsip_repo::snapshot::{Node, Snapshot};
 use arsip_repo::txn::BackupOutcome;
-use arsip_repo::{RepoError, Repository};
+use arsip_repo::{FullRepo, RepoError, Repository};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -473,7 +473,7 @@ async fn check_roles(
 /// nothing), and the database's properties, ACL and comment follow. If anything fails after
 /// `--create` created the database, the database is dropped again.
 pub async fn restore(
-    repo: Arc<Repository>,
+    repo: FullRepo,
     snap: &Snapshot,
     opts: &LogicalRestore,
 ) -> Result<LogicalRestoreOutcome> {
@@ -492,7 +492,7 @@ pub async fn restore(
     let target = cfg.get_dbname().unwrap_or("postgres").to_string();
     let bin = pg_bin_dir()?;
     let want = tables::parse_tables(&opts.tables)?;
-    let reader = arsip_repo::read::Reader::open(repo.clone()).await?;
+    let reader = arsip_repo::read::Reader::open(&repo).await?;
     let (node, chunks) = find_file(&reader, snap, DUMP_FILE).await?.ok_or_else(|| {
         RepoError::corrupt(
             format!("snapshot {}", snap.short_id()),

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arsip_repo::format::ChunkId;
 use arsip_repo::index::ChunkIndex;
 use arsip_repo::snapshot::{Node, NodeType};
 use arsip_repo::txn::BackupOutcome;
 use arsip_repo::write::BackupSession;
+use arsip_repo::ChunkId;
 use arsip_repo::{RepoError, Repository};
 use serde_json::Value;
 
@@ -226,7 +226,7 @@ impl PhysicalFacts {
 fn cache_path(repo: &Repository, sysid: u64) -> PathBuf {
     repo.cache_dir()
         .join("pg-physical")
-        .join(format!("{}-{sysid}.json", &repo.config.repo_id[..16]))
+        .join(format!("{}-{sysid}.json", &repo.repo_id()[..16]))
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> i128 {
@@ -391,7 +391,7 @@ impl Walk<'_> {
             Err(e) => return Err(e.into()),
         };
         let (ids, size) = if is_relation_file(rel) {
-            let block = self.session.repo().config.block_size as usize;
+            let block = self.session.repo().block_size() as usize;
             self.session.write_blocks(f, block)?
         } else {
             self.session.write_stream(f)?

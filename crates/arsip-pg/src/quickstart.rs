@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arsip_repo::{InitOptions, Repository};
@@ -184,7 +183,6 @@ pub async fn run(o: &Options) -> Result<Report> {
     let agent = repo.add_agent("quickstart db host").await?;
     write_secret(&agent_path, &serde_json::to_vec_pretty(&agent).unwrap())?;
     chown_postgres(&dir)?;
-    let repo = Arc::new(repo);
     tm.record("create repository", t, repo_dir.display().to_string());
 
     // 2. cluster archiving through arsip
@@ -222,7 +220,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     // 4. backups
     let t = Instant::now();
     let phys = crate::physical::backup(
-        repo.clone(),
+        repo.shared(),
         &crate::physical::PhysicalBackup {
             dbname: Some(cluster.conninfo("postgres")),
             pgdata: cluster.data.clone(),
@@ -245,7 +243,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     );
     let t = Instant::now();
     let logi = crate::logical::backup(
-        repo.clone(),
+        repo.shared(),
         &crate::logical::LogicalBackup {
             dbname: Some(cluster.conninfo("app")),
             all: false,

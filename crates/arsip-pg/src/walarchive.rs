@@ -16,15 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arsip_repo::wal::PutOutcome;
-use arsip_repo::{RepoError, Repository};
+use arsip_repo::{FullRepo, RecordCreate, RecordKind, RepoError, Repository};
 use arsip_storage::ErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::control::{ClusterId, SegName};
+use crate::control::{check_namespace, check_wal_file_name, ClusterId, SegName};
 use crate::error::{PgError, Result};
 
-pub const STANZAS_PREFIX: &str = "stanzas/";
 pub const PREFETCH_DIR: &str = "pg_wal/arsip-prefetch";
 /// Attempts per fetch on top of the storage layer's own retries.
 pub const FETCH_ATTEMPTS: u32 = 3;
@@ -50,27 +49,27 @@ pub async fn check_stanza(repo: &Repository, name: &str, id: &ClusterId) -> Resu
             "use letters, digits, - and _",
         ));
     }
-    let key = format!("{STANZAS_PREFIX}{name}");
+    let key = format!("{}{name}", RecordKind::Stanza.prefix());
     let want = Stanza {
         stanza: name.into(),
         system_identifier: id.system_identifier,
         major: id.major,
     };
-    let have: Stanza = match repo.store.get(&key).await {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| RepoError::corrupt(&key, e.to_string()))?,
-        Err(e) if e.kind == ErrorKind::NotFound => {
+    let parse = |b: &[u8]| -> Result<Stanza> {
+        Ok(serde_json::from_slice(b).map_err(|e| RepoError::corrupt(&key, e.to_string()))?)
+    };
+    let have = match repo.record_get(RecordKind::Stanza, name).await? {
+        Some(b) => parse(&b)?,
+        None => {
             let body = serde_json::to_vec_pretty(&want).unwrap();
-            match repo.store.create(&key, Bytes::from(body)).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                    let b = repo.store.get(&key).await.map_err(RepoError::from)?;
-                    serde_json::from_slice(&b)
-                        .map_err(|e| RepoError::corrupt(&key, e.to_string()))?
-                }
-                Err(e) => return Err(RepoError::from(e).into()),
+            match repo
+                .record_create(RecordKind::Stanza, name, Bytes::from(body))
+                .await?
+            {
+                RecordCreate::Created => return Ok(()),
+                RecordCreate::AlreadyExists(b) => parse(&b)?,
             }
         }
-        Err(e) => return Err(RepoError::from(e).into()),
     };
     if have != want {
         return Err(PgError::refused(
@@ -126,6 +125,7 @@ pub async fn push(
     };
     let data: &[u8] = map.as_deref().unwrap_or(&[]);
     let ns = id.namespace();
+    check_wal_file_name(&file)?;
     let out = repo.wal_put(&ns, &file, data).await?;
     Ok(PushReport {
         file,
@@ -162,7 +162,7 @@ fn write_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Fetch with bounded retries of transient storage errors. Authentication failures and
 /// damage are not retried.
-async fn get_retrying(repo: &Repository, ns: &str, file: &str) -> Result<Option<Vec<u8>>> {
+async fn get_retrying(repo: &FullRepo, ns: &str, file: &str) -> Result<Option<Vec<u8>>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -182,13 +182,16 @@ async fn get_retrying(repo: &Repository, ns: &str, file: &str) -> Result<Option<
 /// Fetch `file` of namespace `ns` into `dest`, prefetching up to `prefetch` later segments of
 /// the same timeline into the spool under `pgdata`.
 pub async fn fetch(
-    repo: &Repository,
+    repo: &FullRepo,
     ns: &str,
     file: &str,
     dest: &Path,
     pgdata: &Path,
     prefetch: usize,
 ) -> Result<Fetched> {
+    // PostgreSQL's rules, before the spool or the repository is touched.
+    check_namespace(ns)?;
+    check_wal_file_name(file)?;
     let spool = pgdata.join(PREFETCH_DIR);
     let seg = SegName::parse(file, SEG_SIZE_DEFAULT);
     if seg.is_some() {

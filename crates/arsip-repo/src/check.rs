@@ -11,6 +11,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::cap::FullRepo;
 use crate::error::{RepoError, Result};
 use crate::format::{self, ChunkId};
 use crate::index::ChunkIndex;
@@ -93,7 +94,7 @@ impl CheckReport {
     }
 }
 
-pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckReport> {
+pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
     let mk = repo.master("check")?;
     let mut report = CheckReport::default();
     let problem = |report: &mut CheckReport, object: &str, message: String| {
@@ -233,7 +234,7 @@ pub async fn check(repo: Arc<Repository>, read_data: ReadData) -> Result<CheckRe
     }
 
     // Snapshots: each manifest authenticates; each referenced chunk is indexed.
-    let reader = Reader::new(repo.clone(), index.clone())?;
+    let reader = Reader::new(&repo, index.clone())?;
     let listing = repo.snapshot_listing().await?;
     let (snaps, bad) = (listing.snapshots, listing.damaged);
     report.snapshots = snaps.len() + bad.len() + listing.revoked.len();
@@ -469,7 +470,7 @@ async fn snapshot_damage(
 /// blobs, which [`format::read_pack_table`] reads like the whole pack (the entries'
 /// offsets still refer to the real pack).
 pub async fn read_table_ranged(
-    repo: &Repository,
+    repo: &FullRepo,
     name: &str,
     size: u64,
 ) -> Result<Vec<format::BlobEntry>> {
@@ -503,7 +504,7 @@ pub async fn read_table_ranged(
 
 /// Every snapshot that opens, and the names and errors of those that do not.
 pub async fn snapshots_tolerant(
-    repo: &Repository,
+    repo: &FullRepo,
 ) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
     repo.snapshots_report().await
 }
@@ -540,7 +541,7 @@ const REPAIR_FLUSH_ENTRIES: usize = 100_000;
 /// Writes new index objects only (create-only) and never deletes. Packs named only by
 /// indexes of revoked writers are left alone (their revocation took them back). Needs a
 /// full key.
-pub async fn repair_index(repo: Arc<Repository>) -> Result<IndexRepair> {
+pub async fn repair_index(repo: FullRepo) -> Result<IndexRepair> {
     let mk = repo.master("repairing the index")?;
     let mut out = IndexRepair::default();
     let index = repo.load_index().await?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 
+use crate::cap::FullRepo;
 use crate::error::{RepoError, Result};
 use crate::format::{self, ChunkId};
 use crate::index::{ChunkIndex, Slot};
@@ -60,14 +61,19 @@ pub struct Reader {
 
 impl Reader {
     /// Load what a restore needs: a reader over the repository's full index.
-    pub async fn open(repo: Arc<Repository>) -> Result<Reader> {
+    /// Only a [`FullRepo`] reads: agent handles cannot construct a reader.
+    pub async fn open(repo: &FullRepo) -> Result<Reader> {
         let index = Arc::new(repo.load_index().await?);
         Reader::new(repo, index)
     }
 
-    pub fn new(repo: Arc<Repository>, index: Arc<ChunkIndex>) -> Result<Reader> {
+    pub fn new(repo: &FullRepo, index: Arc<ChunkIndex>) -> Result<Reader> {
+        // Defence in depth: the type says so, the handle must agree.
         repo.master("reading data")?;
-        Ok(Reader { repo, index })
+        Ok(Reader {
+            repo: repo.shared(),
+            index,
+        })
     }
 
     pub fn index(&self) -> &ChunkIndex {

@@ -1,10 +1,12 @@
 //! An opened repository: its store, config and credentials, and the operations on the
 //! objects that describe it (key slots, writers, indexes, snapshot manifests).
 //!
-//! Credentials decide what a handle can do. A [`Access::Full`] handle holds the master
-//! secret and can read everything; an [`Access::Agent`] handle can chunk, deduplicate
-//! against trusted index entries, write packs, indexes and manifests, and read nothing
-//! sealed. Methods that need to decrypt return [`RepoError::NeedsFullKey`] for agents.
+//! Credentials decide what a handle can do, in types (`cap.rs`): [`Repository::open`]
+//! returns a [`FullRepo`] (the master secret: it can read everything) or an [`AgentRepo`]
+//! (it can chunk, deduplicate against trusted index entries, write packs, indexes and
+//! manifests, and read nothing sealed). The methods here that decrypt or sign as the root are
+//! crate-private and reached through [`FullRepo`]; they still return
+//! [`RepoError::NeedsFullKey`] for agents (defence in depth).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +14,7 @@ use arsip_storage::{DynStore, ErrorKind, ObjectMeta};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::cap::{AgentRepo, FullRepo, Opened};
 use crate::clock::Clock;
 use crate::crypto::{self, Key, WriterKey};
 use crate::error::{RepoError, Result};
@@ -35,7 +38,7 @@ pub enum OpenWith {
     Agent(AgentFile),
 }
 
-pub enum Access {
+pub(crate) enum Access {
     Full(Box<MasterKeys>),
     Agent,
 }
@@ -70,12 +73,15 @@ impl Default for InitOptions {
     }
 }
 
+/// An opened repository. Its store, config and credentials are private: callers above this
+/// crate see them only through the narrow accessors below and the operations of this crate
+/// (they never write raw objects).
 pub struct Repository {
-    pub store: DynStore,
-    pub config: Config,
-    pub access: Access,
-    pub clock: Arc<dyn Clock>,
-    pub writer_id: WriterId,
+    pub(crate) store: DynStore,
+    pub(crate) config: Config,
+    pub(crate) access: Access,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) writer_id: WriterId,
     signer: WriterKey,
     id_key: Key,
     chunker_seed: u64,
@@ -216,7 +222,7 @@ impl Repository {
         password: Option<&[u8]>,
         opts: &InitOptions,
         clock: Arc<dyn Clock>,
-    ) -> Result<(Repository, Option<KeyFile>)> {
+    ) -> Result<(FullRepo, Option<KeyFile>)> {
         opts.chunker.validate()?;
         if !(1..=22).contains(&opts.compression_level) && opts.compression_level != 0 {
             return Err(RepoError::Invalid(
@@ -277,10 +283,22 @@ impl Repository {
             )
             .await?;
         let repo = Self::assemble(store, config, Access::Full(Box::new(mk)), None, clock)?;
-        Ok((repo, keyfile))
+        Ok((FullRepo::new(Arc::new(repo)), keyfile))
     }
 
-    pub async fn open(
+    /// Open the repository in `store` with `with`: a [`FullRepo`] for a password or key
+    /// file, an [`AgentRepo`] for an agent file (whose standing is
+    /// checked first: a retired or compromised agent is refused).
+    pub async fn open(store: DynStore, with: OpenWith, clock: Arc<dyn Clock>) -> Result<Opened> {
+        let repo = Arc::new(Self::open_any(store, with, clock).await?);
+        Ok(if repo.is_agent() {
+            Opened::Agent(AgentRepo::new(repo))
+        } else {
+            Opened::Full(FullRepo::new(repo))
+        })
+    }
+
+    async fn open_any(
         store: DynStore,
         with: OpenWith,
         clock: Arc<dyn Clock>,
@@ -424,6 +442,26 @@ impl Repository {
         })
     }
 
+    /// The repository's id (hex, from its config).
+    pub fn repo_id(&self) -> &str {
+        &self.config.repo_id
+    }
+
+    /// Where the repository lives, as its store describes itself (a path, `s3://…`).
+    pub fn location(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Block size of relation-file style sources (FORMAT.md §8.2 `block_size`).
+    pub fn block_size(&self) -> u32 {
+        self.config.block_size
+    }
+
+    /// The time by this handle's clock (tests pin it).
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
     /// The key slot this handle was opened with (`None` for agent credentials).
     pub fn opened_slot(&self) -> Option<&str> {
         self.opened_slot.as_deref()
@@ -449,23 +487,23 @@ impl Repository {
         matches!(self.access, Access::Agent)
     }
 
-    pub fn master(&self, what: &'static str) -> Result<&MasterKeys> {
+    pub(crate) fn master(&self, what: &'static str) -> Result<&MasterKeys> {
         match &self.access {
             Access::Full(mk) => Ok(mk),
             Access::Agent => Err(RepoError::NeedsFullKey(what)),
         }
     }
 
-    pub fn id_key(&self) -> &Key {
+    pub(crate) fn id_key(&self) -> &Key {
         &self.id_key
     }
-    pub fn chunker_seed(&self) -> u64 {
+    pub(crate) fn chunker_seed(&self) -> u64 {
         self.chunker_seed
     }
-    pub fn public_key(&self) -> &[u8; 32] {
+    pub(crate) fn public_key(&self) -> &[u8; 32] {
         &self.public
     }
-    pub fn signer(&self) -> &WriterKey {
+    pub(crate) fn signer(&self) -> &WriterKey {
         &self.signer
     }
     pub fn cache_dir(&self) -> &std::path::Path {
@@ -474,14 +512,14 @@ impl Repository {
 
     /// Use these local resources from now on (they come from the front end; the default is
     /// [`LocalSettings::default`]).
-    pub fn with_local(mut self, local: LocalSettings) -> Self {
+    pub(crate) fn with_local(mut self, local: LocalSettings) -> Self {
         self.local = local;
         self
     }
 
     // ---- key slots -------------------------------------------------------------------
 
-    pub async fn add_password(&self, password: &[u8], label: &str) -> Result<KeySlot> {
+    pub(crate) async fn add_password(&self, password: &[u8], label: &str) -> Result<KeySlot> {
         let mk = self.master("adding a key")?;
         let slot = KeySlot::new_password(
             &self.config.repo_id,
@@ -499,7 +537,7 @@ impl Repository {
         Ok(slot)
     }
 
-    pub async fn add_keyfile(&self, label: &str) -> Result<(KeySlot, KeyFile)> {
+    pub(crate) async fn add_keyfile(&self, label: &str) -> Result<(KeySlot, KeyFile)> {
         let mk = self.master("adding a key")?;
         let (slot, file) =
             KeySlot::new_keyfile(&self.config.repo_id, &mk.master, label, self.clock.now());
@@ -518,7 +556,7 @@ impl Repository {
     }
 
     /// Remove a key slot. Refuses to remove the last one.
-    pub async fn remove_slot(&self, id: &str) -> Result<()> {
+    pub(crate) async fn remove_slot(&self, id: &str) -> Result<()> {
         self.master("removing a key")?;
         let slots = self.slots().await?;
         if !slots.iter().any(|s| s.id == id) {
@@ -538,7 +576,7 @@ impl Repository {
     // ---- writers (agents) -------------------------------------------------------------
 
     /// Register a new agent writer and return its credentials file.
-    pub async fn add_agent(&self, label: &str) -> Result<AgentFile> {
+    pub(crate) async fn add_agent(&self, label: &str) -> Result<AgentFile> {
         let mk = self.master("adding an agent")?;
         let writer_id: WriterId = crypto::random_bytes();
         let seed: [u8; 32] = crypto::random_bytes();
@@ -689,14 +727,14 @@ impl Repository {
     }
 
     /// Declare an agent compromised: readers refuse everything it ever signed.
-    pub async fn revoke_agent(&self, writer_hex: &str) -> Result<Writer> {
+    pub(crate) async fn revoke_agent(&self, writer_hex: &str) -> Result<Writer> {
         self.revoke(writer_hex, RevocationMode::Compromised).await
     }
 
     /// Retire an agent: what the store accepted from it before this call stays valid,
     /// nothing after. Refused on a store that reports no object times (the cut-off could
     /// not be placed; declare the agent compromised instead).
-    pub async fn retire_agent(&self, writer_hex: &str) -> Result<Writer> {
+    pub(crate) async fn retire_agent(&self, writer_hex: &str) -> Result<Writer> {
         self.revoke(writer_hex, RevocationMode::Retired).await
     }
 
@@ -751,14 +789,14 @@ impl Repository {
     }
 
     /// The verify key of a writer, or `None` if it is unknown or revoked in any way (for
-    /// objects whose store time is not at hand; see [`Repository::writer_verdict`]).
+    /// objects whose store time is not at hand; see `writer_verdict`).
     pub async fn writer_key(&self, id: &WriterId) -> Result<Option<[u8; 32]>> {
         let (key, standing) = self.writer_verdict(id).await?;
         Ok(key.filter(|_| standing == Standing::Active))
     }
 
     /// A writer's verify key (if registered) and standing, cached per handle.
-    pub async fn writer_verdict(&self, id: &WriterId) -> Result<Verdict> {
+    pub(crate) async fn writer_verdict(&self, id: &WriterId) -> Result<Verdict> {
         if *id == ROOT_WRITER {
             return Ok((Some(self.root_verify), Standing::Active));
         }
@@ -818,7 +856,7 @@ impl Repository {
     /// Agents only: refuse to write when this agent is no longer accepted (retired,
     /// compromised or unregistered), so a backup fails instead of reporting a snapshot that
     /// no reader accepts. Full keys always pass.
-    pub async fn check_own_standing(&self) -> Result<()> {
+    pub(crate) async fn check_own_standing(&self) -> Result<()> {
         if !self.is_agent() {
             return Ok(());
         }
@@ -956,7 +994,9 @@ impl Repository {
     /// Every snapshot that authenticates, oldest first, and the object names and errors of
     /// manifests that do not, snapshots of revoked writers included (callers MUST show
     /// those: a snapshot list must not silently shrink). Needs a full key.
-    pub async fn snapshots_report(&self) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
+    pub(crate) async fn snapshots_report(
+        &self,
+    ) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
         let l = self.snapshot_listing().await?;
         let mut bad = l.damaged;
         bad.extend(l.revoked);
@@ -967,7 +1007,7 @@ impl Repository {
     /// Every snapshot, sorted into those readers accept (oldest first by effective time),
     /// damaged manifests, and manifests of revoked writers (authentic, but no longer
     /// accepted: not damage). Needs a full key.
-    pub async fn snapshot_listing(&self) -> Result<SnapshotListing> {
+    pub(crate) async fn snapshot_listing(&self) -> Result<SnapshotListing> {
         let mk = self.master("listing snapshots")?;
         let metas: Vec<ObjectMeta> = self.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
         let results: Vec<(String, Result<Snapshot>)> =
@@ -1005,7 +1045,7 @@ impl Repository {
     }
 
     /// Open one manifest the store accepted at `stored`.
-    pub async fn open_manifest(
+    pub(crate) async fn open_manifest(
         &self,
         name: &str,
         raw: &[u8],
@@ -1031,7 +1071,7 @@ impl Repository {
     }
 
     /// Write a manifest: the last step of a backup, after its packs and index are durable.
-    pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<String> {
+    pub(crate) async fn commit_manifest(&self, manifest: &Manifest) -> Result<String> {
         let body = serde_json::to_vec(manifest).expect("serialisable");
         let obj = format::encode_sealed_doc(
             ObjectType::Snapshot,
@@ -1064,7 +1104,7 @@ impl Repository {
     }
 }
 
-/// Snapshots as [`Repository::snapshot_listing`] sorts them.
+/// Snapshots as [`FullRepo::snapshot_listing`] sorts them.
 #[derive(Debug, Default)]
 pub struct SnapshotListing {
     pub snapshots: Vec<Snapshot>,

@@ -54,8 +54,11 @@ pub struct SnapshotTxn {
 }
 
 impl SnapshotTxn {
-    /// Load the index and open a session. Works with full and agent credentials.
-    pub async fn start(repo: Arc<Repository>) -> Result<SnapshotTxn> {
+    /// Load the index and open a session. Works with full and agent credentials (any
+    /// handle: [`FullRepo`](crate::FullRepo), [`AgentRepo`](crate::AgentRepo), the shared
+    /// `Arc<Repository>`).
+    pub async fn start(repo: impl Into<Arc<Repository>>) -> Result<SnapshotTxn> {
+        let repo: Arc<Repository> = repo.into();
         let started = repo.clock.now();
         let index = Arc::new(repo.load_index().await?);
         let session = Arc::new(BackupSession::start(

@@ -1,17 +1,22 @@
-//! WAL objects: one create-only object per archived PostgreSQL file (segment, `.history`,
-//! `.partial`, `.backup`), sealed to the repository so that agents can write but not read
-//! them, zstd-compressed, signed by its writer, and carrying a public keyed hash of its
-//! plaintext so that a writer without the master secret can tell whether an object already
-//! stored under the same name holds the same bytes (PostgreSQL re-runs `archive_command` after
-//! a crash between storing a segment and marking it done; that MUST succeed, and a different
+//! Stream objects ("WAL objects" in FORMAT.md §16): named files of a source's continuous
+//! stream, one create-only object per file in a namespace the source chooses, sealed to the
+//! repository so that agents can write but not read them, zstd-compressed, signed by its
+//! writer, and carrying a public keyed hash of its plaintext so that a writer without the
+//! master secret can tell whether an object already stored under the same name holds the same
+//! bytes (a source may retry a put whose answer it lost; that MUST succeed, and a different
 //! file under the same name MUST fail loudly).
+//!
+//! This module knows no source. Namespaces and file names follow the generic name rule
+//! ([`crate::check_name`], FORMAT.md §2.3); a source restricts them further before
+//! calling (PostgreSQL's `<system-identifier>-<major>` namespaces and WAL file names are
+//! `arsip-pg`'s, docs/POSTGRESQL.md).
 //!
 //! Layout (FORMAT.md "WAL objects"):
 //! `header(type 4) | writer id (16) | raw_len u64 LE | content hash (32) | sealed key (80) |
 //!  nonce‖ciphertext‖tag of zstd(plaintext) | signature (64)`; the signature is over a
 //! BLAKE3 digest of everything before it ([`signed_digest`]).
-//! Names: `wal/<system-identifier>-<major>/<file name>`. The associated data binds the object
-//! name, so a WAL object cannot be moved to another name or namespace undetected.
+//! Names: `wal/<namespace>/<file name>`. The associated data binds the object name, so an
+//! object cannot be moved to another name or namespace undetected.
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -19,6 +24,7 @@ use futures::TryStreamExt;
 use crate::crypto::{self, Key, SEALED_KEY_LEN, SIGNATURE_LEN};
 use crate::error::{RepoError, Result};
 use crate::format::{self, ObjectType, WriterId, HEADER_LEN, WRITER_ID_LEN};
+use crate::record::check_name;
 use crate::repo::Repository;
 use arsip_storage::ErrorKind;
 
@@ -29,35 +35,15 @@ pub const CONTENT_HASH_CONTEXT: &str = "arsip 2026-11 v1 wal content hash";
 pub const PUBLIC_LEN: usize = HEADER_LEN + WRITER_ID_LEN + 8 + 32;
 /// zstd level for WAL: archiving latency matters more than the last few percent.
 pub const ZSTD_LEVEL: i32 = 1;
-/// Largest plaintext accepted (PostgreSQL allows segments up to 1 GiB).
+/// Largest plaintext accepted (1 GiB: PostgreSQL's largest WAL segment).
 pub const MAX_WAL_FILE: u64 = 1 << 30;
 
-/// Check a namespace (`<system identifier>-<major>`) and a file name; returns the object name.
+/// Check a namespace and a file name by the generic name rule (FORMAT.md §2.3); returns the
+/// object name `wal/<namespace>/<file>`.
 pub fn object_name(namespace: &str, file: &str) -> Result<String> {
-    let ns_ok = namespace
-        .split_once('-')
-        .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
-    if !ns_ok {
-        return Err(RepoError::Invalid(format!(
-            "WAL namespace {namespace:?} is not <system-identifier>-<major>"
-        )));
-    }
-    let file_ok = !file.is_empty()
-        && file.len() <= 64
-        && !file.starts_with('.')
-        && file
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if !file_ok {
-        return Err(RepoError::Invalid(format!(
-            "{file:?} is not a WAL file name"
-        )));
-    }
+    check_name(namespace, "stream namespace")?;
+    check_name(file, "stream file name")?;
     Ok(format!("{WAL_PREFIX}{namespace}/{file}"))
-}
-
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The keyed hash of a WAL file's plaintext, computable by every writer.
@@ -190,7 +176,7 @@ pub enum PutOutcome {
 }
 
 impl Repository {
-    /// Store one WAL file, create-only. Durable when `Ok`. An object of the same name with
+    /// Store one file of a stream in `namespace`, create-only. Durable when `Ok`. An object of the same name with
     /// the same keyed hash and length counts as success; any other content is refused.
     pub async fn wal_put(&self, namespace: &str, file: &str, data: &[u8]) -> Result<PutOutcome> {
         let name = object_name(namespace, file)?;
@@ -224,9 +210,9 @@ impl Repository {
         }
     }
 
-    /// Fetch one WAL file: `Ok(None)` only when no such object exists. Verifies the writer's
+    /// Fetch one file of a stream: `Ok(None)` only when no such object exists. Verifies the writer's
     /// signature, decrypts and checks the content hash. Needs a full key.
-    pub async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
         let mk = self.master("reading WAL")?;
         let name = object_name(namespace, file)?;
         let (raw, stored) = match self.store.get_with_meta(&name).await {
@@ -251,7 +237,7 @@ impl Repository {
         Ok(Some(open(&name, &raw, secret, &id_key)?))
     }
 
-    /// Whether a WAL file exists (no decryption; agents may call it).
+    /// Whether a file of a stream exists (no decryption; agents may call it).
     pub async fn wal_exists(&self, namespace: &str, file: &str) -> Result<bool> {
         let name = object_name(namespace, file)?;
         match self.store.head(&name).await {
@@ -263,6 +249,7 @@ impl Repository {
 
     /// File names stored in a namespace, sorted.
     pub async fn wal_list(&self, namespace: &str) -> Result<Vec<String>> {
+        check_name(namespace, "stream namespace")?;
         let prefix = format!("{WAL_PREFIX}{namespace}/");
         let mut names: Vec<String> = self
             .store
@@ -274,7 +261,7 @@ impl Repository {
         Ok(names)
     }
 
-    /// Namespaces present under `wal/`.
+    /// Namespaces present (under `wal/`).
     pub async fn wal_namespaces(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = self
             .store
@@ -327,8 +314,16 @@ mod tests {
     #[test]
     fn names() {
         assert!(object_name("1-15", "00000002.history").is_ok());
-        assert!(object_name("1-15", "../x").is_err());
-        assert!(object_name("x-15", "a").is_err());
-        assert!(object_name("1-15", "").is_err());
+        // Source-neutral: any safe names (a source narrows them).
+        assert_eq!(object_name("x-15", "a").unwrap(), "wal/x-15/a");
+        for (ns, f) in [
+            ("1-15", "../x"),
+            ("1-15", ""),
+            ("1-15", ".a"),
+            ("", "a"),
+            ("a/b", "c"),
+        ] {
+            assert!(object_name(ns, f).is_err(), "{ns:?} {f:?}");
+        }
     }
 }

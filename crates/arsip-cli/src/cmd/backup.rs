@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx<'_>, b: &BackupCmd) -> Result<u8> {
     if let BackupCmd::Stdin { name, .. } | BackupCmd::Command { name, .. } = b {
         backup::check_stream_name(name)?;
     }
-    let repo = ctx.open(Access::AppendOnly).await?;
+    let repo = ctx.open_shared(Access::AppendOnly).await?;
     let mut bar = None;
     let follow = |p| bar = progress::follow_backup(ctx.progress(), p);
     let outcome = match b {

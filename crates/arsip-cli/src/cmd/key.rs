@@ -4,6 +4,7 @@ use anyhow::Result;
 use arsip_ops::keys::{self, CompromisePlan, KeyList};
 use arsip_ops::open::Access;
 use arsip_ops::repo::repo::Standing;
+use arsip_ops::repo::{FullRepo, Opened};
 use serde_json::json;
 
 use crate::cli::KeyCmd;
@@ -90,6 +91,11 @@ fn confirm(n: usize) -> Result<bool> {
     Ok(line.trim() == "yes")
 }
 
+/// The full-key handle for `what`, refused for agent credentials.
+fn full(repo: &Opened, what: &'static str) -> Result<FullRepo> {
+    Ok(repo.clone().full(what)?)
+}
+
 pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
     let repo = ctx.open(Access::Full).await?;
     match k {
@@ -103,19 +109,20 @@ pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
                 let out = out.as_ref().expect("clap requires --out");
                 let reserved = secrets::SecretFile::reserve(out)?;
                 if *agent {
-                    let file = keys::add_agent(&repo, label).await?;
+                    let file = keys::add_agent(&full(&repo, "adding an agent")?, label).await?;
                     reserved.write(&serde_json::to_vec_pretty(&file)?)?;
                     let text = format!("added agent {} → {}", file.writer_id, out.display());
                     ctx.emit(&Said(json!({"agent": file.writer_id, "out": out}), text))?;
                 } else {
-                    let (slot, file) = keys::add_keyfile(&repo, label).await?;
+                    let (slot, file) =
+                        keys::add_keyfile(&full(&repo, "adding a key")?, label).await?;
                     reserved.write(&serde_json::to_vec_pretty(&file)?)?;
                     let text = format!("added key-file slot {} → {}", slot.id, out.display());
                     ctx.emit(&Said(json!({"slot": slot.id, "out": out}), text))?;
                 }
             } else {
                 let pw = secrets::new_password()?;
-                let slot = keys::add_password(&repo, &pw, label).await?;
+                let slot = keys::add_password(&full(&repo, "adding a key")?, &pw, label).await?;
                 let text = format!("added password slot {}", slot.id);
                 ctx.emit(&Said(json!({"slot": slot.id}), text))?;
             }
@@ -126,16 +133,18 @@ pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
             compromised: false,
             ..
         } => {
-            let id = keys::remove_slot(&repo, id).await.map_err(|e| {
-                if matches!(e, arsip_ops::Error::Usage(_)) {
-                    anyhow::Error::new(e).context(
-                        "`arsip key retire ID` retires an agent; `arsip key remove \
+            let id = keys::remove_slot(&full(&repo, "removing a key")?, id)
+                .await
+                .map_err(|e| {
+                    if matches!(e, arsip_ops::Error::Usage(_)) {
+                        anyhow::Error::new(e).context(
+                            "`arsip key retire ID` retires an agent; `arsip key remove \
                          --compromised ID` declares it compromised",
-                    )
-                } else {
-                    e.into()
-                }
-            })?;
+                        )
+                    } else {
+                        e.into()
+                    }
+                })?;
             let text = format!("removed key slot {id}");
             ctx.emit(&Said(json!({"removed": id}), text))?
         }
@@ -144,7 +153,7 @@ pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
             compromised: true,
             yes,
         } => {
-            let plan = keys::plan_compromise(&repo, id).await?;
+            let plan = keys::plan_compromise(&full(&repo, "listing snapshots")?, id).await?;
             if !plan.unreadable.is_empty() {
                 eprintln!("{}", describe_loss(&plan));
                 if !*yes && !confirm(plan.unreadable.len())? {
@@ -157,7 +166,7 @@ pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
                     .into());
                 }
             }
-            let c = keys::compromise(&repo, id).await?;
+            let c = keys::compromise(&full(&repo, "revoking an agent")?, id).await?;
             let text = format!(
                 "agent {id} ({}) declared compromised: readers refuse everything it signed; \
                  {} snapshot(s) became unreadable. Take a fresh backup of what it covered with a \
@@ -168,7 +177,7 @@ pub async fn run(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<u8> {
             ctx.emit(&Said(serde_json::to_value(&c)?, text))?
         }
         KeyCmd::Retire { id } => {
-            let r = keys::retire(&repo, id).await?;
+            let r = keys::retire(&full(&repo, "revoking an agent")?, id).await?;
             let cutoff = match &r.agent.standing {
                 Standing::Retired {
                     cutoff: Some(c), ..

@@ -6,7 +6,7 @@ use anyhow::Result;
 use arsip_ops::open::Access;
 use arsip_ops::pg as arsip_pg;
 use arsip_ops::repo::snapshot::Snapshot;
-use arsip_ops::repo::Repository;
+use arsip_ops::repo::FullRepo;
 use arsip_ops::snapshots::Filter;
 
 use crate::cli::{PgBackupArgs, RestoreSub};
@@ -17,7 +17,7 @@ pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
     if let Some(d) = &a.dbname {
         arsip_pg::conn::refuse_password(d)?;
     }
-    let repo = ctx.open(Access::AppendOnly).await?;
+    let repo = ctx.open_shared(Access::AppendOnly).await?;
     let tags = arsip_ops::backup::parse_tags(&a.tags)?;
     let o = if a.logical {
         let opts = arsip_pg::logical::LogicalBackup {
@@ -45,7 +45,7 @@ pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn list_kind(repo: &Repository, kind: &str) -> Result<Vec<Snapshot>> {
+async fn list_kind(repo: &FullRepo, kind: &str) -> Result<Vec<Snapshot>> {
     Ok(super::snapshots::list(repo, &Filter::kind(kind))
         .await?
         .snapshots)
@@ -58,7 +58,7 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
         arsip_pg::conn::refuse_password(d)?;
     }
     if a.logical {
-        let repo = ctx.open(Access::Full).await?;
+        let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
         let snaps = list_kind(&repo, arsip_pg::logical::KIND).await?;
         let snap =
             arsip_ops::repo::snapshot::select(&snaps, a.snapshot.as_deref().unwrap_or("latest"))?
@@ -100,7 +100,7 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
     // once here; the restore derives its slot's key once)
     let (repo, credential) = match &cli.key_file {
         Some(k) => (
-            ctx.open(Access::Full).await?,
+            ctx.open_full(Access::Full, "listing snapshots").await?,
             arsip_pg::restore::Credential::KeyFile(k.clone()),
         ),
         None => {
@@ -112,7 +112,8 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
                 ctx.local_settings()?,
                 arsip_ops::repo::clock::from_env(),
             )
-            .await?;
+            .await?
+            .full("listing snapshots")?;
             (repo, arsip_pg::restore::Credential::Password(pw))
         }
     };

@@ -36,7 +36,7 @@ impl Render for IndexRepair {
 pub async fn run(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<u8> {
     match r {
         RepairCmd::Index => {
-            let repo = ctx.open(Access::Full).await?;
+            let repo = ctx.open_full(Access::Full, "repairing the index").await?;
             let outcome = repair::index(repo).await?;
             ctx.emit(&outcome)?;
             if outcome.problems.is_empty() {

@@ -108,7 +108,7 @@ impl Render for Rows<'_> {
 }
 
 /// List with a filter, warning on stderr about each damaged manifest.
-pub async fn list(repo: &arsip_ops::repo::Repository, filter: &Filter) -> Result<Listing> {
+pub async fn list(repo: &arsip_ops::repo::FullRepo, filter: &Filter) -> Result<Listing> {
     let listing = snapshots::list(repo, filter).await?;
     for d in &listing.damaged {
         eprintln!(
@@ -127,7 +127,7 @@ pub async fn list(repo: &arsip_ops::repo::Repository, filter: &Filter) -> Result
 }
 
 pub async fn run(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<u8> {
-    let repo = ctx.open(Access::Full).await?;
+    let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
     let listing = list(&repo, &f.into()).await?;
     ctx.emit(&Rows(
         listing

@@ -41,7 +41,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
         } => {
             let started = std::time::Instant::now();
             let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata.as_deref())?;
-            let repo = ctx.open(Access::AppendOnly).await?;
+            let repo = ctx.open_shared(Access::AppendOnly).await?;
             let r = arsip_pg::walarchive::push(&repo, &pgdata, path, stanza).await?;
             if cli.json {
                 println!(
@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
             Ok(code)
         }
         WalCmd::List { namespace } => {
-            let repo = ctx.open(Access::Full).await?;
+            let repo = ctx.open_shared(Access::Full).await?;
             let nss = match namespace {
                 Some(n) => vec![n.clone()],
                 None => repo.wal_namespaces().await?,
@@ -135,7 +135,7 @@ async fn wal_fetch(
         Some(n) => n.to_string(),
         None => arsip_pg::control::ClusterId::read(&pgdata)?.namespace(),
     };
-    let repo = ctx.open(Access::AppendOnly).await?;
+    let repo = ctx.open_full(Access::AppendOnly, "reading WAL").await?;
     let dest = if dest.is_absolute() {
         dest.to_path_buf()
     } else {

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use arsip_repo::clock::SystemClock;
 use arsip_repo::snapshot::Node;
 use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
-use arsip_repo::{InitOptions, Repository};
+use arsip_repo::{FullRepo, InitOptions, Repository};
 use arsip_storage::backend;
 
 use super::hooks::{self, Event};
 use super::{files, Action, FilesOptions, FilesOutcome};
 
-async fn repo() -> Arc<Repository> {
+async fn repo() -> FullRepo {
     std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
     let store = backend::open(&backend::Location::Memory, false).unwrap();
     let (repo, _) = Repository::init(
@@ -25,10 +25,10 @@ async fn repo() -> Arc<Repository> {
     )
     .await
     .unwrap();
-    Arc::new(repo)
+    repo
 }
 
-async fn backup(repo: &Arc<Repository>, root: &Path) -> FilesOutcome {
+async fn backup(repo: &FullRepo, root: &Path) -> FilesOutcome {
     let txn = SnapshotTxn::start(repo.clone()).await.unwrap();
     let meta = SnapshotMeta {
         kind: "files".into(),
@@ -43,10 +43,10 @@ async fn backup(repo: &Arc<Repository>, root: &Path) -> FilesOutcome {
 }
 
 /// (node, content) for every node of the snapshot.
-async fn contents(repo: &Arc<Repository>, id: &str) -> Vec<(Node, Vec<u8>)> {
+async fn contents(repo: &FullRepo, id: &str) -> Vec<(Node, Vec<u8>)> {
     let snaps = repo.snapshots_report().await.unwrap().0;
     let snap = arsip_repo::snapshot::select(&snaps, id).unwrap().clone();
-    let reader = arsip_repo::read::Reader::open(repo.clone()).await.unwrap();
+    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
     let mut t = reader.tree(&snap.manifest).await.unwrap();
     let mut out = Vec::new();
     while let Some((n, chunks)) = t.next_node().unwrap() {

@@ -4,9 +4,8 @@
 //! the whole tree given to the data directory's owner.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::error::Result;
 use crate::restore::plan::RestorePlan;
@@ -30,11 +29,11 @@ pub fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
     f.sync_all().map_err(io)
 }
 
-pub async fn materialise(repo: Arc<Repository>, plan: &RestorePlan) -> Result<Materialised> {
+pub async fn materialise(repo: FullRepo, plan: &RestorePlan) -> Result<Materialised> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let io = |p: &Path, e: std::io::Error| crate::os::io_at(p, e);
     std::fs::create_dir_all(&plan.to).map_err(|e| io(&plan.to, e))?;
-    let reader = arsip_repo::read::Reader::open(repo).await?;
+    let reader = arsip_repo::read::Reader::open(&repo).await?;
     let grafts: Vec<arsip_files::restore::Graft> = plan
         .tablespaces
         .iter()

@@ -22,11 +22,10 @@ pub mod timeline;
 pub mod wal;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::control::parse_lsn;
 use crate::error::{PgError, Result};
@@ -153,18 +152,14 @@ impl PhysicalRestoreOutcome {
 }
 
 /// The plan only (`--dry-run`): nothing is written.
-pub async fn plan(
-    repo: &Repository,
-    snaps: &[Snapshot],
-    o: &PhysicalRestore,
-) -> Result<RestorePlan> {
+pub async fn plan(repo: &FullRepo, snaps: &[Snapshot], o: &PhysicalRestore) -> Result<RestorePlan> {
     RestorePlan::compute(repo, snaps, o).await
 }
 
 /// Plan, then materialise, write the recovery configuration, and with `start` start and
 /// wait.
 pub async fn restore(
-    repo: Arc<Repository>,
+    repo: FullRepo,
     snaps: &[Snapshot],
     o: &PhysicalRestore,
 ) -> Result<PhysicalRestoreOutcome> {
@@ -175,7 +170,7 @@ pub async fn restore(
 
 /// Execute a plan computed by [`RestorePlan::compute`].
 pub async fn execute(
-    repo: Arc<Repository>,
+    repo: FullRepo,
     plan: &RestorePlan,
     t0: Instant,
 ) -> Result<PhysicalRestoreOutcome> {

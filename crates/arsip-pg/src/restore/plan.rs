@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use arsip_repo::keys::KeyFile;
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::control::{bin_major, format_lsn, pg_bin_dir, SegName};
 use crate::error::{PgError, Result};
@@ -129,7 +129,7 @@ impl RestorePlan {
     /// Compute the plan. Reads the repository (one WAL listing, the `.history` files, key
     /// slots when a password is used) and the local file system; writes nothing.
     pub async fn compute(
-        repo: &Repository,
+        repo: &FullRepo,
         snaps: &[Snapshot],
         o: &PhysicalRestore,
     ) -> Result<RestorePlan> {
@@ -140,7 +140,7 @@ impl RestorePlan {
             ));
         }
         if let Target::Time(t) = &o.target {
-            let now = repo.clock.now();
+            let now = repo.now();
             if t.at > now {
                 return Err(PgError::refused(
                     format!(
@@ -372,7 +372,7 @@ impl RestorePlan {
             Some(Credential::Password(pw)) => {
                 let mut found = None;
                 for slot in repo.slots().await? {
-                    if let Some(k) = slot.derived_key_file(&repo.config.repo_id, pw)? {
+                    if let Some(k) = slot.derived_key_file(repo.repo_id(), pw)? {
                         found = Some((slot.id.clone(), k));
                         break;
                     }
@@ -414,7 +414,7 @@ impl RestorePlan {
         // The recovery settings.
         let mut settings = vec![format!(
             "# written by arsip restore pg --physical (snapshot {short}, {})",
-            repo.clock.now()
+            repo.now()
         )];
         settings.push(format!(
             "restore_command = {}",

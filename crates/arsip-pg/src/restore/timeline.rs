@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arsip_repo::snapshot::Snapshot;
-use arsip_repo::Repository;
+use arsip_repo::FullRepo;
 
 use crate::control::{format_lsn, parse_history, HistoryEntry, SegName};
 use crate::error::{PgError, Result};
@@ -79,7 +79,7 @@ pub struct Archive {
 }
 
 impl Archive {
-    pub async fn load(repo: &Repository, ns: &str, seg_size: u64) -> Result<Archive> {
+    pub async fn load(repo: &FullRepo, ns: &str, seg_size: u64) -> Result<Archive> {
         let names: HashSet<String> = repo.wal_list(ns).await?.into_iter().collect();
         let mut segments: Vec<SegName> = names
             .iter()
