@@ -261,6 +261,21 @@ impl Repository {
         Ok(names)
     }
 
+    /// [`Repository::wal_list`] with the store's time of each file (when it was archived,
+    /// by the store's clock).
+    pub async fn wal_list_times(&self, namespace: &str) -> Result<Vec<(String, jiff::Timestamp)>> {
+        check_name(namespace, "stream namespace")?;
+        let prefix = format!("{WAL_PREFIX}{namespace}/");
+        let mut out: Vec<(String, jiff::Timestamp)> = self
+            .store
+            .list(&prefix)
+            .map_ok(|m| (m.key[prefix.len()..].to_string(), m.last_modified))
+            .try_collect()
+            .await?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Namespaces present (under `wal/`).
     pub async fn wal_namespaces(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = self

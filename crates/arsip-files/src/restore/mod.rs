@@ -141,15 +141,7 @@ pub async fn to_dir(
     target: &Path,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreOutcome> {
-    to_dir_with(
-        reader,
-        snap,
-        target,
-        &[],
-        &RestoreOptions::default(),
-        on_bytes,
-    )
-    .await
+    to_dir_grafted(reader, snap, target, &[], on_bytes).await
 }
 
 /// [`to_dir`] with some subtrees restored elsewhere ([`Graft`]), default options (callers

@@ -43,24 +43,18 @@ impl TimelineView {
                 .any(|e| e.parent == tli && stop_lsn <= e.switch_lsn)
     }
 
-    /// Timelines whose copy of segment `segno` recovery may read, newest first: the one
-    /// whose range holds the segment and, for a segment holding a switch point, the parent
-    /// (whose copy serves up to the switch point).
+    /// The timeline whose copy of segment `segno` this history reads: the one whose range
+    /// holds it. A segment holding a switch point is the child's: the parent's copy also
+    /// holds the parent's records after the switch point, which recovery replays as if they
+    /// were this history when it falls back to that copy (PostgreSQL does, when the child's
+    /// copy is missing), so the parent's copy never stands in for it.
     pub fn tlis_for(&self, segno: u64, seg_size: u64) -> Vec<u32> {
         let owner = self
             .ancestors
             .iter()
             .find(|e| segno < e.switch_lsn / seg_size)
             .map_or(self.target, |e| e.parent);
-        let mut out = vec![owner];
-        for e in &self.ancestors {
-            if e.switch_lsn / seg_size == segno {
-                out.push(e.parent);
-            }
-        }
-        out.sort_unstable_by(|a, b| b.cmp(a));
-        out.dedup();
-        out
+        vec![owner]
     }
 
     fn on_path(&self, tli: u32) -> bool {
@@ -76,11 +70,22 @@ pub struct Archive {
     pub segments: Vec<SegName>,
     /// Every archived timeline history, by timeline.
     pub histories: BTreeMap<u32, Vec<HistoryEntry>>,
+    /// When the store accepted each history file (when that timeline's primary first
+    /// archived, by the store's clock).
+    pub history_stored: BTreeMap<u32, jiff::Timestamp>,
 }
 
 impl Archive {
     pub async fn load(repo: &FullRepo, ns: &str, seg_size: u64) -> Result<Archive> {
-        let names: HashSet<String> = repo.wal_list(ns).await?.into_iter().collect();
+        let listed = repo.wal_list_times(ns).await?;
+        let history_stored = listed
+            .iter()
+            .filter_map(|(n, t)| {
+                let tli = u32::from_str_radix(n.strip_suffix(".history")?, 16).ok()?;
+                Some((tli, *t))
+            })
+            .collect();
+        let names: HashSet<String> = listed.into_iter().map(|(n, _)| n).collect();
         let mut segments: Vec<SegName> = names
             .iter()
             .filter_map(|n| SegName::parse(n, seg_size))
@@ -101,6 +106,7 @@ impl Archive {
             names,
             segments,
             histories,
+            history_stored,
         })
     }
 
@@ -243,25 +249,51 @@ pub fn choose(
         ),
         (None, None) => {
             let nb = &cands[newest];
-            let mut best = nb.facts.timeline;
-            for t in archive.timelines() {
-                if t > best {
-                    if let Ok(v) = archive.view(t) {
-                        if v.contains(nb.facts.timeline, nb.stop_lsn) {
-                            best = t;
-                        }
+            let (nb_tli, nb_time) = (nb.facts.timeline, nb.snap.effective_time());
+            // A new primary declared after the newest backup from a point before that
+            // backup's end (a PITR promoted with --promote-as-primary, the usual repair of
+            // a bad change) is the source's history from then on: the backup holds what the
+            // repair undid. Its history file, archived when it was promoted, says when.
+            let superseding = archive
+                .timelines()
+                .into_iter()
+                .filter(|&t| {
+                    t > nb_tli
+                        && archive.history_stored.get(&t).is_some_and(|s| *s > nb_time)
+                        && archive
+                            .view(t)
+                            .is_ok_and(|v| v.on_path(nb_tli) && !v.contains(nb_tli, nb.stop_lsn))
+                })
+                .max();
+            if let Some(t) = superseding {
+                (
+                    t,
+                    format!(
+                        "timeline {t}: a primary promoted after the newest backup {} (timeline {nb_tli}, stopped {}) from a point before that backup's end; that backup is off the history it started",
+                        nb.snap.short_id(),
+                        nb.facts.stop_time
+                    ),
+                )
+            } else {
+                let mut best = nb_tli;
+                for t in archive.timelines() {
+                    if t > best
+                        && archive
+                            .view(t)
+                            .is_ok_and(|v| v.contains(nb_tli, nb.stop_lsn))
+                    {
+                        best = t;
                     }
                 }
+                (
+                    best,
+                    format!(
+                        "the newest timeline whose history contains the newest backup {} (timeline {nb_tli}, stopped {})",
+                        nb.snap.short_id(),
+                        nb.facts.stop_time
+                    ),
+                )
             }
-            (
-                best,
-                format!(
-                    "the newest timeline whose history contains the newest backup {} (timeline {}, stopped {})",
-                    nb.snap.short_id(),
-                    nb.facts.timeline,
-                    nb.facts.stop_time
-                ),
-            )
         }
     };
     let view = archive.view(tli)?;
@@ -390,4 +422,99 @@ fn pick(cands: &[Candidate], view: &TimelineView, target: &Target) -> Result<usi
             "`arsip snapshots --kind pg-physical` lists backups with their stop times (facts.stop_time)",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 16 << 20;
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn backup(id: &str, timeline: u32, stop_lsn: u64, at: i64) -> Candidate {
+        let facts = PhysicalFacts {
+            system_identifier: "1".into(),
+            major: 15,
+            server_version: "15".into(),
+            namespace: "1-15".into(),
+            stanza: "main".into(),
+            timeline,
+            start_lsn: format_lsn(stop_lsn - 0x100),
+            stop_lsn: format_lsn(stop_lsn),
+            start_wal: String::new(),
+            stop_wal: String::new(),
+            start_time: String::new(),
+            stop_time: String::new(),
+            wal_segment_size: SEG,
+            data_checksums: false,
+            pgdata: String::new(),
+            bytes_read: 0,
+            reused_files: 0,
+            reused_bytes: 0,
+            tablespace_map: None,
+        };
+        let manifest = arsip_repo::snapshot::Manifest {
+            version: 1,
+            kind: crate::physical::KIND.into(),
+            source: "main".into(),
+            host: "h".into(),
+            tags: Default::default(),
+            time: ts(at),
+            end_time: ts(at),
+            logical_bytes: 0,
+            added_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            facts: Default::default(),
+            tree: vec![],
+            tree_bytes: 0,
+        };
+        Candidate {
+            snap: Snapshot {
+                id: format!("{id:0<64}"),
+                writer: String::new(),
+                stored: Some(ts(at)),
+                manifest,
+            },
+            facts,
+            stop_lsn,
+        }
+    }
+
+    /// A PITR promoted with --promote-as-primary to a point before the newest backup's end
+    /// (bad change at 10:31, nightly backup at 11:00, repair at 12:00) is the source's
+    /// history from then on: later default restores follow it from the older backup, and
+    /// say that the newest backup is off it. Today's choice followed the newest backup back
+    /// onto the history the repair undid, with exit 0.
+    #[test]
+    fn a_primary_promoted_after_the_newest_backup_is_followed() {
+        let switch = 5 * SEG + 0x300;
+        let cands = vec![backup("b1", 1, 3 * SEG, 0), backup("b3", 1, 7 * SEG, 100)];
+        let mut archive = Archive::default();
+        archive.histories.insert(
+            3,
+            vec![HistoryEntry {
+                parent: 1,
+                switch_lsn: switch,
+            }],
+        );
+        archive.history_stored.insert(3, ts(200));
+        let c = choose(&archive, &cands, None, None, &Target::default(), SEG).unwrap();
+        assert_eq!((c.view.target, c.index), (3, 0), "{:?}", c.choice);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains(cands[1].snap.short_id())),
+            "{:?}",
+            c.warnings
+        );
+        // A timeline promoted before the newest backup (the backup was taken on the old
+        // primary afterwards) does not supersede it.
+        archive.history_stored.insert(3, ts(50));
+        let c = choose(&archive, &cands, None, None, &Target::default(), SEG).unwrap();
+        assert_eq!((c.view.target, c.index), (1, 1), "{:?}", c.choice);
+    }
 }

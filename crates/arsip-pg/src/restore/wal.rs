@@ -106,6 +106,7 @@ mod tests {
             .collect();
         segments.sort();
         Archive {
+            history_stored: Default::default(),
             names,
             segments,
             histories: Default::default(),
@@ -172,5 +173,58 @@ mod tests {
         // ... but on timeline 1 it is
         let p = check(&a, &tl1, b, 2, 3, SEG, "x").unwrap();
         assert_eq!(p.gap.unwrap().first_missing, "000000010000000000000006");
+    }
+
+    /// The child's copy of the segment holding its switch point is missing: the parent's
+    /// copy of that segment (which holds the parent's records after the switch point) does
+    /// not stand in for it. Today's recovery read it, replayed what the promotion had undone,
+    /// and exited 0 on a mix of both histories; now it is a gap, refused before writing.
+    #[test]
+    fn the_parents_copy_of_a_switch_segment_is_not_the_childs() {
+        let tl3 = TimelineView {
+            target: 3,
+            ancestors: vec![HistoryEntry {
+                parent: 1,
+                switch_lsn: 9 * SEG + 0x278,
+            }],
+        };
+        let b = SegName {
+            timeline: 1,
+            segno: 3,
+        };
+        let mut names: Vec<String> = (2..=10)
+            .map(|n| {
+                SegName {
+                    timeline: 1,
+                    segno: n,
+                }
+                .name(SEG)
+            })
+            .collect();
+        names.push(
+            SegName {
+                timeline: 3,
+                segno: 10,
+            }
+            .name(SEG),
+        );
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let p = check(&archive(&refs), &tl3, b, 2, 3, SEG, "x").unwrap();
+        assert_eq!(p.continuous_to, "000000010000000000000008");
+        let g = p.gap.expect("the child's switch segment is a gap");
+        assert_eq!(g.first_missing, "000000030000000000000009");
+        assert_eq!(g.resumes_at, "00000003000000000000000A");
+        // with the child's copy, the history is continuous on timeline 3
+        names.push(
+            SegName {
+                timeline: 3,
+                segno: 9,
+            }
+            .name(SEG),
+        );
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let p = check(&archive(&refs), &tl3, b, 2, 3, SEG, "x").unwrap();
+        assert_eq!(p.continuous_to, "00000003000000000000000A");
+        assert!(p.gap.is_none(), "{p:?}");
     }
 }
