@@ -197,6 +197,10 @@ pub async fn connect(cfg: &Config) -> Result<Conn> {
             tracing::debug!(error = %e, "PostgreSQL connection ended");
         }
     });
+    // Times arsip reads as text (a backup's start and stop time, recorded as facts that
+    // restores parse) in ISO form whatever the server's DateStyle (`SQL, DMY` prints
+    // "02/12/2026 00:37:33 UTC", which no restore could read back).
+    client.batch_execute("SET DateStyle = 'ISO, MDY'").await?;
     Ok(Conn { client, task })
 }
 
