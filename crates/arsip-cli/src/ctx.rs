@@ -106,6 +106,14 @@ impl Ctx<'_> {
         Ok(self.open(access).await?.full(what)?)
     }
 
+    /// PostgreSQL's settings on this host, from the environment: `ARSIP_PG_BIN`,
+    /// `ARSIP_PG_TMP`, `ARSIP_SPOOL_DIR`, `ARSIP_KEEP_CLUSTERS`, `PGDATA`, `PATH` and libpq's
+    /// `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGPASSFILE` (else
+    /// `$HOME/.pgpass`). `--dbname` and `--pgdata` override them per command.
+    pub fn pg_settings(&self) -> arsip_ops::pg::PgSettings {
+        arsip_ops::pg::PgSettings::from_vars(std::env::vars_os())
+    }
+
     /// Open the repository with the password or key file the environment names.
     pub async fn open(&self, access: Access) -> Result<Opened> {
         let settings = self.store_settings()?;

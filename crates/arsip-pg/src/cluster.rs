@@ -14,6 +14,7 @@ use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
 /// The production helpers this harness builds on, re-exported for its users.
 pub use crate::os::{as_postgres, check_output, chown_postgres, make_base, postgres_owner, tail};
+use crate::settings::PgSettings;
 
 /// How to make a cluster.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,8 @@ pub struct ClusterOptions {
     pub data_checksums: bool,
     /// Extra `postgresql.conf` lines.
     pub conf: Vec<String>,
+    /// Where the programs and scratch directories are, and whether to keep the cluster.
+    pub settings: PgSettings,
 }
 
 #[derive(Debug)]
@@ -49,14 +52,14 @@ fn random_port() -> u16 {
 impl Cluster {
     /// initdb a new cluster (not started).
     pub fn init(opts: &ClusterOptions) -> Result<Cluster> {
-        let bin = pg_bin_dir()?;
+        let bin = pg_bin_dir(&opts.settings)?;
         if !bin.join("initdb").exists() {
             return Err(PgError::refused(
                 format!("{} has no initdb", bin.display()),
                 "install the PostgreSQL server package",
             ));
         }
-        let base = make_base("arsip-pg-")?;
+        let base = make_base(&opts.settings, "arsip-pg-")?;
         let data = base.join("data");
         let socket_dir = base.join("sock");
         std::fs::create_dir(&socket_dir)?;
@@ -80,7 +83,7 @@ impl Cluster {
             socket_dir,
             port: random_port(),
             bin,
-            keep: std::env::var_os("ARSIP_KEEP_CLUSTERS").is_some(),
+            keep: opts.settings.keep_clusters,
         };
         check_output("initdb", c.output())?;
         let mut conf = vec![
@@ -107,9 +110,10 @@ impl Cluster {
     }
 
     /// Adopt a data directory restored into `base/data` (by `arsip restore pg --physical`),
-    /// pointing its socket and port at this harness.
-    pub fn adopt(base: PathBuf) -> Result<Cluster> {
-        let bin = pg_bin_dir()?;
+    /// pointing its socket and port at this harness. Of `opts`, only the settings and the
+    /// extra `conf` lines apply: the restore configured archiving and checksums.
+    pub fn adopt(base: PathBuf, opts: &ClusterOptions) -> Result<Cluster> {
+        let bin = pg_bin_dir(&opts.settings)?;
         let data = base.join("data");
         let socket_dir = base.join("sock");
         std::fs::create_dir_all(&socket_dir)?;
@@ -120,13 +124,15 @@ impl Cluster {
             socket_dir,
             port: random_port(),
             bin,
-            keep: std::env::var_os("ARSIP_KEEP_CLUSTERS").is_some(),
+            keep: opts.settings.keep_clusters,
         };
-        cl.append_conf(&[
+        let mut conf = vec![
             format!("port = {}", cl.port),
             "listen_addresses = ''".into(),
             format!("unix_socket_directories = '{}'", cl.socket_dir.display()),
-        ])?;
+        ];
+        conf.extend(opts.conf.iter().cloned());
+        cl.append_conf(&conf)?;
         Ok(cl)
     }
 
@@ -150,26 +156,39 @@ impl Cluster {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Start and wait until the server accepts connections (or, for a recovering cluster,
-    /// until pg_ctl's wait ends).
-    pub fn start(&self) -> Result<()> {
-        let r = check_output(
-            "pg_ctl start",
-            as_postgres(&self.bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(self.log_path())
-                .args(["-w", "-t", "300", "start"])
-                .stdin(Stdio::null())
-                .output(),
-        );
-        r.map(|_| ()).map_err(|e| {
+    fn start_command(&self) -> Command {
+        let mut c = as_postgres(&self.bin.join("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "300", "start"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn started(&self, r: std::io::Result<std::process::Output>) -> Result<()> {
+        check_output("pg_ctl start", r).map(|_| ()).map_err(|e| {
             PgError::Tool(format!(
                 "{e}\n--- server log (tail) ---\n{}",
                 tail(&self.log(), 30)
             ))
         })
+    }
+
+    /// Start and wait until the server accepts connections (or, for a recovering cluster,
+    /// until pg_ctl's wait ends).
+    pub fn start(&self) -> Result<()> {
+        self.started(self.start_command().output())
+    }
+
+    /// [`start`](Cluster::start) for async code (pg_ctl waits without blocking a runtime
+    /// thread).
+    pub async fn start_async(&self) -> Result<()> {
+        let o = tokio::process::Command::from(self.start_command())
+            .output()
+            .await;
+        self.started(o)
     }
 
     pub fn stop(&self) -> Result<()> {
@@ -213,18 +232,27 @@ impl Cluster {
         ]
     }
 
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg("-d")
+            .arg(self.conninfo(db))
+            .arg("-c")
+            .arg(sql);
+        c
+    }
+
     /// Run SQL with psql; returns unaligned tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
-        check_output(
-            "psql",
-            Command::new(self.bin.join("psql"))
-                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-                .arg("-d")
-                .arg(self.conninfo(db))
-                .arg("-c")
-                .arg(sql)
-                .output(),
-        )
+        check_output("psql", self.psql_command(db, sql).output())
+    }
+
+    /// [`psql`](Cluster::psql) for async code.
+    pub async fn psql_async(&self, db: &str, sql: &str) -> Result<String> {
+        let o = tokio::process::Command::from(self.psql_command(db, sql))
+            .output()
+            .await;
+        check_output("psql", o)
     }
 
     /// A program from the bin directory with this cluster's libpq environment.

@@ -1,14 +1,14 @@
 //! Connecting to PostgreSQL the way libpq does: `--dbname` (a conninfo string or URL) and
-//! then `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGPASSFILE` (default
-//! `~/.pgpass`). A password written inside `--dbname` is refused: argv is visible to every
-//! user of the host (`ps`), and arsip keeps secrets out of argv.
-
-use std::path::PathBuf;
+//! then the defaults the edge resolved ([`LibpqDefaults`]: `PGHOST`, `PGPORT`, `PGUSER`,
+//! `PGDATABASE`, `PGPASSWORD`, `PGPASSFILE`, default `~/.pgpass`). A password written inside
+//! `--dbname` is refused: argv is visible to every user of the host (`ps`), and arsip keeps
+//! secrets out of argv.
 
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{PgError, Result};
+use crate::settings::LibpqDefaults;
 
 /// Refuse a password inside a connection string given on the command line.
 pub fn refuse_password(dbname: &str) -> Result<()> {
@@ -40,21 +40,17 @@ pub fn refuse_password(dbname: &str) -> Result<()> {
     Ok(())
 }
 
+/// The name of the OS user of the effective uid, libpq's default user (it asks the user
+/// database, not `$USER`); `postgres` if the uid has no entry.
 fn os_user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| {
-        let pw = unsafe { libc::getpwuid(libc::geteuid()) };
-        if pw.is_null() {
-            "postgres".into()
-        } else {
-            unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
-                .to_string_lossy()
-                .into_owned()
-        }
-    })
+    nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .ok()
+        .flatten()
+        .map_or_else(|| "postgres".into(), |u| u.name)
 }
 
-/// Resolve a connection config: `--dbname` first, then the libpq environment.
-pub fn config(dbname: Option<&str>) -> Result<Config> {
+/// Resolve a connection config: `--dbname` first, then the libpq defaults.
+pub fn config(dbname: Option<&str>, defaults: &LibpqDefaults) -> Result<Config> {
     let mut cfg = match dbname {
         Some(d) if d.contains('=') || d.contains("://") => {
             refuse_password(d)?;
@@ -70,7 +66,7 @@ pub fn config(dbname: Option<&str>) -> Result<Config> {
         None => Config::new(),
     };
     if cfg.get_hosts().is_empty() {
-        let hosts = std::env::var("PGHOST").unwrap_or_else(|_| "/var/run/postgresql".into());
+        let hosts = defaults.host.as_deref().unwrap_or("/var/run/postgresql");
         for h in hosts.split(',') {
             if h.starts_with('/') {
                 cfg.host_path(h);
@@ -80,24 +76,26 @@ pub fn config(dbname: Option<&str>) -> Result<Config> {
         }
     }
     if cfg.get_ports().is_empty() {
-        let port = std::env::var("PGPORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(5432);
-        cfg.port(port);
+        cfg.port(defaults.port.unwrap_or(5432));
     }
     if cfg.get_user().is_none() {
-        cfg.user(std::env::var("PGUSER").unwrap_or_else(|_| os_user()));
+        cfg.user(defaults.user.clone().unwrap_or_else(os_user));
     }
     if cfg.get_dbname().is_none() {
-        let db = std::env::var("PGDATABASE")
-            .unwrap_or_else(|_| cfg.get_user().unwrap_or("postgres").to_string());
+        let db = defaults
+            .database
+            .clone()
+            .unwrap_or_else(|| cfg.get_user().unwrap_or("postgres").to_string());
         cfg.dbname(db);
     }
     if cfg.get_password().is_none() {
-        if let Ok(p) = std::env::var("PGPASSWORD") {
-            cfg.password(p);
-        } else if let Some(p) = pgpass_lookup(&cfg) {
+        if let Some(p) = &defaults.password {
+            cfg.password(p.as_bytes());
+        } else if let Some(p) = defaults
+            .passfile
+            .as_deref()
+            .and_then(|f| pgpass_lookup(f, &cfg))
+        {
             cfg.password(p);
         }
     }
@@ -105,11 +103,8 @@ pub fn config(dbname: Option<&str>) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Look the password up in PGPASSFILE / ~/.pgpass (libpq's format and matching rules).
-fn pgpass_lookup(cfg: &Config) -> Option<String> {
-    let path: PathBuf = std::env::var_os("PGPASSFILE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+/// Look the password up in the password file (libpq's format and matching rules).
+fn pgpass_lookup(path: &std::path::Path, cfg: &Config) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let host = match cfg.get_hosts().first()? {
         Host::Tcp(h) => h.clone(),

@@ -163,11 +163,13 @@ pub fn parse_history(text: &str) -> Vec<HistoryEntry> {
         .collect()
 }
 
-/// Where the PostgreSQL programs are: `ARSIP_PG_BIN`, else `pg_config --bindir`, else the
-/// Debian location of the newest installed major. Errors (never silently skips) if absent.
-pub fn pg_bin_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("ARSIP_PG_BIN") {
-        return Ok(d.into());
+/// Where the PostgreSQL programs are: the settings' `bin_dir` (`ARSIP_PG_BIN`), else the
+/// Debian location of the newest installed major, else `pg_config --bindir`. Errors (never
+/// silently skips) if absent. It may run `pg_config`: from async code, call it through
+/// [`arsip_repo::blocking`].
+pub fn pg_bin_dir(settings: &crate::PgSettings) -> Result<PathBuf> {
+    if let Some(d) = &settings.bin_dir {
+        return Ok(d.clone());
     }
     for major in [17, 16, 15, 14, 13] {
         let d = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));

@@ -16,6 +16,8 @@ pub mod os;
 pub mod physical;
 pub mod quickstart;
 pub mod restore;
+pub mod settings;
 pub mod walarchive;
 
 pub use error::{PgError, Result};
+pub use settings::{LibpqDefaults, PgSettings};

@@ -33,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use crate::conn;
 use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
+use crate::settings::PgSettings;
 use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 use database::DbPlan;
 
@@ -56,16 +57,19 @@ pub struct LogicalBackup {
     pub dbname: Option<String>,
     pub all: bool,
     pub tags: BTreeMap<String, String>,
+    /// Programs, connection defaults and the search path for `stdbuf`.
+    pub settings: PgSettings,
 }
 
 /// pg_dump writes its archive through stdio, which buffers 4 KiB at a time for a pipe: about
 /// 540 000 `write` calls, and as many wake-ups of arsip's reader, for a 2.2 GB dump. Through
 /// coreutils' `stdbuf -o1M` the same dump takes about 2 100 writes (2 s less CPU and ~1.5 s
-/// less wall time here, docs/BENCHMARKS-PG.md). Without `stdbuf`, pg_dump runs directly.
-fn pg_dump_command(pg_dump: &Path) -> Command {
-    let stdbuf = std::env::var_os("PATH")
+/// less wall time here, docs/BENCHMARKS-PG.md). Without `stdbuf` on the search path
+/// (`PATH`, from the settings), pg_dump runs directly.
+fn pg_dump_command(pg_dump: &Path, search_path: Option<&std::ffi::OsStr>) -> Command {
+    let stdbuf = search_path
         .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .flat_map(|p| std::env::split_paths(p).collect::<Vec<_>>())
         .map(|d| d.join("stdbuf"))
         .find(|p| p.is_file());
     match stdbuf {
@@ -87,8 +91,9 @@ fn quote_lit(s: &str) -> String {
 }
 
 pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<BackupOutcome> {
-    let cfg = conn::config(opts.dbname.as_deref())?;
-    let bin = pg_bin_dir()?;
+    let cfg = conn::config(opts.dbname.as_deref(), &opts.settings.libpq)?;
+    let settings = opts.settings.clone();
+    let bin = arsip_repo::blocking(move || pg_bin_dir(&settings)).await?;
     let mut client = conn::connect(&cfg).await?;
     let tx = client
         .build_transaction()
@@ -131,7 +136,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
     }
 
     // Start the dump first, then count in the same snapshot while it runs.
-    let mut dump = pg_dump_command(&bin.join("pg_dump"));
+    let mut dump = pg_dump_command(&bin.join("pg_dump"), opts.settings.search_path.as_deref());
     dump.args(["-Fc", "-Z0", "--no-sync"])
         .arg(format!("--snapshot={snap}"))
         .arg(format!("--dbname={}", quote_ident_free_conninfo(&cfg, &db)))
@@ -142,7 +147,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
     let reader = ChildReader::spawn(dump, "pg_dump").map_err(|e| PgError::Tool(e.to_string()))?;
     let mut session = SnapshotTxn::start(repo.clone()).await?;
     let s = session.session().clone();
-    let writer = tokio::task::spawn_blocking(move || s.write_stream_with(reader, DUMP_CHUNKS));
+    let writer = arsip_repo::blocking(move || s.write_stream_with(reader, DUMP_CHUNKS));
 
     let tables = tx
         .query(
@@ -170,13 +175,10 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
     }
     facts.insert("row_counts".into(), Value::Object(counts));
 
-    let (ids, size) = writer
-        .await
-        .map_err(|e| PgError::Tool(e.to_string()))?
-        .map_err(|e| match e {
-            RepoError::Io(io) => PgError::Tool(io.to_string()),
-            other => other.into(),
-        })?;
+    let (ids, size) = writer.await.map_err(|e| match e {
+        RepoError::Io(io) => PgError::Tool(io.to_string()),
+        other => other.into(),
+    })?;
     tx.commit().await?;
     client.close().await;
     let now = session.started();
@@ -191,9 +193,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &LogicalBackup) -> Result<Backu
         let r = ChildReader::spawn(g, "pg_dumpall --globals-only")
             .map_err(|e| PgError::Tool(e.to_string()))?;
         let s = session.session().clone();
-        let (gids, gsize) = tokio::task::spawn_blocking(move || s.write_stream(r))
-            .await
-            .map_err(|e| PgError::Tool(e.to_string()))??;
+        let (gids, gsize) = arsip_repo::blocking(move || s.write_stream(r)).await?;
         session.node(&Node::stream_file(GLOBALS_FILE, gsize, now), &gids)?;
         facts.insert("globals".into(), json!(true));
     }
@@ -239,6 +239,8 @@ pub struct LogicalRestore {
     /// Apply the stored globals (roles, tablespaces) first; existing roles are reported by
     /// psql and skipped.
     pub globals: bool,
+    /// Programs, connection defaults and the spool directory.
+    pub settings: PgSettings,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -266,12 +268,8 @@ async fn find_file(
 }
 
 fn free_space(dir: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// A libpq conninfo value: single-quoted, `\` and `'` escaped with a backslash (libpq's
@@ -332,15 +330,14 @@ async fn pg_restore_print(
 }
 
 /// Copy the dump to a local file (parallel and per-table restores need a seekable archive),
-/// after checking that `ARSIP_SPOOL_DIR` (default the temp dir) has room.
+/// after checking that the spool directory (`ARSIP_SPOOL_DIR`, default the temp dir) has
+/// room.
 async fn spool_dump(
     reader: &Reader,
     node: &Node,
     chunks: &[[u8; 32]],
+    dir: PathBuf,
 ) -> Result<tempfile::NamedTempFile> {
-    let dir = std::env::var_os("ARSIP_SPOOL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
     let need = node.size + node.size / 10 + (64 << 20);
     if let Some(free) = free_space(&dir) {
         if free < need {
@@ -488,9 +485,10 @@ pub async fn restore(
         ));
     }
     let started = std::time::Instant::now();
-    let cfg = conn::config(opts.dbname.as_deref())?;
+    let cfg = conn::config(opts.dbname.as_deref(), &opts.settings.libpq)?;
     let target = cfg.get_dbname().unwrap_or("postgres").to_string();
-    let bin = pg_bin_dir()?;
+    let settings = opts.settings.clone();
+    let bin = arsip_repo::blocking(move || pg_bin_dir(&settings)).await?;
     let want = tables::parse_tables(&opts.tables)?;
     let reader = arsip_repo::read::Reader::open(&repo).await?;
     let (node, chunks) = find_file(&reader, snap, DUMP_FILE).await?.ok_or_else(|| {
@@ -508,7 +506,7 @@ pub async fn restore(
     }
 
     let spool = if opts.jobs > 1 || !want.is_empty() {
-        Some(spool_dump(&reader, &node, &chunks).await?)
+        Some(spool_dump(&reader, &node, &chunks, opts.settings.spool_parent()).await?)
     } else {
         None
     };

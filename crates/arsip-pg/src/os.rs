@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::error::{PgError, Result};
+use crate::settings::PgSettings;
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
@@ -20,15 +21,8 @@ pub fn postgres_owner() -> Option<(u32, u32)> {
     if !is_root() {
         return None;
     }
-    let name = std::ffi::CString::new("postgres").expect("no NUL");
-    // SAFETY: getpwnam returns NULL or a pointer to a static passwd record, read at once
-    // (no other thread of arsip calls getpwnam/getpwent).
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: non-NULL, points at the record getpwnam filled.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+    let pw = nix::unistd::User::from_name("postgres").ok().flatten()?;
+    Some((pw.uid.as_raw(), pw.gid.as_raw()))
 }
 
 /// A command that runs as the `postgres` OS user when we are root.
@@ -85,10 +79,11 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A new private directory for a scratch cluster (under `ARSIP_PG_TMP`, else the temp dir),
-/// owned by postgres when root. It is kept: the caller removes it.
-pub fn make_base(prefix: &str) -> Result<PathBuf> {
-    let parent = std::env::var_os("ARSIP_PG_TMP").map_or_else(std::env::temp_dir, PathBuf::from);
+/// A new private directory for a scratch cluster (under the settings' scratch directory,
+/// `ARSIP_PG_TMP`, else the temp dir), owned by postgres when root. It is kept: the caller
+/// removes it.
+pub fn make_base(settings: &PgSettings, prefix: &str) -> Result<PathBuf> {
+    let parent = settings.scratch_parent();
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(&parent)

@@ -86,6 +86,8 @@ pub struct PhysicalBackup {
     pub wal_timeout: Duration,
     pub stanza: String,
     pub tags: BTreeMap<String, String>,
+    /// Connection defaults.
+    pub settings: crate::PgSettings,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -427,7 +429,7 @@ fn label_value<'a>(label: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<BackupOutcome> {
-    let cfg = conn::config(opts.dbname.as_deref())?;
+    let cfg = conn::config(opts.dbname.as_deref(), &opts.settings.libpq)?;
     let client = conn::connect(&cfg).await?;
     let pgdata = opts.pgdata.canonicalize().map_err(|e| {
         PgError::refused(
@@ -514,7 +516,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     let sess = session.session().clone();
     let index = session.index().clone();
     let pg = pgdata.clone();
-    let walk_result = tokio::task::spawn_blocking(move || {
+    let walk_result = arsip_repo::blocking(move || {
         let reuse_before = prev.as_ref().map_or(i64::MIN, |p| p.started - 1);
         let mut w = Walk {
             session: &sess,
@@ -543,8 +545,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
             w.reused_bytes,
         ))
     })
-    .await
-    .map_err(|e| PgError::Tool(e.to_string()))?;
+    .await;
     let (nodes, pg_control, mut next_cache, bytes_read, reused_files, reused_bytes) =
         match walk_result {
             Ok(v) => v,
@@ -591,16 +592,12 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     }
     let sess = session.session().clone();
     let lf = labelfile.clone();
-    let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(lf.as_bytes()))
-        .await
-        .map_err(|e| PgError::Tool(e.to_string()))??;
+    let (ids, size) = arsip_repo::blocking(move || sess.write_bytes(lf.as_bytes())).await?;
     session.node(&Node::stream_file("backup_label", size, now), &ids)?;
     if let Some(map) = spcmap.as_ref().filter(|m| !m.is_empty()) {
         let sess = session.session().clone();
         let m = map.clone();
-        let (ids, size) = tokio::task::spawn_blocking(move || sess.write_bytes(m.as_bytes()))
-            .await
-            .map_err(|e| PgError::Tool(e.to_string()))??;
+        let (ids, size) = arsip_repo::blocking(move || sess.write_bytes(m.as_bytes())).await?;
         session.node(&Node::stream_file("tablespace_map", size, now), &ids)?;
     }
     let (pc, pc_ids) = pg_control.ok_or_else(|| {

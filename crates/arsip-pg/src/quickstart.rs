@@ -22,6 +22,8 @@ pub struct Options {
     pub tenants: u32,
     /// The arsip binary (archive_command and restore_command run it).
     pub arsip_exe: PathBuf,
+    /// Where the PostgreSQL programs and scratch directories are.
+    pub settings: crate::PgSettings,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -121,9 +123,13 @@ struct Timer {
 }
 
 impl Timer {
-    fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
+    async fn run<T>(
+        &mut self,
+        name: &str,
+        f: impl std::future::Future<Output = Result<(T, String)>>,
+    ) -> Result<T> {
         let t = Instant::now();
-        let (v, detail) = f()?;
+        let (v, detail) = f.await?;
         self.record(name, t, detail);
         Ok(v)
     }
@@ -140,8 +146,9 @@ impl Timer {
     }
 }
 
-fn expect(c: &Cluster, what: &str, sql: &str) -> Result<String> {
-    c.psql("app", sql)
+async fn expect(c: &Cluster, what: &str, sql: &str) -> Result<String> {
+    c.psql_async("app", sql)
+        .await
         .map_err(|e| PgError::Tool(format!("checking {what}: {e}")))
 }
 
@@ -153,7 +160,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             chown_postgres(d)?;
             d.canonicalize()?
         }
-        None => make_base("arsip-quickstart-")?,
+        None => make_base(&o.settings, "arsip-quickstart-")?,
     };
     let repo_dir = dir.join("repo");
     let key_path = dir.join("full.key");
@@ -192,30 +199,36 @@ pub async fn run(o: &Options) -> Result<Report> {
         repo_dir.display(),
         agent_path.display()
     );
-    let mut cluster = tm.run("start cluster (initdb, archiving)", || {
-        let c = Cluster::init(&ClusterOptions {
-            archive_command: Some(archive.clone()),
-            data_checksums: true,
-            conf: vec![],
-        })?;
-        c.start()?;
-        let d = format!(
-            "PostgreSQL {} at {}",
-            crate::control::read_major(&c.data)?,
-            c.data.display()
-        );
-        Ok((c, d))
-    })?;
+    let opts = ClusterOptions {
+        archive_command: Some(archive.clone()),
+        data_checksums: true,
+        conf: vec![],
+        settings: o.settings.clone(),
+    };
+    let mut cluster = tm
+        .run("start cluster (initdb, archiving)", async {
+            let c = arsip_repo::blocking(move || Cluster::init(&opts)).await?;
+            c.start_async().await?;
+            let d = format!(
+                "PostgreSQL {} at {}",
+                crate::control::read_major(&c.data)?,
+                c.data.display()
+            );
+            Ok((c, d))
+        })
+        .await?;
     cluster.keep = o.keep;
 
     // 3. schema and data
-    tm.run("load car-dealer schema", || {
-        cluster.psql("postgres", "CREATE DATABASE app")?;
-        cluster.psql("app", SCHEMA)?;
-        cluster.psql("app", &load_sql(o.tenants))?;
-        let n = cluster.psql("app", "SELECT (SELECT count(*) FROM vehicles) || ' vehicles, ' || (SELECT count(*) FROM photos) || ' photos, ' || (SELECT count(*) FROM leads) || ' leads, ' || pg_size_pretty(pg_database_size('app'))")?;
+    let cl = &cluster;
+    tm.run("load car-dealer schema", async {
+        cl.psql_async("postgres", "CREATE DATABASE app").await?;
+        cl.psql_async("app", SCHEMA).await?;
+        cl.psql_async("app", &load_sql(o.tenants)).await?;
+        let n = cl.psql_async("app", "SELECT (SELECT count(*) FROM vehicles) || ' vehicles, ' || (SELECT count(*) FROM photos) || ' photos, ' || (SELECT count(*) FROM leads) || ' leads, ' || pg_size_pretty(pg_database_size('app'))").await?;
         Ok(((), format!("{} tenants, {n}", o.tenants)))
-    })?;
+    })
+    .await?;
 
     // 4. backups
     let t = Instant::now();
@@ -228,6 +241,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             wal_timeout: Duration::from_secs(120),
             stanza: "main".into(),
             tags: BTreeMap::from([("origin".into(), "quickstart".into())]),
+            settings: o.settings.clone(),
         },
     )
     .await?;
@@ -248,6 +262,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             dbname: Some(cluster.conninfo("app")),
             all: false,
             tags: BTreeMap::from([("origin".into(), "quickstart".into())]),
+            settings: o.settings.clone(),
         },
     )
     .await?;
@@ -264,7 +279,8 @@ pub async fn run(o: &Options) -> Result<Report> {
     // 5. keep writing, then record T and what the data looks like at T
     let t = Instant::now();
     for round in 0..5 {
-        cluster.psql(
+        cluster
+            .psql_async(
             "app",
             &format!(
                 "INSERT INTO leads (tenant_id, vehicle_id, name, phone, message) SELECT 1 + g % {n}, 1 + g, \
@@ -272,27 +288,34 @@ pub async fn run(o: &Options) -> Result<Report> {
                  UPDATE vehicles SET price_idr = price_idr - 1000000 WHERE id % 50 = {round};",
                 n = o.tenants
             ),
-        )?;
+        )
+            .await?;
     }
-    let target = cluster.psql(
+    let target = cluster
+        .psql_async(
         "app",
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    )?;
+    )
+        .await?;
     let mut facts = BTreeMap::new();
     for (k, sql) in checks() {
-        facts.insert(k.to_string(), expect(&cluster, k, sql)?);
+        facts.insert(k.to_string(), expect(&cluster, k, sql).await?);
     }
     tm.record("keep writing, record T", t, format!("T = {target}"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // 6. lose data after T
     let t = Instant::now();
-    let failure_time = cluster.psql(
-        "app",
-        "BEGIN; DROP TABLE leads; DELETE FROM vehicles WHERE tenant_id = 7; COMMIT; \
+    let failure_time = cluster
+        .psql_async(
+            "app",
+            "BEGIN; DROP TABLE leads; DELETE FROM vehicles WHERE tenant_id = 7; COMMIT; \
          SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    )?;
-    let seg = cluster.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+        )
+        .await?;
+    let seg = cluster
+        .psql_async("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .await?;
     wait_archived(&cluster, &seg).await?;
     tm.record(
         "lose data after T",
@@ -302,7 +325,7 @@ pub async fn run(o: &Options) -> Result<Report> {
 
     // 7. restore to T into a new cluster
     let restore_start = Instant::now();
-    let base = make_base("arsip-quickstart-restore-")?;
+    let base = make_base(&o.settings, "arsip-quickstart-restore-")?;
     let (snaps, _) = repo.snapshots_report().await?;
     let snaps: Vec<_> = snaps
         .into_iter()
@@ -328,6 +351,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             arsip_exe: o.arsip_exe.clone(),
             repo_location: repo_dir.display().to_string(),
             credential: Some(crate::restore::Credential::KeyFile(key_path.clone())),
+            settings: o.settings.clone(),
             ..Default::default()
         },
     )
@@ -341,10 +365,15 @@ pub async fn run(o: &Options) -> Result<Report> {
         ),
     );
     let t = Instant::now();
-    let mut restored = Cluster::adopt(base)?;
+    let adopt = ClusterOptions {
+        settings: o.settings.clone(),
+        ..Default::default()
+    };
+    let mut restored = arsip_repo::blocking(move || Cluster::adopt(base, &adopt)).await?;
     restored.keep = o.keep;
-    restored.start()?;
+    restored.start_async().await?;
     let reached = crate::restore::wait_for_recovery(
+        &restored.bin,
         &restored.socket_dir.display().to_string(),
         restored.port,
         "promote",
@@ -353,10 +382,12 @@ pub async fn run(o: &Options) -> Result<Report> {
         &restored.log_path(),
     )
     .await?;
-    restored.psql(
-        "app",
-        "CREATE TABLE rto_probe (x int); DROP TABLE rto_probe",
-    )?;
+    restored
+        .psql_async(
+            "app",
+            "CREATE TABLE rto_probe (x int); DROP TABLE rto_probe",
+        )
+        .await?;
     let rto = restore_start.elapsed().as_secs_f64();
     tm.record(
         "replay WAL to T, promote",
@@ -373,7 +404,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     let mut verified = BTreeMap::new();
     let mut ok = true;
     for (k, sql) in checks() {
-        let got = expect(&restored, k, sql)?;
+        let got = expect(&restored, k, sql).await?;
         let want = &facts[k];
         let good = &got == want;
         ok &= good;
@@ -414,11 +445,17 @@ pub async fn run(o: &Options) -> Result<Report> {
         ok,
         kept: o.keep,
     };
-    drop(restored);
-    drop(cluster);
-    if !o.keep {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    // Stopping the servers (pg_ctl) and removing their directories blocks.
+    let keep = o.keep;
+    arsip_repo::blocking(move || {
+        drop(restored);
+        drop(cluster);
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok::<_, PgError>(())
+    })
+    .await?;
     Ok(report)
 }
 
@@ -434,10 +471,12 @@ fn checks() -> [(&'static str, &'static str); 4] {
 async fn wait_archived(c: &Cluster, seg: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let last = c.psql(
-            "postgres",
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        )?;
+        let last = c
+            .psql_async(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            )
+            .await?;
         if !last.is_empty() && last.as_str() >= seg {
             return Ok(());
         }

@@ -121,6 +121,8 @@ pub async fn push(
     let map = if f.metadata().map_err(cant)?.len() == 0 {
         None
     } else {
+        // SAFETY: the mapping is read-only and lives only while this push hashes and stores
+        // it; PostgreSQL does not write a segment it hands to archive_command.
         Some(unsafe { memmap2::Mmap::map(&f) }.map_err(cant)?)
     };
     let data: &[u8] = map.as_deref().unwrap_or(&[]);
@@ -274,9 +276,10 @@ pub fn clear_spool(pgdata: &Path) {
     let _ = std::fs::remove_dir_all(pgdata.join(PREFETCH_DIR));
 }
 
-/// The data directory an archive or restore command runs in: `--pgdata`, else `PGDATA`, else
-/// the working directory (PostgreSQL runs both commands in the data directory).
-pub fn pgdata_or_cwd(pgdata: Option<&Path>) -> Result<PathBuf> {
+/// The data directory an archive or restore command runs in: `--pgdata`, else `PGDATA` (the
+/// settings' `pgdata`), else the working directory (PostgreSQL runs both commands in the
+/// data directory).
+pub fn pgdata_or_cwd(pgdata: Option<&Path>, settings: &crate::PgSettings) -> Result<PathBuf> {
     if let Some(p) = pgdata {
         return Ok(p.to_path_buf());
     }
@@ -284,8 +287,8 @@ pub fn pgdata_or_cwd(pgdata: Option<&Path>) -> Result<PathBuf> {
     if cwd.join("global/pg_control").exists() {
         return Ok(cwd);
     }
-    if let Some(p) = std::env::var_os("PGDATA") {
-        return Ok(p.into());
+    if let Some(p) = &settings.pgdata {
+        return Ok(p.clone());
     }
     Ok(cwd)
 }

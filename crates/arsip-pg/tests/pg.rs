@@ -17,6 +17,21 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use arsip_pg::cluster::{chown_postgres, make_base, Cluster, ClusterOptions};
+use arsip_pg::PgSettings;
+
+/// The harness's PostgreSQL settings, from its own environment (`ARSIP_PG_BIN`,
+/// `ARSIP_PG_TMP`, `ARSIP_KEEP_CLUSTERS`, …), as the CLI resolves them.
+pub fn pg_settings() -> PgSettings {
+    PgSettings::from_vars(std::env::vars_os())
+}
+
+/// Cluster options with nothing but the harness's settings.
+pub fn harness_opts() -> ClusterOptions {
+    ClusterOptions {
+        settings: pg_settings(),
+        ..Default::default()
+    }
+}
 
 pub fn arsip_bin() -> PathBuf {
     let p = std::env::var_os("ARSIP_BIN")
@@ -41,7 +56,7 @@ pub struct Env {
 impl Env {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Env {
-        let base = make_base("arsip-pgtest-").unwrap();
+        let base = make_base(&pg_settings(), "arsip-pgtest-").unwrap();
         let repo = base.join("repo");
         let key = base.join("full.key");
         let agent = base.join("agent.key");
@@ -114,6 +129,7 @@ impl Env {
             archive_command: Some(self.archive_command()),
             data_checksums: true,
             conf: vec!["archive_timeout = 0".into()],
+            settings: pg_settings(),
         })
         .unwrap();
         c.start().unwrap();
@@ -123,7 +139,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if std::env::var_os("ARSIP_KEEP_CLUSTERS").is_none() {
+        if !pg_settings().keep_clusters {
             let _ = std::fs::remove_dir_all(&self.base);
         }
     }
@@ -374,7 +390,7 @@ mod wal {
         let env = Env::new();
         let a = env.cluster();
         switch_and_archive(&a);
-        let b = Cluster::init(&ClusterOptions::default()).unwrap();
+        let b = Cluster::init(&harness_opts()).unwrap();
         let f = b.data.join("PG_VERSION");
         let o = env
             .cmd()
@@ -636,7 +652,7 @@ mod logical {
     }
 
     fn plain_cluster() -> Cluster {
-        let c = Cluster::init(&ClusterOptions::default()).unwrap();
+        let c = Cluster::init(&harness_opts()).unwrap();
         c.start().unwrap();
         c
     }
@@ -1058,7 +1074,7 @@ pub fn backdate_files(dir: &Path, age: Duration) {
 /// Restore `snapshot` (or the automatic choice) to `target_time` into a fresh harness
 /// directory, start it, wait for promotion.
 pub fn restore_to(env: &Env, extra: &[&str]) -> Cluster {
-    let base = make_base("arsip-pgrestore-").unwrap();
+    let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
     let o = env
         .cmd()
         .args(["restore", "pg", "--physical", "--to"])
@@ -1067,10 +1083,11 @@ pub fn restore_to(env: &Env, extra: &[&str]) -> Cluster {
         .output()
         .unwrap();
     ok(o);
-    let c = Cluster::adopt(base).unwrap();
+    let c = Cluster::adopt(base, &harness_opts()).unwrap();
     c.start().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(arsip_pg::restore::wait_for_recovery(
+        &c.bin,
         &c.socket_dir.display().to_string(),
         c.port,
         "promote",
@@ -1223,7 +1240,7 @@ mod physical {
                 .output()
                 .unwrap()
         };
-        let scratch = make_base("arsip-pgrestore-").unwrap();
+        let scratch = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
         // the original location holds the running cluster's tablespace
         let o = restore(&scratch.join("data"), &[]);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -1279,7 +1296,7 @@ mod physical {
         let c = env.cluster();
         ok(env.physical_backup(&c).output().unwrap());
         // non-empty target
-        let d = make_base("arsip-pgrestore-").unwrap();
+        let d = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
         std::fs::write(d.join("x"), b"x").unwrap();
         let o = env
             .cmd()
@@ -1393,7 +1410,7 @@ mod crash {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(*delay_ms));
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.kill(); // SIGKILL
             let _ = child.wait();
             let out = env.base.join(format!("{name}.fetched"));
             let o = env
@@ -1444,7 +1461,7 @@ mod crash {
         c.psql("postgres", "CREATE TABLE after_backup AS SELECT 1 AS x")
             .unwrap();
         switch_and_archive(&c);
-        let base = make_base("arsip-pgrestore-").unwrap();
+        let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
         ok(env
             .cmd()
             .args(["restore", "pg", "--physical", "--no-archive", "--to"])
@@ -1459,7 +1476,7 @@ mod crash {
             "restore_command = 'env ARSIP_TEST_FAULTS=get:wal/:transient ",
         );
         std::fs::write(&auto, conf).unwrap();
-        let r = Cluster::adopt(base).unwrap();
+        let r = Cluster::adopt(base, &harness_opts()).unwrap();
         let _ = r.start();
         let t = Instant::now();
         while r.data.join("postmaster.pid").exists() && t.elapsed() < Duration::from_secs(60) {
@@ -1496,7 +1513,7 @@ mod crash {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(delay));
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.kill(); // SIGKILL
             let st = child.wait().unwrap();
             let snaps = json_out(env.cmd().args(["--json", "snapshots"]).output().unwrap());
             if st.code().is_none() {
@@ -1544,7 +1561,7 @@ mod pitr {
     /// `arsip restore pg --physical --to <fresh dir>/data EXTRA…`, not started; the directory
     /// it was asked to create is returned with the output.
     pub fn restore_cmd(env: &Env, extra: &[&str]) -> (Output, PathBuf) {
-        let base = make_base("arsip-pgrestore-").unwrap();
+        let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
         let to = base.join("data");
         let o = env
             .cmd()
@@ -1832,7 +1849,7 @@ mod pitr {
         drop(r);
         // no zone: TZ says which
         let local = m2.time.trim_end_matches("+00").to_string();
-        let base = make_base("arsip-pgrestore-").unwrap();
+        let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
         let o = env
             .cmd()
             .env("TZ", "UTC")
@@ -1848,10 +1865,11 @@ mod pitr {
             .output()
             .unwrap();
         ok(o);
-        let r = Cluster::adopt(base).unwrap();
+        let r = Cluster::adopt(base, &harness_opts()).unwrap();
         r.start().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &r.bin,
             &r.socket_dir.display().to_string(),
             r.port,
             "promote",
@@ -1877,7 +1895,7 @@ mod pitr {
         switch_and_archive(&c);
         let pw = env.base.join("password");
         std::fs::write(&pw, "test-password\n").unwrap();
-        let base = make_base("arsip-pgrestore-").unwrap();
+        let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
         let to = base.join("data");
         let o = env
             .cmd()
@@ -1891,10 +1909,11 @@ mod pitr {
         ok(o);
         let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
         assert!(!auto.contains("test-password"), "{auto}");
-        let r = Cluster::adopt(base).unwrap();
+        let r = Cluster::adopt(base, &harness_opts()).unwrap();
         r.start().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &r.bin,
             &r.socket_dir.display().to_string(),
             r.port,
             "promote",
@@ -1937,10 +1956,11 @@ mod pitr {
         let (o, to) = restore_cmd(env, extra);
         let err = stderr(&o);
         ok(o);
-        let c = Cluster::adopt(to.parent().unwrap().to_path_buf()).unwrap();
+        let c = Cluster::adopt(to.parent().unwrap().to_path_buf(), &harness_opts()).unwrap();
         c.start().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(arsip_pg::restore::wait_for_recovery(
+            &c.bin,
             &c.socket_dir.display().to_string(),
             c.port,
             "promote",

@@ -46,17 +46,25 @@ pub trait Classify {
     fn hint(&self) -> Option<String>;
 }
 
-/// Run blocking work (file I/O, compression) on tokio's blocking pool. A panic there is a
-/// defect and comes back as [`RepoError::Internal`].
-pub async fn blocking<T, E, F>(f: F) -> std::result::Result<T, E>
+/// Run blocking work (file I/O, compression, a program that must be waited for) on tokio's
+/// blocking pool: the one `spawn_blocking` of the crates above the store, for any error type
+/// that a [`RepoError`] converts into. A panic there is a defect and comes back as
+/// [`RepoError::Internal`].
+///
+/// The work starts when this is called, not when the future is first polled, so a caller
+/// may keep the future and do other work (feed a channel the work reads) before awaiting it.
+/// Call it inside a tokio runtime.
+pub fn blocking<T, E, F>(f: F) -> impl std::future::Future<Output = std::result::Result<T, E>>
 where
     F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<RepoError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| E::from(RepoError::Internal(format!("blocking task failed: {e}"))))?
+    let task = tokio::task::spawn_blocking(f);
+    async move {
+        task.await
+            .map_err(|e| E::from(RepoError::Internal(format!("blocking task failed: {e}"))))?
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -348,7 +348,7 @@ impl BackupSession {
     pub async fn finish(&self) -> Result<SessionStats> {
         drop(self.jobs.lock().unwrap().take());
         let workers: Vec<_> = std::mem::take(&mut *self.workers.lock().unwrap());
-        let worker_result = tokio::task::spawn_blocking(move || {
+        let worker_result = crate::blocking(move || {
             let mut first = Ok(());
             for w in workers {
                 let r = w
@@ -360,8 +360,7 @@ impl BackupSession {
             }
             first
         })
-        .await
-        .map_err(|e| RepoError::Internal(e.to_string()))?;
+        .await;
         let uploader = self
             .uploader
             .lock()

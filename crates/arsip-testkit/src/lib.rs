@@ -25,10 +25,13 @@ pub fn spawn_tied(mut cmd: Command) -> std::io::Result<u32> {
     use std::os::unix::process::CommandExt;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        // SAFETY: prctl is async-signal-safe.
+        // SAFETY: the closure only makes the prctl system call, which is async-signal-safe
+        // (no allocation, no locks) as code between fork and exec must be.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
                 Ok(())
             });
         }

@@ -50,6 +50,7 @@ pub async fn run(ctx: &Ctx<'_>, b: &BackupCmd) -> Result<u8> {
             };
             // Never back up arsip's own repository (when local), cache or spool.
             let mut never = vec![repo.cache_dir().to_path_buf()];
+            never.extend(ctx.pg_settings().spool_dir);
             let location = ctx.store_settings()?.location;
             if let Ok(arsip_ops::storage::backend::Location::Local(p)) =
                 arsip_ops::storage::backend::Location::parse(&location)

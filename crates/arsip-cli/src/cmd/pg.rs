@@ -24,6 +24,7 @@ pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
             dbname: a.dbname.clone(),
             all: a.all,
             tags,
+            settings: ctx.pg_settings(),
         };
         arsip_pg::logical::backup(repo, &opts).await?
     } else {
@@ -38,6 +39,7 @@ pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
             wal_timeout: std::time::Duration::from_secs(a.wal_timeout),
             stanza: a.stanza.clone(),
             tags,
+            settings: ctx.pg_settings(),
         };
         arsip_pg::physical::backup(repo, &opts).await?
     };
@@ -69,6 +71,7 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
             tables: a.tables.clone(),
             jobs: a.jobs.max(1),
             globals: a.globals,
+            settings: ctx.pg_settings(),
         };
         let o = arsip_pg::logical::restore(repo, &snap, &opts).await?;
         if cli.json {
@@ -142,6 +145,7 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
         arsip_exe: std::env::current_exe()?,
         repo_location: ctx.store_settings()?.location,
         credential: Some(credential),
+        settings: ctx.pg_settings(),
     };
     let snaps = list_kind(&repo, arsip_pg::physical::KIND).await?;
     let t0 = std::time::Instant::now();

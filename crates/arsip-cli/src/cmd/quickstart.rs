@@ -13,6 +13,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &QuickstartArgs) -> Result<u8> {
         keep: a.keep,
         tenants: a.tenants.max(8),
         arsip_exe: std::env::current_exe()?,
+        settings: ctx.pg_settings(),
     };
     let r = arsip_pg::quickstart::run(&opts).await?;
     if ctx.cli.json {

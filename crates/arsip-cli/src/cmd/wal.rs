@@ -40,7 +40,8 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
             stanza,
         } => {
             let started = std::time::Instant::now();
-            let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata.as_deref())?;
+            let pgdata =
+                arsip_pg::walarchive::pgdata_or_cwd(pgdata.as_deref(), &ctx.pg_settings())?;
             let repo = ctx.open_shared(Access::AppendOnly).await?;
             let r = arsip_pg::walarchive::push(&repo, &pgdata, path, stanza).await?;
             if cli.json {
@@ -130,7 +131,7 @@ async fn wal_fetch(
     pgdata: Option<&Path>,
     prefetch: usize,
 ) -> Result<u8> {
-    let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata)?;
+    let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata, &ctx.pg_settings())?;
     let ns = match namespace {
         Some(n) => n.to_string(),
         None => arsip_pg::control::ClusterId::read(&pgdata)?.namespace(),

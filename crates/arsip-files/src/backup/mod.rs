@@ -201,14 +201,13 @@ pub async fn files(
         .collect();
     let session = txn.session().clone();
     let mut tree = txn.take_tree();
-    let (tree, files, report) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (tree, files, report) = arsip_repo::blocking(move || -> Result<_> {
         let mut w = walk::Walker::new(&session, &mut tree, &rules, &roots);
         w.run()?;
         let (files, report) = (w.files, std::mem::take(&mut w.report));
         Ok((tree, files, report))
     })
-    .await
-    .map_err(|e| RepoError::Invalid(e.to_string()))??;
+    .await?;
     txn.put_tree(tree, files);
     let partial = report.partial();
     if partial {
@@ -266,9 +265,7 @@ pub async fn stream<R: Read + Send + 'static>(
 ) -> Result<BackupOutcome> {
     check_stream_name(&name)?;
     let session = txn.session().clone();
-    let (ids, size) = tokio::task::spawn_blocking(move || session.write_stream(reader))
-        .await
-        .map_err(|e| RepoError::Invalid(e.to_string()))??;
+    let (ids, size) = arsip_repo::blocking(move || session.write_stream(reader)).await?;
     let node = Node::stream_file(name, size, txn.started());
     txn.node(&node, &ids)?;
     txn.commit(meta).await
@@ -297,12 +294,11 @@ pub async fn command(
     let mut reader =
         ChildReader::spawn(cmd, &what).map_err(|e| RepoError::Invalid(e.to_string()))?;
     let session = txn.session().clone();
-    let (written, reader) = tokio::task::spawn_blocking(move || {
+    let (written, reader) = arsip_repo::blocking(move || {
         let r = session.write_stream(&mut reader);
-        (r, reader)
+        Ok::<_, RepoError>((r, reader))
     })
-    .await
-    .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    .await?;
     let (ids, size) = match written {
         Ok(w) => w,
         // The producer failed: its status and stderr are the error, not an I/O failure.

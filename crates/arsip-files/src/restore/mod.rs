@@ -188,7 +188,7 @@ pub async fn to_dir_with(
         let opts = opts.clone();
         let label = snap_label.clone();
         let warnings = warnings.clone();
-        tokio::task::spawn_blocking(move || -> Result<_> {
+        arsip_repo::blocking(move || -> Result<_> {
             let bases = dirs
                 .iter()
                 .map(|d| fs::Base::open(d))
@@ -197,8 +197,7 @@ pub async fn to_dir_with(
             let plan = plan::check(&mut tree, &bases, &graft_paths, &opts, &label, &warn)?;
             Ok((bases, graft_paths, plan.keep))
         })
-        .await
-        .map_err(|e| RepoError::Invalid(format!("restore check: {e}")))??
+        .await?
     };
 
     let mut tree = reader.tree(&snap.manifest).await?;
@@ -207,7 +206,7 @@ pub async fn to_dir_with(
         let opts = opts.clone();
         let label = snap_label.clone();
         let warnings = warnings.clone();
-        tokio::task::spawn_blocking(move || {
+        arsip_repo::blocking(move || {
             let cx = write::Ctx {
                 bases: &bases,
                 grafts: &graft_paths,
@@ -272,9 +271,7 @@ pub async fn to_dir_with(
         }
     }
     drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| RepoError::Invalid(format!("restore writer: {e}")))?;
+    let written = writer.await;
     // A fetch error is the root cause: the writer only saw its input end early.
     if let Some(e) = fetch_err {
         return Err(e);

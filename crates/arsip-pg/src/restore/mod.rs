@@ -77,6 +77,8 @@ pub struct PhysicalRestore {
     pub arsip_exe: PathBuf,
     pub repo_location: String,
     pub credential: Option<Credential>,
+    /// Where the PostgreSQL programs are.
+    pub settings: crate::PgSettings,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -217,7 +219,7 @@ pub async fn execute(
     }
     let log = log_dir.join("arsip-recovery.log");
     let t1 = Instant::now();
-    start::pg_ctl_start(&plan.pg_bin, &m.to, &log)?;
+    start::pg_ctl_start(&plan.pg_bin, &m.to, &log).await?;
     let host = conf_value(&m.to, "unix_socket_directories")
         .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
         .filter(|s| !s.is_empty())
@@ -227,6 +229,7 @@ pub async fn execute(
         .or_else(|| conf_value(&m.to, "port").and_then(|p| p.parse().ok()))
         .unwrap_or(5432);
     let reached = wait_for_recovery(
+        &plan.pg_bin,
         &host,
         port,
         plan.target_action.as_str(),

@@ -263,8 +263,13 @@ impl RestorePlan {
             .collect();
 
         // PostgreSQL programs of the backup's major version.
-        let bin = pg_bin_dir()?;
-        let have = bin_major(&bin)?;
+        let settings = o.settings.clone();
+        let (bin, have) = arsip_repo::blocking(move || {
+            let bin = pg_bin_dir(&settings)?;
+            let have = bin_major(&bin)?;
+            Ok::<_, PgError>((bin, have))
+        })
+        .await?;
         if have != f.major {
             return Err(PgError::refused(
                 format!(

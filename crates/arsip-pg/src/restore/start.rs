@@ -71,15 +71,17 @@ pub fn recovery_failed(what: &str, log: &Path) -> PgError {
 
 /// `pg_ctl start` on a restored data directory; a start that fails reports the server's
 /// reasons.
-pub fn pg_ctl_start(bin: &Path, pgdata: &Path, log: &Path) -> Result<()> {
-    let o = as_postgres(&bin.join("pg_ctl"))
-        .arg("-D")
+pub async fn pg_ctl_start(bin: &Path, pgdata: &Path, log: &Path) -> Result<()> {
+    let mut c = as_postgres(&bin.join("pg_ctl"));
+    c.arg("-D")
         .arg(pgdata)
         .arg("-l")
         .arg(log)
         .args(["-w", "-t", "3600", "start"])
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    let o = tokio::process::Command::from(c)
         .output()
+        .await
         .map_err(|e| PgError::Tool(format!("cannot run {}/pg_ctl: {e}", bin.display())))?;
     // A recovery that reaches a `shutdown` target quickly stops the server before pg_ctl
     // sees it accept connections: that is the requested end, not a failed start.
@@ -93,12 +95,10 @@ pub fn pg_ctl_start(bin: &Path, pgdata: &Path, log: &Path) -> Result<()> {
 }
 
 /// What `pg_controldata` says (key → value).
-fn controldata(bin: &Path, pgdata: &Path) -> Vec<(String, String)> {
-    let Ok(o) = as_postgres(&bin.join("pg_controldata"))
-        .arg("-D")
-        .arg(pgdata)
-        .output()
-    else {
+async fn controldata(bin: &Path, pgdata: &Path) -> Vec<(String, String)> {
+    let mut c = as_postgres(&bin.join("pg_controldata"));
+    c.arg("-D").arg(pgdata);
+    let Ok(o) = tokio::process::Command::from(c).output().await else {
         return Vec::new();
     };
     String::from_utf8_lossy(&o.stdout)
@@ -111,8 +111,8 @@ fn controldata(bin: &Path, pgdata: &Path) -> Vec<(String, String)> {
 /// Where a cluster that shut down at its recovery target stopped: the LSN and timeline from
 /// `pg_control` (the minimum recovery point its restartpoint recorded), the time and
 /// PostgreSQL's own line from the log.
-pub fn reached_at_shutdown(bin: &Path, pgdata: &Path, log_text: &str) -> Reached {
-    let cd = controldata(bin, pgdata);
+pub async fn reached_at_shutdown(bin: &Path, pgdata: &Path, log_text: &str) -> Reached {
+    let cd = controldata(bin, pgdata).await;
     let get = |k: &str| cd.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
     let min =
         get("Minimum recovery ending location").filter(|v| parse_lsn(v).is_some_and(|l| l > 0));
@@ -140,8 +140,10 @@ pub fn reached_at_shutdown(bin: &Path, pgdata: &Path, log_text: &str) -> Reached
 
 /// Wait until recovery has ended (promote), paused (pause), or the server stopped at the
 /// target (shutdown); then report the last replayed LSN and transaction time. A server that
-/// stops otherwise is an error quoting its reasons.
+/// stops otherwise is an error quoting its reasons. `bin` holds the server's programs
+/// (`pg_controldata` reads where a shut-down server stopped).
 pub async fn wait_for_recovery(
+    bin: &Path,
     host: &str,
     port: u16,
     action: &str,
@@ -171,8 +173,7 @@ pub async fn wait_for_recovery(
                         log,
                     ));
                 }
-                let bin = crate::control::pg_bin_dir()?;
-                return Ok(reached_at_shutdown(&bin, pgdata, &text));
+                return Ok(reached_at_shutdown(bin, pgdata, &text).await);
             }
         } else if let Ok(c) = crate::conn::connect(&cfg).await {
             let r = c
