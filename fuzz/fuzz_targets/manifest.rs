@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let snaps = [Snapshot {
         id: blake3::hash(rest).to_hex().to_string(),
         writer: hex::encode(ROOT_WRITER),
+        stored: None,
         manifest: m,
     }];
     let _ = snaps[0].short_id();
