@@ -26,8 +26,24 @@ use crate::restore::plan::RestorePlan;
 /// The recovery key's file name inside the restored data directory. Physical backups skip it.
 pub const RECOVERY_KEY: &str = "arsip-recovery.key";
 
+/// `s` as a single-quoted postgresql.conf value: PostgreSQL's parser reads `\` escapes
+/// there (`\t`, `\n`, octal), so a backslash is doubled and line ends are escaped, and a
+/// quote is doubled; the server reads back exactly `s` (a restore point named `rp\test`
+/// is reached, not `rp<TAB>est`, and a newline cannot end the line early).
 pub fn conf_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// `p` as it can stand in `restore_command`: no spaces, quotes, backslashes or `%`.
@@ -121,4 +137,20 @@ pub fn write(to: &Path, plan: &RestorePlan, key: Option<&KeyFile>) -> Result<()>
         Err(e) => return Err(io(&standby, e)),
     }
     write_synced(&to.join("recovery.signal"), b"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conf_quote;
+
+    /// Values PostgreSQL's configuration parser reads back unchanged: backslashes doubled
+    /// (today `rp\test` reached the server as `rp<TAB>est`), line ends escaped (a newline
+    /// made the file invalid), quotes doubled.
+    #[test]
+    fn conf_values_survive_postgresqls_escapes() {
+        assert_eq!(conf_quote(r"rp\test"), r"'rp\\test'");
+        assert_eq!(conf_quote("a\nb\rc"), r"'a\nb\rc'");
+        assert_eq!(conf_quote("it's"), "'it''s'");
+        assert_eq!(conf_quote("plain"), "'plain'");
+    }
 }
