@@ -190,9 +190,12 @@ pub fn parse_time_in(
         },
         None => (zone.cloned().ok_or(TimeError::NoZone)?, true),
     };
+    // PostgreSQL's rule (its manual, "Handling of Invalid or Ambiguous Timestamps"): a time
+    // repeated when clocks go back takes the offset after the transition, a time skipped
+    // when they go forward the offset before it; jiff's `later` is exactly that.
     let zoned = tz
         .to_ambiguous_zoned(dt)
-        .compatible()
+        .later()
         .map_err(|e| TimeError::Invalid(format!("{s:?}: {e}")))?;
     Ok((zoned.timestamp(), assumed))
 }
@@ -403,6 +406,18 @@ mod tests {
             ("2026-12-02 02:55:12.123456", true, want),
             ("2026-12-02T02:55:12", true, whole),
             ("2026-12-02", true, utc("2026-12-01T17:00:00Z")),
+            // as PostgreSQL reads them: a repeated hour (clocks going back) in standard time,
+            // a skipped hour (clocks going forward) with the offset before the change
+            (
+                "2026-11-01 01:30:00 America/New_York",
+                false,
+                utc("2026-11-01T06:30:00Z"),
+            ),
+            (
+                "2026-03-08 02:30:00 America/New_York",
+                false,
+                utc("2026-03-08T07:30:00Z"),
+            ),
         ];
         for (input, with_default, expected) in table {
             let zone = with_default.then_some(&jakarta);
