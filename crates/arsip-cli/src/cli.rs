@@ -277,6 +277,10 @@ pub enum WalCmd {
         /// Segments to prefetch after this one (0 = off)
         #[arg(long, default_value_t = 4)]
         prefetch: usize,
+        /// The timeline the recovery follows (restores write it): an ancestor's copy of a
+        /// segment past its switch point on that history is reported missing
+        #[arg(long)]
+        timeline: Option<u32>,
     },
     /// List archived WAL files of a namespace (default: every namespace)
     List {

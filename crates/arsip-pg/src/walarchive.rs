@@ -190,12 +190,23 @@ pub async fn fetch(
     dest: &Path,
     pgdata: &Path,
     prefetch: usize,
+    follow: Option<u32>,
 ) -> Result<Fetched> {
     // PostgreSQL's rules, before the spool or the repository is touched.
     check_namespace(ns)?;
     check_wal_file_name(file)?;
     let spool = pgdata.join(PREFETCH_DIR);
     let seg = SegName::parse(file, SEG_SIZE_DEFAULT);
+    // An ancestor's copy of a segment at or after its switch point on the followed history
+    // holds the ancestor's records after that point: recovery falls back to it when the
+    // child's copy is missing and would replay it as this history. Reported missing, so
+    // recovery ends before the switch point instead (checked before the spool, which may
+    // hold a prefetched copy).
+    if let (Some(t), Some(s)) = (follow, seg) {
+        if s.timeline != t && past_switch(repo, ns, t, s).await? {
+            return Ok(Fetched::Missing);
+        }
+    }
     if seg.is_some() {
         let spooled = spool.join(file);
         if let Ok(data) = std::fs::read(&spooled) {
@@ -278,6 +289,20 @@ pub fn clear_spool(pgdata: &Path) {
 
 /// The data directory an archive or restore command runs in: `--pgdata`, else `PGDATA` (the
 /// settings' `pgdata`), else the working directory (PostgreSQL runs both commands in the
+
+/// Whether segment `s` (of an ancestor timeline) lies at or after that ancestor's switch
+/// point on the history of timeline `follow`.
+async fn past_switch(repo: &FullRepo, ns: &str, follow: u32, s: SegName) -> Result<bool> {
+    let Some(h) = repo.wal_get(ns, &format!("{follow:08X}.history")).await? else {
+        return Ok(false);
+    };
+    let history = crate::control::parse_history(&String::from_utf8_lossy(&h));
+    Ok(history
+        .iter()
+        .find(|e| e.parent == s.timeline)
+        .is_some_and(|e| s.segno >= e.switch_lsn / SEG_SIZE_DEFAULT))
+}
+
 /// data directory).
 pub fn pgdata_or_cwd(pgdata: Option<&Path>, settings: &crate::PgSettings) -> Result<PathBuf> {
     if let Some(p) = pgdata {

@@ -1642,6 +1642,48 @@ mod pitr {
         .unwrap()
     }
 
+    /// A new primary whose first segment (the one holding its switch point) is not archived
+    /// yet, followed by a later default restore: recovery never reads the old primary's
+    /// copy of that segment, which holds what the old primary wrote after the switch point.
+    /// Today's recovery fell back to it and replayed those rows as the new primary's
+    /// history, with exit 0 (found by an adversarial run).
+    #[test]
+    fn the_old_primarys_copy_of_a_switch_segment_is_never_replayed() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        ok(env.physical_backup(&c).output().unwrap());
+        switch_and_archive(&c);
+        let m1 = step(&c, "kept", 100);
+        std::thread::sleep(Duration::from_millis(50));
+        step(&c, "undone", 100);
+        switch_and_archive(&c);
+        drop(c);
+        // the repair: a PITR to m1 declared the new primary (timeline 2 branches inside the
+        // segment that holds the "undone" rows), stopped before it archived that segment
+        let p = restore_to(&env, &["--target-time", &m1.time, "--promote-as-primary"]);
+        assert_eq!(state(&p), m1.state);
+        drop(p);
+        let wal = env.repo.join("wal");
+        for ns in std::fs::read_dir(&wal).unwrap() {
+            for f in std::fs::read_dir(ns.unwrap().path()).unwrap() {
+                let f = f.unwrap();
+                let n = f.file_name().to_string_lossy().into_owned();
+                if n.starts_with("00000002") && !n.ends_with(".history") {
+                    std::fs::remove_file(f.path()).unwrap();
+                }
+            }
+        }
+        let r = restore_to(&env, &[]);
+        assert_eq!(
+            r.psql("postgres", "SELECT count(*) FROM m WHERE v = 'undone'")
+                .unwrap(),
+            "0",
+            "rows the repair undid came back from the old primary's copy of the switch segment"
+        );
+    }
+
     /// The failure of the report: a drill restore (started as the docs show) promoted to a
     /// new timeline and archived it into the source's namespace; the source kept writing and
     /// took a newer backup; the next default restore followed the drill's timeline, ignored

@@ -65,6 +65,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
             namespace,
             pgdata,
             prefetch,
+            timeline,
         } => {
             std::panic::set_hook(Box::new(|p| {
                 eprintln!("arsip: internal error during wal fetch: {p}");
@@ -77,6 +78,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
                 namespace.as_deref(),
                 pgdata.as_deref(),
                 *prefetch,
+                *timeline,
             )
             .await
             {
@@ -130,6 +132,7 @@ async fn wal_fetch(
     namespace: Option<&str>,
     pgdata: Option<&Path>,
     prefetch: usize,
+    follow: Option<u32>,
 ) -> Result<u8> {
     let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata, &ctx.pg_settings())?;
     let ns = match namespace {
@@ -142,7 +145,7 @@ async fn wal_fetch(
     } else {
         pgdata.join(dest)
     };
-    match arsip_pg::walarchive::fetch(&repo, &ns, file, &dest, &pgdata, prefetch).await? {
+    match arsip_pg::walarchive::fetch(&repo, &ns, file, &dest, &pgdata, prefetch, follow).await? {
         arsip_pg::walarchive::Fetched::Missing => Ok(fetch_exit::MISSING),
         arsip_pg::walarchive::Fetched::Written { .. } => Ok(exit::OK),
     }

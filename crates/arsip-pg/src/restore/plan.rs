@@ -424,8 +424,8 @@ impl RestorePlan {
         settings.push(format!(
             "restore_command = {}",
             conf_quote(&format!(
-                "{exe} --repo {} --key-file {key_s} wal fetch --namespace {ns} %f %p",
-                o.repo_location
+                "{exe} --repo {} --key-file {key_s} wal fetch --namespace {ns} --timeline {} %f %p",
+                o.repo_location, chosen.choice.follow
             ))
         ));
         if credential.recovery_key.is_some() {
