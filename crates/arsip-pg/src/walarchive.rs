@@ -287,9 +287,6 @@ pub fn clear_spool(pgdata: &Path) {
     let _ = std::fs::remove_dir_all(pgdata.join(PREFETCH_DIR));
 }
 
-/// The data directory an archive or restore command runs in: `--pgdata`, else `PGDATA` (the
-/// settings' `pgdata`), else the working directory (PostgreSQL runs both commands in the
-
 /// Whether segment `s` (of an ancestor timeline) lies at or after that ancestor's switch
 /// point on the history of timeline `follow`.
 async fn past_switch(repo: &FullRepo, ns: &str, follow: u32, s: SegName) -> Result<bool> {
@@ -303,6 +300,8 @@ async fn past_switch(repo: &FullRepo, ns: &str, follow: u32, s: SegName) -> Resu
         .is_some_and(|e| s.segno >= e.switch_lsn / SEG_SIZE_DEFAULT))
 }
 
+/// The data directory an archive or restore command runs in: `--pgdata`, else `PGDATA` (the
+/// settings' `pgdata`), else the working directory (PostgreSQL runs both commands in the
 /// data directory).
 pub fn pgdata_or_cwd(pgdata: Option<&Path>, settings: &crate::PgSettings) -> Result<PathBuf> {
     if let Some(p) = pgdata {
