@@ -1974,6 +1974,40 @@ mod pitr {
         assert!(!to.join("arsip-recovery.key").exists());
     }
 
+    /// A server whose DateStyle is not ISO (`SQL, DMY` prints "02/12/2026 00:37:33 UTC"):
+    /// the backup's times are still recorded in a form restores read, so a time target finds
+    /// the backup (today: the fact could not be parsed and the backup was silently skipped).
+    #[test]
+    fn backup_times_are_readable_whatever_the_servers_datestyle() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "ALTER SYSTEM SET datestyle = 'SQL, DMY'")
+            .unwrap();
+        c.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+        let b = json_out(env.physical_backup(&c).output().unwrap());
+        let id = b["id"].as_str().unwrap().to_string();
+        // (the test's own psql reads moments in ISO form)
+        c.psql("postgres", "ALTER SYSTEM RESET datestyle").unwrap();
+        c.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+        let m1 = step(&c, "after", 10);
+        std::thread::sleep(Duration::from_millis(50));
+        step(&c, "later", 10);
+        switch_and_archive(&c);
+        let r = restore_to(&env, &["--target-time", &m1.time]);
+        assert_eq!(state(&r), m1.state);
+        let snaps = json_out(
+            env.cmd()
+                .args(["snapshots", "--json", "--kind", "pg-physical"])
+                .output()
+                .unwrap(),
+        );
+        let facts = &snaps.as_array().unwrap()[0]["facts"];
+        let stop = facts["stop_time"].as_str().unwrap();
+        assert!(stop.starts_with("20"), "{id}: stop_time {stop:?}");
+    }
+
     /// The reuse cache cannot be written: the backup still succeeds and says so, naming the
     /// path (a silent failure turns every later incremental into a full read).
     #[test]
