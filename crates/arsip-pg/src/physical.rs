@@ -438,55 +438,8 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         )
     })?;
     let id = ClusterId::read(&pgdata)?;
-    let r = client
-        .query_one(
-            "SELECT pg_is_in_recovery(), (SELECT system_identifier::text FROM pg_control_system()), \
-             current_setting('data_directory'), current_setting('archive_mode'), \
-             current_setting('archive_command'), current_setting('server_version'), \
-             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
-             current_setting('data_checksums')",
-            &[],
-        )
-        .await?;
-    if r.get::<_, bool>(0) {
-        return Err(PgError::refused(
-            "the server is a standby; physical backups from standbys are not supported yet",
-            "run the backup against the primary",
-        ));
-    }
-    let server_sysid: String = r.get(1);
-    if server_sysid != id.system_identifier.to_string() {
-        return Err(PgError::refused(
-            format!(
-                "the connected server's system identifier {server_sysid} is not that of {} ({})",
-                pgdata.display(),
-                id.system_identifier
-            ),
-            "connect to the server that runs on --pgdata (PGHOST/PGPORT or --dbname)",
-        ));
-    }
-    let server_dir = PathBuf::from(r.get::<_, String>(2));
-    if server_dir.canonicalize().ok().as_deref() != Some(pgdata.as_path()) {
-        return Err(PgError::refused(
-            format!(
-                "the server's data_directory is {}, not {}",
-                server_dir.display(),
-                pgdata.display()
-            ),
-            "pass the server's data directory as --pgdata",
-        ));
-    }
-    let archive_mode: String = r.get(3);
-    let archive_command: String = r.get(4);
-    if archive_mode == "off" || archive_command.trim().is_empty() {
-        return Err(PgError::refused(
-            "WAL archiving is off: a base backup without archived WAL cannot be restored",
-            "set archive_mode = on and archive_command = 'arsip wal push %p' (restart needed)",
-        ));
-    }
-    let server_version: String = r.get(5);
-    let seg_size = r.get::<_, i64>(6) as u64;
-    let checksums: String = r.get(7);
+    let server = check_server(&client, &pgdata, &id).await?;
+    let seg_size = server.seg_size;
     check_stanza(&repo, &opts.stanza, &id).await?;
 
     let mut session = SnapshotTxn::start(repo.clone()).await?;
@@ -513,47 +466,21 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         .get(0);
     let prev = prev.filter(|c| c.timeline == cur_tli as u32);
 
-    let sess = session.session().clone();
-    let index = session.index().clone();
-    let pg = pgdata.clone();
-    let walk_result = arsip_repo::blocking(move || {
-        let reuse_before = prev.as_ref().map_or(i64::MIN, |p| p.started - 1);
-        let mut w = Walk {
-            session: &sess,
-            index: &index,
-            prev: prev.as_ref(),
-            reuse_before,
-            next: Cache {
-                system_identifier: 0,
-                timeline: 0,
-                started: started_unix,
-                files: HashMap::new(),
-            },
-            nodes: Vec::new(),
-            pg_control: None,
-            bytes_read: 0,
-            reused_files: 0,
-            reused_bytes: 0,
-        };
-        w.dir(&pg, "", 0)?;
-        Ok::<_, PgError>((
-            w.nodes,
-            w.pg_control,
-            w.next,
-            w.bytes_read,
-            w.reused_files,
-            w.reused_bytes,
-        ))
-    })
-    .await;
-    let (nodes, pg_control, mut next_cache, bytes_read, reused_files, reused_bytes) =
-        match walk_result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = client.batch_execute("SELECT pg_backup_stop(false)").await;
-                return Err(e);
-            }
-        };
+    let walked = match read_data_dir(&session, &pgdata, prev, started_unix).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = client.batch_execute("SELECT pg_backup_stop(false)").await;
+            return Err(e);
+        }
+    };
+    let Walked {
+        nodes,
+        pg_control,
+        mut next_cache,
+        bytes_read,
+        reused_files,
+        reused_bytes,
+    } = walked;
 
     // pg_backup_stop switches to a new segment; rather than its one-second polling for the
     // archiver (wait_for_archive), arsip polls the repository itself, below, with a timeout.
@@ -586,51 +513,27 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
     );
 
     // Tree: files in walk order, then backup_label and tablespace_map, pg_control last.
-    let now = session.started();
     for (n, ids) in &nodes {
         session.node(n, ids)?;
     }
-    let sess = session.session().clone();
-    let lf = labelfile.clone();
-    let (ids, size) = arsip_repo::blocking(move || sess.write_bytes(lf.as_bytes())).await?;
-    session.node(&Node::stream_file("backup_label", size, now), &ids)?;
-    if let Some(map) = spcmap.as_ref().filter(|m| !m.is_empty()) {
-        let sess = session.session().clone();
-        let m = map.clone();
-        let (ids, size) = arsip_repo::blocking(move || sess.write_bytes(m.as_bytes())).await?;
-        session.node(&Node::stream_file("tablespace_map", size, now), &ids)?;
-    }
-    let (pc, pc_ids) = pg_control.ok_or_else(|| {
-        PgError::refused(
-            "global/pg_control was not found in the data directory",
-            "check --pgdata",
-        )
-    })?;
-    session.node(&pc, &pc_ids)?;
+    write_tree_tail(&mut session, &labelfile, spcmap.as_deref(), pg_control).await?;
 
     // Every segment from start to stop must be durable in the repository.
     let ns = id.namespace();
-    let deadline = Instant::now() + opts.wal_timeout;
-    for segno in start_seg.segno..=stop_seg.segno {
-        let name = SegName { timeline, segno }.name(seg_size);
-        loop {
-            if repo.wal_exists(&ns, &name).await? {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(PgError::refused(
-                    format!("WAL segment {name} needed by this backup is not in the repository"),
-                    "check archive_command (pg_stat_archiver, the server log); no snapshot was committed",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_for_wal(
+        &repo,
+        &ns,
+        timeline,
+        start_seg.segno..=stop_seg.segno,
+        seg_size,
+        opts.wal_timeout,
+    )
+    .await?;
 
     let facts = PhysicalFacts {
         system_identifier: id.system_identifier.to_string(),
         major: id.major,
-        server_version,
+        server_version: server.version,
         namespace: ns,
         stanza: opts.stanza.clone(),
         timeline,
@@ -641,7 +544,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         start_time,
         stop_time,
         wal_segment_size: seg_size,
-        data_checksums: checksums == "on",
+        data_checksums: server.checksums,
         pgdata: pgdata.display().to_string(),
         bytes_read,
         reused_files,
@@ -673,6 +576,181 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         tracing::warn!("{w}");
     }
     Ok(out)
+}
+
+/// What reading the data directory gave: the files' nodes and chunks in walk order,
+/// `pg_control` apart (written last), the reuse cache for the next backup, and counts.
+struct Walked {
+    nodes: Vec<(Node, Vec<ChunkId>)>,
+    pg_control: Option<(Node, Vec<ChunkId>)>,
+    next_cache: Cache,
+    bytes_read: u64,
+    reused_files: u64,
+    reused_bytes: u64,
+}
+
+/// Read the data directory into the session, in a blocking thread, reusing the chunks of
+/// files unchanged since `prev` (files older than its start minus one second).
+async fn read_data_dir(
+    session: &SnapshotTxn,
+    pgdata: &Path,
+    prev: Option<Cache>,
+    started_unix: i64,
+) -> Result<Walked> {
+    let sess = session.session().clone();
+    let index = session.index().clone();
+    let pg = pgdata.to_path_buf();
+    arsip_repo::blocking(move || {
+        let reuse_before = prev.as_ref().map_or(i64::MIN, |p| p.started - 1);
+        let mut w = Walk {
+            session: &sess,
+            index: &index,
+            prev: prev.as_ref(),
+            reuse_before,
+            next: Cache {
+                system_identifier: 0,
+                timeline: 0,
+                started: started_unix,
+                files: HashMap::new(),
+            },
+            nodes: Vec::new(),
+            pg_control: None,
+            bytes_read: 0,
+            reused_files: 0,
+            reused_bytes: 0,
+        };
+        w.dir(&pg, "", 0)?;
+        Ok::<_, PgError>(Walked {
+            nodes: w.nodes,
+            pg_control: w.pg_control,
+            next_cache: w.next,
+            bytes_read: w.bytes_read,
+            reused_files: w.reused_files,
+            reused_bytes: w.reused_bytes,
+        })
+    })
+    .await
+}
+
+/// What a physical backup needs to know of the server it talks to.
+struct Server {
+    version: String,
+    seg_size: u64,
+    checksums: bool,
+}
+
+/// Refuse, before anything is written, a server that is a standby, is not the one running on
+/// `pgdata`, or does not archive WAL; else what the backup records of it.
+async fn check_server(client: &conn::Conn, pgdata: &Path, id: &ClusterId) -> Result<Server> {
+    let r = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), (SELECT system_identifier::text FROM pg_control_system()), \
+             current_setting('data_directory'), current_setting('archive_mode'), \
+             current_setting('archive_command'), current_setting('server_version'), \
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
+             current_setting('data_checksums')",
+            &[],
+        )
+        .await?;
+    if r.get::<_, bool>(0) {
+        return Err(PgError::refused(
+            "the server is a standby; physical backups from standbys are not supported yet",
+            "run the backup against the primary",
+        ));
+    }
+    let server_sysid: String = r.get(1);
+    if server_sysid != id.system_identifier.to_string() {
+        return Err(PgError::refused(
+            format!(
+                "the connected server's system identifier {server_sysid} is not that of {} ({})",
+                pgdata.display(),
+                id.system_identifier
+            ),
+            "connect to the server that runs on --pgdata (PGHOST/PGPORT or --dbname)",
+        ));
+    }
+    let server_dir = PathBuf::from(r.get::<_, String>(2));
+    if server_dir.canonicalize().ok().as_deref() != Some(pgdata) {
+        return Err(PgError::refused(
+            format!(
+                "the server's data_directory is {}, not {}",
+                server_dir.display(),
+                pgdata.display()
+            ),
+            "pass the server's data directory as --pgdata",
+        ));
+    }
+    let archive_mode: String = r.get(3);
+    let archive_command: String = r.get(4);
+    if archive_mode == "off" || archive_command.trim().is_empty() {
+        return Err(PgError::refused(
+            "WAL archiving is off: a base backup without archived WAL cannot be restored",
+            "set archive_mode = on and archive_command = 'arsip wal push %p' (restart needed)",
+        ));
+    }
+    Ok(Server {
+        version: r.get(5),
+        seg_size: r.get::<_, i64>(6) as u64,
+        checksums: r.get::<_, String>(7) == "on",
+    })
+}
+
+/// The end of a physical backup's tree: `backup_label`, `tablespace_map` (if any), and
+/// `pg_control` last.
+async fn write_tree_tail(
+    session: &mut SnapshotTxn,
+    labelfile: &str,
+    spcmap: Option<&str>,
+    pg_control: Option<(Node, Vec<[u8; 32]>)>,
+) -> Result<()> {
+    let now = session.started();
+    let sess = session.session().clone();
+    let lf = labelfile.to_string();
+    let (ids, size) = arsip_repo::blocking(move || sess.write_bytes(lf.as_bytes())).await?;
+    session.node(&Node::stream_file("backup_label", size, now), &ids)?;
+    if let Some(map) = spcmap.filter(|m| !m.is_empty()) {
+        let sess = session.session().clone();
+        let m = map.to_string();
+        let (ids, size) = arsip_repo::blocking(move || sess.write_bytes(m.as_bytes())).await?;
+        session.node(&Node::stream_file("tablespace_map", size, now), &ids)?;
+    }
+    let (pc, pc_ids) = pg_control.ok_or_else(|| {
+        PgError::refused(
+            "global/pg_control was not found in the data directory",
+            "check --pgdata",
+        )
+    })?;
+    session.node(&pc, &pc_ids)?;
+    Ok(())
+}
+
+/// Wait until every segment of `segnos` on `timeline` is in the repository, or refuse after
+/// `timeout` (nothing is committed then).
+async fn wait_for_wal(
+    repo: &Repository,
+    ns: &str,
+    timeline: u32,
+    segnos: std::ops::RangeInclusive<u64>,
+    seg_size: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for segno in segnos {
+        let name = SegName { timeline, segno }.name(seg_size);
+        loop {
+            if repo.wal_exists(ns, &name).await? {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(PgError::refused(
+                    format!("WAL segment {name} needed by this backup is not in the repository"),
+                    "check archive_command (pg_stat_archiver, the server log); no snapshot was committed",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 impl From<PgError> for RepoError {
