@@ -13,6 +13,7 @@ pub mod check;
 pub mod error;
 pub mod keys;
 pub mod open;
+pub mod quickstart;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use arsip_repo::{InitOptions, Repository};
 use arsip_storage::backend::{self, Location};
 
-use crate::cluster::{chown_postgres, make_base, Cluster, ClusterOptions};
-use crate::error::{PgError, Result};
+use arsip_pg::cluster::{chown_postgres, make_base, Cluster, ClusterOptions};
+use arsip_pg::{PgError, Result};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -23,7 +23,7 @@ pub struct Options {
     /// The arsip binary (archive_command and restore_command run it).
     pub arsip_exe: PathBuf,
     /// Where the PostgreSQL programs and scratch directories are.
-    pub settings: crate::PgSettings,
+    pub settings: arsip_pg::PgSettings,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -211,7 +211,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             c.start_async().await?;
             let d = format!(
                 "PostgreSQL {} at {}",
-                crate::control::read_major(&c.data)?,
+                arsip_pg::control::read_major(&c.data)?,
                 c.data.display()
             );
             Ok((c, d))
@@ -232,9 +232,9 @@ pub async fn run(o: &Options) -> Result<Report> {
 
     // 4. backups
     let t = Instant::now();
-    let phys = crate::physical::backup(
+    let phys = arsip_pg::physical::backup(
         repo.shared(),
-        &crate::physical::PhysicalBackup {
+        &arsip_pg::physical::PhysicalBackup {
             dbname: Some(cluster.conninfo("postgres")),
             pgdata: cluster.data.clone(),
             fast: true,
@@ -256,9 +256,9 @@ pub async fn run(o: &Options) -> Result<Report> {
         ),
     );
     let t = Instant::now();
-    let logi = crate::logical::backup(
+    let logi = arsip_pg::logical::backup(
         repo.shared(),
-        &crate::logical::LogicalBackup {
+        &arsip_pg::logical::LogicalBackup {
             dbname: Some(cluster.conninfo("app")),
             all: false,
             tags: BTreeMap::from([("origin".into(), "quickstart".into())]),
@@ -329,19 +329,19 @@ pub async fn run(o: &Options) -> Result<Report> {
     let (snaps, _) = repo.snapshots_report().await?;
     let snaps: Vec<_> = snaps
         .into_iter()
-        .filter(|s| s.manifest.kind == crate::physical::KIND)
+        .filter(|s| s.manifest.kind == arsip_pg::physical::KIND)
         .collect();
-    let r = crate::restore::restore(
+    let r = arsip_pg::restore::restore(
         repo.clone(),
         &snaps,
-        &crate::restore::PhysicalRestore {
+        &arsip_pg::restore::PhysicalRestore {
             snapshot: None,
             to: base.join("data"),
-            target: crate::restore::Target::Time(crate::restore::target::parse_target_time(
+            target: arsip_pg::restore::Target::Time(arsip_pg::restore::target::parse_target_time(
                 &target, None,
             )?),
             target_timeline: None,
-            target_action: crate::restore::TargetAction::Promote,
+            target_action: arsip_pg::restore::TargetAction::Promote,
             exclusive: false,
             start: false,
             port: None,
@@ -350,7 +350,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             stanza: "main".into(),
             arsip_exe: o.arsip_exe.clone(),
             repo_location: repo_dir.display().to_string(),
-            credential: Some(crate::restore::Credential::KeyFile(key_path.clone())),
+            credential: Some(arsip_pg::restore::Credential::KeyFile(key_path.clone())),
             settings: o.settings.clone(),
             ..Default::default()
         },
@@ -372,7 +372,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     let mut restored = arsip_repo::blocking(move || Cluster::adopt(base, &adopt)).await?;
     restored.keep = o.keep;
     restored.start_async().await?;
-    let reached = crate::restore::wait_for_recovery(
+    let reached = arsip_pg::restore::wait_for_recovery(
         &restored.bin,
         &restored.socket_dir.display().to_string(),
         restored.port,
@@ -430,8 +430,8 @@ pub async fn run(o: &Options) -> Result<Report> {
     let rpo = reached
         .time
         .as_deref()
-        .and_then(crate::restore::parse_time)
-        .zip(crate::restore::parse_time(&failure_time))
+        .and_then(arsip_pg::restore::parse_time)
+        .zip(arsip_pg::restore::parse_time(&failure_time))
         .map(|(last, fail)| (fail - last).total(jiff::Unit::Second).unwrap_or(0.0));
     let report = Report {
         dir: dir.display().to_string(),
@@ -483,7 +483,7 @@ async fn wait_archived(c: &Cluster, seg: &str) -> Result<()> {
         if Instant::now() > deadline {
             return Err(PgError::Tool(format!(
                 "{seg} was not archived within 120 s\n{}",
-                crate::cluster::tail(&c.log(), 20)
+                arsip_pg::cluster::tail(&c.log(), 20)
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
