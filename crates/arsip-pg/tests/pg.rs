@@ -1074,9 +1074,15 @@ pub fn backdate_files(dir: &Path, age: Duration) {
 /// Restore `snapshot` (or the automatic choice) to `target_time` into a fresh harness
 /// directory, start it, wait for promotion.
 pub fn restore_to(env: &Env, extra: &[&str]) -> Cluster {
+    restore_to_with(env, extra, &[])
+}
+
+/// [`restore_to`] with extra environment for the restore command.
+pub fn restore_to_with(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Cluster {
     let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
     let o = env
         .cmd()
+        .envs(vars.iter().copied())
         .args(["restore", "pg", "--physical", "--to"])
         .arg(base.join("data"))
         .args(extra)
@@ -1891,35 +1897,7 @@ mod pitr {
         drop(r);
         // no zone: TZ says which
         let local = m2.time.trim_end_matches("+00").to_string();
-        let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
-        let o = env
-            .cmd()
-            .env("TZ", "UTC")
-            .args([
-                "restore",
-                "pg",
-                "--physical",
-                "--target-time",
-                &local,
-                "--to",
-            ])
-            .arg(base.join("data"))
-            .output()
-            .unwrap();
-        ok(o);
-        let r = Cluster::adopt(base, &harness_opts()).unwrap();
-        r.start().unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(arsip_pg::restore::wait_for_recovery(
-            &r.bin,
-            &r.socket_dir.display().to_string(),
-            r.port,
-            "promote",
-            Duration::from_secs(300),
-            &r.data,
-            &r.log_path(),
-        ))
-        .unwrap();
+        let r = restore_to_with(&env, &["--target-time", &local], &[("TZ", "UTC")]);
         assert_eq!(state(&r), m2.state, "{local}");
     }
 
