@@ -168,27 +168,7 @@ pub async fn run(o: &Options) -> Result<Report> {
 
     // 1. repository, with a key file (restore_command) and agent credentials (archive_command)
     let t = Instant::now();
-    // The repository belongs to postgres (archive_command writes WAL into it as postgres):
-    // made and given away before it is opened, so what root writes into it is postgres's too.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&repo_dir)
-        .map_err(|e| PgError::Tool(format!("cannot create {}: {e}", repo_dir.display())))?;
-    chown_postgres(&repo_dir)?;
-    let store = backend::open(&Location::Local(repo_dir.clone()), false)
-        .map_err(arsip_repo::RepoError::from)?;
-    let (repo, keyfile) = Repository::init(
-        store,
-        None,
-        &InitOptions::default(),
-        arsip_repo::clock::from_env(),
-    )
-    .await?;
-    let keyfile = keyfile.expect("a repository made without a password has a key file");
-    write_secret(&key_path, &serde_json::to_vec_pretty(&keyfile).unwrap())?;
-    let agent = repo.add_agent("quickstart db host").await?;
-    write_secret(&agent_path, &serde_json::to_vec_pretty(&agent).unwrap())?;
+    let repo = create_repository(&repo_dir, &key_path, &agent_path).await?;
     chown_postgres(&dir)?;
     tm.record("create repository", t, repo_dir.display().to_string());
 
@@ -324,6 +304,96 @@ pub async fn run(o: &Options) -> Result<Report> {
     );
 
     // 7. restore to T into a new cluster
+    let (restored, reached, rto) =
+        restore_to_new_cluster(o, &repo, &target, &repo_dir, &key_path, &mut tm).await?;
+
+    // 8. prove it
+    let t = Instant::now();
+    let (verified, ok) = verify(&restored, &facts).await?;
+    tm.record(
+        "verify restored data",
+        t,
+        if ok {
+            "match".into()
+        } else {
+            "MISMATCH".into()
+        },
+    );
+
+    let rpo = reached
+        .time
+        .as_deref()
+        .and_then(arsip_pg::restore::parse_time)
+        .zip(arsip_pg::restore::parse_time(&failure_time))
+        .map(|(last, fail)| (fail - last).total(jiff::Unit::Second).unwrap_or(0.0));
+    let report = Report {
+        dir: dir.display().to_string(),
+        steps: tm.steps,
+        target_time: target,
+        failure_time,
+        last_recovered_commit: reached.time,
+        rto_seconds: rto,
+        rpo_seconds: rpo,
+        verified,
+        ok,
+        kept: o.keep,
+    };
+    // Stopping the servers (pg_ctl) and removing their directories blocks.
+    let keep = o.keep;
+    arsip_repo::blocking(move || {
+        drop(restored);
+        drop(cluster);
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok::<_, PgError>(())
+    })
+    .await?;
+    Ok(report)
+}
+
+/// A local repository at `repo_dir`, owned by postgres (archive_command writes WAL into it
+/// as postgres; made and given away before it is opened, so what root writes into it is
+/// postgres's too), with its key file at `key_path` (restore_command) and agent credentials
+/// at `agent_path` (archive_command).
+async fn create_repository(
+    repo_dir: &Path,
+    key_path: &Path,
+    agent_path: &Path,
+) -> Result<arsip_repo::FullRepo> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(repo_dir)
+        .map_err(|e| PgError::Tool(format!("cannot create {}: {e}", repo_dir.display())))?;
+    chown_postgres(repo_dir)?;
+    let store = backend::open(&Location::Local(repo_dir.to_path_buf()), false)
+        .map_err(arsip_repo::RepoError::from)?;
+    let (repo, keyfile) = Repository::init(
+        store,
+        None,
+        &InitOptions::default(),
+        arsip_repo::clock::from_env(),
+    )
+    .await?;
+    let keyfile = keyfile.expect("a repository made without a password has a key file");
+    write_secret(key_path, &serde_json::to_vec_pretty(&keyfile).unwrap())?;
+    let agent = repo.add_agent("quickstart db host").await?;
+    write_secret(agent_path, &serde_json::to_vec_pretty(&agent).unwrap())?;
+    Ok(repo)
+}
+
+/// Restore the newest physical backup to `target` into a new cluster (the restore with its
+/// plan, then the cluster started and promoted, then a write to prove it is usable); the
+/// restored cluster, where recovery stopped, and the RTO in seconds.
+async fn restore_to_new_cluster(
+    o: &Options,
+    repo: &arsip_repo::FullRepo,
+    target: &str,
+    repo_dir: &Path,
+    key_path: &Path,
+    tm: &mut Timer,
+) -> Result<(Cluster, arsip_pg::restore::Reached, f64)> {
     let restore_start = Instant::now();
     let base = make_base(&o.settings, "arsip-quickstart-restore-")?;
     let (snaps, _) = repo.snapshots_report().await?;
@@ -338,7 +408,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             snapshot: None,
             to: base.join("data"),
             target: arsip_pg::restore::Target::Time(arsip_pg::restore::target::parse_target_time(
-                &target, None,
+                target, None,
             )?),
             target_timeline: None,
             target_action: arsip_pg::restore::TargetAction::Promote,
@@ -350,7 +420,9 @@ pub async fn run(o: &Options) -> Result<Report> {
             stanza: "main".into(),
             arsip_exe: o.arsip_exe.clone(),
             repo_location: repo_dir.display().to_string(),
-            credential: Some(arsip_pg::restore::Credential::KeyFile(key_path.clone())),
+            credential: Some(arsip_pg::restore::Credential::KeyFile(
+                key_path.to_path_buf(),
+            )),
             settings: o.settings.clone(),
             ..Default::default()
         },
@@ -398,13 +470,18 @@ pub async fn run(o: &Options) -> Result<Report> {
             reached.timeline.unwrap_or(0)
         ),
     );
+    Ok((restored, reached, rto))
+}
 
-    // 8. prove it
-    let t = Instant::now();
+/// Each check's result on the restored cluster against what was recorded at T.
+async fn verify(
+    restored: &Cluster,
+    facts: &BTreeMap<String, String>,
+) -> Result<(BTreeMap<String, String>, bool)> {
     let mut verified = BTreeMap::new();
     let mut ok = true;
     for (k, sql) in checks() {
-        let got = expect(&restored, k, sql).await?;
+        let got = expect(restored, k, sql).await?;
         let want = &facts[k];
         let good = &got == want;
         ok &= good;
@@ -417,46 +494,7 @@ pub async fn run(o: &Options) -> Result<Report> {
             },
         );
     }
-    tm.record(
-        "verify restored data",
-        t,
-        if ok {
-            "match".into()
-        } else {
-            "MISMATCH".into()
-        },
-    );
-
-    let rpo = reached
-        .time
-        .as_deref()
-        .and_then(arsip_pg::restore::parse_time)
-        .zip(arsip_pg::restore::parse_time(&failure_time))
-        .map(|(last, fail)| (fail - last).total(jiff::Unit::Second).unwrap_or(0.0));
-    let report = Report {
-        dir: dir.display().to_string(),
-        steps: tm.steps,
-        target_time: target,
-        failure_time,
-        last_recovered_commit: reached.time,
-        rto_seconds: rto,
-        rpo_seconds: rpo,
-        verified,
-        ok,
-        kept: o.keep,
-    };
-    // Stopping the servers (pg_ctl) and removing their directories blocks.
-    let keep = o.keep;
-    arsip_repo::blocking(move || {
-        drop(restored);
-        drop(cluster);
-        if !keep {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        Ok::<_, PgError>(())
-    })
-    .await?;
-    Ok(report)
+    Ok((verified, ok))
 }
 
 fn checks() -> [(&'static str, &'static str); 4] {
