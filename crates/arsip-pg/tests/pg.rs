@@ -1089,6 +1089,11 @@ pub fn restore_to_with(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Clus
         .output()
         .unwrap();
     ok(o);
+    start_restored(base)
+}
+
+/// Adopt a data directory restored into `base/data`, start it, and wait until it is promoted.
+pub fn start_restored(base: PathBuf) -> Cluster {
     let c = Cluster::adopt(base, &harness_opts()).unwrap();
     c.start().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -1929,20 +1934,7 @@ mod pitr {
         ok(o);
         let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
         assert!(!auto.contains("test-password"), "{auto}");
-        let r = Cluster::adopt(base, &harness_opts()).unwrap();
-        r.start().unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(arsip_pg::restore::wait_for_recovery(
-            &r.bin,
-            &r.socket_dir.display().to_string(),
-            r.port,
-            "promote",
-            Duration::from_secs(300),
-            &r.data,
-            &r.log_path(),
-        ))
-        .map_err(|e| format!("{e}\n{}", arsip_pg::cluster::tail(&r.log(), 30)))
-        .unwrap();
+        let r = start_restored(base);
         assert_eq!(state(&r), m1.state);
         // recovery_end_command removed the key (it runs before promotion completes)
         let t = Instant::now();
@@ -2010,20 +2002,7 @@ mod pitr {
         let (o, to) = restore_cmd(env, extra);
         let err = stderr(&o);
         ok(o);
-        let c = Cluster::adopt(to.parent().unwrap().to_path_buf(), &harness_opts()).unwrap();
-        c.start().unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(arsip_pg::restore::wait_for_recovery(
-            &c.bin,
-            &c.socket_dir.display().to_string(),
-            c.port,
-            "promote",
-            Duration::from_secs(300),
-            &c.data,
-            &c.log_path(),
-        ))
-        .map_err(|e| format!("{e}\n{}", arsip_pg::cluster::tail(&c.log(), 30)))
-        .unwrap();
+        let c = start_restored(to.parent().unwrap().to_path_buf());
         (c, err)
     }
 
