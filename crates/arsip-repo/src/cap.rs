@@ -181,6 +181,22 @@ impl FullRepo {
 
     /// Fetch one file of a stream: `Ok(None)` only when no such object exists. Verifies the
     /// writer's signature, decrypts and checks the content hash.
+    /// Forget snapshots: delete their manifests (the data goes at the next prune). A
+    /// snapshot already gone is not an error: another `forget` got there first.
+    pub async fn forget(&self, ids: &[String]) -> Result<()> {
+        self.master("forget")?;
+        for id in ids {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(RepoError::Invalid(format!("{id:?} is not a snapshot id")));
+            }
+            self.0
+                .store
+                .delete(&format!("{}{id}", crate::snapshot::SNAPSHOTS_PREFIX))
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
         self.0.wal_get(namespace, file).await
     }

@@ -164,9 +164,17 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
     }
     let mut damaged: HashSet<ChunkId> = HashSet::new();
     let mut referenced_packs = HashSet::new();
+    // Packs prune condemned may be gone already (their deletion is recorded by the next
+    // plan): not damage, but a chunk whose every copy was in one of them is.
+    let state = repo.maint_state().await?;
+    let mut removed: HashSet<u32> = HashSet::new();
     for (n, p) in index.packs().iter().enumerate() {
         let name = format::pack_key_name(&p.id);
         referenced_packs.insert(name.clone());
+        if !sizes.contains_key(&name) && state.is_removed(&p.id) {
+            removed.insert(n as u32);
+            continue;
+        }
         match sizes.get(&name) {
             None => problem(
                 &mut report,
@@ -190,6 +198,20 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
                 .filter(|s| s.pack == n as u32)
                 .map(|s| s.id),
         );
+    }
+    if !removed.is_empty() {
+        let slots = index.slots();
+        let mut i = 0;
+        while i < slots.len() {
+            let j = i + slots[i..]
+                .iter()
+                .take_while(|s| s.id == slots[i].id)
+                .count();
+            if slots[i..j].iter().all(|s| removed.contains(&s.pack)) {
+                damaged.insert(slots[i].id);
+            }
+            i = j;
+        }
     }
     let mut unindexed_names: Vec<(String, u64)> = Vec::new();
     for (k, &size) in &sizes {

@@ -51,3 +51,11 @@ pub fn from_env() -> std::sync::Arc<dyn Clock> {
     }
     std::sync::Arc::new(SystemClock)
 }
+
+/// Time since boot, counting time the machine was suspended or the process stopped
+/// (`CLOCK_BOOTTIME`): what a lease holder measures its own renewals with, since a laptop
+/// that slept did not renew either.
+pub fn since_boot() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}

@@ -83,6 +83,9 @@ enum Table {
 pub struct ChunkIndex {
     table: Table,
     packs: Vec<PackInfo>,
+    /// Chunk ids (8-byte prefixes) prune has condemned with no surviving copy: never
+    /// deduplicated against (FORMAT.md §17).
+    hidden: std::collections::HashSet<u64>,
 }
 
 impl ChunkIndex {
@@ -90,6 +93,7 @@ impl ChunkIndex {
         ChunkIndex {
             table: Table::Mem(Vec::new()),
             packs: Vec::new(),
+            hidden: Default::default(),
         }
     }
 
@@ -171,9 +175,19 @@ impl ChunkIndex {
         &s[start..start + len]
     }
 
-    /// May a writer deduplicate against `id`? Only if some entry is trusted (own or root).
+    /// May a writer deduplicate against `id`? Only if some entry is trusted (own or root)
+    /// and prune has not hidden it (condemned with no surviving copy).
     pub fn dedupable(&self, id: &ChunkId) -> bool {
+        if !self.hidden.is_empty() && self.hidden.contains(&crate::maint::prefix(id)) {
+            return false;
+        }
         self.all(id).iter().any(|s| s.trust() >= Trust::Own)
+    }
+
+    /// Hide `hidden` (8-byte id prefixes) from deduplication.
+    pub(crate) fn hide(mut self, hidden: std::collections::HashSet<u64>) -> ChunkIndex {
+        self.hidden = hidden;
+        self
     }
 }
 
@@ -298,6 +312,7 @@ impl IndexBuilder {
         Ok(ChunkIndex {
             table,
             packs: self.packs,
+            hidden: Default::default(),
         })
     }
 }

@@ -30,6 +30,8 @@ pub mod format;
 pub mod fuzzing;
 pub mod index;
 pub mod keys;
+pub mod maint;
+pub mod prune;
 pub mod read;
 mod record;
 pub mod repo;

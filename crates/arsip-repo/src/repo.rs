@@ -86,7 +86,7 @@ pub struct Repository {
     id_key: Key,
     chunker_seed: u64,
     public: [u8; 32],
-    root_verify: [u8; 32],
+    pub(crate) root_verify: [u8; 32],
     writers: Mutex<std::collections::HashMap<WriterId, Verdict>>,
     local: LocalSettings,
     opened_slot: Option<String>,
@@ -199,6 +199,8 @@ pub struct LocalSettings {
     pub cache_dir: std::path::PathBuf,
     /// Memory budget of the index table before it spills to a mapped file in `cache_dir`.
     pub index_memory: usize,
+    /// Lifetime and renewal of writer sessions (FORMAT.md §17).
+    pub sessions: crate::maint::SessionTiming,
 }
 
 /// Default index memory budget: 256 MiB ≈ 5 million chunks.
@@ -210,6 +212,7 @@ impl Default for LocalSettings {
         LocalSettings {
             cache_dir: std::env::temp_dir().join("arsip-cache"),
             index_memory: DEFAULT_INDEX_MEMORY,
+            sessions: Default::default(),
         }
     }
 }
@@ -506,6 +509,10 @@ impl Repository {
     pub(crate) fn signer(&self) -> &WriterKey {
         &self.signer
     }
+    pub(crate) fn session_timing(&self) -> crate::maint::SessionTiming {
+        self.local.sessions
+    }
+
     pub fn cache_dir(&self) -> &std::path::Path {
         &self.local.cache_dir
     }
@@ -891,6 +898,23 @@ impl Repository {
     /// file is an error naming its path, never a reason to skip an index: skipping would
     /// make every snapshot look damaged.
     pub async fn load_index(&self) -> Result<ChunkIndex> {
+        let state = self.maint_state().await?;
+        self.load_index_with(&state, true).await
+    }
+
+    /// [`Repository::load_index`] under a given plan: entries of packs prune deleted are left
+    /// out (unless `skip_deleted` is false: prune itself needs them), chunks it hid are not
+    /// deduplicable.
+    pub(crate) async fn load_index_with(
+        &self,
+        state: &crate::maint::MaintState,
+        skip_deleted: bool,
+    ) -> Result<ChunkIndex> {
+        let skip = if skip_deleted {
+            Some(&state.deleted)
+        } else {
+            None
+        };
         let metas: Vec<ObjectMeta> = self.store.list(INDEX_PREFIX).try_collect().await?;
         let mut builder =
             IndexBuilder::new(self.local.index_memory, self.cache_dir().join("spill"));
@@ -902,7 +926,7 @@ impl Repository {
         while let Some((meta, bytes)) = fetches.next().await {
             let bytes = bytes?;
             match self
-                .add_index_object(&mut builder, &meta.key, &bytes, store_time(&meta))
+                .add_index_object(&mut builder, &meta.key, &bytes, store_time(&meta), skip)
                 .await?
             {
                 Ok(()) => {}
@@ -912,7 +936,7 @@ impl Repository {
                 Err(e) => tracing::warn!(object = %meta.key, error = %e, "ignoring index object"),
             }
         }
-        builder.finish()
+        Ok(builder.finish()?.hide(state.hidden.clone()))
     }
 
     /// Verify one index object and add its entries. The outer error is fatal (local I/O of
@@ -923,6 +947,7 @@ impl Repository {
         name: &str,
         bytes: &[u8],
         stored: Option<jiff::Timestamp>,
+        skip: Option<&std::collections::HashSet<[u8; 32]>>,
     ) -> Result<Result<()>> {
         if blake3::hash(bytes).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
             return Ok(Err(RepoError::corrupt(
@@ -956,9 +981,17 @@ impl Repository {
                         Ok(x) => x,
                         Err(e) => return Ok(Err(e)),
                     };
-                let nums: Vec<u32> = packs.iter().map(|pk| builder.add_index_pack(pk)).collect();
+                let nums: Vec<Option<u32>> = packs
+                    .iter()
+                    .map(|pk| {
+                        let gone = skip.is_some_and(|s| s.contains(&pk.id));
+                        (!gone).then(|| builder.add_index_pack(pk))
+                    })
+                    .collect();
                 for e in entries {
-                    builder.add(nums[e.pack as usize], &e.blob, trust)?;
+                    if let Some(n) = nums[e.pack as usize] {
+                        builder.add(n, &e.blob, trust)?;
+                    }
                 }
             }
             Access::Agent => {
@@ -1027,9 +1060,10 @@ impl Repository {
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await;
+        let fences = self.fences().await?;
         let mut out = SnapshotListing::default();
         for (name, r) in results {
-            match r {
+            match r.and_then(|s| fence_verdict(&fences, &name, s)) {
                 Ok(s) => out.snapshots.push(s),
                 // Storage failures are not damage: fail the whole listing.
                 Err(RepoError::Storage(e)) => return Err(RepoError::Storage(e)),
@@ -1101,6 +1135,25 @@ impl Repository {
             }
         }
         Ok(id)
+    }
+}
+
+/// A manifest of a session prune fenced counts only if the fence's accepted list names it
+/// (FORMAT.md §17.4): anything else was committed after prune may have removed its data.
+fn fence_verdict(fences: &crate::maint::Fences, name: &str, s: Snapshot) -> Result<Snapshot> {
+    let Some(session) = s.manifest.session.as_deref() else {
+        return Ok(s);
+    };
+    match fences.get(session) {
+        Some(Some(accepted)) if !accepted.contains(&s.id) => Err(RepoError::Revoked {
+            object: name.to_string(),
+            writer: s.writer.clone(),
+            detail: format!(
+                "committed it in session {session} after prune had fenced that session (it \
+                 stopped renewing), so data it references may be gone"
+            ),
+        }),
+        _ => Ok(s),
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Manifest {
     /// Chunk ids (hex) of the tree stream, in order.
     pub tree: Vec<String>,
     pub tree_bytes: u64,
+    /// The writer session that committed it (FORMAT.md §17); absent in manifests written
+    /// before sessions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl Manifest {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::format::ChunkId;
 use crate::index::ChunkIndex;
+use crate::maint::{Purpose, Session};
 use crate::snapshot::{Manifest, Node, NodeType, TreeWriter};
 use crate::write::{BackupSession, Progress, SessionOptions};
 use crate::{Repository, Result};
@@ -46,6 +47,8 @@ const TREE_SPOOL_MEMORY: usize = 8 << 20;
 /// exited 0). Dropping it without a commit abandons the snapshot.
 pub struct SnapshotTxn {
     session: Arc<BackupSession>,
+    /// The writer session prune coordinates with (FORMAT.md §17).
+    lease: Session,
     index: Arc<ChunkIndex>,
     tree: TreeWriter<tempfile::SpooledTempFile>,
     files: u64,
@@ -60,7 +63,10 @@ impl SnapshotTxn {
     pub async fn start(repo: impl Into<Arc<Repository>>) -> Result<SnapshotTxn> {
         let repo: Arc<Repository> = repo.into();
         let started = repo.clock.now();
-        let index = Arc::new(repo.load_index().await?);
+        // The session exists before anything is read, so prune waits for it (or fences it)
+        // before deleting what this backup might reference.
+        let (lease, state) = Session::open(&repo, Purpose::Backup).await?;
+        let index = Arc::new(repo.load_index_with(&state, true).await?);
         let session = Arc::new(BackupSession::start(
             repo,
             index.clone(),
@@ -68,12 +74,19 @@ impl SnapshotTxn {
         ));
         Ok(SnapshotTxn {
             session,
+            lease,
             index,
             tree: TreeWriter::new(tempfile::SpooledTempFile::new(TREE_SPOOL_MEMORY)),
             files: 0,
             started,
             clock_start: std::time::Instant::now(),
         })
+    }
+
+    /// Stop renewing the session, as if the process had been stopped (tests of fencing).
+    #[cfg(test)]
+    pub(crate) fn pause_renewals(&self) {
+        self.lease.pause();
     }
 
     pub fn progress(&self) -> Arc<Progress> {
@@ -146,8 +159,12 @@ impl SnapshotTxn {
             facts: meta.facts,
             tree: tree_ids.iter().map(hex::encode).collect(),
             tree_bytes,
+            session: Some(self.lease.id().to_string()),
         };
+        self.lease.check_not_fenced().await?;
         let id = repo.commit_manifest(&manifest).await?;
+        self.lease.confirm_commit(&id).await?;
+        self.lease.end(Some(&id)).await;
         Ok(BackupOutcome {
             id,
             kind: meta.kind,

@@ -308,6 +308,43 @@ impl BackupSession {
         Ok((ids, total))
     }
 
+    /// Store chunks whose ids are known and verified (prune's repack), each as it is: no
+    /// chunking, no deduplication against the index (only against this session). Blocks:
+    /// call it from a blocking thread.
+    pub(crate) fn store_chunks(&self, chunks: Vec<(ChunkId, Vec<u8>)>) -> Result<()> {
+        let jobs = self.job_sender()?;
+        let mut job = Job {
+            data: Vec::new(),
+            chunks: Vec::new(),
+        };
+        for (id, raw) in chunks {
+            if !self.pending.lock().unwrap().insert(id) {
+                continue;
+            }
+            let p = &self.progress;
+            for c in [&p.read_bytes, &p.new_bytes] {
+                c.fetch_add(raw.len() as u64, Ordering::Relaxed);
+            }
+            p.new_chunks.fetch_add(1, Ordering::Relaxed);
+            job.chunks.push((id, job.data.len(), raw.len()));
+            job.data.extend_from_slice(&raw);
+            if job.data.len() >= BATCH {
+                let full = std::mem::replace(
+                    &mut job,
+                    Job {
+                        data: Vec::new(),
+                        chunks: Vec::new(),
+                    },
+                );
+                self.send(&jobs, full)?;
+            }
+        }
+        if !job.chunks.is_empty() {
+            self.send(&jobs, job)?;
+        }
+        Ok(())
+    }
+
     /// Store a small in-memory buffer (e.g. a tree stream spooled to memory).
     pub fn write_bytes(&self, data: &[u8]) -> Result<(Vec<ChunkId>, u64)> {
         self.write_stream(data)
@@ -518,7 +555,11 @@ fn tokio_stream_from<T: Send>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-async fn write_index(repo: &Repository, packs: &[IndexPack], entries: &[IndexEntry]) -> Result<()> {
+pub(crate) async fn write_index(
+    repo: &Repository,
+    packs: &[IndexPack],
+    entries: &[IndexEntry],
+) -> Result<()> {
     let obj = format::encode_index(
         &repo.writer_id,
         repo.signer(),

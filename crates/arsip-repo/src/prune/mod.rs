@@ -1,0 +1,838 @@
+//! Prune: delete what no snapshot references and repack packs with too many unused bytes,
+//! while backups keep writing, without locks (FORMAT.md §17).
+//!
+//! One run, in order (each step durable before the next; `kill -9` anywhere leaves a state
+//! the next run finishes):
+//! 1. open a prune session (its store time is checked against the local clock), claim the
+//!    next generation `g` (create-only; refused while another prune's session lives);
+//! 2. mark: every chunk the snapshots reference (every authentic manifest, revoked writers'
+//!    included), and for each one the copy that stays (a root copy if there is one, else
+//!    every agent copy);
+//! 3. repack the live blobs of the packs with the most unused bytes (read, verified, written
+//!    anew as root) until the unused share is under `max_unused`;
+//! 4. publish plan `g`: condemned packs (those with nothing to keep, and the repacked ones)
+//!    and the chunks that then have no surviving copy, hidden from deduplication;
+//! 5. list the writer sessions: fence the dead ones, wait for none (what a live session
+//!    might reference stays until a later run);
+//! 6. delete the condemned packs no live session could reference, rewrite the root indexes
+//!    that name them, remove ended sessions and superseded plans.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arsip_storage::{ErrorKind, ObjectMeta};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::cap::FullRepo;
+use crate::error::{RepoError, Result};
+use crate::format::{self, ChunkId, IndexEntry, IndexPack, ObjectType, WriterId, ROOT_WRITER};
+use crate::index::{ChunkIndex, Trust};
+use crate::keys;
+use crate::maint::{
+    self, accepted_name, claim_name, create_signed, fence_name, plan_name, ClaimDoc, Condemned,
+    FenceDoc, MaintState, PlanDoc, Purpose, Session, SessionInfo, SessionTiming,
+};
+use crate::read::Reader;
+use crate::repo::{Repository, DATA_PREFIX, INDEX_PREFIX};
+use crate::snapshot::{Manifest, SNAPSHOTS_PREFIX};
+use crate::write::{BackupSession, SessionOptions};
+
+/// Manifests and indexes fetched at once.
+const FETCH_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack until unused bytes in packs that stay are at most this share of them.
+    pub max_unused: f64,
+    /// Decide and report, write and delete nothing.
+    pub dry_run: bool,
+    /// Refuse when the local clock and the store's differ by more than this.
+    pub max_clock_skew: jiff::SignedDuration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: 0.05,
+            dry_run: false,
+            max_clock_skew: jiff::SignedDuration::from_mins(5),
+        }
+    }
+}
+
+/// What a prune found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    /// The plan generation this run published (0 for a dry run).
+    pub generation: u64,
+    pub snapshots: usize,
+    pub packs: usize,
+    pub stored_bytes: u64,
+    /// Bytes of blobs that stay (referenced copies).
+    pub used_bytes: u64,
+    /// Packs condemned by this run, and their bytes (repacked ones included).
+    pub condemned_packs: usize,
+    pub condemned_bytes: u64,
+    pub repacked_packs: usize,
+    /// Bytes of packs read to repack them, and bytes written in their place.
+    pub repack_read_bytes: u64,
+    pub repack_written_bytes: u64,
+    /// Condemned earlier, referenced again (by a snapshot that was committed meanwhile).
+    pub rescued_packs: usize,
+    pub deleted_packs: usize,
+    pub deleted_bytes: u64,
+    /// Condemned packs kept for now because a live writer session might reference them.
+    pub waiting_packs: usize,
+    pub waiting_for: Vec<SessionInfo>,
+    pub fenced_sessions: Vec<String>,
+    pub indexes_rewritten: usize,
+    pub indexes_deleted: usize,
+    pub sessions_removed: usize,
+    /// Objects under `snapshots/` that are not authentic manifests (ignored, not deleted).
+    pub ignored_manifests: Vec<(String, String)>,
+}
+
+/// An authentic manifest, whatever its writer's standing.
+struct Found {
+    id: String,
+    writer: WriterId,
+    manifest: Manifest,
+}
+
+pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> {
+    repo.master("prune")?;
+    let shared: Arc<Repository> = repo.shared();
+    let timing = repo.session_timing();
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+
+    // 1. Session, clock, claim.
+    let (lease, state, g) = if opts.dry_run {
+        (None, repo.maint_state().await?, 0)
+    } else {
+        let (lease, state) = Session::open(&shared, Purpose::Prune).await?;
+        let skew = repo.clock.now().duration_since(lease.started_store());
+        if skew.abs() > opts.max_clock_skew {
+            return Err(RepoError::Refused(format!(
+                "the local clock differs from the store's by {:.0} s (more than {} s); prune \
+                 measures writer sessions on the store's clock and refuses to run with a clock \
+                 this far off. Fix the time (NTP) and run it again",
+                skew.as_secs_f64(),
+                opts.max_clock_skew.as_secs()
+            )));
+        }
+        let g = claim(repo, &lease, &state, &timing).await?;
+        (Some(lease), state, g)
+    };
+    report.generation = g;
+
+    // 2. Mark.
+    let store_packs = list_packs(repo).await?;
+    report.packs = store_packs.len();
+    report.stored_bytes = store_packs.values().sum();
+    let index = Arc::new(repo.load_index_with(&state, false).await?);
+    let (found, ignored) = manifests(repo).await?;
+    report.ignored_manifests = ignored;
+    report.snapshots = found.len();
+    let reader = Reader::new(repo, index.clone())?;
+    let mut used = vec![false; index.len()];
+    mark(
+        &reader,
+        &index,
+        found.iter().map(|f| &f.manifest),
+        &mut used,
+    )
+    .await?;
+    let gone = |id: &[u8; 32]| !store_packs.contains_key(id) || state.deleted.contains(id);
+    let keep = choose_copies(&index, &used, &state, &gone)?;
+
+    // Per pack: bytes of blobs that stay, and of indexed blobs that do not.
+    let mut kept_bytes: HashMap<[u8; 32], u64> = HashMap::new();
+    let mut unused_bytes: HashMap<[u8; 32], u64> = HashMap::new();
+    for (n, s) in index.slots().iter().enumerate() {
+        let per = if keep[n] {
+            &mut kept_bytes
+        } else {
+            &mut unused_bytes
+        };
+        *per.entry(index.pack(s.pack).id).or_default() += s.len as u64;
+    }
+    report.used_bytes = kept_bytes.values().sum();
+    let mut condemn: HashMap<[u8; 32], u64> = HashMap::new();
+    let mut rescued = 0;
+    let mut partial: Vec<([u8; 32], u64)> = Vec::new();
+    for (id, &size) in &store_packs {
+        let kept = kept_bytes.get(id).copied().unwrap_or(0);
+        match (kept, state.condemned.get(id)) {
+            (0, Some(&since)) => {
+                condemn.insert(*id, since);
+            }
+            (0, None) => {
+                condemn.insert(*id, g);
+            }
+            (_, was) => {
+                rescued += was.is_some() as usize;
+                match unused_bytes.get(id) {
+                    Some(&u) if u > 0 => partial.push((*id, u.min(size))),
+                    _ => {}
+                }
+            }
+        }
+    }
+    report.rescued_packs = rescued;
+    let to_repack = choose_repack(partial, report.used_bytes, opts.max_unused);
+
+    if opts.dry_run {
+        report.condemned_packs = condemn.values().filter(|&&s| s == g).count() + to_repack.len();
+        report.condemned_bytes = condemn
+            .iter()
+            .filter(|(_, &s)| s == g)
+            .map(|(id, _)| store_packs[id])
+            .sum::<u64>()
+            + to_repack.iter().map(|id| store_packs[id]).sum::<u64>();
+        report.repacked_packs = to_repack.len();
+        report.repack_read_bytes = to_repack.iter().map(|id| store_packs[id]).sum();
+        return Ok(report);
+    }
+    let lease = lease.expect("a session unless dry run");
+
+    // 3. Repack.
+    let mut repacked_ids: HashSet<ChunkId> = HashSet::new();
+    if !to_repack.is_empty() {
+        let (read, written) = repack(repo, &index, &keep, &to_repack, &mut repacked_ids).await?;
+        report.repacked_packs = to_repack.len();
+        report.repack_read_bytes = read;
+        report.repack_written_bytes = written;
+        for id in &to_repack {
+            condemn.insert(*id, g);
+        }
+    }
+    report.condemned_packs = condemn.values().filter(|&&s| s == g).count();
+    report.condemned_bytes = condemn
+        .iter()
+        .filter(|(_, &s)| s == g)
+        .map(|(id, _)| store_packs[id])
+        .sum();
+
+    // 4. Publish plan g. Chunks of condemned and deleted packs with no surviving copy are
+    // hidden, those of unindexed condemned packs too (their own tables name them: a live
+    // session may index them later).
+    let mut deleted: HashSet<[u8; 32]> = state.deleted.clone();
+    deleted.extend(
+        state
+            .condemned
+            .keys()
+            .filter(|id| !store_packs.contains_key(*id)),
+    );
+    let indexed: HashSet<[u8; 32]> = index.packs().iter().map(|p| p.id).collect();
+    let mut hidden = hidden_prefixes(&index, &condemn, &deleted, &repacked_ids);
+    for (id, _) in condemn.iter().filter(|(id, _)| !indexed.contains(*id)) {
+        let name = format::pack_key_name(id);
+        match crate::check::read_table_ranged(repo, &name, store_packs[id]).await {
+            Ok(entries) => hidden.extend(entries.iter().map(|e| maint::prefix(&e.id))),
+            Err(RepoError::Storage(e)) if e.kind == ErrorKind::NotFound => {}
+            Err(RepoError::Storage(e)) => return Err(RepoError::Storage(e)),
+            // An unreadable pack holds nothing a writer could have indexed.
+            Err(e) => tracing::warn!(pack = %name, error = %e, "pack table unreadable"),
+        }
+    }
+    let plan = PlanDoc {
+        version: 1,
+        generation: g,
+        session: lease.id().to_string(),
+        created: repo.clock.now(),
+        condemned: {
+            let mut v: Vec<Condemned> = condemn
+                .iter()
+                .map(|(id, &since)| Condemned {
+                    pack: hex::encode(id),
+                    since,
+                })
+                .collect();
+            v.sort_by(|a, b| a.pack.cmp(&b.pack));
+            v
+        },
+        deleted: {
+            let mut v: Vec<String> = deleted
+                .iter()
+                .filter(|id| indexed.contains(*id))
+                .map(hex::encode)
+                .collect();
+            v.sort();
+            v
+        },
+        hidden: maint::encode_hidden(hidden),
+    };
+    create_signed(repo, &plan_name(g), &plan).await?;
+
+    // 5. Sessions: which may still reference condemned packs; fence the dead.
+    let (sessions, junk) = repo.sessions().await?;
+    let now = lease.renew_now().await?;
+    let ended = ended_sessions(&found);
+    let fences = repo.fences().await?;
+    let mut blocking: Vec<SessionInfo> = Vec::new();
+    let mut fence_now: Vec<&SessionInfo> = Vec::new();
+    for s in sessions.iter().filter(|s| s.session != lease.id()) {
+        if s.ended || ended.contains(&(s.session.clone(), s.writer.clone())) {
+            continue;
+        }
+        if s.dead(now, &timing) {
+            if !matches!(fences.get(&s.session), Some(Some(_))) {
+                fence_now.push(s);
+            }
+        } else {
+            blocking.push(s.clone());
+        }
+    }
+    for s in &fence_now {
+        let doc = FenceDoc {
+            version: 1,
+            session: s.session.clone(),
+            writer: s.writer.clone(),
+            created: repo.clock.now(),
+            accepted: None,
+        };
+        match create_signed(repo, &fence_name(&s.session), &doc).await {
+            Ok(_) => {}
+            Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Manifests committed meanwhile: the fences' accepted lists, and what they reference
+    // stays for now.
+    let (found2, _) = manifests(repo).await?;
+    let seen: HashSet<&str> = found.iter().map(|f| f.id.as_str()).collect();
+    let new: Vec<&Found> = found2
+        .iter()
+        .filter(|f| !seen.contains(f.id.as_str()))
+        .collect();
+    for s in &fence_now {
+        let accepted: Vec<String> = found2
+            .iter()
+            .filter(|f| {
+                f.manifest.session.as_deref() == Some(s.session.as_str())
+                    && hex::encode(f.writer) == s.writer
+            })
+            .map(|f| f.id.clone())
+            .collect();
+        let doc = FenceDoc {
+            version: 1,
+            session: s.session.clone(),
+            writer: s.writer.clone(),
+            created: repo.clock.now(),
+            accepted: Some(accepted),
+        };
+        match create_signed(repo, &accepted_name(&s.session), &doc).await {
+            Ok(_) => {}
+            Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        report.fenced_sessions.push(s.session.clone());
+    }
+    let mut late_used = vec![false; index.len()];
+    mark(
+        &reader,
+        &index,
+        new.iter().map(|f| &f.manifest),
+        &mut late_used,
+    )
+    .await
+    .or_else(|e| match e {
+        // A chunk of a new snapshot that our index does not hold lives in a new pack.
+        RepoError::NotFound(_) => Ok(()),
+        e => Err(e),
+    })?;
+    let late_packs: HashSet<[u8; 32]> = index
+        .slots()
+        .iter()
+        .zip(&late_used)
+        .filter(|(_, &u)| u)
+        .map(|(s, _)| index.pack(s.pack).id)
+        .collect();
+
+    // 6. Delete what no live session can reference.
+    let oldest_live = blocking.iter().map(|s| s.generation).min();
+    let mut waiting = 0;
+    for (id, &since) in &condemn {
+        let blocked = oldest_live.is_some_and(|gen| gen < since);
+        if blocked || late_packs.contains(id) {
+            waiting += 1;
+            continue;
+        }
+        lease.fresh(&timing).await?;
+        let name = format::pack_key_name(id);
+        repo.store.delete(&name).await?;
+        deleted.insert(*id);
+        report.deleted_packs += 1;
+        report.deleted_bytes += store_packs[id];
+    }
+    report.waiting_packs = waiting;
+    if waiting > 0 {
+        report.waiting_for = blocking;
+    }
+    let (rewritten, removed) = rewrite_indexes(repo, &deleted).await?;
+    report.indexes_rewritten = rewritten;
+    report.indexes_deleted = removed;
+
+    // Clean up: sessions that ended or were fenced, planted objects past the maximum age,
+    // superseded plans and claims, and this run's own session.
+    let fenced_now: HashSet<&str> = report.fenced_sessions.iter().map(|s| s.as_str()).collect();
+    let mut remove: Vec<String> = Vec::new();
+    for s in sessions.iter().filter(|s| s.session != lease.id()) {
+        let fenced = fenced_now.contains(s.session.as_str())
+            || matches!(fences.get(&s.session), Some(Some(_)));
+        if s.ended || ended.contains(&(s.session.clone(), s.writer.clone())) || fenced {
+            remove.extend(s.objects.iter().cloned());
+            report.sessions_removed += 1;
+        }
+    }
+    let metas: Vec<ObjectMeta> = repo
+        .store
+        .list(maint::SESSIONS_PREFIX)
+        .try_collect()
+        .await?;
+    let junk: HashSet<String> = junk.into_iter().collect();
+    remove.extend(
+        metas
+            .iter()
+            .filter(|m| {
+                junk.contains(&m.key) && now.duration_since(m.last_modified) > timing.max_age
+            })
+            .map(|m| m.key.clone()),
+    );
+    let prune_objs: Vec<ObjectMeta> = repo.store.list(maint::PRUNE_PREFIX).try_collect().await?;
+    remove.extend(
+        prune_objs
+            .iter()
+            .filter(|m| maint::parse_prune_name(&m.key).is_some_and(|(n, _)| n < g))
+            .map(|m| m.key.clone()),
+    );
+    for name in remove {
+        repo.store.delete(&name).await?;
+    }
+    lease.close().await?;
+    Ok(report)
+}
+
+/// Claim generation `g` (FORMAT.md §17.3): refused while the newest claim without a plan
+/// belongs to a prune session that is alive.
+async fn claim(
+    repo: &FullRepo,
+    lease: &Session,
+    state: &MaintState,
+    timing: &SessionTiming,
+) -> Result<u64> {
+    let names: Vec<(u64, bool, String)> = repo
+        .store
+        .list(maint::PRUNE_PREFIX)
+        .try_filter_map(|m| async move {
+            Ok(maint::parse_prune_name(&m.key).map(|(g, c)| (g, c, m.key)))
+        })
+        .try_collect()
+        .await?;
+    let (sessions, _) = repo.sessions().await?;
+    let now = lease.started_store();
+    for (n, _, name) in names.iter().filter(|(n, c, _)| *c && *n > state.generation) {
+        let raw = match repo.store.get(name).await {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(doc) = keys::verify_doc::<ClaimDoc>(name, &raw, &repo.root_verify) else {
+            continue;
+        };
+        if doc.generation != *n || doc.session == lease.id() {
+            continue;
+        }
+        if let Some(s) = sessions.iter().find(|s| s.session == doc.session) {
+            if !s.dead(now, timing) {
+                return Err(RepoError::Refused(format!(
+                    "another prune is running (session {} on host {}, started {} by the \
+                     store's clock); one prune runs at a time. If that process is gone, its \
+                     claim lapses {} minutes after its last renewal",
+                    s.session,
+                    s.host,
+                    s.first_seen,
+                    (s.ttl + timing.margin).as_mins()
+                )));
+            }
+        }
+    }
+    let mut g = names
+        .iter()
+        .map(|(n, _, _)| *n)
+        .max()
+        .unwrap_or(0)
+        .max(state.generation)
+        .checked_add(1)
+        .ok_or_else(|| RepoError::Refused("prune generations exhausted".into()))?;
+    let host = keys::hostname();
+    for _ in 0..16 {
+        let doc = ClaimDoc {
+            version: 1,
+            generation: g,
+            session: lease.id().to_string(),
+            host: host.clone(),
+            started: repo.clock.now(),
+        };
+        match create_signed(repo, &claim_name(g), &doc).await {
+            Ok(_) => return Ok(g),
+            Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => g += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RepoError::Refused(
+        "could not claim a prune generation: another prune claimed each one first".into(),
+    ))
+}
+
+/// Every pack in the store: id → size.
+async fn list_packs(repo: &FullRepo) -> Result<HashMap<[u8; 32], u64>> {
+    let mut out = HashMap::new();
+    let mut listing = repo.store.list(DATA_PREFIX);
+    while let Some(m) = listing.next().await {
+        let m = m?;
+        let id = m
+            .key
+            .rsplit('/')
+            .next()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|v| <[u8; 32]>::try_from(v).ok());
+        match id {
+            Some(id) => {
+                out.insert(id, m.size);
+            }
+            None => {
+                tracing::warn!(object = %m.key, "ignoring an object under data/ that is not a pack")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every authentic manifest (its signature verifies under its writer's key, revoked writers
+/// included: their snapshots stay until forgotten), and the objects that are not.
+async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>)> {
+    let mk = repo.master("prune")?;
+    let metas: Vec<ObjectMeta> = repo.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
+    let results: Vec<(String, Result<Option<Found>>)> =
+        futures::stream::iter(metas.into_iter().map(|meta| async move {
+            let r = async {
+                let raw = match repo.store.get(&meta.key).await {
+                    Ok(r) => r,
+                    // Forgotten while we listed.
+                    Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let id = meta.key.trim_start_matches(SNAPSHOTS_PREFIX).to_string();
+                if blake3::hash(&raw).to_hex().as_str() != id {
+                    return Err(RepoError::corrupt(
+                        &meta.key,
+                        "content does not match its name",
+                    ));
+                }
+                let (writer, signed, sig) =
+                    format::sealed_doc_writer(&meta.key, &raw, ObjectType::Snapshot)?;
+                let key =
+                    repo.writer_verdict(&writer).await?.0.ok_or_else(|| {
+                        RepoError::corrupt(&meta.key, "written by an unknown writer")
+                    })?;
+                crate::crypto::verify(&key, signed, sig)
+                    .map_err(|e| RepoError::corrupt(&meta.key, e.to_string()))?;
+                let body = format::open_sealed_doc(
+                    &meta.key,
+                    &raw,
+                    ObjectType::Snapshot,
+                    &mk.repo_secret,
+                )?;
+                let manifest: Manifest = serde_json::from_slice(&body)
+                    .map_err(|e| RepoError::corrupt(&meta.key, e.to_string()))?;
+                Ok(Some(Found {
+                    id,
+                    writer,
+                    manifest,
+                }))
+            }
+            .await;
+            (meta.key, r)
+        }))
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    let mut found = Vec::new();
+    let mut ignored = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(Some(f)) => found.push(f),
+            Ok(None) => {}
+            Err(RepoError::Storage(e)) => return Err(RepoError::Storage(e)),
+            Err(e) => ignored.push((name, e.to_string())),
+        }
+    }
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    ignored.sort();
+    Ok((found, ignored))
+}
+
+/// Mark every index slot of every chunk the manifests reference. A referenced chunk no index
+/// holds is refused: an unindexed pack may hold it, and `repair index` recovers it.
+async fn mark<'a>(
+    reader: &Reader,
+    index: &ChunkIndex,
+    manifests: impl Iterator<Item = &'a Manifest>,
+    used: &mut [bool],
+) -> Result<()> {
+    let base = index.slots().as_ptr();
+    let mut mark_id = |id: &ChunkId, what: &dyn Fn() -> String| -> Result<()> {
+        let all = index.all(id);
+        if all.is_empty() {
+            return Err(RepoError::NotFound(format!(
+                "{} references chunk {} that no index holds; nothing was pruned. Run `check` \
+                 (an unindexed pack may hold it, and rebuilding the index recovers it)",
+                what(),
+                hex::encode(&id[..8])
+            )));
+        }
+        // SAFETY: `all` is a subslice of `index.slots()`.
+        let start = unsafe { all.as_ptr().offset_from(base) } as usize;
+        used[start..start + all.len()]
+            .iter_mut()
+            .for_each(|u| *u = true);
+        Ok(())
+    };
+    for m in manifests {
+        let what = || format!("snapshot of {} at {}", m.source, m.time);
+        for id in m.tree_ids()? {
+            mark_id(&id, &what)?;
+        }
+        let mut tree = reader.tree(m).await?;
+        while let Some((_, chunks)) = tree.next_node()? {
+            for id in &chunks {
+                mark_id(id, &what)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which copies of referenced chunks stay: one root copy in a pack not condemned if there
+/// is one, else one root copy anywhere (its pack is rescued), else every agent copy (prune
+/// cannot tell an honest agent's copy from a lying one without reading them).
+fn choose_copies(
+    index: &ChunkIndex,
+    used: &[bool],
+    state: &MaintState,
+    gone: &dyn Fn(&[u8; 32]) -> bool,
+) -> Result<Vec<bool>> {
+    let slots = index.slots();
+    let mut keep = vec![false; slots.len()];
+    let mut i = 0;
+    while i < slots.len() {
+        let j = i + slots[i..]
+            .iter()
+            .take_while(|s| s.id == slots[i].id)
+            .count();
+        if used[i] {
+            let pack = |n: usize| index.pack(slots[n].pack).id;
+            let present: Vec<usize> = (i..j).filter(|&n| !gone(&pack(n))).collect();
+            let root = |n: &usize| slots[*n].trust() == Trust::Root;
+            let live_root = present
+                .iter()
+                .find(|n| root(n) && !state.condemned.contains_key(&pack(**n)));
+            match live_root.or_else(|| present.iter().find(|n| root(n))) {
+                Some(&n) => keep[n] = true,
+                None if present.is_empty() => {
+                    return Err(RepoError::NotFound(format!(
+                        "chunk {} is referenced but every pack holding it is gone; nothing \
+                         was pruned. Run `check`",
+                        hex::encode(&slots[i].id[..8])
+                    )))
+                }
+                None => present.iter().for_each(|&n| keep[n] = true),
+            }
+        }
+        i = j;
+    }
+    Ok(keep)
+}
+
+/// The packs to repack, most unused bytes first, until the unused bytes left in packs that
+/// stay are at most `max_unused` of what they hold.
+fn choose_repack(mut partial: Vec<([u8; 32], u64)>, used: u64, max_unused: f64) -> Vec<[u8; 32]> {
+    partial.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut unused: u64 = partial.iter().map(|p| p.1).sum();
+    let mut out = Vec::new();
+    for (id, u) in partial {
+        if (unused as f64) <= max_unused * (used + unused) as f64 {
+            break;
+        }
+        out.push(id);
+        unused -= u;
+    }
+    out
+}
+
+/// Read the kept blobs of `packs`, verify each against its chunk id, and store them anew in
+/// a root session. Returns (bytes read, bytes written).
+async fn repack(
+    repo: &FullRepo,
+    index: &Arc<ChunkIndex>,
+    keep: &[bool],
+    packs: &[[u8; 32]],
+    repacked: &mut HashSet<ChunkId>,
+) -> Result<(u64, u64)> {
+    let targets: HashSet<[u8; 32]> = packs.iter().copied().collect();
+    // Kept slots by pack number (a pack id may have several numbers, one per key).
+    let mut by_pack: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    for (n, s) in index.slots().iter().enumerate() {
+        let id = index.pack(s.pack).id;
+        if keep[n] && targets.contains(&id) {
+            by_pack.entry(id).or_default().push(n);
+        }
+    }
+    let session = Arc::new(BackupSession::start(
+        repo.shared(),
+        Arc::new(ChunkIndex::empty()),
+        SessionOptions::default(),
+    ));
+    let mut read = 0;
+    for id in packs {
+        let name = format::pack_key_name(id);
+        let bytes = repo.store.get(&name).await?;
+        read += bytes.len() as u64;
+        let slots = by_pack.remove(id).unwrap_or_default();
+        let index = index.clone();
+        let repo2 = repo.clone();
+        let session2 = session.clone();
+        let ids = crate::blocking(move || {
+            let mut chunks = Vec::with_capacity(slots.len());
+            for n in slots {
+                let s = index.slots()[n];
+                let info = index.pack(s.pack);
+                let key = info
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| RepoError::Internal("a full-key index without keys".into()))?;
+                let b = s.blob();
+                let ct = bytes
+                    .get(b.offset as usize..b.offset as usize + b.len as usize)
+                    .ok_or_else(|| RepoError::corrupt(&name, "blob outside the pack"))?;
+                let raw = format::open_blob(&name, info.key_id, key, &b, ct, repo2.id_key())?;
+                chunks.push((s.id, raw));
+            }
+            let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+            session2.store_chunks(chunks)?;
+            Ok::<_, RepoError>(ids)
+        })
+        .await?;
+        repacked.extend(ids);
+    }
+    let stats = session.finish().await?;
+    Ok((read, stats.stored_bytes))
+}
+
+/// Prefixes of chunk ids that, once the condemned packs go, have no copy left (FORMAT.md
+/// §17.3). Chunks just repacked have a new copy.
+fn hidden_prefixes(
+    index: &ChunkIndex,
+    condemned: &HashMap<[u8; 32], u64>,
+    deleted: &HashSet<[u8; 32]>,
+    repacked: &HashSet<ChunkId>,
+) -> HashSet<u64> {
+    let slots = index.slots();
+    let mut out = HashSet::new();
+    let mut i = 0;
+    while i < slots.len() {
+        let j = i + slots[i..]
+            .iter()
+            .take_while(|s| s.id == slots[i].id)
+            .count();
+        let survives = slots[i..j].iter().any(|s| {
+            let p = index.pack(s.pack).id;
+            !condemned.contains_key(&p) && !deleted.contains(&p)
+        });
+        if !survives && !repacked.contains(&slots[i].id) {
+            out.insert(maint::prefix(&slots[i].id));
+        }
+        i = j;
+    }
+    out
+}
+
+/// Sessions a manifest names, with the writer that signed it: (session, writer hex).
+fn ended_sessions(found: &[Found]) -> HashSet<(String, String)> {
+    found
+        .iter()
+        .filter_map(|f| {
+            f.manifest
+                .session
+                .clone()
+                .map(|s| (s, hex::encode(f.writer)))
+        })
+        .collect()
+}
+
+/// Drop index entries of deleted packs: a root index is rewritten without them (the new one
+/// durable before the old one goes), an agent's index is removed once every pack it names
+/// is gone (it cannot be re-signed: the next plans keep its dead chunks hidden instead).
+async fn rewrite_indexes(repo: &FullRepo, deleted: &HashSet<[u8; 32]>) -> Result<(usize, usize)> {
+    if deleted.is_empty() {
+        return Ok((0, 0));
+    }
+    let mk = repo.master("prune")?;
+    let metas: Vec<ObjectMeta> = repo.store.list(INDEX_PREFIX).try_collect().await?;
+    let (mut rewritten, mut removed) = (0, 0);
+    for meta in metas {
+        let raw = match repo.store.get(&meta.key).await {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(p) = format::parse_index(&meta.key, &raw) else {
+            continue;
+        };
+        let Ok((packs, entries)) =
+            format::open_index_locations(&meta.key, &raw, &p, &mk.repo_secret)
+        else {
+            continue;
+        };
+        if !packs.iter().any(|pk| deleted.contains(&pk.id)) {
+            continue;
+        }
+        let alive: Vec<bool> = packs.iter().map(|pk| !deleted.contains(&pk.id)).collect();
+        if p.writer == ROOT_WRITER {
+            let mut new_packs: Vec<IndexPack> = Vec::new();
+            let mut renumber = vec![u32::MAX; packs.len()];
+            for (n, pk) in packs.iter().enumerate().filter(|(n, _)| alive[*n]) {
+                renumber[n] = new_packs.len() as u32;
+                new_packs.push(pk.clone());
+            }
+            let new_entries: Vec<IndexEntry> = entries
+                .iter()
+                .filter(|e| alive[e.pack as usize])
+                .map(|e| IndexEntry {
+                    pack: renumber[e.pack as usize],
+                    blob: e.blob,
+                })
+                .collect();
+            if !new_entries.is_empty() {
+                crate::write::write_index(repo, &new_packs, &new_entries).await?;
+                rewritten += 1;
+            } else {
+                removed += 1;
+            }
+            repo.store.delete(&meta.key).await?;
+        } else if alive.iter().all(|a| !a) {
+            repo.store.delete(&meta.key).await?;
+            removed += 1;
+        }
+    }
+    Ok((rewritten, removed))
+}
+
+#[cfg(test)]
+mod tests;
