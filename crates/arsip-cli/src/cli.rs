@@ -59,6 +59,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, its content
     Check(CheckArgs),
+    /// Retention: forget snapshots no rule keeps (their data goes at the next prune)
+    Forget(ForgetArgs),
+    /// Delete data no snapshot references and repack mostly unused packs, beside live backups
+    Prune(PruneArgs),
     /// Repository statistics
     Stats,
     /// Rebuild what the repository lost from what it still holds (create-only)
@@ -420,4 +424,55 @@ pub struct QuickstartArgs {
     /// Tenants to generate
     #[arg(long, default_value_t = 20)]
     pub tenants: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots of each group
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Keep every snapshot stored within this long (30d, 12h, 1w, 2d12h) [default when no
+    /// rule is given: 30d]
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep snapshots carrying this tag (KEY or KEY=VALUE); repeatable
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Allow forgetting the last snapshot of a source
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Also forget snapshots of retired or compromised agents (no reader accepts them)
+    #[arg(long)]
+    pub revoked: bool,
+    /// Time zone of the calendar rules [default: the system's]
+    #[arg(long, value_name = "TZ", env = "TZ")]
+    pub time_zone: Option<String>,
+    /// Show what would be forgotten and which rule keeps each survivor; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Repack until unused bytes are at most this share of the packs that stay
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
+    /// Show what would be condemned and repacked; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

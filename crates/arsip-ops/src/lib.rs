@@ -11,8 +11,10 @@
 pub mod backup;
 pub mod check;
 pub mod error;
+pub mod forget;
 pub mod keys;
 pub mod open;
+pub mod prune;
 pub mod quickstart;
 pub mod repair;
 pub mod restore;

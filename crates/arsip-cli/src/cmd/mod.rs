@@ -3,9 +3,11 @@
 
 mod backup;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod pg;
+mod prune;
 mod quickstart;
 mod repair;
 mod restore;
@@ -26,6 +28,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(f) => snapshots::run(&ctx, f).await,
         Command::Restore(r) => restore::run(&ctx, r).await,
         Command::Check(c) => check::run(&ctx, c).await,
+        Command::Forget(f) => forget::run(&ctx, f).await,
+        Command::Prune(p) => prune::run(&ctx, p).await,
         Command::Stats => stats::run(&ctx).await,
         Command::Repair(r) => repair::run(&ctx, r).await,
         Command::Key(k) => key::run(&ctx, k).await,
