@@ -472,6 +472,9 @@ pub struct PruneArgs {
     /// Repack until unused bytes are at most this share of the packs that stay
     #[arg(long, default_value = "5%", value_name = "PERCENT")]
     pub max_unused: String,
+    /// Keep the WAL that reaches every point of this window from a retained physical backup
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub pitr_window: String,
     /// Show what would be condemned and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,

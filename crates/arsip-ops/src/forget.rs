@@ -202,10 +202,7 @@ fn decide(
                 break;
             }
             let Some(t) = s.stored else { continue };
-            let bucket = t
-                .to_zoned(opts.time_zone.clone())
-                .strftime(fmt)
-                .to_string();
+            let bucket = t.to_zoned(opts.time_zone.clone()).strftime(fmt).to_string();
             if last.as_deref() != Some(bucket.as_str()) {
                 reasons[n].push(format!("{name} {bucket}"));
                 last = Some(bucket);
@@ -246,7 +243,11 @@ fn friendly(d: jiff::SignedDuration) -> String {
 
 /// Parse a duration such as `30d`, `12h`, `1w`, `2d12h`, `90m` (days are 24 hours).
 pub fn parse_duration(s: &str) -> Result<jiff::SignedDuration> {
-    let bad = || Error::usage(format!("{s:?} is not a duration (e.g. 30d, 12h, 1w, 2d12h)"));
+    let bad = || {
+        Error::usage(format!(
+            "{s:?} is not a duration (e.g. 30d, 12h, 1w, 2d12h)"
+        ))
+    };
     let mut total: i64 = 0;
     let mut num = String::new();
     for c in s.trim().chars() {

@@ -1,10 +1,37 @@
 //! `prune`: remove data no snapshot references and repack mostly unused packs, beside live
-//! backups, without locks (the protocol is the repository's: FORMAT.md §17).
+//! backups, without locks (the protocol is the repository's: FORMAT.md §17); then remove
+//! the WAL that no retained physical backup and no point of the PITR window needs
+//! (`arsip_pg::walretention`).
 
+use arsip_pg::walretention::{self, WalRetention};
 pub use arsip_repo::prune::{PruneOptions, PruneReport};
 use arsip_repo::FullRepo;
+use serde::Serialize;
 
 use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub repo: PruneOptions,
+    /// Keep the WAL that reaches every point of this window from a retained backup.
+    pub pitr_window: jiff::SignedDuration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            repo: PruneOptions::default(),
+            pitr_window: walretention::DEFAULT_PITR_WINDOW,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneOutcome {
+    #[serde(flatten)]
+    pub repo: PruneReport,
+    pub wal: WalRetention,
+}
 
 /// Parse `--max-unused`: a percentage (`5`, `5%`, `0.5`) in [0, 100].
 pub fn parse_max_unused(s: &str) -> Result<f64> {
@@ -13,11 +40,15 @@ pub fn parse_max_unused(s: &str) -> Result<f64> {
         .parse()
         .map_err(|_| Error::usage(format!("max-unused {s:?} is not a percentage")))?;
     if !(0.0..=100.0).contains(&pct) {
-        return Err(Error::usage(format!("max-unused {s:?} must be in [0, 100]")));
+        return Err(Error::usage(format!(
+            "max-unused {s:?} must be in [0, 100]"
+        )));
     }
     Ok(pct / 100.0)
 }
 
-pub async fn run(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> {
-    Ok(arsip_repo::prune::prune(repo, opts).await?)
+pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
+    let report = arsip_repo::prune::prune(repo, &opts.repo).await?;
+    let wal = walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?;
+    Ok(PruneOutcome { repo: report, wal })
 }

@@ -101,7 +101,7 @@ pub fn format_lsn(lsn: u64) -> String {
 }
 
 /// A WAL segment file name: timeline and segment number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SegName {
     pub timeline: u32,
     pub segno: u64,

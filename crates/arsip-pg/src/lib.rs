@@ -17,6 +17,7 @@ pub mod physical;
 pub mod restore;
 pub mod settings;
 pub mod walarchive;
+pub mod walretention;
 
 pub use error::{PgError, Result};
 pub use settings::{LibpqDefaults, PgSettings};

@@ -197,6 +197,17 @@ impl FullRepo {
         Ok(())
     }
 
+    /// Remove stream objects (WAL retention; maintenance credentials only). Missing ones
+    /// are not an error.
+    pub async fn wal_remove(&self, namespace: &str, files: &[String]) -> Result<()> {
+        self.master("removing WAL")?;
+        for f in files {
+            let name = crate::wal::object_name(namespace, f)?;
+            self.0.store.delete(&name).await?;
+        }
+        Ok(())
+    }
+
     pub async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {
         self.0.wal_get(namespace, file).await
     }

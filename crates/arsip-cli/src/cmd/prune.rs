@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use arsip_ops::open::Access;
-use arsip_ops::prune::{self, PruneOptions, PruneReport};
+use arsip_ops::prune::{self, PruneOptions, PruneOutcome, PruneReport};
 
 use crate::cli::PruneArgs;
 use crate::ctx::{human, Ctx, Render};
@@ -42,7 +42,10 @@ impl Render for PruneReport {
             self.indexes_deleted
         );
         if self.rescued_packs > 0 {
-            out += &format!("\n{} condemned pack(s) referenced again: kept", self.rescued_packs);
+            out += &format!(
+                "\n{} condemned pack(s) referenced again: kept",
+                self.rescued_packs
+            );
         }
         if self.waiting_packs > 0 {
             out += &format!(
@@ -73,11 +76,43 @@ impl Render for PruneReport {
     }
 }
 
+impl Render for PruneOutcome {
+    fn human(&self) -> String {
+        let mut out = self.repo.human();
+        for ns in &self.wal.namespaces {
+            let verb = if self.repo.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            out += &if ns.physical_backups == 0 {
+                format!(
+                    "\nWAL {}: no retained physical backup, nothing removed",
+                    ns.namespace
+                )
+            } else {
+                format!(
+                    "\nWAL {}: {verb} {} file(s), kept {} for {} physical backup(s) and the \
+                     PITR window",
+                    ns.namespace,
+                    ns.removed.len(),
+                    ns.kept_files,
+                    ns.physical_backups
+                )
+            };
+        }
+        out
+    }
+}
+
 pub async fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<u8> {
-    let opts = PruneOptions {
-        max_unused: prune::parse_max_unused(&a.max_unused)?,
-        dry_run: a.dry_run,
-        ..Default::default()
+    let opts = prune::Options {
+        repo: PruneOptions {
+            max_unused: prune::parse_max_unused(&a.max_unused)?,
+            dry_run: a.dry_run,
+            ..Default::default()
+        },
+        pitr_window: arsip_ops::forget::parse_duration(&a.pitr_window)?,
     };
     let repo = ctx.open_full(Access::Full, "prune").await?;
     ctx.emit(&prune::run(&repo, &opts).await?)?;

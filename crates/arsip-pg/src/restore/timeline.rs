@@ -471,6 +471,7 @@ mod tests {
             facts: Default::default(),
             tree: vec![],
             tree_bytes: 0,
+            session: None,
         };
         Candidate {
             snap: Snapshot {

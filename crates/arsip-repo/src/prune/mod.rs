@@ -145,6 +145,7 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
         &index,
         found.iter().map(|f| &f.manifest),
         &mut used,
+        true,
     )
     .await?;
     let gone = |id: &[u8; 32]| !store_packs.contains_key(id) || state.deleted.contains(id);
@@ -334,18 +335,15 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
         report.fenced_sessions.push(s.session.clone());
     }
     let mut late_used = vec![false; index.len()];
+    // A chunk of a new snapshot that the index we loaded does not hold is in a new pack.
     mark(
         &reader,
         &index,
         new.iter().map(|f| &f.manifest),
         &mut late_used,
+        false,
     )
-    .await
-    .or_else(|e| match e {
-        // A chunk of a new snapshot that our index does not hold lives in a new pack.
-        RepoError::NotFound(_) => Ok(()),
-        e => Err(e),
-    })?;
+    .await?;
     let late_packs: HashSet<[u8; 32]> = index
         .slots()
         .iter()
@@ -578,17 +576,22 @@ async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>
     Ok((found, ignored))
 }
 
-/// Mark every index slot of every chunk the manifests reference. A referenced chunk no index
-/// holds is refused: an unindexed pack may hold it, and `repair index` recovers it.
+/// Mark every index slot of every chunk the manifests reference. When `strict`, a referenced
+/// chunk no index holds is refused: an unindexed pack may hold it, and `repair index`
+/// recovers it.
 async fn mark<'a>(
     reader: &Reader,
     index: &ChunkIndex,
     manifests: impl Iterator<Item = &'a Manifest>,
     used: &mut [bool],
+    strict: bool,
 ) -> Result<()> {
     let base = index.slots().as_ptr();
     let mut mark_id = |id: &ChunkId, what: &dyn Fn() -> String| -> Result<()> {
         let all = index.all(id);
+        if all.is_empty() && !strict {
+            return Ok(());
+        }
         if all.is_empty() {
             return Err(RepoError::NotFound(format!(
                 "{} references chunk {} that no index holds; nothing was pruned. Run `check` \
