@@ -63,6 +63,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot references and repack mostly unused packs, beside live backups
     Prune(PruneArgs),
+    /// The audit trail: every backup, restore, forget, prune, key change and repair
+    Audit(AuditArgs),
     /// Repository statistics
     Stats,
     /// Rebuild what the repository lost from what it still holds (create-only)
@@ -478,4 +480,19 @@ pub struct PruneArgs {
     /// Show what would be condemned and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCmd>,
+    /// Only records from this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Detect an edited, removed, reordered or truncated log (exit 6 if so)
+    Verify,
 }

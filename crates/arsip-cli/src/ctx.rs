@@ -92,6 +92,8 @@ impl Ctx<'_> {
             cache_dir,
             index_memory,
             sessions: session_timing(),
+            host: arsip_ops::repo::keys::hostname(),
+            user: os_user(),
         })
     }
 
@@ -170,4 +172,18 @@ fn session_timing() -> arsip_ops::repo::maint::SessionTiming {
         ));
     }
     Default::default()
+}
+
+/// The OS user running arsip, for audit records: the name of the real uid, else the number.
+fn os_user() -> String {
+    let uid = rustix::process::getuid();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.as_raw().to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.as_raw().to_string())
 }

@@ -12,7 +12,7 @@ use arsip_repo::txn::{BackupOutcome, SnapshotMeta, SnapshotTxn};
 use arsip_repo::write::Progress;
 use arsip_repo::Repository;
 
-use crate::{Error, Result};
+use crate::{audit, Error, Result};
 
 /// What every backup takes besides its source.
 #[derive(Debug, Clone, Default)]
@@ -64,22 +64,36 @@ pub async fn files(
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    let txn = SnapshotTxn::start(repo).await?;
-    progress(txn.progress());
-    let meta = SnapshotMeta {
-        kind: "files".into(),
-        source,
-        tags: common.tags,
-        facts: BTreeMap::new(),
-    };
-    let opts = arsip_files::backup::FilesOptions {
-        paths: roots,
-        exclude,
-        never: f.never,
-        one_file_system: f.one_file_system,
-        include_virtual: f.include_virtual,
-    };
-    Ok(arsip_files::backup::files(txn, opts, meta).await?)
+    let what = details("files", &source);
+    let r = async {
+        let txn = SnapshotTxn::start(repo.clone()).await?;
+        progress(txn.progress());
+        let meta = SnapshotMeta {
+            kind: "files".into(),
+            source,
+            tags: common.tags,
+            facts: BTreeMap::new(),
+        };
+        let opts = arsip_files::backup::FilesOptions {
+            paths: roots,
+            exclude,
+            never: f.never,
+            one_file_system: f.one_file_system,
+            include_virtual: f.include_virtual,
+        };
+        Ok(arsip_files::backup::files(txn, opts, meta).await?)
+    }
+    .await;
+    audit::record(&repo, "backup", what, &r, |o, d| {
+        d.insert("snapshot".into(), o.backup.id.clone().into());
+    })
+    .await;
+    r
+}
+
+/// What the audit record of a backup names before it runs.
+fn details(kind: &str, source: &str) -> audit::Details {
+    audit::details([("kind", kind.into()), ("source", source.into())])
 }
 
 /// Check a stream's name before anything is opened (see
@@ -100,15 +114,24 @@ pub async fn stream<R: Read + Send + 'static>(
     progress: impl FnOnce(Arc<Progress>),
 ) -> Result<BackupOutcome> {
     check_stream_name(&name)?;
-    let txn = SnapshotTxn::start(repo).await?;
-    progress(txn.progress());
-    let meta = SnapshotMeta {
-        kind: "stdin".into(),
-        source: name.clone(),
-        tags: common.tags,
-        facts: BTreeMap::new(),
-    };
-    Ok(arsip_files::backup::stream(txn, reader, name, meta).await?)
+    let what = details("stdin", &name);
+    let r = async {
+        let txn = SnapshotTxn::start(repo.clone()).await?;
+        progress(txn.progress());
+        let meta = SnapshotMeta {
+            kind: "stdin".into(),
+            source: name.clone(),
+            tags: common.tags,
+            facts: BTreeMap::new(),
+        };
+        Ok(arsip_files::backup::stream(txn, reader, name, meta).await?)
+    }
+    .await;
+    audit::record(&repo, "backup", what, &r, |o: &BackupOutcome, d| {
+        d.insert("snapshot".into(), o.id.clone().into());
+    })
+    .await;
+    r
 }
 
 /// Run `argv` (no shell) and back up its stdout under `name`; commits only when it exits 0.
@@ -125,13 +148,22 @@ pub async fn command(
             "no command given: `backup command --name NAME -- PROGRAM [ARGS…]`",
         ));
     }
-    let txn = SnapshotTxn::start(repo).await?;
-    progress(txn.progress());
-    let meta = SnapshotMeta {
-        kind: "command".into(),
-        source: name.clone(),
-        tags: common.tags,
-        facts: BTreeMap::new(),
-    };
-    Ok(arsip_files::backup::command(txn, argv, name, meta).await?)
+    let what = details("command", &name);
+    let r = async {
+        let txn = SnapshotTxn::start(repo.clone()).await?;
+        progress(txn.progress());
+        let meta = SnapshotMeta {
+            kind: "command".into(),
+            source: name.clone(),
+            tags: common.tags,
+            facts: BTreeMap::new(),
+        };
+        Ok(arsip_files::backup::command(txn, argv, name, meta).await?)
+    }
+    .await;
+    audit::record(&repo, "backup", what, &r, |o: &BackupOutcome, d| {
+        d.insert("snapshot".into(), o.id.clone().into());
+    })
+    .await;
+    r
 }

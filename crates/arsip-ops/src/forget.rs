@@ -108,6 +108,25 @@ pub struct ForgetOutcome {
 }
 
 pub async fn run(repo: &FullRepo, opts: &ForgetOptions) -> Result<ForgetOutcome> {
+    if opts.dry_run {
+        return decide_all(repo, opts).await;
+    }
+    let r = decide_all(repo, opts).await;
+    crate::audit::record(repo, "forget", Default::default(), &r, |o, d| {
+        let ids: Vec<serde_json::Value> = o
+            .groups
+            .iter()
+            .flat_map(|g| g.remove.iter().map(|x| x.id.clone().into()))
+            .chain(o.revoked_removed.iter().map(|x| x.clone().into()))
+            .collect();
+        d.insert("forgotten".into(), ids.into());
+        d.insert("kept".into(), o.kept.into());
+    })
+    .await;
+    r
+}
+
+async fn decide_all(repo: &FullRepo, opts: &ForgetOptions) -> Result<ForgetOutcome> {
     let listing = repo.snapshot_listing().await?;
     let now = repo.now();
     let mut groups: BTreeMap<(String, String, String, String), Vec<Snapshot>> = BTreeMap::new();

@@ -7,6 +7,7 @@ use arsip_repo::repo::{Standing, Writer};
 use arsip_repo::snapshot::Snapshot;
 use arsip_repo::{FullRepo, Opened, RepoError, Repository};
 
+use crate::audit::{audited, details, record};
 use crate::{Error, Result};
 
 /// A key slot as listed: no wrapped key material.
@@ -72,22 +73,41 @@ pub async fn list(repo: &Repository) -> Result<KeyList> {
 }
 
 pub async fn add_password(repo: &FullRepo, password: &[u8], label: &str) -> Result<SlotInfo> {
-    Ok(SlotInfo::from(&repo.add_password(password, label).await?))
+    let what = details([("add", "password".into()), ("label", label.into())]);
+    audited(repo, "key", what, async {
+        Ok(SlotInfo::from(&repo.add_password(password, label).await?))
+    })
+    .await
 }
 
 pub async fn add_keyfile(repo: &FullRepo, label: &str) -> Result<(SlotInfo, KeyFile)> {
-    let (slot, file) = repo.add_keyfile(label).await?;
-    Ok((SlotInfo::from(&slot), file))
+    let what = details([("add", "key-file".into()), ("label", label.into())]);
+    audited(repo, "key", what, async {
+        let (slot, file) = repo.add_keyfile(label).await?;
+        Ok((SlotInfo::from(&slot), file))
+    })
+    .await
 }
 
 pub async fn add_agent(repo: &FullRepo, label: &str) -> Result<AgentFile> {
-    Ok(repo.add_agent(label).await?)
+    let what = details([("add", "agent".into()), ("label", label.into())]);
+    let r = async { Ok(repo.add_agent(label).await?) }.await;
+    record(repo, "key", what, &r, |a: &AgentFile, d| {
+        d.insert("agent".into(), a.writer_id.clone().into());
+    })
+    .await;
+    r
 }
 
 /// Remove the key slot `id`. Agents are not slots: they are retired or declared
 /// compromised ([`retire`], [`compromise`]), which say different things about what they
 /// wrote.
 pub async fn remove_slot(repo: &FullRepo, id: &str) -> Result<String> {
+    let what = details([("remove", "slot".into()), ("slot", id.into())]);
+    audited(repo, "key", what, remove_slot_unaudited(repo, id)).await
+}
+
+async fn remove_slot_unaudited(repo: &FullRepo, id: &str) -> Result<String> {
     if !repo.slots().await?.iter().any(|s| s.id == id)
         && repo.writers().await?.iter().any(|w| w.writer_id == id)
     {
@@ -163,6 +183,11 @@ pub struct Compromised {
 /// Declare the agent `id` compromised: readers refuse everything it ever signed, whenever
 /// it was written (FORMAT.md §8.6). Callers show [`plan_compromise`] first.
 pub async fn compromise(repo: &FullRepo, id: &str) -> Result<Compromised> {
+    let what = details([("compromise", "agent".into()), ("agent", id.into())]);
+    audited(repo, "key", what, compromise_unaudited(repo, id)).await
+}
+
+async fn compromise_unaudited(repo: &FullRepo, id: &str) -> Result<Compromised> {
     let plan = plan_compromise(repo, id).await?;
     let w = repo.revoke_agent(id).await?;
     Ok(Compromised {
@@ -182,6 +207,11 @@ pub struct Retired {
 /// Retire the agent `id`: what the store accepted from it so far stays valid, anything it
 /// writes from now on is refused, by readers and by the agent itself.
 pub async fn retire(repo: &FullRepo, id: &str) -> Result<Retired> {
+    let what = details([("retire", "agent".into()), ("agent", id.into())]);
+    audited(repo, "key", what, retire_unaudited(repo, id)).await
+}
+
+async fn retire_unaudited(repo: &FullRepo, id: &str) -> Result<Retired> {
     let w = repo.retire_agent(id).await?;
     let snaps = repo.snapshot_listing().await?.snapshots;
     Ok(Retired {
@@ -206,6 +236,11 @@ const PASSWD_NEEDS_PASSWORD: &str = "changing a password needs the repository op
 /// Change the password: add a slot for `new`, then remove the password slot this handle
 /// was opened with (a usage error for handles opened otherwise, agents included).
 pub async fn passwd(repo: &Opened, new: &[u8]) -> Result<Passwd> {
+    let what = details([("passwd", "password".into())]);
+    audited(repo, "key", what, passwd_unaudited(repo, new)).await
+}
+
+async fn passwd_unaudited(repo: &Opened, new: &[u8]) -> Result<Passwd> {
     let old = repo.opened_slot().map(str::to_string);
     let slots = repo.slots().await?;
     let old = old

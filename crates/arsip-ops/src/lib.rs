@@ -8,6 +8,7 @@
 //! Imports run one way: front ends → `arsip-ops` → sources/targets → `arsip-repo` →
 //! `arsip-storage` (docs/ARCHITECTURE.md).
 
+pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod error;

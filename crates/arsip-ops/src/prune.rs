@@ -48,7 +48,21 @@ pub fn parse_max_unused(s: &str) -> Result<f64> {
 }
 
 pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
-    let report = arsip_repo::prune::prune(repo, &opts.repo).await?;
-    let wal = walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?;
-    Ok(PruneOutcome { repo: report, wal })
+    let r = async {
+        let report = arsip_repo::prune::prune(repo, &opts.repo).await?;
+        let wal = walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?;
+        Ok(PruneOutcome { repo: report, wal })
+    }
+    .await;
+    if !opts.repo.dry_run {
+        crate::audit::record(repo, "prune", Default::default(), &r, |o, d| {
+            d.insert("generation".into(), o.repo.generation.into());
+            d.insert("deleted_packs".into(), o.repo.deleted_packs.into());
+            d.insert("deleted_bytes".into(), o.repo.deleted_bytes.into());
+            d.insert("repacked_packs".into(), o.repo.repacked_packs.into());
+            d.insert("wal_removed".into(), o.wal.removed_files.into());
+        })
+        .await;
+    }
+    r
 }

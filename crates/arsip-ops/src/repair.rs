@@ -10,5 +10,10 @@ use crate::Result;
 /// Rebuild index entries for every pack no accepted index names (each pack verified in
 /// full before a new root-signed index names it).
 pub async fn index(repo: FullRepo) -> Result<IndexRepair> {
-    Ok(arsip_repo::check::repair_index(repo).await?)
+    let what = crate::audit::details([("repair", "index".into())]);
+    let shared = repo.shared();
+    crate::audit::audited(&shared, "repair", what, async {
+        Ok(arsip_repo::check::repair_index(repo).await?)
+    })
+    .await
 }

@@ -32,13 +32,21 @@ pub async fn run(
     dest: Destination<'_>,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<RestoreOutcome> {
-    let reader = Reader::open(&repo).await?;
-    Ok(match dest {
-        Destination::Dir(dir, opts) => {
-            arsip_files::restore::to_dir_with(&reader, snap, dir, &[], opts, on_bytes).await?
-        }
-        Destination::Writer(mut w) => {
-            arsip_files::restore::to_writer(&reader, snap, &mut w, on_bytes).await?
-        }
+    let to = match &dest {
+        Destination::Dir(dir, _) => dir.display().to_string(),
+        Destination::Writer(_) => "stdout".to_string(),
+    };
+    let what = crate::audit::details([("snapshot", snap.id.clone().into()), ("to", to.into())]);
+    crate::audit::audited(&repo.shared(), "restore", what, async {
+        let reader = Reader::open(&repo).await?;
+        Ok(match dest {
+            Destination::Dir(dir, opts) => {
+                arsip_files::restore::to_dir_with(&reader, snap, dir, &[], opts, on_bytes).await?
+            }
+            Destination::Writer(mut w) => {
+                arsip_files::restore::to_writer(&reader, snap, &mut w, on_bytes).await?
+            }
+        })
     })
+    .await
 }

@@ -16,6 +16,7 @@
 //! they are used most. `crypto` and `format` (primitives and byte layouts) are not API: they
 //! stay reachable, hidden, for the fuzz targets and for tests that forge objects.
 
+pub mod audit;
 mod cap;
 pub mod check;
 pub(crate) mod chunker;

@@ -88,7 +88,7 @@ pub struct Repository {
     public: [u8; 32],
     pub(crate) root_verify: [u8; 32],
     writers: Mutex<std::collections::HashMap<WriterId, Verdict>>,
-    local: LocalSettings,
+    pub(crate) local: LocalSettings,
     opened_slot: Option<String>,
 }
 
@@ -201,6 +201,9 @@ pub struct LocalSettings {
     pub index_memory: usize,
     /// Lifetime and renewal of writer sessions (FORMAT.md §17).
     pub sessions: crate::maint::SessionTiming,
+    /// This host's name and the OS user, as manifests and audit records name them.
+    pub host: String,
+    pub user: String,
 }
 
 /// Default index memory budget: 256 MiB ≈ 5 million chunks.
@@ -213,6 +216,8 @@ impl Default for LocalSettings {
             cache_dir: std::env::temp_dir().join("arsip-cache"),
             index_memory: DEFAULT_INDEX_MEMORY,
             sessions: Default::default(),
+            host: crate::keys::hostname(),
+            user: "unknown".into(),
         }
     }
 }
@@ -509,6 +514,11 @@ impl Repository {
     pub(crate) fn signer(&self) -> &WriterKey {
         &self.signer
     }
+    /// This host's name, as the front end gave it.
+    pub fn local_host(&self) -> &str {
+        &self.local.host
+    }
+
     pub(crate) fn session_timing(&self) -> crate::maint::SessionTiming {
         self.local.sessions
     }

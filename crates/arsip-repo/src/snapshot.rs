@@ -47,6 +47,9 @@ pub struct Manifest {
     /// before sessions existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The newest audit record when the snapshot was committed (FORMAT.md §18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::audit::AuditAnchor>,
 }
 
 impl Manifest {

@@ -148,7 +148,7 @@ impl SnapshotTxn {
             version: 1,
             kind: meta.kind.clone(),
             source: meta.source,
-            host: crate::keys::hostname(),
+            host: repo.local_host().to_string(),
             tags: meta.tags,
             time: self.started,
             end_time: repo.clock.now(),
@@ -160,6 +160,7 @@ impl SnapshotTxn {
             tree: tree_ids.iter().map(hex::encode).collect(),
             tree_bytes,
             session: Some(self.lease.id().to_string()),
+            audit_head: repo.audit_head().await?,
         };
         self.lease.check_not_fenced().await?;
         let id = repo.commit_manifest(&manifest).await?;

@@ -1,6 +1,7 @@
 //! One module per command: each parses nothing (clap did), calls one operation of
 //! `arsip-ops` and renders its outcome through [`crate::ctx::Ctx::emit`].
 
+mod audit;
 mod backup;
 mod check;
 mod forget;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Check(c) => check::run(&ctx, c).await,
         Command::Forget(f) => forget::run(&ctx, f).await,
         Command::Prune(p) => prune::run(&ctx, p).await,
+        Command::Audit(a) => audit::run(&ctx, a).await,
         Command::Stats => stats::run(&ctx).await,
         Command::Repair(r) => repair::run(&ctx, r).await,
         Command::Key(k) => key::run(&ctx, k).await,

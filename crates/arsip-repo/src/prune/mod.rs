@@ -468,7 +468,7 @@ async fn claim(
         .max(state.generation)
         .checked_add(1)
         .ok_or_else(|| RepoError::Refused("prune generations exhausted".into()))?;
-    let host = keys::hostname();
+    let host = repo.local_host().to_string();
     for _ in 0..16 {
         let doc = ClaimDoc {
             version: 1,
