@@ -322,6 +322,7 @@ mod tests {
                 tree: vec![],
                 tree_bytes: 0,
                 session: None,
+                audit_head: None,
             },
         }
     }
