@@ -63,6 +63,14 @@ impl Store for AppendOnly {
             "append-only storage refuses deletes; run maintenance with full credentials",
         ))
     }
+
+    async fn sweep_staging(&self, _older_than: jiff::Timestamp) -> Result<u64> {
+        Err(StorageError::new(
+            ErrorKind::PermissionDenied,
+            None,
+            "append-only storage refuses deletes; run maintenance with full credentials",
+        ))
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -217,6 +217,9 @@ impl Store for Faulty {
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
     }
+    async fn sweep_staging(&self, older_than: jiff::Timestamp) -> Result<u64> {
+        self.inner.sweep_staging(older_than).await
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -35,6 +35,8 @@
 //!   the in-memory store checks then deletes (no other process can reach it); GCS and Azure
 //!   answer [`ErrorKind::NotSupported`] until `object_store` exposes their conditional deletes.
 //! - [`Store::delete`] is for maintenance only; deleting a missing object is `Ok`.
+//! - [`Store::sweep_staging`] (maintenance only) removes leftovers of interrupted writes that
+//!   are not objects and are older than a cut-off: the local backend's staging files.
 //!
 //! Metadata: `last_modified` is the store's clock (S3: the server's `Last-Modified`; local:
 //! the file's mtime), never the writer's claim. `e_tag` identifies a revision (S3: the
@@ -127,6 +129,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_if(&self, key: &str, expected: &Revision) -> Result<()>;
     /// Remove an object (maintenance only). Missing objects are not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Remove what interrupted writes left behind and that is not an object (the local
+    /// backend's staging files), if the store last wrote it before `older_than`
+    /// (maintenance only). Returns how many. Stores that leave nothing behind have nothing
+    /// to do.
+    async fn sweep_staging(&self, older_than: jiff::Timestamp) -> Result<u64> {
+        let _ = older_than;
+        Ok(0)
+    }
     /// A short human description (`local:/path`, `s3://bucket/prefix`) without secrets.
     fn describe(&self) -> String;
 }

@@ -157,6 +157,10 @@ impl Store for Retry {
         retrying!(self, self.inner.delete(key)).0
     }
 
+    async fn sweep_staging(&self, older_than: jiff::Timestamp) -> Result<u64> {
+        self.inner.sweep_staging(older_than).await
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -90,6 +90,8 @@ pub struct PruneReport {
     pub indexes_rewritten: usize,
     pub indexes_deleted: usize,
     pub sessions_removed: usize,
+    /// Staging files of writes interrupted more than a day ago (local repositories).
+    pub staging_removed: u64,
     /// Objects under `snapshots/` that are not authentic manifests (ignored, not deleted).
     pub ignored_manifests: Vec<(String, String)>,
 }
@@ -412,6 +414,11 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     for name in remove {
         repo.store.delete(&name).await?;
     }
+    // Leftovers of writes interrupted more than a day ago (a live write's are seconds old).
+    let day_ago = now
+        .checked_sub(jiff::SignedDuration::from_hours(24))
+        .unwrap_or(now);
+    report.staging_removed = repo.store.sweep_staging(day_ago).await?;
     lease.close().await?;
     Ok(report)
 }

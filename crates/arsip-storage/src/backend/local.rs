@@ -482,9 +482,42 @@ impl Store for LocalStore {
         self.blocking(key, |s, k| s.delete(k, None)).await
     }
 
+    async fn sweep_staging(&self, older_than: jiff::Timestamp) -> Result<u64> {
+        // `object_store` lists no staging file: walk the directory tree.
+        let cut = std::time::SystemTime::from(older_than);
+        self.blocking("", move |s, _| sweep_dir(&s.root, &s.root, cut))
+            .await
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }
+}
+
+/// Remove staging files (`NAME#DIGITS`) below `dir` last modified before `cut`.
+fn sweep_dir(root: &Path, dir: &Path, cut: std::time::SystemTime) -> Result<u64> {
+    let io = |p: &Path, what: &str, e: std::io::Error| {
+        let key = p.strip_prefix(root).unwrap_or(p).display().to_string();
+        StorageError::io(&key, what, p, &e)
+    };
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, "listing", e))? {
+        let entry = entry.map_err(|e| io(dir, "listing", e))?;
+        let path = entry.path();
+        let meta = entry.metadata().map_err(|e| io(&path, "reading", e))?;
+        if meta.is_dir() {
+            n += sweep_dir(root, &path, cut)?;
+        } else if entry.file_name().as_encoded_bytes().contains(&b'#')
+            && meta.modified().is_ok_and(|m| m < cut)
+        {
+            match std::fs::remove_file(&path) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path, "removing a staging file", e)),
+            }
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -504,6 +537,36 @@ mod tests {
             ..Default::default()
         };
         Retry::new(s, policy)
+    }
+
+    /// Staging files left by interrupted writes are swept once older than the cut-off;
+    /// objects and younger staging files stay.
+    #[tokio::test]
+    async fn sweep_removes_only_old_staging_files() {
+        let (dir, s) = store();
+        s.create("data/ab/obj", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let root = dir.path().join("repo");
+        let old = root.join("data/ab/obj2#123");
+        let young = root.join("data/ab/obj3#456");
+        std::fs::write(&old, b"partial").unwrap();
+        std::fs::write(&young, b"partial").unwrap();
+        let past = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        #[allow(clippy::disallowed_methods)]
+        let cut = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24);
+        assert_eq!(s.sweep_staging(cut).await.unwrap(), 1);
+        assert!(!old.exists() && young.exists());
+        assert_eq!(
+            s.get("data/ab/obj").await.unwrap(),
+            Bytes::from_static(b"x")
+        );
     }
 
     /// Root writing into a repository another user owns (root's base backups beside the
