@@ -14,18 +14,19 @@ use crate::exit;
 pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
     pg::check_dbname(a.dbname.as_deref())?;
     let repo = ctx.open_shared(Access::AppendOnly).await?;
-    let tags = arsip_ops::backup::parse_tags(&a.tags)?;
+    let tags = arsip_ops::backup::parse_tags(&a.tags.tags)?;
     let method = if a.logical {
         Method::Logical { all: a.all }
     } else {
         Method::Physical {
             pgdata: a
                 .pgdata
+                .pgdata
                 .clone()
                 .ok_or_else(|| crate::usage!("--physical needs --pgdata DIR (or PGDATA)"))?,
             fast: a.fast,
             wal_timeout: std::time::Duration::from_secs(a.wal_timeout),
-            stanza: a.stanza.clone(),
+            stanza: a.stanza.stanza.clone(),
         }
     };
     let b = pg::Backup {
@@ -111,7 +112,7 @@ async fn restore_physical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
         promote_as_primary: a.promote_as_primary,
         allow_gap: a.allow_gap,
         tablespace_map: a.tablespace_map.clone(),
-        stanza: a.stanza.clone(),
+        stanza: a.stanza.stanza.clone(),
         arsip_exe: std::env::current_exe()?,
         settings: ctx.pg_settings(),
     }

@@ -35,7 +35,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
             path,
             pgdata,
             stanza,
-        } => push(ctx, path, pgdata.as_deref(), stanza).await,
+        } => push(ctx, path, pgdata.pgdata.as_deref(), &stanza.stanza).await,
         WalCmd::Fetch {
             file,
             dest,
@@ -52,7 +52,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
                 file,
                 dest,
                 namespace.as_deref(),
-                pgdata.as_deref(),
+                pgdata.pgdata.as_deref(),
                 *prefetch,
                 *timeline,
                 &ctx.pg_settings(),
