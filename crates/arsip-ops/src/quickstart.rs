@@ -9,7 +9,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use arsip_repo::{InitOptions, Repository};
+use arsip_repo::{InitOptions, LocalSettings, Repository};
 use arsip_storage::backend::{self, Location};
 
 use arsip_pg::cluster::{chown_postgres, make_base, Cluster, ClusterOptions};
@@ -24,6 +24,8 @@ pub struct Options {
     pub arsip_exe: PathBuf,
     /// Where the PostgreSQL programs and scratch directories are.
     pub settings: arsip_pg::PgSettings,
+    /// This host's name, recorded in the drill's key slots and snapshots.
+    pub host: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -159,7 +161,7 @@ pub async fn run(o: &Options) -> Result<Report> {
 
     // 1. repository, with a key file (restore_command) and agent credentials (archive_command)
     let t = Instant::now();
-    let repo = create_repository(&paths.repo, &paths.key, &paths.agent).await?;
+    let repo = create_repository(o, &paths).await?;
     chown_postgres(&dir)?;
     tm.record("create repository", t, paths.repo.display().to_string());
 
@@ -400,15 +402,12 @@ async fn clean_up(keep: bool, dir: PathBuf, clusters: Vec<Cluster>) -> Result<()
     .await
 }
 
-/// A local repository at `repo_dir`, owned by postgres (archive_command writes WAL into it
-/// as postgres; made and given away before it is opened, so what root writes into it is
-/// postgres's too), with its key file at `key_path` (restore_command) and agent credentials
-/// at `agent_path` (archive_command).
-async fn create_repository(
-    repo_dir: &Path,
-    key_path: &Path,
-    agent_path: &Path,
-) -> Result<arsip_repo::FullRepo> {
+/// A local repository at `paths.repo`, owned by postgres (archive_command writes WAL into
+/// it as postgres; made and given away before it is opened, so what root writes into it is
+/// postgres's too), with its key file at `paths.key` (restore_command) and agent credentials
+/// at `paths.agent` (archive_command). Its caches are under the temporary directory.
+async fn create_repository(o: &Options, paths: &Paths) -> Result<arsip_repo::FullRepo> {
+    let (repo_dir, key_path, agent_path) = (&paths.repo, &paths.key, &paths.agent);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -417,13 +416,17 @@ async fn create_repository(
     chown_postgres(repo_dir)?;
     let store = backend::open(&Location::Local(repo_dir.to_path_buf()), false)
         .map_err(arsip_repo::RepoError::from)?;
-    let (repo, keyfile) = Repository::init(
-        store,
-        None,
-        &InitOptions::default(),
-        arsip_repo::clock::from_env(),
-    )
-    .await?;
+    let init = InitOptions {
+        host: o.host.clone(),
+        ..InitOptions::default()
+    };
+    let (repo, keyfile) =
+        Repository::init(store, None, &init, arsip_repo::clock::from_env()).await?;
+    let repo = repo.with_local(LocalSettings {
+        cache_dir: o.settings.temp_dir.join("arsip-cache"),
+        host: o.host.clone(),
+        ..LocalSettings::default()
+    });
     let keyfile = keyfile.expect("a repository made without a password has a key file");
     write_secret(key_path, &serde_json::to_vec_pretty(&keyfile).unwrap())?;
     let agent = repo.add_agent("quickstart db host").await?;

@@ -135,7 +135,7 @@ impl SnapshotTxn {
             version: 1,
             kind: meta.kind.clone(),
             source: meta.source,
-            host: crate::keys::hostname(),
+            host: repo.host().to_string(),
             tags: meta.tags,
             time: self.started,
             end_time: repo.clock.now(),
