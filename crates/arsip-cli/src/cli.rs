@@ -259,15 +259,21 @@ pub enum KeyCmd {
 #[derive(Subcommand, Debug)]
 pub enum WalCmd {
     /// Archive one WAL file (archive_command = 'arsip wal push %p')
+    #[command(
+        mut_arg("pgdata", |a| a.help(
+            "Data directory (default: the working directory, where PostgreSQL runs archive_command)"
+        )),
+        mut_arg("stanza", |a| a.help(
+            "Stanza: the name this cluster archives under; a different cluster is refused"
+        ))
+    )]
     Push {
         /// The file, as PostgreSQL passes %p (relative to the data directory)
         path: PathBuf,
-        /// Data directory (default: the working directory, where PostgreSQL runs archive_command)
-        #[arg(long, env = "PGDATA")]
-        pgdata: Option<PathBuf>,
-        /// Stanza: the name this cluster archives under; a different cluster is refused
-        #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
-        stanza: String,
+        #[command(flatten)]
+        pgdata: PgdataArgs,
+        #[command(flatten)]
+        stanza: StanzaArgs,
     },
     /// Fetch one WAL file (restore_command = 'arsip wal fetch %f %p'); exit 1 only if missing
     Fetch {
@@ -278,8 +284,8 @@ pub enum WalCmd {
         /// WAL namespace <system-identifier>-<major> (default: read from the data directory)
         #[arg(long)]
         namespace: Option<String>,
-        #[arg(long, env = "PGDATA")]
-        pgdata: Option<PathBuf>,
+        #[command(flatten)]
+        pgdata: PgdataArgs,
         /// Segments to prefetch after this one (0 = off)
         #[arg(long, default_value_t = 4)]
         prefetch: usize,
@@ -295,7 +301,22 @@ pub enum WalCmd {
     },
 }
 
+/// `--pgdata`, as PostgreSQL's own tools take it (each command says what it is for).
 #[derive(Args, Debug)]
+pub struct PgdataArgs {
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+}
+
+/// `--stanza`: the name a cluster archives under.
+#[derive(Args, Debug)]
+pub struct StanzaArgs {
+    #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
+    pub stanza: String,
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("pgdata", |a| a.help("With --physical: the data directory")))]
 pub struct PgBackupArgs {
     /// pg_dump of one database (custom format, uncompressed, streamed)
     #[arg(
@@ -313,20 +334,18 @@ pub struct PgBackupArgs {
     /// With --logical: also store globals (roles, tablespaces) from pg_dumpall --globals-only
     #[arg(long)]
     pub all: bool,
-    /// With --physical: the data directory
-    #[arg(long, env = "PGDATA")]
-    pub pgdata: Option<PathBuf>,
+    #[command(flatten)]
+    pub pgdata: PgdataArgs,
     /// With --physical: request an immediate checkpoint
     #[arg(long)]
     pub fast: bool,
     /// With --physical: seconds to wait for the backup's WAL to reach the repository
     #[arg(long, default_value_t = 300)]
     pub wal_timeout: u64,
-    #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
-    pub stanza: String,
-    /// KEY=VALUE, repeatable
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
-    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub stanza: StanzaArgs,
+    #[command(flatten)]
+    pub tags: TagArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -411,8 +430,8 @@ pub struct PgRestoreArgs {
     /// Restore tablespace OID into DIR instead of its original location (repeatable)
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
     pub tablespace_map: Vec<String>,
-    #[arg(long, env = "ARSIP_STANZA", default_value = "main")]
-    pub stanza: String,
+    #[command(flatten)]
+    pub stanza: StanzaArgs,
 }
 
 #[derive(Args, Debug)]

@@ -72,7 +72,8 @@ impl Ctx<'_> {
         })
     }
 
-    /// Caches and memory of this host: flags, then environment, then the XDG default.
+    /// Caches and memory of this host (flags, then environment, then the XDG default) and
+    /// its name.
     pub fn local_settings(&self) -> Result<LocalSettings> {
         let cache_dir = match &self.cli.cache_dir {
             Some(d) if d.as_os_str().is_empty() => {
@@ -92,7 +93,7 @@ impl Ctx<'_> {
             cache_dir,
             index_memory,
             sessions: session_timing(),
-            host: arsip_ops::repo::keys::hostname(),
+            host: host_name(),
             user: os_user(),
         })
     }
@@ -132,7 +133,7 @@ impl Ctx<'_> {
     }
 }
 
-/// `$XDG_CACHE_HOME/arsip`, else `~/.cache/arsip`, else a directory under the temp dir.
+/// `$XDG_CACHE_HOME/arsip`, else `~/.cache/arsip`, else `arsip-cache` under the temp dir.
 fn default_cache_dir() -> std::path::PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return std::path::PathBuf::from(d).join("arsip");
@@ -140,7 +141,15 @@ fn default_cache_dir() -> std::path::PathBuf {
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return std::path::PathBuf::from(h).join(".cache/arsip");
     }
-    LocalSettings::default().cache_dir
+    std::env::temp_dir().join("arsip-cache")
+}
+
+/// The name manifests and key slots record: the kernel's, else `$HOSTNAME`, else `unknown`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| arsip_ops::repo::repo::UNKNOWN_HOST.into())
 }
 
 /// Bytes for humans: `512 B`, `1.5 MiB`.

@@ -2,7 +2,8 @@
 //! directory and a real S3-protocol server (moto, started by `arsip-testkit`).
 //!
 //! Modules:
-//! - `support`: the `Arsip` runner (a repository plus its environment) and file helpers;
+//! - `common` (shared with `trust.rs`): the `Arsip` runner (a repository plus its
+//!   environment); `support`: it, with this file's `init` and file helpers;
 //! - `roundtrip`: init, backup, snapshots, restore, check, stats on each backend;
 //! - `keys`: key slots, key files, agents;
 //! - `bad_input`: refusals, hints and exit codes;
@@ -10,150 +11,17 @@
 //! - `concurrency`: several writers at once;
 //! - `crash`: `kill -9` at random points and at every write stage, local and S3.
 
+mod common;
+
 mod support {
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Output, Stdio};
 
-    pub const EXE: &str = env!("CARGO_BIN_EXE_arsip");
-
-    /// One repository and the environment to reach it.
-    #[derive(Clone)]
-    pub struct Arsip {
-        pub repo: String,
-        pub env: Vec<(String, String)>,
-        pub local_root: Option<PathBuf>,
-    }
+    pub use crate::common::*;
 
     impl Arsip {
-        pub fn local(dir: &Path) -> Arsip {
-            let root = dir.join("repo");
-            Arsip {
-                repo: root.display().to_string(),
-                env: base_env(dir),
-                local_root: Some(root),
-            }
-        }
-
-        pub fn s3(dir: &Path) -> Arsip {
-            let s3 = arsip_testkit::s3();
-            let mut env = base_env(dir);
-            env.extend(s3.env().into_iter().map(|(k, v)| (k.to_string(), v)));
-            Arsip {
-                repo: format!("s3://{}/backups/prod", s3.bucket()),
-                env,
-                local_root: None,
-            }
-        }
-
-        pub fn both(dir: &Path) -> Vec<(&'static str, Arsip)> {
-            vec![
-                ("local", Arsip::local(&dir.join("l"))),
-                ("s3", Arsip::s3(&dir.join("s"))),
-            ]
-        }
-
-        pub fn cmd(&self, args: &[&str]) -> Command {
-            let mut c = Command::new(EXE);
-            c.args(args)
-                .env_clear()
-                .env("ARSIP_REPO", &self.repo)
-                .env("PATH", std::env::var("PATH").unwrap_or_default());
-            for (k, v) in &self.env {
-                c.env(k, v);
-            }
-            c
-        }
-
-        pub fn run(&self, args: &[&str]) -> Output {
-            self.cmd(args).stdin(Stdio::null()).output().unwrap()
-        }
-
-        pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-            use std::io::Write;
-            let mut child = self
-                .cmd(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            let data = input.to_vec();
-            let t = std::thread::spawn(move || {
-                let _ = stdin.write_all(&data);
-            });
-            let out = child.wait_with_output().unwrap();
-            t.join().unwrap();
-            out
-        }
-
-        /// Run and require success; returns stdout.
-        pub fn ok(&self, args: &[&str]) -> String {
-            let out = self.run(args);
-            assert!(
-                out.status.success(),
-                "arsip {args:?} failed: {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        }
-
-        pub fn json(&self, args: &[&str]) -> serde_json::Value {
-            let mut a = args.to_vec();
-            a.push("--json");
-            serde_json::from_str(&self.ok(&a)).unwrap()
-        }
-
         pub fn init(&self) {
-            self.ok(&[
-                "init",
-                "--pack-size",
-                "256K",
-                "--chunk-min",
-                "16K",
-                "--chunk-avg",
-                "64K",
-                "--chunk-max",
-                "256K",
-            ]);
+            self.init_sized("256K", ["16K", "64K", "256K"]);
         }
-
-        pub fn with_env(&self, k: &str, v: &str) -> Arsip {
-            let mut a = self.clone();
-            a.env.retain(|(key, _)| key != k);
-            a.env.push((k.into(), v.into()));
-            a
-        }
-
-        pub fn without_env(&self, k: &str) -> Arsip {
-            let mut a = self.clone();
-            a.env.retain(|(key, _)| key != k);
-            a
-        }
-    }
-
-    fn base_env(dir: &Path) -> Vec<(String, String)> {
-        std::fs::create_dir_all(dir).unwrap();
-        let pw = dir.join("password");
-        std::fs::write(&pw, "correct horse battery staple\n").unwrap();
-        vec![
-            ("ARSIP_PASSWORD_FILE".into(), pw.display().to_string()),
-            ("ARSIP_TEST_WEAK_KDF".into(), "1".into()),
-            (
-                "ARSIP_CACHE_DIR".into(),
-                dir.join("cache").display().to_string(),
-            ),
-            ("HOME".into(), dir.display().to_string()),
-        ]
-    }
-
-    pub fn code(out: &Output) -> i32 {
-        out.status.code().unwrap_or(-1)
-    }
-
-    pub fn stderr(out: &Output) -> String {
-        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// A small tree with text, binary, an empty file, a symlink and odd modes.

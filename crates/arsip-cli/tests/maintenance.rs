@@ -75,7 +75,15 @@ fn setup(dir: &Path, s3: bool) -> (Arsip, Arsip, Arsip) {
     a.init_sized("1M", ["64K", "256K", "1M"]);
     let agent = |n: &str| {
         let f = dir.join(format!("{n}.agent"));
-        a.ok(&["key", "add", "--agent", "--label", n, "--out", f.to_str().unwrap()]);
+        a.ok(&[
+            "key",
+            "add",
+            "--agent",
+            "--label",
+            n,
+            "--out",
+            f.to_str().unwrap(),
+        ]);
         a.without_env("ARSIP_PASSWORD_FILE")
             .with_env("ARSIP_KEY_FILE", f.to_str().unwrap())
     };
@@ -101,7 +109,12 @@ fn prune_beside_a_password_writer_and_two_agents() {
             .iter()
             .zip(&inputs)
             .enumerate()
-            .map(|(w, (a, input))| (start_stream(a, &format!("db{w}.dump"), input), input.clone()))
+            .map(|(w, (a, input))| {
+                (
+                    start_stream(a, &format!("db{w}.dump"), input),
+                    input.clone(),
+                )
+            })
             .collect();
         // Forget all but the newest per source, and prune, while they run.
         root.ok(&["forget", "--keep-last", "1"]);
@@ -142,7 +155,10 @@ fn prune_beside_a_password_writer_and_two_agents() {
         .map(|r| r["writer"].as_str().unwrap())
         .collect();
     assert_eq!(writers.len(), 3, "root and both agents appended");
-    assert!(log["check"]["problems"].as_array().unwrap().is_empty(), "{log}");
+    assert!(
+        log["check"]["problems"].as_array().unwrap().is_empty(),
+        "{log}"
+    );
     root.ok(&["audit", "verify"]);
 }
 
@@ -164,7 +180,14 @@ fn a_stopped_writer_is_fenced_and_its_commit_fails() {
         let paused = start_stream(&agent, "db.dump", &x);
         std::thread::sleep(Duration::from_secs(1));
         signal(&paused, Signal::STOP);
-        root.ok(&["forget", "--keep-last", "1", "--allow-empty", "--keep-within", "1s"]);
+        root.ok(&[
+            "forget",
+            "--keep-last",
+            "1",
+            "--allow-empty",
+            "--keep-within",
+            "1s",
+        ]);
         let before = snapshot_ids(&root);
         assert!(before.is_empty() || before.len() == 1, "{before:?}");
         std::thread::sleep(Duration::from_secs(4));
@@ -193,7 +216,16 @@ fn prune_killed_at_random_moments_loses_nothing() {
     let mut keep = Vec::new();
     for n in 0..6u64 {
         let x = [data(1, 512 << 10), data(10 + n, 1 << 20)].concat();
-        let o = root.run_stdin(&["backup", "stdin", "--name", &format!("s{}", n % 2), "--json"], &x);
+        let o = root.run_stdin(
+            &[
+                "backup",
+                "stdin",
+                "--name",
+                &format!("s{}", n % 2),
+                "--json",
+            ],
+            &x,
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         keep.push((v["id"].as_str().unwrap().to_string(), x));
@@ -204,7 +236,12 @@ fn prune_killed_at_random_moments_loses_nothing() {
     for _ in 0..6 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let delay = Duration::from_millis(20 + (seed >> 33) % 400);
-        let mut child = root.cmd(&["prune"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = root
+            .cmd(&["prune"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();

@@ -4,7 +4,7 @@
 //! versus store-vouched snapshot times, and unusable cache directories.
 //!
 //! Modules:
-//! - `support`: the runner, and raw object access (local files, or plain HTTP to moto,
+//! - `support`: the runner (`common`, shared with `cli.rs`), and raw object access (local files, or plain HTTP to moto,
 //!   which does not check signatures) to damage repositories the way operators lose them;
 //! - `init_and_slots`: items 3 and 4 of issue 10 §4;
 //! - `agents`: retirement, compromise, `key remove` confirmation, `check`'s revoked section;
@@ -12,106 +12,15 @@
 //! - `time`: `latest` and writer filters against a forged future snapshot;
 //! - `cache`: an unusable cache or spill directory is local I/O, not damage.
 
+mod common;
+
 mod support {
     use std::io::{Read, Write};
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Output, Stdio};
 
-    pub const EXE: &str = env!("CARGO_BIN_EXE_arsip");
-
-    /// One repository and the environment to reach it.
-    #[derive(Clone)]
-    pub struct Arsip {
-        pub repo: String,
-        pub env: Vec<(String, String)>,
-        pub local_root: Option<PathBuf>,
-        /// Bucket and prefix on the S3 test server.
-        pub s3: Option<(String, String)>,
-    }
+    pub use crate::common::*;
 
     impl Arsip {
-        pub fn local(dir: &Path) -> Arsip {
-            let root = dir.join("repo");
-            Arsip {
-                repo: root.display().to_string(),
-                env: base_env(dir),
-                local_root: Some(root),
-                s3: None,
-            }
-        }
-
-        pub fn s3(dir: &Path) -> Arsip {
-            let s3 = arsip_testkit::s3();
-            let mut env = base_env(dir);
-            env.extend(s3.env().into_iter().map(|(k, v)| (k.to_string(), v)));
-            let bucket = s3.bucket();
-            Arsip {
-                repo: format!("s3://{bucket}/backups/prod"),
-                env,
-                local_root: None,
-                s3: Some((bucket, "backups/prod".into())),
-            }
-        }
-
-        pub fn both(dir: &Path) -> Vec<(&'static str, Arsip)> {
-            vec![
-                ("local", Arsip::local(&dir.join("l"))),
-                ("s3", Arsip::s3(&dir.join("s"))),
-            ]
-        }
-
-        pub fn cmd(&self, args: &[&str]) -> Command {
-            let mut c = Command::new(EXE);
-            c.args(args)
-                .env_clear()
-                .env("ARSIP_REPO", &self.repo)
-                .env("PATH", std::env::var("PATH").unwrap_or_default());
-            for (k, v) in &self.env {
-                c.env(k, v);
-            }
-            c
-        }
-
-        pub fn run(&self, args: &[&str]) -> Output {
-            self.cmd(args).stdin(Stdio::null()).output().unwrap()
-        }
-
-        pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-            let mut child = self
-                .cmd(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            let data = input.to_vec();
-            let t = std::thread::spawn(move || {
-                let _ = stdin.write_all(&data);
-            });
-            let out = child.wait_with_output().unwrap();
-            t.join().unwrap();
-            out
-        }
-
-        /// Run and require success; returns stdout.
-        pub fn ok(&self, args: &[&str]) -> String {
-            let out = self.run(args);
-            assert!(
-                out.status.success(),
-                "arsip {args:?} failed: {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        }
-
-        pub fn json(&self, args: &[&str]) -> serde_json::Value {
-            let mut a = args.to_vec();
-            a.push("--json");
-            serde_json::from_str(&self.ok(&a)).unwrap()
-        }
-
         /// Back up `data` as the stream `name`; returns the snapshot id.
         pub fn backup_stdin(&self, name: &str, data: &[u8]) -> String {
             let o = self.run_stdin(&["backup", "stdin", "--name", name, "--json"], data);
@@ -121,30 +30,7 @@ mod support {
         }
 
         pub fn init(&self) {
-            self.ok(&[
-                "init",
-                "--pack-size",
-                "64K",
-                "--chunk-min",
-                "4K",
-                "--chunk-avg",
-                "16K",
-                "--chunk-max",
-                "64K",
-            ]);
-        }
-
-        pub fn with_env(&self, k: &str, v: &str) -> Arsip {
-            let mut a = self.clone();
-            a.env.retain(|(key, _)| key != k);
-            a.env.push((k.into(), v.into()));
-            a
-        }
-
-        pub fn without_env(&self, k: &str) -> Arsip {
-            let mut a = self.clone();
-            a.env.retain(|(key, _)| key != k);
-            a
+            self.init_sized("64K", ["4K", "16K", "64K"]);
         }
 
         /// This repository opened with agent credentials from `file`.
@@ -316,29 +202,6 @@ mod support {
             out.extend_from_slice(&b[line_end + 2..line_end + 2 + n]);
             b = &b[line_end + 2 + n + 2..];
         }
-    }
-
-    fn base_env(dir: &Path) -> Vec<(String, String)> {
-        std::fs::create_dir_all(dir).unwrap();
-        let pw = dir.join("password");
-        std::fs::write(&pw, "correct horse battery staple\n").unwrap();
-        vec![
-            ("ARSIP_PASSWORD_FILE".into(), pw.display().to_string()),
-            ("ARSIP_TEST_WEAK_KDF".into(), "1".into()),
-            (
-                "ARSIP_CACHE_DIR".into(),
-                dir.join("cache").display().to_string(),
-            ),
-            ("HOME".into(), dir.display().to_string()),
-        ]
-    }
-
-    pub fn code(out: &Output) -> i32 {
-        out.status.code().unwrap_or(-1)
-    }
-
-    pub fn stderr(out: &Output) -> String {
-        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
 

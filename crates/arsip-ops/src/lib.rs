@@ -15,6 +15,7 @@ pub mod error;
 pub mod forget;
 pub mod keys;
 pub mod open;
+pub mod pg;
 pub mod prune;
 pub mod quickstart;
 pub mod repair;
@@ -27,9 +28,6 @@ pub use error::{Error, Result};
 
 /// The files source's types that outcomes carry (a files backup's warnings).
 pub use arsip_files as files;
-/// The PostgreSQL source and target, used by front ends for the PostgreSQL commands until
-/// their operations (physical restore plan, drills) move here.
-pub use arsip_pg as pg;
 /// Repository types that outcomes and options carry.
 pub use arsip_repo as repo;
 /// Storage types (locations, fault plans) that store settings carry.

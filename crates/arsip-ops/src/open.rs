@@ -71,7 +71,8 @@ pub struct Initialized {
     pub location: String,
 }
 
-/// Create a repository at `settings` protected by `password`.
+/// Create a repository at `settings` protected by `password`; its initial key slot records
+/// `local.host`.
 pub async fn init(
     settings: &StoreSettings,
     password: &[u8],
@@ -80,7 +81,11 @@ pub async fn init(
     clock: Arc<dyn Clock>,
 ) -> Result<(FullRepo, Initialized)> {
     let store = store(settings, true, Access::Full)?;
-    let (repo, _) = Repository::init(store, Some(password), opts, clock).await?;
+    let opts = InitOptions {
+        host: local.host.clone(),
+        ..opts.clone()
+    };
+    let (repo, _) = Repository::init(store, Some(password), &opts, clock).await?;
     let repo = repo.with_local(local);
     let out = Initialized {
         repo_id: repo.repo_id().to_string(),

@@ -9,7 +9,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use arsip_repo::{InitOptions, Repository};
+use arsip_repo::{InitOptions, LocalSettings, Repository};
 use arsip_storage::backend::{self, Location};
 
 use arsip_pg::cluster::{chown_postgres, make_base, Cluster, ClusterOptions};
@@ -24,6 +24,8 @@ pub struct Options {
     pub arsip_exe: PathBuf,
     /// Where the PostgreSQL programs and scratch directories are.
     pub settings: arsip_pg::PgSettings,
+    /// This host's name, recorded in the drill's key slots and snapshots.
+    pub host: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -154,33 +156,96 @@ async fn expect(c: &Cluster, what: &str, sql: &str) -> Result<String> {
 
 pub async fn run(o: &Options) -> Result<Report> {
     let mut tm = Timer { steps: Vec::new() };
-    let dir = match &o.dir {
+    let dir = workspace(o)?;
+    let paths = Paths::under(&dir);
+
+    // 1. repository, with a key file (restore_command) and agent credentials (archive_command)
+    let t = Instant::now();
+    let repo = create_repository(o, &paths).await?;
+    chown_postgres(&dir)?;
+    tm.record("create repository", t, paths.repo.display().to_string());
+
+    // 2. a cluster archiving through arsip, 3. schema and data, 4. backups
+    let cluster = start_archiving_cluster(o, &paths, &mut tm).await?;
+    load_schema(&cluster, o.tenants, &mut tm).await?;
+    back_up(o, &repo, &cluster, &mut tm).await?;
+
+    // 5. keep writing, then record T and what the data looks like at T
+    let at_t = write_then_record_t(&cluster, o.tenants, &mut tm).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // 6. lose data after T
+    let failure_time = lose_data(&cluster, &mut tm).await?;
+
+    // 7. restore to T into a new cluster, 8. prove it
+    let (restored, reached, rto) =
+        restore_to_new_cluster(o, &repo, &at_t.time, &paths, &mut tm).await?;
+    let (verified, ok) = verify(&restored, &at_t.facts, &mut tm).await?;
+
+    let rpo = reached
+        .time
+        .as_deref()
+        .and_then(arsip_pg::restore::parse_time)
+        .zip(arsip_pg::restore::parse_time(&failure_time))
+        .map(|(last, fail)| (fail - last).total(jiff::Unit::Second).unwrap_or(0.0));
+    let report = Report {
+        dir: dir.display().to_string(),
+        steps: tm.steps,
+        target_time: at_t.time,
+        failure_time,
+        last_recovered_commit: reached.time,
+        rto_seconds: rto,
+        rpo_seconds: rpo,
+        verified,
+        ok,
+        kept: o.keep,
+    };
+    clean_up(o.keep, dir, vec![restored, cluster]).await?;
+    Ok(report)
+}
+
+/// The directory everything goes into: `o.dir` (made, owned by postgres), else a new one
+/// under the scratch directory.
+fn workspace(o: &Options) -> Result<PathBuf> {
+    Ok(match &o.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
             chown_postgres(d)?;
             d.canonicalize()?
         }
         None => make_base(&o.settings, "arsip-quickstart-")?,
-    };
-    let repo_dir = dir.join("repo");
-    let key_path = dir.join("full.key");
-    let agent_path = dir.join("agent.key");
+    })
+}
 
-    // 1. repository, with a key file (restore_command) and agent credentials (archive_command)
-    let t = Instant::now();
-    let repo = create_repository(&repo_dir, &key_path, &agent_path).await?;
-    chown_postgres(&dir)?;
-    tm.record("create repository", t, repo_dir.display().to_string());
+/// Where the drill keeps its repository and credentials.
+struct Paths {
+    repo: PathBuf,
+    /// The full key file (restore_command).
+    key: PathBuf,
+    /// The agent credentials (archive_command).
+    agent: PathBuf,
+}
 
-    // 2. cluster archiving through arsip
-    let exe = o.arsip_exe.display().to_string();
+impl Paths {
+    fn under(dir: &Path) -> Paths {
+        Paths {
+            repo: dir.join("repo"),
+            key: dir.join("full.key"),
+            agent: dir.join("agent.key"),
+        }
+    }
+}
+
+/// A new cluster whose archive_command is `arsip wal push` with the agent credentials.
+async fn start_archiving_cluster(o: &Options, paths: &Paths, tm: &mut Timer) -> Result<Cluster> {
     let archive = format!(
-        "{exe} --repo {} --key-file {} wal push %p",
-        repo_dir.display(),
-        agent_path.display()
+        "{} --repo {} --key-file {} wal push %p",
+        o.arsip_exe.display(),
+        paths.repo.display(),
+        paths.agent.display()
     );
     let opts = ClusterOptions {
-        archive_command: Some(archive.clone()),
+        archive_command: Some(archive),
         data_checksums: true,
         conf: vec![],
         settings: o.settings.clone(),
@@ -198,19 +263,28 @@ pub async fn run(o: &Options) -> Result<Report> {
         })
         .await?;
     cluster.keep = o.keep;
+    Ok(cluster)
+}
 
-    // 3. schema and data
-    let cl = &cluster;
+/// The car-dealer schema and `tenants` tenants' data in database `app`.
+async fn load_schema(cl: &Cluster, tenants: u32, tm: &mut Timer) -> Result<()> {
     tm.run("load car-dealer schema", async {
         cl.psql_async("postgres", "CREATE DATABASE app").await?;
         cl.psql_async("app", SCHEMA).await?;
-        cl.psql_async("app", &load_sql(o.tenants)).await?;
+        cl.psql_async("app", &load_sql(tenants)).await?;
         let n = cl.psql_async("app", "SELECT (SELECT count(*) FROM vehicles) || ' vehicles, ' || (SELECT count(*) FROM photos) || ' photos, ' || (SELECT count(*) FROM leads) || ' leads, ' || pg_size_pretty(pg_database_size('app'))").await?;
-        Ok(((), format!("{} tenants, {n}", o.tenants)))
+        Ok(((), format!("{tenants} tenants, {n}")))
     })
-    .await?;
+    .await
+}
 
-    // 4. backups
+/// A physical backup of the cluster, then a logical one of `app`.
+async fn back_up(
+    o: &Options,
+    repo: &arsip_repo::FullRepo,
+    cluster: &Cluster,
+    tm: &mut Timer,
+) -> Result<()> {
     let t = Instant::now();
     let phys = arsip_pg::physical::backup(
         repo.shared(),
@@ -255,23 +329,31 @@ pub async fn run(o: &Options) -> Result<Report> {
             logi.logical_bytes
         ),
     );
+    Ok(())
+}
 
-    // 5. keep writing, then record T and what the data looks like at T
+/// The moment T the restore aims at, and what the checks said then.
+struct Moment {
+    time: String,
+    facts: BTreeMap<String, String>,
+}
+
+/// Writes after the backups (only the archived WAL holds them), then T and the checks at T.
+async fn write_then_record_t(cluster: &Cluster, tenants: u32, tm: &mut Timer) -> Result<Moment> {
     let t = Instant::now();
     for round in 0..5 {
         cluster
             .psql_async(
             "app",
             &format!(
-                "INSERT INTO leads (tenant_id, vehicle_id, name, phone, message) SELECT 1 + g % {n}, 1 + g, \
+                "INSERT INTO leads (tenant_id, vehicle_id, name, phone, message) SELECT 1 + g % {tenants}, 1 + g, \
                  'Walk-in {round}-' || g, '+62813' || g, 'after backup' FROM generate_series(1, 200) g; \
                  UPDATE vehicles SET price_idr = price_idr - 1000000 WHERE id % 50 = {round};",
-                n = o.tenants
             ),
         )
             .await?;
     }
-    let target = cluster
+    let time = cluster
         .psql_async(
         "app",
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
@@ -279,12 +361,15 @@ pub async fn run(o: &Options) -> Result<Report> {
         .await?;
     let mut facts = BTreeMap::new();
     for (k, sql) in checks() {
-        facts.insert(k.to_string(), expect(&cluster, k, sql).await?);
+        facts.insert(k.to_string(), expect(cluster, k, sql).await?);
     }
-    tm.record("keep writing, record T", t, format!("T = {target}"));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tm.record("keep writing, record T", t, format!("T = {time}"));
+    Ok(Moment { time, facts })
+}
 
-    // 6. lose data after T
+/// Drop a table and delete one tenant's vehicles, then wait until that WAL is archived;
+/// the failure's time.
+async fn lose_data(cluster: &Cluster, tm: &mut Timer) -> Result<String> {
     let t = Instant::now();
     let failure_time = cluster
         .psql_async(
@@ -296,71 +381,33 @@ pub async fn run(o: &Options) -> Result<Report> {
     let seg = cluster
         .psql_async("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
         .await?;
-    wait_archived(&cluster, &seg).await?;
+    wait_archived(cluster, &seg).await?;
     tm.record(
         "lose data after T",
         t,
         "DROP TABLE leads; DELETE tenant 7's vehicles (WAL archived)".into(),
     );
+    Ok(failure_time)
+}
 
-    // 7. restore to T into a new cluster
-    let (restored, reached, rto) =
-        restore_to_new_cluster(o, &repo, &target, &repo_dir, &key_path, &mut tm).await?;
-
-    // 8. prove it
-    let t = Instant::now();
-    let (verified, ok) = verify(&restored, &facts).await?;
-    tm.record(
-        "verify restored data",
-        t,
-        if ok {
-            "match".into()
-        } else {
-            "MISMATCH".into()
-        },
-    );
-
-    let rpo = reached
-        .time
-        .as_deref()
-        .and_then(arsip_pg::restore::parse_time)
-        .zip(arsip_pg::restore::parse_time(&failure_time))
-        .map(|(last, fail)| (fail - last).total(jiff::Unit::Second).unwrap_or(0.0));
-    let report = Report {
-        dir: dir.display().to_string(),
-        steps: tm.steps,
-        target_time: target,
-        failure_time,
-        last_recovered_commit: reached.time,
-        rto_seconds: rto,
-        rpo_seconds: rpo,
-        verified,
-        ok,
-        kept: o.keep,
-    };
-    // Stopping the servers (pg_ctl) and removing their directories blocks.
-    let keep = o.keep;
+/// Stop the servers (pg_ctl) and, unless `keep`, remove everything: both block.
+async fn clean_up(keep: bool, dir: PathBuf, clusters: Vec<Cluster>) -> Result<()> {
     arsip_repo::blocking(move || {
-        drop(restored);
-        drop(cluster);
+        drop(clusters);
         if !keep {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ok::<_, PgError>(())
     })
-    .await?;
-    Ok(report)
+    .await
 }
 
-/// A local repository at `repo_dir`, owned by postgres (archive_command writes WAL into it
-/// as postgres; made and given away before it is opened, so what root writes into it is
-/// postgres's too), with its key file at `key_path` (restore_command) and agent credentials
-/// at `agent_path` (archive_command).
-async fn create_repository(
-    repo_dir: &Path,
-    key_path: &Path,
-    agent_path: &Path,
-) -> Result<arsip_repo::FullRepo> {
+/// A local repository at `paths.repo`, owned by postgres (archive_command writes WAL into
+/// it as postgres; made and given away before it is opened, so what root writes into it is
+/// postgres's too), with its key file at `paths.key` (restore_command) and agent credentials
+/// at `paths.agent` (archive_command). Its caches are under the temporary directory.
+async fn create_repository(o: &Options, paths: &Paths) -> Result<arsip_repo::FullRepo> {
+    let (repo_dir, key_path, agent_path) = (&paths.repo, &paths.key, &paths.agent);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -369,13 +416,17 @@ async fn create_repository(
     chown_postgres(repo_dir)?;
     let store = backend::open(&Location::Local(repo_dir.to_path_buf()), false)
         .map_err(arsip_repo::RepoError::from)?;
-    let (repo, keyfile) = Repository::init(
-        store,
-        None,
-        &InitOptions::default(),
-        arsip_repo::clock::from_env(),
-    )
-    .await?;
+    let init = InitOptions {
+        host: o.host.clone(),
+        ..InitOptions::default()
+    };
+    let (repo, keyfile) =
+        Repository::init(store, None, &init, arsip_repo::clock::from_env()).await?;
+    let repo = repo.with_local(LocalSettings {
+        cache_dir: o.settings.temp_dir.join("arsip-cache"),
+        host: o.host.clone(),
+        ..LocalSettings::default()
+    });
     let keyfile = keyfile.expect("a repository made without a password has a key file");
     write_secret(key_path, &serde_json::to_vec_pretty(&keyfile).unwrap())?;
     let agent = repo.add_agent("quickstart db host").await?;
@@ -390,8 +441,7 @@ async fn restore_to_new_cluster(
     o: &Options,
     repo: &arsip_repo::FullRepo,
     target: &str,
-    repo_dir: &Path,
-    key_path: &Path,
+    paths: &Paths,
     tm: &mut Timer,
 ) -> Result<(Cluster, arsip_pg::restore::Reached, f64)> {
     let restore_start = Instant::now();
@@ -419,10 +469,8 @@ async fn restore_to_new_cluster(
             tablespace_map: Vec::new(),
             stanza: "main".into(),
             arsip_exe: o.arsip_exe.clone(),
-            repo_location: repo_dir.display().to_string(),
-            credential: Some(arsip_pg::restore::Credential::KeyFile(
-                key_path.to_path_buf(),
-            )),
+            repo_location: paths.repo.display().to_string(),
+            credential: Some(arsip_pg::restore::Credential::KeyFile(paths.key.clone())),
             settings: o.settings.clone(),
             ..Default::default()
         },
@@ -477,7 +525,9 @@ async fn restore_to_new_cluster(
 async fn verify(
     restored: &Cluster,
     facts: &BTreeMap<String, String>,
+    tm: &mut Timer,
 ) -> Result<(BTreeMap<String, String>, bool)> {
+    let t = Instant::now();
     let mut verified = BTreeMap::new();
     let mut ok = true;
     for (k, sql) in checks() {
@@ -494,6 +544,8 @@ async fn verify(
             },
         );
     }
+    let detail = if ok { "match" } else { "MISMATCH" };
+    tm.record("verify restored data", t, detail.into());
     Ok((verified, ok))
 }
 

@@ -552,7 +552,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         tablespace_map: spcmap.filter(|m| !m.is_empty()),
     }
     .to_facts();
-    let source = format!("{}:{}", arsip_repo::keys::hostname(), pgdata.display());
+    let source = format!("{}:{}", repo.host(), pgdata.display());
     let out = session
         .commit(SnapshotMeta {
             kind: KIND.into(),

@@ -13,6 +13,7 @@
 //! | `ARSIP_KEEP_CLUSTERS` | [`PgSettings::keep_clusters`] |
 //! | `PGDATA` | [`PgSettings::pgdata`] |
 //! | `PATH` | [`PgSettings::search_path`] |
+//! | `TMPDIR` (else `/tmp`) | [`PgSettings::temp_dir`] |
 //! | `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGPASSFILE`, `HOME` | [`LibpqDefaults`] |
 
 use std::ffi::OsString;
@@ -21,18 +22,21 @@ use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 /// Where PostgreSQL's programs and scratch files are, and how to reach a server by default.
-/// `Default` is "nothing configured": programs are searched for in the usual places,
-/// scratch and spool files go to the temp dir, libpq's built-in defaults apply.
-#[derive(Debug, Clone, Default)]
+/// `Default` is "nothing configured" (as [`PgSettings::from_vars`] of no variables):
+/// programs are searched for in the usual places, scratch and spool files go to `/tmp`,
+/// libpq's built-in defaults apply.
+#[derive(Debug, Clone)]
 pub struct PgSettings {
     /// The directory holding initdb, pg_ctl, pg_dump… (`ARSIP_PG_BIN`); `None`: the Debian
     /// location of the newest installed major, else `pg_config --bindir`.
     pub bin_dir: Option<PathBuf>,
-    /// Parent of scratch clusters' directories (`ARSIP_PG_TMP`); `None`: the temp dir.
+    /// Parent of scratch clusters' directories (`ARSIP_PG_TMP`); `None`: `temp_dir`.
     pub scratch_dir: Option<PathBuf>,
     /// Where a logical restore spools the dump for `--jobs`/`--table` (`ARSIP_SPOOL_DIR`);
-    /// `None`: the temp dir.
+    /// `None`: `temp_dir`.
     pub spool_dir: Option<PathBuf>,
+    /// The host's temporary directory (`TMPDIR`, else `/tmp`).
+    pub temp_dir: PathBuf,
     /// Keep throwaway clusters (and leave their servers running) when they are dropped
     /// (`ARSIP_KEEP_CLUSTERS` set, to anything).
     pub keep_clusters: bool,
@@ -97,6 +101,7 @@ impl PgSettings {
             bin_dir: path("ARSIP_PG_BIN"),
             scratch_dir: path("ARSIP_PG_TMP"),
             spool_dir: path("ARSIP_SPOOL_DIR"),
+            temp_dir: path("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp")),
             keep_clusters: os("ARSIP_KEEP_CLUSTERS").is_some(),
             pgdata: path("PGDATA"),
             search_path: os("PATH"),
@@ -113,12 +118,22 @@ impl PgSettings {
 
     /// The parent directory of scratch clusters.
     pub fn scratch_parent(&self) -> PathBuf {
-        self.scratch_dir.clone().unwrap_or_else(std::env::temp_dir)
+        self.scratch_dir
+            .clone()
+            .unwrap_or_else(|| self.temp_dir.clone())
     }
 
     /// The directory dumps are spooled into.
     pub fn spool_parent(&self) -> PathBuf {
-        self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| self.temp_dir.clone())
+    }
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings::from_vars(Vec::<(OsString, OsString)>::new())
     }
 }
 
@@ -149,6 +164,10 @@ mod tests {
         let none = PgSettings::from_vars(Vec::<(String, String)>::new());
         assert!(!none.keep_clusters);
         assert!(none.libpq.passfile.is_none());
+        assert_eq!(none.scratch_parent(), std::path::Path::new("/tmp"));
+        let tmp = PgSettings::from_vars([("TMPDIR", "/var/tmp"), ("ARSIP_SPOOL_DIR", "/spool")]);
+        assert_eq!(tmp.scratch_parent(), std::path::Path::new("/var/tmp"));
+        assert_eq!(tmp.spool_parent(), std::path::Path::new("/spool"));
         let bad_port = PgSettings::from_vars([("PGPORT", "x")]);
         assert_eq!(bad_port.libpq.port, None);
     }

@@ -311,6 +311,7 @@ impl KeySlot {
         master: &Key,
         password: &[u8],
         label: &str,
+        host: &str,
         now: jiff::Timestamp,
     ) -> Result<KeySlot> {
         let kdf = KdfParams::new();
@@ -322,6 +323,7 @@ impl KeySlot {
             SlotKind::Password,
             Some(kdf),
             label,
+            host,
             now,
         ))
     }
@@ -330,6 +332,7 @@ impl KeySlot {
         repo_id: &str,
         master: &Key,
         label: &str,
+        host: &str,
         now: jiff::Timestamp,
     ) -> (KeySlot, KeyFile) {
         let wrapping = Key::random();
@@ -340,6 +343,7 @@ impl KeySlot {
             SlotKind::Keyfile,
             None,
             label,
+            host,
             now,
         );
         let file = KeyFile {
@@ -351,6 +355,7 @@ impl KeySlot {
         (slot, file)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn wrap(
         repo_id: &str,
         master: &Key,
@@ -358,6 +363,7 @@ impl KeySlot {
         kind: SlotKind,
         kdf: Option<KdfParams>,
         label: &str,
+        host: &str,
         now: jiff::Timestamp,
     ) -> KeySlot {
         let id = hex::encode(crypto::random_bytes::<8>());
@@ -367,7 +373,7 @@ impl KeySlot {
             id,
             kind,
             created: now,
-            host: hostname(),
+            host: host.to_string(),
             label: label.to_string(),
             kdf,
             wrapped: hex::encode(wrapped),
@@ -418,13 +424,6 @@ impl KeySlot {
             Err(_) => Ok(None),
         }
     }
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Write-only agent credentials (`arsip key add --agent --out FILE`). Everything an agent
@@ -548,18 +547,18 @@ mod tests {
     fn derived_key_files_open_their_password_slot() {
         let master = Key::random();
         let now = jiff::Timestamp::UNIX_EPOCH;
-        let slot = KeySlot::new_password("r1", &master, b"pw", "p", now).unwrap();
+        let slot = KeySlot::new_password("r1", &master, b"pw", "p", "h", now).unwrap();
         assert!(slot.derived_key_file("r1", b"wrong").unwrap().is_none());
         let kf = slot.derived_key_file("r1", b"pw").unwrap().unwrap();
         assert_eq!(kf.slot_id, slot.id);
         let opened = slot.open("r1", &Secret::KeyFile(&kf)).unwrap().unwrap();
         assert_eq!(opened.0, master.0);
         // another slot, another repository: no
-        let other = KeySlot::new_password("r1", &master, b"pw", "q", now).unwrap();
+        let other = KeySlot::new_password("r1", &master, b"pw", "q", "h", now).unwrap();
         assert!(other.open("r1", &Secret::KeyFile(&kf)).unwrap().is_none());
         assert!(slot.open("r2", &Secret::KeyFile(&kf)).unwrap().is_none());
         // a key-file slot yields no derived key file
-        let (ks, _) = KeySlot::new_keyfile("r1", &master, "k", now);
+        let (ks, _) = KeySlot::new_keyfile("r1", &master, "k", "h", now);
         assert!(ks.derived_key_file("r1", b"pw").unwrap().is_none());
     }
 

@@ -434,7 +434,7 @@ impl Session {
             session: id.clone(),
             writer: hex::encode(repo.writer_id),
             purpose,
-            host: repo.local_host().to_string(),
+            host: repo.host().to_string(),
             ttl_secs: timing.ttl.as_secs().max(1) as u64,
             generation: known.generation,
             started: repo.clock.now(),

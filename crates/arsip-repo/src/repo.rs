@@ -60,6 +60,8 @@ pub struct InitOptions {
     pub compression_level: i32,
     pub pack_size: u32,
     pub block_size: u32,
+    /// The host name the initial key slot records (the front end's [`LocalSettings::host`]).
+    pub host: String,
 }
 
 impl Default for InitOptions {
@@ -69,6 +71,7 @@ impl Default for InitOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             pack_size: 32 << 20,
             block_size: DEFAULT_BLOCK_SIZE,
+            host: UNKNOWN_HOST.into(),
         }
     }
 }
@@ -201,22 +204,27 @@ pub struct LocalSettings {
     pub index_memory: usize,
     /// Lifetime and renewal of writer sessions (FORMAT.md §17).
     pub sessions: crate::maint::SessionTiming,
-    /// This host's name and the OS user, as manifests and audit records name them.
+    /// This host's name, recorded in manifests, key slots, sessions and audit records.
     pub host: String,
+    /// The OS user, as audit records name it.
     pub user: String,
 }
+
+/// The host name of settings that name none.
+pub const UNKNOWN_HOST: &str = "unknown";
 
 /// Default index memory budget: 256 MiB ≈ 5 million chunks.
 pub const DEFAULT_INDEX_MEMORY: usize = 256 << 20;
 
 impl Default for LocalSettings {
-    /// A private directory under the system's temporary directory, and the default budget.
+    /// Nothing configured: `/tmp/arsip-cache`, the default budget, an unknown host (front
+    /// ends resolve the temporary directory and the host name themselves).
     fn default() -> Self {
         LocalSettings {
-            cache_dir: std::env::temp_dir().join("arsip-cache"),
+            cache_dir: std::path::PathBuf::from("/tmp/arsip-cache"),
             index_memory: DEFAULT_INDEX_MEMORY,
             sessions: Default::default(),
-            host: crate::keys::hostname(),
+            host: UNKNOWN_HOST.into(),
             user: "unknown".into(),
         }
     }
@@ -264,7 +272,8 @@ impl Repository {
         // Key slot first, config last: `config` is what makes a location a repository.
         let keyfile = match password {
             Some(p) => {
-                let slot = KeySlot::new_password(&repo_id, &mk.master, p, "initial", now)?;
+                let slot =
+                    KeySlot::new_password(&repo_id, &mk.master, p, "initial", &opts.host, now)?;
                 store
                     .create(
                         &slot.object_name(),
@@ -274,7 +283,8 @@ impl Repository {
                 None
             }
             None => {
-                let (slot, file) = KeySlot::new_keyfile(&repo_id, &mk.master, "initial", now);
+                let (slot, file) =
+                    KeySlot::new_keyfile(&repo_id, &mk.master, "initial", &opts.host, now);
                 store
                     .create(
                         &slot.object_name(),
@@ -514,17 +524,16 @@ impl Repository {
     pub(crate) fn signer(&self) -> &WriterKey {
         &self.signer
     }
-    /// This host's name, as the front end gave it.
-    pub fn local_host(&self) -> &str {
-        &self.local.host
-    }
-
     pub(crate) fn session_timing(&self) -> crate::maint::SessionTiming {
         self.local.sessions
     }
 
     pub fn cache_dir(&self) -> &std::path::Path {
         &self.local.cache_dir
+    }
+    /// This host's name, as the front end resolved it ([`LocalSettings::host`]).
+    pub fn host(&self) -> &str {
+        &self.local.host
     }
 
     /// Use these local resources from now on (they come from the front end; the default is
@@ -543,6 +552,7 @@ impl Repository {
             &mk.master,
             password,
             label,
+            &self.local.host,
             self.clock.now(),
         )?;
         self.store
@@ -556,8 +566,13 @@ impl Repository {
 
     pub(crate) async fn add_keyfile(&self, label: &str) -> Result<(KeySlot, KeyFile)> {
         let mk = self.master("adding a key")?;
-        let (slot, file) =
-            KeySlot::new_keyfile(&self.config.repo_id, &mk.master, label, self.clock.now());
+        let (slot, file) = KeySlot::new_keyfile(
+            &self.config.repo_id,
+            &mk.master,
+            label,
+            &self.local.host,
+            self.clock.now(),
+        );
         self.store
             .create(
                 &slot.object_name(),

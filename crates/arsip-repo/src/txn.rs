@@ -148,7 +148,7 @@ impl SnapshotTxn {
             version: 1,
             kind: meta.kind.clone(),
             source: meta.source,
-            host: repo.local_host().to_string(),
+            host: repo.host().to_string(),
             tags: meta.tags,
             time: self.started,
             end_time: repo.clock.now(),

@@ -53,37 +53,33 @@ impl Location {
             return Ok(Location::Memory);
         }
         if let Some((scheme, rest)) = s.split_once("://") {
-            if scheme == "file" {
-                return match rest.starts_with('/') {
-                    true => Ok(Location::Local(PathBuf::from(rest))),
-                    false => Err(bad(&format!(
-                        "file://{rest} is not an absolute path; write file:///PATH or just PATH"
-                    ))),
+            // BUCKET/PREFIX of an object store's URL.
+            let bucket_prefix = || {
+                let (bucket, prefix) = match rest.split_once('/') {
+                    Some((b, p)) => (b.to_string(), p.trim_matches('/').to_string()),
+                    None => (rest.to_string(), String::new()),
                 };
-            }
-            if !matches!(scheme, "s3" | "gs" | "az" | "azure") {
-                return Err(bad(&format!(
-                    "unsupported repository scheme {scheme}://; use a path, s3://, gs:// or az://"
-                )));
-            }
-            let (bucket, prefix) = match rest.split_once('/') {
-                Some((b, p)) => (b.to_string(), p.trim_matches('/').to_string()),
-                None => (rest.to_string(), String::new()),
+                if bucket.is_empty() || bucket.contains('@') || bucket.contains(':') {
+                    return Err(bad(&format!(
+                        "invalid bucket in repository URL {scheme}://…; expected {scheme}://BUCKET/PREFIX \
+                         (credentials belong in environment variables, not in the URL)"
+                    )));
+                }
+                Ok((bucket, prefix))
             };
-            if bucket.is_empty() || bucket.contains('@') || bucket.contains(':') {
-                return Err(bad(&format!(
-                    "invalid bucket in repository URL {scheme}://…; expected {scheme}://BUCKET/PREFIX \
-                     (credentials belong in environment variables, not in the URL)"
-                )));
-            }
             return match scheme {
-                "s3" => Ok(Location::S3 { bucket, prefix }),
-                "gs" => Ok(Location::Gcs { bucket, prefix }),
-                "az" | "azure" => Ok(Location::Azure {
-                    container: bucket,
-                    prefix,
-                }),
-                _ => unreachable!("schemes checked above"),
+                "file" if rest.starts_with('/') => Ok(Location::Local(PathBuf::from(rest))),
+                "file" => Err(bad(&format!(
+                    "file://{rest} is not an absolute path; write file:///PATH or just PATH"
+                ))),
+                "s3" => bucket_prefix().map(|(bucket, prefix)| Location::S3 { bucket, prefix }),
+                "gs" => bucket_prefix().map(|(bucket, prefix)| Location::Gcs { bucket, prefix }),
+                "az" | "azure" => {
+                    bucket_prefix().map(|(container, prefix)| Location::Azure { container, prefix })
+                }
+                _ => Err(bad(&format!(
+                    "unsupported repository scheme {scheme}://; use a path, s3://, gs:// or az://"
+                ))),
             };
         }
         Ok(Location::Local(PathBuf::from(s)))

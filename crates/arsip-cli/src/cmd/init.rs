@@ -29,6 +29,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
         compression_level: a.compression,
         pack_size: size_arg(&a.pack_size, "--pack-size")?,
         block_size: size_arg(&a.block_size, "--block-size")?,
+        ..InitOptions::default()
     };
     let settings = ctx.store_settings()?;
     let password = secrets::password("new repository password: ", true)?;

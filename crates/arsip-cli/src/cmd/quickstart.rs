@@ -14,6 +14,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &QuickstartArgs) -> Result<u8> {
         tenants: a.tenants.max(8),
         arsip_exe: std::env::current_exe()?,
         settings: ctx.pg_settings(),
+        host: crate::ctx::host_name(),
     };
     let r = quickstart::run(&opts).await?;
     if ctx.cli.json {

@@ -10,14 +10,12 @@
 //!   203 internal error (panic)
 //! Codes above 125 make the startup process stop with FATAL instead of promoting early.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
 use arsip_ops::open::Access;
-use arsip_ops::pg as arsip_pg;
+use arsip_ops::pg::{self, Fetched, WalFetch};
 use arsip_ops::ErrorClass;
-use serde_json::json;
 
 use crate::cli::WalCmd;
 use crate::ctx::Ctx;
@@ -32,33 +30,12 @@ pub mod fetch_exit {
 }
 
 pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
-    let cli = ctx.cli;
     match cmd {
         WalCmd::Push {
             path,
             pgdata,
             stanza,
-        } => {
-            let started = std::time::Instant::now();
-            let pgdata =
-                arsip_pg::walarchive::pgdata_or_cwd(pgdata.as_deref(), &ctx.pg_settings())?;
-            let repo = ctx.open_shared(Access::AppendOnly).await?;
-            let r = arsip_pg::walarchive::push(&repo, &pgdata, path, stanza).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({"file": r.file, "namespace": r.namespace, "bytes": r.bytes,
-                        "stored_bytes": r.stored_bytes, "already_stored": r.already_stored,
-                        "ms": started.elapsed().as_secs_f64() * 1e3})
-                );
-            } else if r.already_stored {
-                ctx.info(format!(
-                    "{} was already archived with the same content",
-                    r.file
-                ));
-            }
-            Ok(exit::OK)
-        }
+        } => push(ctx, path, pgdata.pgdata.as_deref(), &stanza.stanza).await,
         WalCmd::Fetch {
             file,
             dest,
@@ -71,50 +48,65 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
                 eprintln!("arsip: internal error during wal fetch: {p}");
                 std::process::exit(fetch_exit::PANIC as i32);
             }));
-            let code = match wal_fetch(
-                ctx,
+            let request = WalFetch::resolve(
                 file,
                 dest,
                 namespace.as_deref(),
-                pgdata.as_deref(),
+                pgdata.pgdata.as_deref(),
                 *prefetch,
                 *timeline,
-            )
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    let code = fetch_code(&e);
-                    eprintln!("arsip: wal fetch {file}: {e:#}");
-                    eprintln!("HINT: recovery stops here rather than ending early without this file; fix the cause and start the server again");
-                    code
-                }
+                &ctx.pg_settings(),
+            );
+            let fetched = match request {
+                Ok(f) => fetch(ctx, &f).await,
+                Err(e) => Err(e.into()),
             };
-            Ok(code)
+            Ok(fetched.unwrap_or_else(|e| {
+                eprintln!("arsip: wal fetch {file}: {e:#}");
+                eprintln!("HINT: recovery stops here rather than ending early without this file; fix the cause and start the server again");
+                fetch_code(&e)
+            }))
         }
         WalCmd::List { namespace } => {
             let repo = ctx.open_shared(Access::Full).await?;
-            let nss = match namespace {
-                Some(n) => vec![n.clone()],
-                None => repo.wal_namespaces().await?,
-            };
-            let mut out = BTreeMap::new();
-            for ns in nss {
-                let files = repo.wal_list(&ns).await?;
-                if !cli.json {
+            let listing = pg::wal_list(&repo, namespace.as_deref()).await?;
+            if ctx.cli.json {
+                crate::print_json(&listing)?;
+            } else {
+                for (ns, files) in &listing.0 {
                     println!("{ns}: {} file(s)", files.len());
-                    for f in &files {
+                    for f in files {
                         println!("  {f}");
                     }
                 }
-                out.insert(ns, files);
-            }
-            if cli.json {
-                crate::print_json(&out)?;
             }
             Ok(exit::OK)
         }
     }
+}
+
+async fn push(ctx: &Ctx<'_>, path: &Path, pgdata: Option<&Path>, stanza: &str) -> Result<u8> {
+    let started = std::time::Instant::now();
+    let pgdata = pg::data_dir(pgdata, &ctx.pg_settings())?;
+    let repo = ctx.open_shared(Access::AppendOnly).await?;
+    let r = pg::wal_push(&repo, &pgdata, path, stanza, started).await?;
+    if ctx.cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else if r.already_stored {
+        ctx.info(format!(
+            "{} was already archived with the same content",
+            r.file
+        ));
+    }
+    Ok(exit::OK)
+}
+
+async fn fetch(ctx: &Ctx<'_>, f: &WalFetch) -> Result<u8> {
+    let repo = ctx.open_full(Access::AppendOnly, "reading WAL").await?;
+    Ok(match pg::wal_fetch(&repo, f).await? {
+        Fetched::Missing => fetch_exit::MISSING,
+        Fetched::Written { .. } => exit::OK,
+    })
 }
 
 fn fetch_code(e: &anyhow::Error) -> u8 {
@@ -122,31 +114,5 @@ fn fetch_code(e: &anyhow::Error) -> u8 {
         Some((ErrorClass::Storage, _)) => fetch_exit::STORAGE,
         Some((ErrorClass::Damaged, _)) => fetch_exit::DAMAGED,
         _ => fetch_exit::OTHER,
-    }
-}
-
-async fn wal_fetch(
-    ctx: &Ctx<'_>,
-    file: &str,
-    dest: &Path,
-    namespace: Option<&str>,
-    pgdata: Option<&Path>,
-    prefetch: usize,
-    follow: Option<u32>,
-) -> Result<u8> {
-    let pgdata = arsip_pg::walarchive::pgdata_or_cwd(pgdata, &ctx.pg_settings())?;
-    let ns = match namespace {
-        Some(n) => n.to_string(),
-        None => arsip_pg::control::ClusterId::read(&pgdata)?.namespace(),
-    };
-    let repo = ctx.open_full(Access::AppendOnly, "reading WAL").await?;
-    let dest = if dest.is_absolute() {
-        dest.to_path_buf()
-    } else {
-        pgdata.join(dest)
-    };
-    match arsip_pg::walarchive::fetch(&repo, &ns, file, &dest, &pgdata, prefetch, follow).await? {
-        arsip_pg::walarchive::Fetched::Missing => Ok(fetch_exit::MISSING),
-        arsip_pg::walarchive::Fetched::Written { .. } => Ok(exit::OK),
     }
 }

@@ -475,7 +475,7 @@ async fn claim(
         .max(state.generation)
         .checked_add(1)
         .ok_or_else(|| RepoError::Refused("prune generations exhausted".into()))?;
-    let host = repo.local_host().to_string();
+    let host = repo.host().to_string();
     for _ in 0..16 {
         let doc = ClaimDoc {
             version: 1,

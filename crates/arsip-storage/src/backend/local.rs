@@ -552,7 +552,7 @@ mod tests {
         let young = root.join("data/ab/obj3#456");
         std::fs::write(&old, b"partial").unwrap();
         std::fs::write(&young, b"partial").unwrap();
-        let past = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+        let past = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         std::fs::File::options()
             .write(true)
             .open(&old)

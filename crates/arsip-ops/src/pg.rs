@@ -1,0 +1,393 @@
+//! PostgreSQL operations: logical and physical backups, logical and physical restores, and
+//! the WAL archive's `archive_command` / `restore_command` and listing. Each takes options a
+//! front end resolved and returns a `Serialize` outcome; the sources, targets and the
+//! physical restore plan themselves are `arsip-pg`'s.
+//!
+//! What can be refused without the repository is checked by functions a front end calls
+//! before it opens one ([`check_dbname`], [`PhysicalRestore::check`], [`data_dir`],
+//! [`WalFetch::resolve`]), so a bad argument never costs a password prompt or a network
+//! round trip.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arsip_pg::restore::{Target, TargetAction, TargetArgs};
+use arsip_repo::snapshot::{self, Snapshot};
+use arsip_repo::txn::BackupOutcome;
+use arsip_repo::{FullRepo, Repository};
+
+pub use arsip_pg::logical::{LogicalRestoreOutcome, KIND as LOGICAL_KIND};
+pub use arsip_pg::physical::KIND as PHYSICAL_KIND;
+pub use arsip_pg::restore::{Credential, PhysicalRestoreOutcome, RestorePlan};
+pub use arsip_pg::walarchive::Fetched;
+pub use arsip_pg::{PgError, PgSettings};
+
+use crate::{Error, Result};
+
+/// Refuse a password inside a connection string (`--dbname`), before anything is opened.
+pub fn check_dbname(dbname: Option<&str>) -> Result<()> {
+    if let Some(d) = dbname {
+        arsip_pg::conn::refuse_password(d)?;
+    }
+    Ok(())
+}
+
+// ---- backups ---------------------------------------------------------------------------
+
+/// A PostgreSQL backup as a front end resolved it.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    /// Database / connection string (no password); `None`: libpq's defaults.
+    pub dbname: Option<String>,
+    pub method: Method,
+    pub tags: BTreeMap<String, String>,
+    pub settings: PgSettings,
+}
+
+/// How a PostgreSQL backup reads the cluster.
+#[derive(Debug, Clone)]
+pub enum Method {
+    /// `pg_dump` of one database; with `all`, also the globals (roles, tablespaces).
+    Logical { all: bool },
+    /// A base backup read from the data directory, on the database host.
+    Physical {
+        pgdata: PathBuf,
+        /// Request an immediate checkpoint.
+        fast: bool,
+        /// How long to wait for the backup's WAL to reach the repository.
+        wal_timeout: Duration,
+        stanza: String,
+    },
+}
+
+/// Back up a database (logical) or a cluster (physical).
+pub async fn backup(repo: Arc<Repository>, b: &Backup) -> Result<BackupOutcome> {
+    check_dbname(b.dbname.as_deref())?;
+    Ok(match &b.method {
+        Method::Logical { all } => {
+            let opts = arsip_pg::logical::LogicalBackup {
+                dbname: b.dbname.clone(),
+                all: *all,
+                tags: b.tags.clone(),
+                settings: b.settings.clone(),
+            };
+            arsip_pg::logical::backup(repo, &opts).await?
+        }
+        Method::Physical {
+            pgdata,
+            fast,
+            wal_timeout,
+            stanza,
+        } => {
+            let opts = arsip_pg::physical::PhysicalBackup {
+                dbname: b.dbname.clone(),
+                pgdata: pgdata.clone(),
+                fast: *fast,
+                wal_timeout: *wal_timeout,
+                stanza: stanza.clone(),
+                tags: b.tags.clone(),
+                settings: b.settings.clone(),
+            };
+            arsip_pg::physical::backup(repo, &opts).await?
+        }
+    })
+}
+
+// ---- logical restore -------------------------------------------------------------------
+
+/// A logical restore (`pg_restore` into a database).
+#[derive(Debug, Clone, Default)]
+pub struct LogicalRestore {
+    /// Snapshot id, prefix or `latest` (`None`: `latest`).
+    pub snapshot: Option<String>,
+    /// Target database / connection string (no password).
+    pub dbname: Option<String>,
+    /// Create the target database as the dump records it.
+    pub create: bool,
+    /// Restore only these SCHEMA.TABLE names.
+    pub tables: Vec<String>,
+    /// Parallel pg_restore jobs (at least one).
+    pub jobs: u32,
+    /// First apply the stored roles and tablespaces.
+    pub globals: bool,
+    pub settings: PgSettings,
+}
+
+/// Restore the logical snapshot `r.snapshot` names among `snaps` (the repository's
+/// [`LOGICAL_KIND`] snapshots).
+pub async fn restore_logical(
+    repo: FullRepo,
+    snaps: &[Snapshot],
+    r: &LogicalRestore,
+) -> Result<LogicalRestoreOutcome> {
+    check_dbname(r.dbname.as_deref())?;
+    let snap = snapshot::select(snaps, r.snapshot.as_deref().unwrap_or("latest"))?.clone();
+    let opts = arsip_pg::logical::LogicalRestore {
+        dbname: r.dbname.clone(),
+        create: r.create,
+        tables: r.tables.clone(),
+        jobs: r.jobs.max(1),
+        globals: r.globals,
+        settings: r.settings.clone(),
+    };
+    Ok(arsip_pg::logical::restore(repo, &snap, &opts).await?)
+}
+
+// ---- physical restore ------------------------------------------------------------------
+
+/// Where recovery stops, as given (parsed by [`PhysicalRestore::check`]).
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryTarget {
+    pub time: Option<String>,
+    pub lsn: Option<String>,
+    pub xid: Option<String>,
+    pub name: Option<String>,
+    /// `immediate`: stop as soon as the backup is consistent.
+    pub target: Option<String>,
+    /// Zone of a `time` written without one.
+    pub timezone: Option<String>,
+    /// A number, `latest` or `current` (`None`: chosen by the plan).
+    pub timeline: Option<String>,
+    /// `promote`, `pause` or `shutdown`.
+    pub action: String,
+    /// Stop just before the target instead of just after it.
+    pub exclusive: bool,
+}
+
+/// A physical restore (into a data directory, with point-in-time recovery) as a front end
+/// states it.
+#[derive(Debug, Clone, Default)]
+pub struct PhysicalRestore {
+    /// Snapshot id, prefix or `latest` (`None`: chosen from the target).
+    pub snapshot: Option<String>,
+    /// The empty or missing directory to restore into.
+    pub to: PathBuf,
+    pub target: RecoveryTarget,
+    /// Start the cluster, wait for recovery to end and report what it reached.
+    pub start: bool,
+    pub port: Option<u16>,
+    /// Accepted for compatibility: archiving is off unless `promote_as_primary`.
+    pub no_archive: bool,
+    /// The restored cluster is the new primary and archives into the source's namespace.
+    pub promote_as_primary: bool,
+    /// Recover up to a gap in the archived WAL instead of refusing.
+    pub allow_gap: bool,
+    /// `OID=DIR`: restore a tablespace somewhere other than its original location.
+    pub tablespace_map: Vec<String>,
+    pub stanza: String,
+    /// The program `restore_command` runs (this arsip).
+    pub arsip_exe: PathBuf,
+    pub settings: PgSettings,
+}
+
+/// A physical restore whose arguments parsed; see [`PhysicalRestore::check`].
+#[derive(Debug)]
+pub struct CheckedRestore(arsip_pg::restore::PhysicalRestore);
+
+impl PhysicalRestore {
+    /// Parse the target, its action and the tablespace map: everything that can be refused
+    /// before the repository is opened.
+    pub fn check(&self) -> Result<CheckedRestore> {
+        let t = &self.target;
+        let target = Target::parse(&TargetArgs {
+            time: t.time.as_deref(),
+            lsn: t.lsn.as_deref(),
+            xid: t.xid.as_deref(),
+            name: t.name.as_deref(),
+            target: t.target.as_deref(),
+            timezone: t.timezone.as_deref(),
+        })?;
+        let target_action = TargetAction::parse(&t.action)?;
+        let tablespace_map = self
+            .tablespace_map
+            .iter()
+            .map(|m| {
+                m.split_once('=')
+                    .map(|(oid, dir)| (oid.to_string(), PathBuf::from(dir)))
+                    .ok_or_else(|| {
+                        Error::usage(format!("--tablespace-map {m:?}: expected OID=DIR"))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        Ok(CheckedRestore(arsip_pg::restore::PhysicalRestore {
+            snapshot: self.snapshot.clone(),
+            to: self.to.clone(),
+            target,
+            target_timeline: t.timeline.clone(),
+            target_action,
+            exclusive: t.exclusive,
+            start: self.start,
+            port: self.port,
+            no_archive: self.no_archive,
+            promote_as_primary: self.promote_as_primary,
+            allow_gap: self.allow_gap,
+            tablespace_map,
+            stanza: self.stanza.clone(),
+            arsip_exe: self.arsip_exe.clone(),
+            repo_location: String::new(),
+            credential: None,
+            settings: self.settings.clone(),
+        }))
+    }
+}
+
+/// A computed restore plan (nothing written yet) and when the restore began.
+#[derive(Debug)]
+pub struct PlannedRestore {
+    pub plan: RestorePlan,
+    started: Instant,
+}
+
+/// Plan a physical restore among `snaps` (the repository's [`PHYSICAL_KIND`] snapshots):
+/// every refusal happens here. `location` and `credential` are what opened the repository:
+/// `restore_command` needs the same access, unattended.
+pub async fn plan_physical(
+    repo: &FullRepo,
+    snaps: &[Snapshot],
+    checked: CheckedRestore,
+    location: String,
+    credential: Credential,
+) -> Result<PlannedRestore> {
+    let mut opts = checked.0;
+    opts.repo_location = location;
+    opts.credential = Some(credential);
+    let started = Instant::now();
+    let plan = arsip_pg::restore::plan(repo, snaps, &opts).await?;
+    Ok(PlannedRestore { plan, started })
+}
+
+/// Execute a plan: materialise, write the recovery configuration, and with `start` start
+/// the cluster and wait for recovery to end. Times count from the planning.
+pub async fn restore_physical(
+    repo: FullRepo,
+    planned: &PlannedRestore,
+) -> Result<PhysicalRestoreOutcome> {
+    Ok(arsip_pg::restore::execute(repo, &planned.plan, planned.started).await?)
+}
+
+// ---- WAL archive -----------------------------------------------------------------------
+
+/// The data directory an archive or restore command runs in: `pgdata` if given, else the
+/// working directory when it is one, else the settings' `PGDATA`, else the working
+/// directory.
+pub fn data_dir(pgdata: Option<&Path>, settings: &PgSettings) -> Result<PathBuf> {
+    Ok(arsip_pg::walarchive::pgdata_or_cwd(pgdata, settings)?)
+}
+
+/// What `wal push` archived. (Fields in name order: the JSON form predates this struct.)
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalPushed {
+    pub already_stored: bool,
+    pub bytes: u64,
+    pub file: String,
+    /// From `started` (the front end's start) until the file was stored.
+    pub ms: f64,
+    pub namespace: String,
+    pub stored_bytes: u64,
+}
+
+/// Archive the WAL file at `path` (relative to `pgdata`, as PostgreSQL passes `%p`) under
+/// `stanza`; a different cluster archiving under the same stanza is refused.
+pub async fn wal_push(
+    repo: &Repository,
+    pgdata: &Path,
+    path: &Path,
+    stanza: &str,
+    started: Instant,
+) -> Result<WalPushed> {
+    let r = arsip_pg::walarchive::push(repo, pgdata, path, stanza).await?;
+    Ok(WalPushed {
+        already_stored: r.already_stored,
+        bytes: r.bytes,
+        file: r.file,
+        ms: started.elapsed().as_secs_f64() * 1e3,
+        namespace: r.namespace,
+        stored_bytes: r.stored_bytes,
+    })
+}
+
+/// One `restore_command` request, resolved against the data directory.
+#[derive(Debug, Clone)]
+pub struct WalFetch {
+    pub file: String,
+    /// Absolute destination.
+    pub dest: PathBuf,
+    /// `<system-identifier>-<major>`.
+    pub namespace: String,
+    pub pgdata: PathBuf,
+    /// Segments to prefetch after this one (0: off).
+    pub prefetch: usize,
+    /// The timeline recovery follows.
+    pub timeline: Option<u32>,
+}
+
+impl WalFetch {
+    /// Resolve a request before the repository is opened: the data directory (see
+    /// [`data_dir`]), the namespace (`None`: read from the data directory's `pg_control`)
+    /// and a relative `dest` against the data directory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolve(
+        file: &str,
+        dest: &Path,
+        namespace: Option<&str>,
+        pgdata: Option<&Path>,
+        prefetch: usize,
+        timeline: Option<u32>,
+        settings: &PgSettings,
+    ) -> Result<WalFetch> {
+        let pgdata = data_dir(pgdata, settings)?;
+        let namespace = match namespace {
+            Some(n) => n.to_string(),
+            None => arsip_pg::control::ClusterId::read(&pgdata)?.namespace(),
+        };
+        let dest = if dest.is_absolute() {
+            dest.to_path_buf()
+        } else {
+            pgdata.join(dest)
+        };
+        Ok(WalFetch {
+            file: file.to_string(),
+            dest,
+            namespace,
+            pgdata,
+            prefetch,
+            timeline,
+        })
+    }
+}
+
+/// Fetch one WAL file into its destination, prefetching later segments into the spool
+/// under the data directory. [`Fetched::Missing`] only when the repository does not hold it.
+pub async fn wal_fetch(repo: &FullRepo, f: &WalFetch) -> Result<Fetched> {
+    Ok(arsip_pg::walarchive::fetch(
+        repo,
+        &f.namespace,
+        &f.file,
+        &f.dest,
+        &f.pgdata,
+        f.prefetch,
+        f.timeline,
+    )
+    .await?)
+}
+
+/// Archived WAL files by namespace.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct WalListing(pub BTreeMap<String, Vec<String>>);
+
+/// The archived WAL files of `namespace`, or of every namespace.
+pub async fn wal_list(repo: &Repository, namespace: Option<&str>) -> Result<WalListing> {
+    let nss = match namespace {
+        Some(n) => vec![n.to_string()],
+        None => repo.wal_namespaces().await?,
+    };
+    let mut out = BTreeMap::new();
+    for ns in nss {
+        let files = repo.wal_list(&ns).await?;
+        out.insert(ns, files);
+    }
+    Ok(WalListing(out))
+}
