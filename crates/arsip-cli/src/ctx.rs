@@ -92,7 +92,7 @@ impl Ctx<'_> {
         Ok(LocalSettings {
             cache_dir,
             index_memory,
-            sessions: session_timing(),
+            sessions: arsip_ops::repo::maint::SessionTiming::from_env(),
             host: host_name(),
             user: os_user(),
         })
@@ -166,21 +166,6 @@ pub fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", U[i])
     }
-}
-
-/// Writer-session lifetimes. In `test-hooks` builds `ARSIP_TEST_SESSION_TTL` (seconds)
-/// shortens them so that end-to-end tests can let a paused writer's session expire.
-fn session_timing() -> arsip_ops::repo::maint::SessionTiming {
-    #[cfg(feature = "test-hooks")]
-    if let Some(s) = std::env::var("ARSIP_TEST_SESSION_TTL")
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
-        return arsip_ops::repo::maint::SessionTiming::with_ttl(jiff::SignedDuration::from_secs(
-            s.max(1),
-        ));
-    }
-    Default::default()
 }
 
 /// The OS user running arsip, for audit records: the name of the real uid, else the number.

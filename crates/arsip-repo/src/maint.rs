@@ -60,6 +60,21 @@ impl Default for SessionTiming {
 }
 
 impl SessionTiming {
+    /// The default timing. In builds with the `test-hooks` feature (test builds only),
+    /// `ARSIP_TEST_SESSION_TTL` (seconds) scales every period from a shorter TTL, so that
+    /// end-to-end tests can let a stopped writer's session expire; every other build
+    /// ignores the variable.
+    pub fn from_env() -> SessionTiming {
+        #[cfg(feature = "test-hooks")]
+        if let Some(s) = std::env::var("ARSIP_TEST_SESSION_TTL")
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            return SessionTiming::with_ttl(jiff::SignedDuration::from_secs(s.max(1)));
+        }
+        SessionTiming::default()
+    }
+
     /// Every period scaled from one TTL (tests shorten it to seconds).
     pub fn with_ttl(ttl: jiff::SignedDuration) -> SessionTiming {
         SessionTiming {
