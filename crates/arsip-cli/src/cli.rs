@@ -299,6 +299,8 @@ pub enum WalCmd {
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// Per namespace and timeline: archived ranges, gaps, and the recoverable window
+    Show,
 }
 
 /// `--pgdata`, as PostgreSQL's own tools take it (each command says what it is for).

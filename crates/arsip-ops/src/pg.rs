@@ -65,6 +65,23 @@ pub enum Method {
 /// Back up a database (logical) or a cluster (physical).
 pub async fn backup(repo: Arc<Repository>, b: &Backup) -> Result<BackupOutcome> {
     check_dbname(b.dbname.as_deref())?;
+    let kind = match b.method {
+        Method::Logical { .. } => LOGICAL_KIND,
+        Method::Physical { .. } => PHYSICAL_KIND,
+    };
+    let what = crate::audit::details([
+        ("kind", kind.into()),
+        ("source", b.dbname.clone().unwrap_or_default().into()),
+    ]);
+    let r = backup_unaudited(repo.clone(), b).await;
+    crate::audit::record(&repo, "backup", what, &r, |o, d| {
+        d.insert("snapshot".into(), o.id.clone().into());
+    })
+    .await;
+    r
+}
+
+async fn backup_unaudited(repo: Arc<Repository>, b: &Backup) -> Result<BackupOutcome> {
     Ok(match &b.method {
         Method::Logical { all } => {
             let opts = arsip_pg::logical::LogicalBackup {
@@ -124,6 +141,25 @@ pub async fn restore_logical(
 ) -> Result<LogicalRestoreOutcome> {
     check_dbname(r.dbname.as_deref())?;
     let snap = snapshot::select(snaps, r.snapshot.as_deref().unwrap_or("latest"))?.clone();
+    let what = crate::audit::details([
+        ("snapshot", snap.id.clone().into()),
+        ("to", r.dbname.clone().unwrap_or_default().into()),
+    ]);
+    let shared = repo.shared();
+    crate::audit::audited(
+        &shared,
+        "restore",
+        what,
+        restore_logical_snapshot(repo, snap, r),
+    )
+    .await
+}
+
+async fn restore_logical_snapshot(
+    repo: FullRepo,
+    snap: Snapshot,
+    r: &LogicalRestore,
+) -> Result<LogicalRestoreOutcome> {
     let opts = arsip_pg::logical::LogicalRestore {
         dbname: r.dbname.clone(),
         create: r.create,
@@ -264,7 +300,16 @@ pub async fn restore_physical(
     repo: FullRepo,
     planned: &PlannedRestore,
 ) -> Result<PhysicalRestoreOutcome> {
-    Ok(arsip_pg::restore::execute(repo, &planned.plan, planned.started).await?)
+    let what = crate::audit::details([
+        ("snapshot", planned.plan.snapshot.clone().into()),
+        ("to", planned.plan.to.display().to_string().into()),
+        ("target", planned.plan.target_description.clone().into()),
+    ]);
+    let shared = repo.shared();
+    crate::audit::audited(&shared, "restore", what, async {
+        Ok(arsip_pg::restore::execute(repo, &planned.plan, planned.started).await?)
+    })
+    .await
 }
 
 // ---- WAL archive -----------------------------------------------------------------------
@@ -391,3 +436,11 @@ pub async fn wal_list(repo: &Repository, namespace: Option<&str>) -> Result<WalL
     }
     Ok(WalListing(out))
 }
+
+/// `wal show`: per namespace, the archived runs of segments, the gaps between them, and the
+/// oldest and newest points a restore can reach.
+pub async fn wal_show(repo: &FullRepo) -> Result<Vec<WalShow>> {
+    Ok(arsip_pg::walretention::show(repo).await?)
+}
+
+pub use arsip_pg::walretention::NamespaceShow as WalShow;

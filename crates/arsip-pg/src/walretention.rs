@@ -8,8 +8,9 @@
 //!   and from every newer one, every segment from the backup's start on every timeline whose
 //!   history contains that backup;
 //! - every `.history` file (tiny, and what a restore reads to choose a timeline);
-//! - anything the store accepted less than a day ago (a promotion whose first backup has
-//!   not been taken yet), and every name that is not a segment, a `.partial` or a `.backup`.
+//! - anything the store accepted less than a day ago, or less than the window if it is
+//!   shorter (a promotion whose first backup has not been taken yet), and every name that is
+//!   not a segment, a `.partial` or a `.backup`.
 //!
 //! Everything else in a namespace that has retained physical backups goes: segments older
 //! than what any retained backup or the window can reach, and timelines that branched off
@@ -30,7 +31,8 @@ use crate::restore::timeline::Archive;
 /// The plan's default: point-in-time recovery over the last 7 days.
 pub const DEFAULT_PITR_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
 
-/// WAL the store accepted less than this long ago is never removed.
+/// WAL the store accepted less than this long ago (or the PITR window, if shorter) is never
+/// removed.
 pub const MIN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 /// A retained physical backup, as retention needs it.
@@ -96,10 +98,11 @@ pub fn needed(
             }
         }
     }
+    let min_age = MIN_AGE.min(window);
     let young = |name: &str| {
         stored
             .get(name)
-            .is_some_and(|t| now.duration_since(*t) < MIN_AGE)
+            .is_some_and(|t| now.duration_since(*t) < min_age)
     };
     Ok(archive
         .names

@@ -1161,6 +1161,76 @@ mod physical {
         );
     }
 
+    /// WAL retention follows the backups: after the older backup is forgotten, prune removes
+    /// the WAL only it needed, keeps what the newer backup and the window need, and a
+    /// point-in-time restore from the newer backup still replays to the end. `wal show`
+    /// names the recoverable window before and after.
+    #[test]
+    fn prune_removes_the_wal_only_forgotten_backups_needed() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        json_out(env.physical_backup(&c).output().unwrap());
+        for _ in 0..3 {
+            pgbench(&c, &["-n", "-c", "2", "-t", "100", "postgres"]);
+            switch_and_archive(&c);
+        }
+        json_out(env.physical_backup(&c).output().unwrap());
+        pgbench(&c, &["-n", "-c", "2", "-t", "100", "postgres"]);
+        let final_sum = accounts_sum(&c, "postgres");
+        switch_and_archive(&c);
+        let files = |env: &Env| -> Vec<String> {
+            let v = json_out(env.cmd().args(["wal", "list", "--json"]).output().unwrap());
+            v.as_object()
+                .unwrap()
+                .values()
+                .flat_map(|f| f.as_array().unwrap().iter())
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect()
+        };
+        let before = files(&env);
+        let show = json_out(env.cmd().args(["wal", "show", "--json"]).output().unwrap());
+        assert_eq!(show[0]["physical_backups"], 2, "{show}");
+        assert!(show[0]["gaps"].as_array().unwrap().is_empty(), "{show}");
+
+        ok(env
+            .cmd()
+            .args(["forget", "--keep-last", "1"])
+            .output()
+            .unwrap());
+        std::thread::sleep(Duration::from_secs(2));
+        let p = json_out(
+            env.cmd()
+                .args(["prune", "--pitr-window", "1s", "--json"])
+                .output()
+                .unwrap(),
+        );
+        let removed = p["wal"]["removed_files"].as_u64().unwrap();
+        assert!(removed >= 3, "the first backup's WAL goes: {p}");
+        let after = files(&env);
+        assert_eq!(after.len() as u64 + removed, before.len() as u64);
+        assert!(after
+            .iter()
+            .any(|f| f.ends_with(".history") || f.len() == 24));
+        let show = json_out(env.cmd().args(["wal", "show", "--json"]).output().unwrap());
+        assert_eq!(show[0]["physical_backups"], 1, "{show}");
+        assert!(show[0]["recoverable_to"].is_string(), "{show}");
+
+        let r = restore_to(&env, &[]);
+        assert_eq!(accounts_sum(&r, "postgres"), final_sum);
+        // The audit trail has the backups, the forget, the prune and the restore.
+        let log = json_out(env.cmd().args(["audit", "--json"]).output().unwrap());
+        let ops: Vec<&str> = log["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["op"].as_str().unwrap())
+            .collect();
+        for op in ["backup", "forget", "prune", "restore"] {
+            assert!(ops.contains(&op), "{op} in {ops:?}");
+        }
+    }
+
     /// A second backup reuses the chunks of files unchanged since the first (without reading
     /// them) and still restores exactly.
     #[test]

@@ -1,4 +1,4 @@
-//! `arsip wal push|fetch|list`: PostgreSQL's archive_command and restore_command.
+//! `arsip wal push|fetch|list|show`: PostgreSQL's archive_command and restore_command.
 //!
 //! Exit codes of `wal fetch` (a `restore_command`) are special, because PostgreSQL reads any
 //! code from 1 to 125 as "this file does not exist" and then ends recovery and promotes:
@@ -18,7 +18,7 @@ use arsip_ops::pg::{self, Fetched, WalFetch};
 use arsip_ops::ErrorClass;
 
 use crate::cli::WalCmd;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Render};
 use crate::exit;
 
 pub mod fetch_exit {
@@ -67,6 +67,11 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
                 fetch_code(&e)
             }))
         }
+        WalCmd::Show => {
+            let repo = ctx.open_full(Access::Full, "reading WAL").await?;
+            ctx.emit(&Shown(pg::wal_show(&repo).await?))?;
+            Ok(exit::OK)
+        }
         WalCmd::List { namespace } => {
             let repo = ctx.open_shared(Access::Full).await?;
             let listing = pg::wal_list(&repo, namespace.as_deref()).await?;
@@ -82,6 +87,61 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
             }
             Ok(exit::OK)
         }
+    }
+}
+
+struct Shown(Vec<pg::WalShow>);
+
+impl serde::Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Render for Shown {
+    fn human(&self) -> String {
+        let mut out = String::new();
+        for ns in &self.0 {
+            out += &format!(
+                "{} (stanza {}): {} physical backup(s), timelines {:?}\n",
+                ns.namespace,
+                if ns.stanzas.is_empty() {
+                    "-".to_string()
+                } else {
+                    ns.stanzas.join(", ")
+                },
+                ns.physical_backups,
+                ns.timelines
+            );
+            for r in &ns.runs {
+                out += &format!(
+                    "  timeline {}: {} .. {} ({} segment(s){})\n",
+                    r.timeline,
+                    r.first,
+                    r.last,
+                    r.segments,
+                    r.last_stored
+                        .map(|t| format!(", last archived {t}"))
+                        .unwrap_or_default()
+                );
+            }
+            for (a, b) in &ns.gaps {
+                out += &format!("  GAP after {a}, before {b}\n");
+            }
+            match (&ns.recoverable_from, &ns.recoverable_to) {
+                (Some(from), Some(to)) => {
+                    out += &format!(
+                        "  recoverable: from {from} (end of the oldest backup) to {to} on timeline {}\n",
+                        ns.recoverable_timeline.unwrap_or(0)
+                    )
+                }
+                _ => out += "  recoverable: nothing (no physical backup with its WAL)\n",
+            }
+        }
+        if self.0.is_empty() {
+            out += "no WAL archived";
+        }
+        out.trim_end().to_string()
     }
 }
 
