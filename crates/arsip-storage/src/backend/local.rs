@@ -243,6 +243,11 @@ impl Shared {
                 }
                 f.write_all(data)
                     .map_err(|e| StorageError::io(key, "write", &staged, &e))?;
+                #[cfg(feature = "test-hooks")]
+                if let (None, Some(t)) = (after, test_now()) {
+                    f.set_modified(t)
+                        .map_err(|e| StorageError::io(key, "set mtime of", &staged, &e))?;
+                }
                 if let Some(prev) = after {
                     let m = f
                         .metadata()
@@ -492,6 +497,18 @@ impl Store for LocalStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+}
+
+/// The `ARSIP_TEST_NOW` hook, in builds with the `test-hooks` feature only: a local
+/// repository's clock (the mtimes it gives new objects) follows the pinned process clock, so
+/// that end-to-end tests can run a month of backups, retention and prune in seconds.
+#[cfg(feature = "test-hooks")]
+fn test_now() -> Option<SystemTime> {
+    static NOW: std::sync::OnceLock<Option<SystemTime>> = std::sync::OnceLock::new();
+    *NOW.get_or_init(|| {
+        let t: jiff::Timestamp = std::env::var("ARSIP_TEST_NOW").ok()?.parse().ok()?;
+        Some(SystemTime::from(t))
+    })
 }
 
 /// Remove staging files (`NAME#DIGITS`) below `dir` last modified before `cut`.
