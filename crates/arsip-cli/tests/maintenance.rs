@@ -309,3 +309,45 @@ fn a_month_of_daily_backups_forget_and_prune() {
     let log = at.json(&["audit", "verify"]);
     assert!(log["problems"].as_array().unwrap().is_empty(), "{log}");
 }
+
+/// A compromised agent's snapshots (no reader accepts them, their indexes are refused) do
+/// not stop prune; `forget --revoked` then lets prune remove what the agent wrote, and the
+/// root's snapshots stay intact.
+#[test]
+fn a_compromised_agents_objects_go_after_forget_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, agent, _) = setup(dir.path(), false);
+    let mine = data(5, 1 << 20);
+    let o = root.run_stdin(&["backup", "stdin", "--name", "root.dump", "--json"], &mine);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = agent.run_stdin(
+        &["backup", "stdin", "--name", "agent.dump"],
+        &data(6, 2 << 20),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let writers = root.json(&["key", "list"]);
+    let agent_id = writers["agents"][0]["writer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    root.ok(&["key", "remove", &agent_id, "--compromised", "--yes"]);
+    let p = root.json(&["prune"]);
+    let stored_before = root.json(&["stats"])["stored_bytes"].as_u64().unwrap();
+    assert_eq!(
+        p["deleted_packs"], 0,
+        "its snapshot is not forgotten yet: {p}"
+    );
+    let f = root.json(&["forget", "--revoked"]);
+    assert_eq!(f["revoked_removed"].as_array().unwrap().len(), 1, "{f}");
+    let p = root.json(&["prune"]);
+    assert!(p["deleted_packs"].as_u64().unwrap() > 0, "{p}");
+    let stored_after = root.json(&["stats"])["stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored_after + (1 << 20) < stored_before,
+        "{stored_before} → {stored_after}"
+    );
+    assert_eq!(restore_bytes(&root, id["id"].as_str().unwrap()), mine);
+    let c = root.run(&["check", "--read-data"]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
+}

@@ -924,7 +924,7 @@ impl Repository {
     /// make every snapshot look damaged.
     pub async fn load_index(&self) -> Result<ChunkIndex> {
         let state = self.maint_state().await?;
-        self.load_index_with(&state, true).await
+        self.load_index_with(&state, IndexUse::Normal).await
     }
 
     /// [`Repository::load_index`] under a given plan: entries of packs prune deleted are left
@@ -933,12 +933,11 @@ impl Repository {
     pub(crate) async fn load_index_with(
         &self,
         state: &crate::maint::MaintState,
-        skip_deleted: bool,
+        usage: IndexUse,
     ) -> Result<ChunkIndex> {
-        let skip = if skip_deleted {
-            Some(&state.deleted)
-        } else {
-            None
+        let skip = match usage {
+            IndexUse::Normal => Some(&state.deleted),
+            IndexUse::Maintenance => None,
         };
         let metas: Vec<ObjectMeta> = self.store.list(INDEX_PREFIX).try_collect().await?;
         let mut builder =
@@ -951,7 +950,14 @@ impl Repository {
         while let Some((meta, bytes)) = fetches.next().await {
             let bytes = bytes?;
             match self
-                .add_index_object(&mut builder, &meta.key, &bytes, store_time(&meta), skip)
+                .add_index_object(
+                    &mut builder,
+                    &meta.key,
+                    &bytes,
+                    store_time(&meta),
+                    skip,
+                    usage,
+                )
                 .await?
             {
                 Ok(()) => {}
@@ -973,6 +979,7 @@ impl Repository {
         bytes: &[u8],
         stored: Option<jiff::Timestamp>,
         skip: Option<&std::collections::HashSet<[u8; 32]>>,
+        usage: IndexUse,
     ) -> Result<Result<()>> {
         if blake3::hash(bytes).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
             return Ok(Err(RepoError::corrupt(
@@ -984,15 +991,21 @@ impl Repository {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
+        let mut refused = false;
         match self
             .verify_writer(name, &p.writer, p.signed, p.signature, stored)
             .await
         {
             Ok(()) => {}
             Err(e @ RepoError::Storage(_)) => return Err(e),
+            // Maintenance keeps what a revoked writer's snapshots reference until they are
+            // forgotten, so it needs their locations (never to deduplicate or read).
+            Err(RepoError::Revoked { .. }) if usage == IndexUse::Maintenance => refused = true,
             Err(e) => return Ok(Err(e)),
         }
-        let trust = if p.writer == ROOT_WRITER {
+        let trust = if refused {
+            Trust::Foreign
+        } else if p.writer == ROOT_WRITER {
             Trust::Root
         } else if p.writer == self.writer_id {
             Trust::Own
@@ -1180,6 +1193,16 @@ fn fence_verdict(fences: &crate::maint::Fences, name: &str, s: Snapshot) -> Resu
         }),
         _ => Ok(s),
     }
+}
+
+/// What an index is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexUse {
+    /// Backups and restores: entries of packs prune deleted are left out, revoked writers'
+    /// indexes are refused.
+    Normal,
+    /// Prune: every authentic entry, deleted packs' and revoked writers' included.
+    Maintenance,
 }
 
 /// Snapshots as [`FullRepo::snapshot_listing`] sorts them.

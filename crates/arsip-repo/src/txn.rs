@@ -66,7 +66,10 @@ impl SnapshotTxn {
         // The session exists before anything is read, so prune waits for it (or fences it)
         // before deleting what this backup might reference.
         let (lease, state) = Session::open(&repo, Purpose::Backup).await?;
-        let index = Arc::new(repo.load_index_with(&state, true).await?);
+        let index = Arc::new(
+            repo.load_index_with(&state, crate::repo::IndexUse::Normal)
+                .await?,
+        );
         let session = Arc::new(BackupSession::start(
             repo,
             index.clone(),

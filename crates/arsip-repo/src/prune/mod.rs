@@ -101,6 +101,9 @@ struct Found {
     id: String,
     writer: WriterId,
     manifest: Manifest,
+    /// Readers accept it (its writer's standing): the data of a compromised writer's
+    /// snapshot cannot be located (its indexes are refused), so it is kept where known only.
+    accepted: bool,
 }
 
 pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> {
@@ -136,18 +139,30 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     let store_packs = list_packs(repo).await?;
     report.packs = store_packs.len();
     report.stored_bytes = store_packs.values().sum();
-    let index = Arc::new(repo.load_index_with(&state, false).await?);
+    let index = Arc::new(
+        repo.load_index_with(&state, crate::repo::IndexUse::Maintenance)
+            .await?,
+    );
     let (found, ignored) = manifests(repo).await?;
     report.ignored_manifests = ignored;
     report.snapshots = found.len();
     let reader = Reader::new(repo, index.clone())?;
     let mut used = vec![false; index.len()];
+    let (ok, refused): (Vec<&Found>, Vec<&Found>) = found.iter().partition(|f| f.accepted);
     mark(
         &reader,
         &index,
-        found.iter().map(|f| &f.manifest),
+        ok.iter().map(|f| &f.manifest),
         &mut used,
         true,
+    )
+    .await?;
+    mark(
+        &reader,
+        &index,
+        refused.iter().map(|f| &f.manifest),
+        &mut used,
+        false,
     )
     .await?;
     let gone = |id: &[u8; 32]| !store_packs.contains_key(id) || state.deleted.contains(id);
@@ -542,10 +557,10 @@ async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>
                 }
                 let (writer, signed, sig) =
                     format::sealed_doc_writer(&meta.key, &raw, ObjectType::Snapshot)?;
-                let key =
-                    repo.writer_verdict(&writer).await?.0.ok_or_else(|| {
-                        RepoError::corrupt(&meta.key, "written by an unknown writer")
-                    })?;
+                let (key, standing) = repo.writer_verdict(&writer).await?;
+                let key = key
+                    .ok_or_else(|| RepoError::corrupt(&meta.key, "written by an unknown writer"))?;
+                let accepted = standing.accepts(crate::repo::store_time(&meta));
                 crate::crypto::verify(&key, signed, sig)
                     .map_err(|e| RepoError::corrupt(&meta.key, e.to_string()))?;
                 let body = format::open_sealed_doc(
@@ -560,6 +575,7 @@ async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>
                     id,
                     writer,
                     manifest,
+                    accepted,
                 }))
             }
             .await;
@@ -619,7 +635,12 @@ async fn mark<'a>(
         for id in m.tree_ids()? {
             mark_id(&id, &what)?;
         }
-        let mut tree = reader.tree(m).await?;
+        let mut tree = match reader.tree(m).await {
+            Ok(t) => t,
+            // A refused writer's tree may be unreadable (its indexes are refused too).
+            Err(e) if !strict && !matches!(e, RepoError::Storage(_)) => continue,
+            Err(e) => return Err(e),
+        };
         while let Some((_, chunks)) = tree.next_node()? {
             for id in &chunks {
                 mark_id(id, &what)?;
