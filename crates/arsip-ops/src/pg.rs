@@ -4,27 +4,29 @@
 //! physical restore plan themselves are `arsip-pg`'s.
 //!
 //! What can be refused without the repository is checked by functions a front end calls
-//! before it opens one ([`check_dbname`], [`PhysicalRestore::check`], [`data_dir`],
-//! [`WalFetch::resolve`]), so a bad argument never costs a password prompt or a network
-//! round trip.
+//! before it opens one ([`check_dbname`], [`Target::parse`], [`TargetAction::parse`],
+//! [`data_dir`], [`WalFetch::resolve`]), so a bad argument never costs a password prompt or
+//! a network round trip.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arsip_pg::restore::{Target, TargetAction, TargetArgs};
 use arsip_repo::snapshot::{self, Snapshot};
 use arsip_repo::txn::BackupOutcome;
 use arsip_repo::{FullRepo, Repository};
 
-pub use arsip_pg::logical::{LogicalRestoreOutcome, KIND as LOGICAL_KIND};
+pub use arsip_pg::logical::{LogicalRestore, LogicalRestoreOutcome, KIND as LOGICAL_KIND};
 pub use arsip_pg::physical::KIND as PHYSICAL_KIND;
-pub use arsip_pg::restore::{Credential, PhysicalRestoreOutcome, RestorePlan};
+pub use arsip_pg::restore::{
+    Credential, PhysicalRestore, PhysicalRestoreOutcome, RestorePlan, Target, TargetAction,
+    TargetArgs,
+};
 pub use arsip_pg::walarchive::Fetched;
 pub use arsip_pg::{PgError, PgSettings};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Refuse a password inside a connection string (`--dbname`), before anything is opened.
 pub fn check_dbname(dbname: Option<&str>) -> Result<()> {
@@ -114,160 +116,32 @@ async fn backup_unaudited(repo: Arc<Repository>, b: &Backup) -> Result<BackupOut
 
 // ---- logical restore -------------------------------------------------------------------
 
-/// A logical restore (`pg_restore` into a database).
-#[derive(Debug, Clone, Default)]
-pub struct LogicalRestore {
-    /// Snapshot id, prefix or `latest` (`None`: `latest`).
-    pub snapshot: Option<String>,
-    /// Target database / connection string (no password).
-    pub dbname: Option<String>,
-    /// Create the target database as the dump records it.
-    pub create: bool,
-    /// Restore only these SCHEMA.TABLE names.
-    pub tables: Vec<String>,
-    /// Parallel pg_restore jobs (at least one).
-    pub jobs: u32,
-    /// First apply the stored roles and tablespaces.
-    pub globals: bool,
-    pub settings: PgSettings,
-}
-
-/// Restore the logical snapshot `r.snapshot` names among `snaps` (the repository's
-/// [`LOGICAL_KIND`] snapshots).
+/// Restore the logical snapshot `spec` names (`None`: `latest`) among `snaps` (the
+/// repository's [`LOGICAL_KIND`] snapshots), with at least one pg_restore job.
 pub async fn restore_logical(
     repo: FullRepo,
     snaps: &[Snapshot],
-    r: &LogicalRestore,
+    spec: Option<&str>,
+    opts: &LogicalRestore,
 ) -> Result<LogicalRestoreOutcome> {
-    check_dbname(r.dbname.as_deref())?;
-    let snap = snapshot::select(snaps, r.snapshot.as_deref().unwrap_or("latest"))?.clone();
+    check_dbname(opts.dbname.as_deref())?;
+    let snap = snapshot::select(snaps, spec.unwrap_or("latest"))?.clone();
     let what = crate::audit::details([
         ("snapshot", snap.id.clone().into()),
-        ("to", r.dbname.clone().unwrap_or_default().into()),
+        ("to", opts.dbname.clone().unwrap_or_default().into()),
     ]);
     let shared = repo.shared();
-    crate::audit::audited(
-        &shared,
-        "restore",
-        what,
-        restore_logical_snapshot(repo, snap, r),
-    )
+    let opts = LogicalRestore {
+        jobs: opts.jobs.max(1),
+        ..opts.clone()
+    };
+    crate::audit::audited(&shared, "restore", what, async move {
+        Ok(arsip_pg::logical::restore(repo, &snap, &opts).await?)
+    })
     .await
 }
 
-async fn restore_logical_snapshot(
-    repo: FullRepo,
-    snap: Snapshot,
-    r: &LogicalRestore,
-) -> Result<LogicalRestoreOutcome> {
-    let opts = arsip_pg::logical::LogicalRestore {
-        dbname: r.dbname.clone(),
-        create: r.create,
-        tables: r.tables.clone(),
-        jobs: r.jobs.max(1),
-        globals: r.globals,
-        settings: r.settings.clone(),
-    };
-    Ok(arsip_pg::logical::restore(repo, &snap, &opts).await?)
-}
-
 // ---- physical restore ------------------------------------------------------------------
-
-/// Where recovery stops, as given (parsed by [`PhysicalRestore::check`]).
-#[derive(Debug, Clone, Default)]
-pub struct RecoveryTarget {
-    pub time: Option<String>,
-    pub lsn: Option<String>,
-    pub xid: Option<String>,
-    pub name: Option<String>,
-    /// `immediate`: stop as soon as the backup is consistent.
-    pub target: Option<String>,
-    /// Zone of a `time` written without one.
-    pub timezone: Option<String>,
-    /// A number, `latest` or `current` (`None`: chosen by the plan).
-    pub timeline: Option<String>,
-    /// `promote`, `pause` or `shutdown`.
-    pub action: String,
-    /// Stop just before the target instead of just after it.
-    pub exclusive: bool,
-}
-
-/// A physical restore (into a data directory, with point-in-time recovery) as a front end
-/// states it.
-#[derive(Debug, Clone, Default)]
-pub struct PhysicalRestore {
-    /// Snapshot id, prefix or `latest` (`None`: chosen from the target).
-    pub snapshot: Option<String>,
-    /// The empty or missing directory to restore into.
-    pub to: PathBuf,
-    pub target: RecoveryTarget,
-    /// Start the cluster, wait for recovery to end and report what it reached.
-    pub start: bool,
-    pub port: Option<u16>,
-    /// Accepted for compatibility: archiving is off unless `promote_as_primary`.
-    pub no_archive: bool,
-    /// The restored cluster is the new primary and archives into the source's namespace.
-    pub promote_as_primary: bool,
-    /// Recover up to a gap in the archived WAL instead of refusing.
-    pub allow_gap: bool,
-    /// `OID=DIR`: restore a tablespace somewhere other than its original location.
-    pub tablespace_map: Vec<String>,
-    pub stanza: String,
-    /// The program `restore_command` runs (this arsip).
-    pub arsip_exe: PathBuf,
-    pub settings: PgSettings,
-}
-
-/// A physical restore whose arguments parsed; see [`PhysicalRestore::check`].
-#[derive(Debug)]
-pub struct CheckedRestore(arsip_pg::restore::PhysicalRestore);
-
-impl PhysicalRestore {
-    /// Parse the target, its action and the tablespace map: everything that can be refused
-    /// before the repository is opened.
-    pub fn check(&self) -> Result<CheckedRestore> {
-        let t = &self.target;
-        let target = Target::parse(&TargetArgs {
-            time: t.time.as_deref(),
-            lsn: t.lsn.as_deref(),
-            xid: t.xid.as_deref(),
-            name: t.name.as_deref(),
-            target: t.target.as_deref(),
-            timezone: t.timezone.as_deref(),
-        })?;
-        let target_action = TargetAction::parse(&t.action)?;
-        let tablespace_map = self
-            .tablespace_map
-            .iter()
-            .map(|m| {
-                m.split_once('=')
-                    .map(|(oid, dir)| (oid.to_string(), PathBuf::from(dir)))
-                    .ok_or_else(|| {
-                        Error::usage(format!("--tablespace-map {m:?}: expected OID=DIR"))
-                    })
-            })
-            .collect::<Result<_>>()?;
-        Ok(CheckedRestore(arsip_pg::restore::PhysicalRestore {
-            snapshot: self.snapshot.clone(),
-            to: self.to.clone(),
-            target,
-            target_timeline: t.timeline.clone(),
-            target_action,
-            exclusive: t.exclusive,
-            start: self.start,
-            port: self.port,
-            no_archive: self.no_archive,
-            promote_as_primary: self.promote_as_primary,
-            allow_gap: self.allow_gap,
-            tablespace_map,
-            stanza: self.stanza.clone(),
-            arsip_exe: self.arsip_exe.clone(),
-            repo_location: String::new(),
-            credential: None,
-            settings: self.settings.clone(),
-        }))
-    }
-}
 
 /// A computed restore plan (nothing written yet) and when the restore began.
 #[derive(Debug)]
@@ -277,20 +151,15 @@ pub struct PlannedRestore {
 }
 
 /// Plan a physical restore among `snaps` (the repository's [`PHYSICAL_KIND`] snapshots):
-/// every refusal happens here. `location` and `credential` are what opened the repository:
+/// every refusal happens here. `opts.credential` is what opened the repository:
 /// `restore_command` needs the same access, unattended.
 pub async fn plan_physical(
     repo: &FullRepo,
     snaps: &[Snapshot],
-    checked: CheckedRestore,
-    location: String,
-    credential: Credential,
+    opts: &PhysicalRestore,
 ) -> Result<PlannedRestore> {
-    let mut opts = checked.0;
-    opts.repo_location = location;
-    opts.credential = Some(credential);
     let started = Instant::now();
-    let plan = arsip_pg::restore::plan(repo, snaps, &opts).await?;
+    let plan = arsip_pg::restore::plan(repo, snaps, opts).await?;
     Ok(PlannedRestore { plan, started })
 }
 

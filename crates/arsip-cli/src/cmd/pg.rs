@@ -1,5 +1,7 @@
 //! `arsip backup pg` and `arsip restore pg`: logical dumps and physical base backups.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use arsip_ops::open::Access;
 use arsip_ops::pg::{self, Credential, LogicalRestoreOutcome, Method};
@@ -59,8 +61,7 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
 async fn restore_logical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
     let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
     let snaps = list_kind(&repo, pg::LOGICAL_KIND).await?;
-    let r = pg::LogicalRestore {
-        snapshot: a.snapshot.clone(),
+    let opts = pg::LogicalRestore {
         dbname: a.dbname.clone(),
         create: a.create,
         tables: a.tables.clone(),
@@ -68,7 +69,7 @@ async fn restore_logical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
         globals: a.globals,
         settings: ctx.pg_settings(),
     };
-    let o = pg::restore_logical(repo, &snaps, &r).await?;
+    let o = pg::restore_logical(repo, &snaps, a.snapshot.as_deref(), &opts).await?;
     if ctx.cli.json {
         crate::print_json(&o)?;
     } else {
@@ -91,36 +92,46 @@ async fn restore_physical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
     let to =
         a.to.clone()
             .ok_or_else(|| crate::usage!("--physical needs --to DIR"))?;
-    let t = a;
-    let checked = pg::PhysicalRestore {
+    let target = pg::Target::parse(&pg::TargetArgs {
+        time: a.target_time.as_deref(),
+        lsn: a.target_lsn.as_deref(),
+        xid: a.target_xid.as_deref(),
+        name: a.target_name.as_deref(),
+        target: a.target.as_deref(),
+        timezone: a.timezone.as_deref(),
+    })?;
+    let target_action = pg::TargetAction::parse(&a.target_action)?;
+    let tablespace_map = a
+        .tablespace_map
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .map(|(oid, dir)| (oid.to_string(), PathBuf::from(dir)))
+                .ok_or_else(|| crate::usage!("--tablespace-map {m:?}: expected OID=DIR"))
+        })
+        .collect::<Result<_>>()?;
+    let (repo, credential) = open_for_recovery(ctx).await?;
+    let opts = pg::PhysicalRestore {
         snapshot: a.snapshot.clone(),
         to,
-        target: pg::RecoveryTarget {
-            time: t.target_time.clone(),
-            lsn: t.target_lsn.clone(),
-            xid: t.target_xid.clone(),
-            name: t.target_name.clone(),
-            target: t.target.clone(),
-            timezone: t.timezone.clone(),
-            timeline: t.target_timeline.clone(),
-            action: a.target_action.clone(),
-            exclusive: a.exclusive,
-        },
+        target,
+        target_timeline: a.target_timeline.clone(),
+        target_action,
+        exclusive: a.exclusive,
         start: a.start,
         port: a.port,
         no_archive: a.no_archive,
         promote_as_primary: a.promote_as_primary,
         allow_gap: a.allow_gap,
-        tablespace_map: a.tablespace_map.clone(),
+        tablespace_map,
         stanza: a.stanza.stanza.clone(),
         arsip_exe: std::env::current_exe()?,
+        repo_location: ctx.store_settings()?.location,
+        credential: Some(credential),
         settings: ctx.pg_settings(),
-    }
-    .check()?;
-    let (repo, credential) = open_for_recovery(ctx).await?;
+    };
     let snaps = list_kind(&repo, pg::PHYSICAL_KIND).await?;
-    let location = ctx.store_settings()?.location;
-    let planned = pg::plan_physical(&repo, &snaps, checked, location, credential).await?;
+    let planned = pg::plan_physical(&repo, &snaps, &opts).await?;
     // warnings are loud: on stderr whatever the output mode, and in the JSON
     for w in &planned.plan.warnings {
         eprintln!("arsip: WARNING: {w}");
