@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod forget;
+mod import;
 mod init;
 mod key;
 mod pg;
@@ -35,5 +36,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Key(k) => key::run(&ctx, k).await,
         Command::Wal(w) => wal::run(&ctx, w).await,
         Command::Quickstart(q) => quickstart::run(&ctx, q).await,
+        Command::Import(i) => import::run(&ctx, i).await,
     }
 }
