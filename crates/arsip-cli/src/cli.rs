@@ -78,6 +78,9 @@ pub enum Command {
     Wal(WalCmd),
     /// Try everything on a throwaway cluster: archive, back up, lose data, restore to a time
     Quickstart(QuickstartArgs),
+    /// Import backups made by other systems
+    #[command(subcommand)]
+    Import(ImportCmd),
 }
 
 #[derive(Args, Debug)]
@@ -516,4 +519,38 @@ pub struct AuditArgs {
 pub enum AuditCmd {
     /// Detect an edited, removed, reordered or truncated log (exit 6 if so)
     Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCmd {
+    /// The old system's `autolumiku_backup_YYYYMMDD_HHMMSS.sql.gz.enc` files (`pg_dump -Fc |
+    /// gzip | openssl enc -aes-256-cbc -salt -k KEY`): each verified in full and stored as a
+    /// pg-logical snapshot dated from its name, restorable with `restore pg --logical`
+    LegacyDump(LegacyDumpArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LegacyDumpArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// File holding the old system's BACKUP_ENCRYPTION_KEY (a trailing newline is ignored;
+    /// no group or other access) [else the variable ARSIP_LEGACY_KEY]
+    #[arg(long, env = "ARSIP_LEGACY_KEY_FILE", value_name = "PATH")]
+    pub legacy_key_file: Option<PathBuf>,
+    /// Zone of the times in the names (the old host's) [default: the system's]
+    #[arg(long, value_name = "TZ", env = "TZ")]
+    pub time_zone: Option<String>,
+    /// The dump's time instead of its name's (one FILE only): `2025-01-31 02:00:00`, in
+    /// --time-zone unless it names its own
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
+    /// The snapshots' source [default: legacy:<database>]
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Iterations tried for files written with `openssl enc -pbkdf2 -iter N`
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub pbkdf2_iter: u32,
+    /// KEY=VALUE, repeatable
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
 }

@@ -17,13 +17,16 @@ use arsip_repo::snapshot::{self, Snapshot};
 use arsip_repo::txn::BackupOutcome;
 use arsip_repo::{FullRepo, Repository};
 
+pub use arsip_pg::legacy::{LegacyImport, LegacyImportOutcome, Status as ImportStatus};
 pub use arsip_pg::logical::{LogicalRestore, LogicalRestoreOutcome, KIND as LOGICAL_KIND};
 pub use arsip_pg::physical::KIND as PHYSICAL_KIND;
+pub use arsip_pg::restore::target::{default_zone, parse_time_in, TimeError};
 pub use arsip_pg::restore::{
     Credential, PhysicalRestore, PhysicalRestoreOutcome, RestorePlan, Target, TargetAction,
     TargetArgs,
 };
 pub use arsip_pg::walarchive::Fetched;
+pub use arsip_pg::walretention::NamespaceShow as WalShow;
 pub use arsip_pg::{PgError, PgSettings};
 
 use crate::Result;
@@ -312,4 +315,19 @@ pub async fn wal_show(repo: &FullRepo) -> Result<Vec<WalShow>> {
     Ok(arsip_pg::walretention::show(repo).await?)
 }
 
-pub use arsip_pg::walretention::NamespaceShow as WalShow;
+// ---- import ------------------------------------------------------------------------------
+
+/// `import legacy-dump`: the old system's encrypted dumps as pg-logical snapshots, each
+/// verified in full before it is committed (`arsip_pg::legacy`).
+pub async fn import_legacy(repo: FullRepo, opts: &LegacyImport) -> Result<LegacyImportOutcome> {
+    let shared = repo.shared();
+    let what = crate::audit::details([("files", opts.files.len().into())]);
+    let r = async { Ok(arsip_pg::legacy::import(repo, opts).await?) }.await;
+    crate::audit::record(&shared, "import", what, &r, |o: &LegacyImportOutcome, d| {
+        d.insert("imported".into(), o.imported.into());
+        d.insert("skipped".into(), o.skipped.into());
+        d.insert("refused".into(), o.refused.into());
+    })
+    .await;
+    r
+}

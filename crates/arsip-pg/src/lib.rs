@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod conn;
 pub mod control;
 pub mod error;
+pub mod legacy;
 pub mod logical;
 pub mod os;
 pub mod physical;

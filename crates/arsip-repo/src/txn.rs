@@ -112,6 +112,14 @@ impl SnapshotTxn {
         self.started
     }
 
+    /// Date the snapshot `at` instead of its start: an import of an older backup claims
+    /// when that backup was made. A claim like any writer's: readers cap it by the store's
+    /// acceptance of the manifest ([`Snapshot::effective_time`](crate::snapshot::Snapshot::effective_time)),
+    /// and retention ages come from the store's times whatever it says.
+    pub fn claim_time(&mut self, at: jiff::Timestamp) {
+        self.started = at;
+    }
+
     /// Append one node of the snapshot's tree, with its chunks.
     pub fn node(&mut self, node: &Node, chunks: &[ChunkId]) -> Result<()> {
         if node.node_type == NodeType::File {

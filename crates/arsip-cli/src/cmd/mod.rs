@@ -5,6 +5,7 @@ mod audit;
 mod backup;
 mod check;
 mod forget;
+mod import;
 mod init;
 mod key;
 mod pg;
@@ -37,5 +38,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Key(k) => key::run(&ctx, k).await,
         Command::Wal(w) => wal::run(&ctx, w).await,
         Command::Quickstart(q) => quickstart::run(&ctx, q).await,
+        Command::Import(i) => import::run(&ctx, i).await,
     }
 }
