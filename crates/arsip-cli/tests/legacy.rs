@@ -12,8 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use arsip_ops::pg::cluster::{Cluster, ClusterOptions};
-use arsip_ops::pg::PgSettings;
+use arsip_pg::cluster::{Cluster, ClusterOptions};
+use arsip_pg::PgSettings;
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_arsip");
