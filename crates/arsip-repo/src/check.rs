@@ -201,16 +201,10 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
     }
     if !removed.is_empty() {
         let slots = index.slots();
-        let mut i = 0;
-        while i < slots.len() {
-            let j = i + slots[i..]
-                .iter()
-                .take_while(|s| s.id == slots[i].id)
-                .count();
-            if slots[i..j].iter().all(|s| removed.contains(&s.pack)) {
-                damaged.insert(slots[i].id);
+        for run in index.id_runs() {
+            if slots[run.clone()].iter().all(|s| removed.contains(&s.pack)) {
+                damaged.insert(slots[run.start].id);
             }
-            i = j;
         }
     }
     let mut unindexed_names: Vec<(String, u64)> = Vec::new();

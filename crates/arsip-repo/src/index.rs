@@ -125,6 +125,25 @@ impl ChunkIndex {
         self.slots().len()
     }
 
+    /// The runs of entries of one chunk id each: `start..end` ranges of [`Self::slots`], in
+    /// id order (a chunk stored more than once has several entries).
+    pub fn id_runs(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let slots = self.slots();
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            if i >= slots.len() {
+                return None;
+            }
+            let j = i + slots[i..]
+                .iter()
+                .take_while(|s| s.id == slots[i].id)
+                .count();
+            let run = i..j;
+            i = j;
+            Some(run)
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -149,22 +149,10 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     let reader = Reader::new(repo, index.clone())?;
     let mut used = vec![false; index.len()];
     let (ok, refused): (Vec<&Found>, Vec<&Found>) = found.iter().partition(|f| f.accepted);
-    mark(
-        &reader,
-        &index,
-        ok.iter().map(|f| &f.manifest),
-        &mut used,
-        true,
-    )
-    .await?;
-    mark(
-        &reader,
-        &index,
-        refused.iter().map(|f| &f.manifest),
-        &mut used,
-        false,
-    )
-    .await?;
+    for (manifests, strict) in [(ok, true), (refused, false)] {
+        let manifests = manifests.into_iter().map(|f| &f.manifest);
+        mark(&reader, &index, manifests, &mut used, strict).await?;
+    }
     let gone = |id: &[u8; 32]| !store_packs.contains_key(id) || state.deleted.contains(id);
     let keep = choose_copies(&index, &used, &state, &gone)?;
 
@@ -661,32 +649,24 @@ fn choose_copies(
 ) -> Result<Vec<bool>> {
     let slots = index.slots();
     let mut keep = vec![false; slots.len()];
-    let mut i = 0;
-    while i < slots.len() {
-        let j = i + slots[i..]
+    for run in index.id_runs().filter(|r| used[r.start]) {
+        let pack = |n: usize| index.pack(slots[n].pack).id;
+        let present: Vec<usize> = run.clone().filter(|&n| !gone(&pack(n))).collect();
+        let root = |n: &usize| slots[*n].trust() == Trust::Root;
+        let live_root = present
             .iter()
-            .take_while(|s| s.id == slots[i].id)
-            .count();
-        if used[i] {
-            let pack = |n: usize| index.pack(slots[n].pack).id;
-            let present: Vec<usize> = (i..j).filter(|&n| !gone(&pack(n))).collect();
-            let root = |n: &usize| slots[*n].trust() == Trust::Root;
-            let live_root = present
-                .iter()
-                .find(|n| root(n) && !state.condemned.contains_key(&pack(**n)));
-            match live_root.or_else(|| present.iter().find(|n| root(n))) {
-                Some(&n) => keep[n] = true,
-                None if present.is_empty() => {
-                    return Err(RepoError::NotFound(format!(
-                        "chunk {} is referenced but every pack holding it is gone; nothing \
-                         was pruned. Run `check`",
-                        hex::encode(&slots[i].id[..8])
-                    )))
-                }
-                None => present.iter().for_each(|&n| keep[n] = true),
+            .find(|n| root(n) && !state.condemned.contains_key(&pack(**n)));
+        match live_root.or_else(|| present.iter().find(|n| root(n))) {
+            Some(&n) => keep[n] = true,
+            None if present.is_empty() => {
+                return Err(RepoError::NotFound(format!(
+                    "chunk {} is referenced but every pack holding it is gone; nothing was \
+                     pruned. Run `check`",
+                    hex::encode(&slots[run.start].id[..8])
+                )))
             }
+            None => present.iter().for_each(|&n| keep[n] = true),
         }
-        i = j;
     }
     Ok(keep)
 }
@@ -776,20 +756,15 @@ fn hidden_prefixes(
 ) -> HashSet<u64> {
     let slots = index.slots();
     let mut out = HashSet::new();
-    let mut i = 0;
-    while i < slots.len() {
-        let j = i + slots[i..]
-            .iter()
-            .take_while(|s| s.id == slots[i].id)
-            .count();
-        let survives = slots[i..j].iter().any(|s| {
+    for run in index.id_runs() {
+        let survives = slots[run.clone()].iter().any(|s| {
             let p = index.pack(s.pack).id;
             !condemned.contains_key(&p) && !deleted.contains(&p)
         });
-        if !survives && !repacked.contains(&slots[i].id) {
-            out.insert(maint::prefix(&slots[i].id));
+        let id = &slots[run.start].id;
+        if !survives && !repacked.contains(id) {
+            out.insert(maint::prefix(id));
         }
-        i = j;
     }
     out
 }
