@@ -32,15 +32,6 @@ fn restore_bytes(a: &Arsip, id: &str) -> Vec<u8> {
     out.stdout
 }
 
-fn snapshot_ids(a: &Arsip) -> Vec<String> {
-    a.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// A backup of `input` as stream `name` that is still running: its stdin stays open until
 /// [`finish`].
 fn start_stream(a: &Arsip, name: &str, input: &[u8]) -> Child {
@@ -131,7 +122,7 @@ fn prune_beside_a_password_writer_and_two_agents() {
     std::thread::sleep(Duration::from_secs(4));
     let p = root.json(&["prune"]);
     assert_eq!(p["waiting_packs"], 0, "{p}");
-    let kept = snapshot_ids(&root);
+    let kept = root.snapshot_ids();
     assert_eq!(kept.len(), 3, "one per source: {kept:?}");
     for id in &kept {
         assert_eq!(&restore_bytes(&root, id), &expected[id], "snapshot {id}");
@@ -182,7 +173,7 @@ fn a_stopped_writer_is_fenced_and_its_commit_fails() {
         signal(&paused, Signal::STOP);
         std::thread::sleep(Duration::from_secs(2));
         root.ok(&["forget", "--keep-within", "1s", "--allow-empty"]);
-        assert!(snapshot_ids(&root).is_empty());
+        assert!(root.snapshot_ids().is_empty());
         std::thread::sleep(Duration::from_secs(4));
         let p = root.json(&["prune"]);
         assert_eq!(p["fenced_sessions"].as_array().unwrap().len(), 1, "{p}");
@@ -224,7 +215,7 @@ fn prune_killed_at_random_moments_loses_nothing() {
         keep.push((v["id"].as_str().unwrap().to_string(), x));
     }
     root.ok(&["forget", "--keep-last", "1"]);
-    let retained = snapshot_ids(&root);
+    let retained = root.snapshot_ids();
     let mut seed = 12345u64;
     for _ in 0..6 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);

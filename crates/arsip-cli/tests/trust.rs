@@ -339,15 +339,6 @@ mod init_and_slots {
 mod agents {
     use super::support::*;
 
-    fn snapshot_ids(a: &Arsip) -> Vec<String> {
-        a.json(&["snapshots"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().to_string())
-            .collect()
-    }
-
     /// Declaring an agent compromised: `key remove` lists what becomes unreadable and
     /// needs --yes; the agent's next backup fails before writing anything; its objects are
     /// reported apart from damage and `check` stays green.
@@ -376,7 +367,7 @@ mod agents {
                 assert!(err.contains(&s[..8]), "{name}: {s} not listed: {err}");
             }
             assert!(!err.contains(&root_snap[..8]), "{name}: {err}");
-            assert_eq!(snapshot_ids(&a).len(), 3, "{name}: nothing changed");
+            assert_eq!(a.snapshot_ids().len(), 3, "{name}: nothing changed");
 
             let v = a.json(&["key", "remove", "--compromised", "--yes", &id]);
             assert_eq!(v["unreadable"].as_array().unwrap().len(), 2, "{name}: {v}");
@@ -474,7 +465,7 @@ mod agents {
             assert_eq!(code(&o), 8, "{name}: {}", stderr(&o));
             assert!(stderr(&o).contains("retired"), "{name}: {}", stderr(&o));
 
-            let ids = snapshot_ids(&a);
+            let ids = a.snapshot_ids();
             assert_eq!(ids, vec![s1.clone()], "{name}");
             let o = a.run(&["restore", &s1, "--stdout"]);
             assert!(

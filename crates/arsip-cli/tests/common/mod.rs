@@ -126,6 +126,16 @@ impl Arsip {
         a
     }
 
+    /// The ids of the snapshots readers accept, oldest first.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.json(&["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn without_env(&self, k: &str) -> Arsip {
         let mut a = self.clone();
         a.env.retain(|(key, _)| key != k);
