@@ -318,7 +318,12 @@ fn a_compromised_agents_objects_go_after_forget_revoked() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let writers = root.json(&["key", "list"]);
-    let agent_id = writers["agents"][0]["writer_id"]
+    let agent_id = writers["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["label"] == "db1")
+        .expect("the agent db1")["writer_id"]
         .as_str()
         .unwrap()
         .to_string();
