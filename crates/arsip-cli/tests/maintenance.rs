@@ -247,7 +247,7 @@ fn prune_killed_at_random_moments_loses_nothing() {
 }
 
 /// Forty days of daily backups of a churning "database" under an injected clock (the
-/// process clock and the local store's both follow `ARSIP_TEST_NOW`), the plan's default
+/// process clock follows `ARSIP_TEST_NOW`, the local store's `ARSIP_TEST_STORE_NOW`), the plan's default
 /// retention (30 days) and a prune after each day, one of the days' backups killed halfway:
 /// exactly the last 30 days stay, each restores to that day's bytes, the repository holds
 /// little more than those days' distinct data, and `check --read-data` is clean.
@@ -260,7 +260,9 @@ fn a_month_of_daily_backups_forget_and_prune() {
     let mut kept: Vec<(jiff::Timestamp, Vec<u8>)> = Vec::new();
     for day in 0..40i64 {
         let now = start + jiff::SignedDuration::from_hours(24 * day);
-        let at = root.with_env("ARSIP_TEST_NOW", &now.to_string());
+        let at = root
+            .with_env("ARSIP_TEST_NOW", &now.to_string())
+            .with_env("ARSIP_TEST_STORE_NOW", &now.to_string());
         // Churn: a different 128 KiB region rewritten every day.
         let off = ((day as usize) * 131_072 * 7) % (db.len() - 131_072);
         db[off..off + 131_072].copy_from_slice(&data(1000 + day as u64, 131_072));
@@ -278,7 +280,9 @@ fn a_month_of_daily_backups_forget_and_prune() {
         at.ok(&["prune"]);
     }
     let end = start + jiff::SignedDuration::from_hours(24 * 39);
-    let at = root.with_env("ARSIP_TEST_NOW", &end.to_string());
+    let at = root
+        .with_env("ARSIP_TEST_NOW", &end.to_string())
+        .with_env("ARSIP_TEST_STORE_NOW", &end.to_string());
     let snaps = at.json(&["snapshots"]);
     let snaps = snaps.as_array().unwrap();
     assert_eq!(snaps.len(), 31, "the last 30 days (and today) stay");

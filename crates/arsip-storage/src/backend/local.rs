@@ -499,14 +499,16 @@ impl Store for LocalStore {
     }
 }
 
-/// The `ARSIP_TEST_NOW` hook, in builds with the `test-hooks` feature only: a local
-/// repository's clock (the mtimes it gives new objects) follows the pinned process clock, so
-/// that end-to-end tests can run a month of backups, retention and prune in seconds.
+/// The `ARSIP_TEST_STORE_NOW` hook (RFC 3339), in builds with the `test-hooks` feature only:
+/// the store's clock (the mtimes a local repository gives new objects) is pinned, so that
+/// end-to-end tests can run a month of backups, retention and prune in seconds. Separate
+/// from `ARSIP_TEST_NOW` (the writer's clock): tests of a writer that lies about the time
+/// need the two apart.
 #[cfg(feature = "test-hooks")]
 fn test_now() -> Option<SystemTime> {
     static NOW: std::sync::OnceLock<Option<SystemTime>> = std::sync::OnceLock::new();
     *NOW.get_or_init(|| {
-        let t: jiff::Timestamp = std::env::var("ARSIP_TEST_NOW").ok()?.parse().ok()?;
+        let t: jiff::Timestamp = std::env::var("ARSIP_TEST_STORE_NOW").ok()?.parse().ok()?;
         Some(SystemTime::from(t))
     })
 }
