@@ -224,9 +224,7 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
         .map(|(id, _)| store_packs[id])
         .sum();
 
-    // 4. Publish plan g. Chunks of condemned and deleted packs with no surviving copy are
-    // hidden, those of unindexed condemned packs too (their own tables name them: a live
-    // session may index them later).
+    // 4. Publish plan g.
     let mut deleted: HashSet<[u8; 32]> = state.deleted.clone();
     deleted.extend(
         state
@@ -234,46 +232,15 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
             .keys()
             .filter(|id| !store_packs.contains_key(*id)),
     );
-    let indexed: HashSet<[u8; 32]> = index.packs().iter().map(|p| p.id).collect();
-    let mut hidden = hidden_prefixes(&index, &condemn, &deleted, &repacked_ids);
-    for (id, _) in condemn.iter().filter(|(id, _)| !indexed.contains(*id)) {
-        let name = format::pack_key_name(id);
-        match crate::check::read_table_ranged(repo, &name, store_packs[id]).await {
-            Ok(entries) => hidden.extend(entries.iter().map(|e| maint::prefix(&e.id))),
-            Err(RepoError::Storage(e)) if e.kind == ErrorKind::NotFound => {}
-            Err(RepoError::Storage(e)) => return Err(RepoError::Storage(e)),
-            // An unreadable pack holds nothing a writer could have indexed.
-            Err(e) => tracing::warn!(pack = %name, error = %e, "pack table unreadable"),
-        }
-    }
-    let plan = PlanDoc {
-        version: 1,
-        generation: g,
-        session: lease.id().to_string(),
-        created: repo.clock.now(),
-        condemned: {
-            let mut v: Vec<Condemned> = condemn
-                .iter()
-                .map(|(id, &since)| Condemned {
-                    pack: hex::encode(id),
-                    since,
-                })
-                .collect();
-            v.sort_by(|a, b| a.pack.cmp(&b.pack));
-            v
-        },
-        deleted: {
-            let mut v: Vec<String> = deleted
-                .iter()
-                .filter(|id| indexed.contains(*id))
-                .map(hex::encode)
-                .collect();
-            v.sort();
-            v
-        },
-        hidden: maint::encode_hidden(hidden),
+    let publish = Publish {
+        g,
+        session: lease.id(),
+        condemn: &condemn,
+        deleted: &deleted,
+        repacked: &repacked_ids,
+        sizes: &store_packs,
     };
-    create_signed(repo, &plan_name(g), &plan).await?;
+    publish_plan(repo, &index, &publish).await?;
 
     // 5. Sessions: which may still reference condemned packs; fence the dead.
     let (sessions, junk) = repo.sessions().await?;
@@ -294,51 +261,14 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
             blocking.push(s.clone());
         }
     }
-    for s in &fence_now {
-        let doc = FenceDoc {
-            version: 1,
-            session: s.session.clone(),
-            writer: s.writer.clone(),
-            created: repo.clock.now(),
-            accepted: None,
-        };
-        match create_signed(repo, &fence_name(&s.session), &doc).await {
-            Ok(_) => {}
-            Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    // Manifests committed meanwhile: the fences' accepted lists, and what they reference
-    // stays for now.
-    let (found2, _) = manifests(repo).await?;
+    let found2 = fence(repo, &fence_now).await?;
+    report.fenced_sessions = fence_now.iter().map(|s| s.session.clone()).collect();
+    // Manifests committed meanwhile: what they reference stays for now.
     let seen: HashSet<&str> = found.iter().map(|f| f.id.as_str()).collect();
     let new: Vec<&Found> = found2
         .iter()
         .filter(|f| !seen.contains(f.id.as_str()))
         .collect();
-    for s in &fence_now {
-        let accepted: Vec<String> = found2
-            .iter()
-            .filter(|f| {
-                f.manifest.session.as_deref() == Some(s.session.as_str())
-                    && hex::encode(f.writer) == s.writer
-            })
-            .map(|f| f.id.clone())
-            .collect();
-        let doc = FenceDoc {
-            version: 1,
-            session: s.session.clone(),
-            writer: s.writer.clone(),
-            created: repo.clock.now(),
-            accepted: Some(accepted),
-        };
-        match create_signed(repo, &accepted_name(&s.session), &doc).await {
-            Ok(_) => {}
-            Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        report.fenced_sessions.push(s.session.clone());
-    }
     let mut late_used = vec![false; index.len()];
     // A chunk of a new snapshot that the index we loaded does not hold is in a new pack.
     mark(
@@ -381,24 +311,145 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     report.indexes_rewritten = rewritten;
     report.indexes_deleted = removed;
 
-    // Clean up: sessions that ended or were fenced, planted objects past the maximum age,
-    // superseded plans and claims, and this run's own session.
-    let fenced_now: HashSet<&str> = report.fenced_sessions.iter().map(|s| s.as_str()).collect();
-    let mut remove: Vec<String> = Vec::new();
-    for s in sessions.iter().filter(|s| s.session != lease.id()) {
-        let fenced = fenced_now.contains(s.session.as_str())
-            || matches!(fences.get(&s.session), Some(Some(_)));
-        if s.ended || ended.contains(&(s.session.clone(), s.writer.clone())) || fenced {
-            remove.extend(s.objects.iter().cloned());
-            report.sessions_removed += 1;
+    let settled = |s: &SessionInfo| {
+        s.ended
+            || ended.contains(&(s.session.clone(), s.writer.clone()))
+            || report.fenced_sessions.contains(&s.session)
+            || matches!(fences.get(&s.session), Some(Some(_)))
+    };
+    let done: Vec<&SessionInfo> = sessions
+        .iter()
+        .filter(|s| s.session != lease.id() && settled(s))
+        .collect();
+    report.sessions_removed = done.len();
+    report.staging_removed = clean_up(repo, &done, &junk, now, &timing, g).await?;
+    lease.close().await?;
+    Ok(report)
+}
+
+/// What plan `g` records.
+struct Publish<'a> {
+    g: u64,
+    session: &'a str,
+    condemn: &'a HashMap<[u8; 32], u64>,
+    deleted: &'a HashSet<[u8; 32]>,
+    repacked: &'a HashSet<ChunkId>,
+    sizes: &'a HashMap<[u8; 32], u64>,
+}
+
+/// Publish plan `g` (FORMAT.md §17.3): the condemned packs, the deleted ones indexes still
+/// name, and as hidden every chunk with no copy outside them, including the chunks that the
+/// tables of condemned unindexed packs list (a live session may index them later).
+async fn publish_plan(repo: &FullRepo, index: &ChunkIndex, p: &Publish<'_>) -> Result<()> {
+    let indexed: HashSet<[u8; 32]> = index.packs().iter().map(|pk| pk.id).collect();
+    let mut hidden = hidden_prefixes(index, p.condemn, p.deleted, p.repacked);
+    for (id, _) in p.condemn.iter().filter(|(id, _)| !indexed.contains(*id)) {
+        let name = format::pack_key_name(id);
+        match crate::check::read_table_ranged(repo, &name, p.sizes[id]).await {
+            Ok(entries) => hidden.extend(entries.iter().map(|e| maint::prefix(&e.id))),
+            Err(RepoError::Storage(e)) if e.kind == ErrorKind::NotFound => {}
+            Err(RepoError::Storage(e)) => return Err(RepoError::Storage(e)),
+            // An unreadable pack holds nothing a writer could have indexed.
+            Err(e) => tracing::warn!(pack = %name, error = %e, "pack table unreadable"),
         }
     }
+    let plan = PlanDoc {
+        version: 1,
+        generation: p.g,
+        session: p.session.to_string(),
+        created: repo.clock.now(),
+        condemned: {
+            let mut v: Vec<Condemned> = p
+                .condemn
+                .iter()
+                .map(|(id, &since)| Condemned {
+                    pack: hex::encode(id),
+                    since,
+                })
+                .collect();
+            v.sort_by(|a, b| a.pack.cmp(&b.pack));
+            v
+        },
+        deleted: {
+            let mut v: Vec<String> = p
+                .deleted
+                .iter()
+                .filter(|id| indexed.contains(*id))
+                .map(hex::encode)
+                .collect();
+            v.sort();
+            v
+        },
+        hidden: maint::encode_hidden(hidden),
+    };
+    create_signed(repo, &plan_name(p.g), &plan).await?;
+    Ok(())
+}
+
+/// Fence the dead sessions (FORMAT.md §17.4): the intents first, then a fresh listing of
+/// the manifests, then each fence's accepted list from it. Returns that listing.
+async fn fence(repo: &FullRepo, dead: &[&SessionInfo]) -> Result<Vec<Found>> {
+    for s in dead {
+        let doc = FenceDoc {
+            version: 1,
+            session: s.session.clone(),
+            writer: s.writer.clone(),
+            created: repo.clock.now(),
+            accepted: None,
+        };
+        create_once(repo, &fence_name(&s.session), &doc).await?;
+    }
+    let (found, _) = manifests(repo).await?;
+    for s in dead {
+        let accepted: Vec<String> = found
+            .iter()
+            .filter(|f| {
+                f.manifest.session.as_deref() == Some(s.session.as_str())
+                    && hex::encode(f.writer) == s.writer
+            })
+            .map(|f| f.id.clone())
+            .collect();
+        let doc = FenceDoc {
+            version: 1,
+            session: s.session.clone(),
+            writer: s.writer.clone(),
+            created: repo.clock.now(),
+            accepted: Some(accepted),
+        };
+        create_once(repo, &accepted_name(&s.session), &doc).await?;
+    }
+    Ok(found)
+}
+
+/// A root-signed document created once: one that exists already (an earlier, interrupted
+/// prune wrote it) stands.
+async fn create_once<T: Serialize>(repo: &FullRepo, name: &str, doc: &T) -> Result<()> {
+    match create_signed(repo, name, doc).await {
+        Ok(_) => Ok(()),
+        Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove the objects of settled sessions, objects under `sessions/` that belong to no
+/// session and are older than a session may live (planted or orphaned), plans and claims
+/// below `g`, and staging files of writes interrupted more than a day ago (a live write's
+/// are seconds old). Returns how many staging files went.
+async fn clean_up(
+    repo: &FullRepo,
+    settled: &[&SessionInfo],
+    junk: &[String],
+    now: jiff::Timestamp,
+    timing: &SessionTiming,
+    g: u64,
+) -> Result<u64> {
+    let mut remove: Vec<String> = settled.iter().flat_map(|s| s.objects.clone()).collect();
+    let junk: HashSet<&String> = junk.iter().collect();
     let metas: Vec<ObjectMeta> = repo
         .store
         .list(maint::SESSIONS_PREFIX)
         .try_collect()
         .await?;
-    let junk: HashSet<String> = junk.into_iter().collect();
     remove.extend(
         metas
             .iter()
@@ -417,13 +468,10 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     for name in remove {
         repo.store.delete(&name).await?;
     }
-    // Leftovers of writes interrupted more than a day ago (a live write's are seconds old).
     let day_ago = now
         .checked_sub(jiff::SignedDuration::from_hours(24))
         .unwrap_or(now);
-    report.staging_removed = repo.store.sweep_staging(day_ago).await?;
-    lease.close().await?;
-    Ok(report)
+    Ok(repo.store.sweep_staging(day_ago).await?)
 }
 
 /// Claim generation `g` (FORMAT.md §17.3): refused while the newest claim without a plan
