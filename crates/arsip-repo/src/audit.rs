@@ -203,7 +203,7 @@ pub struct AuditEntry {
 pub struct AuditCheck {
     pub records: u64,
     pub head: Option<AuditAnchor>,
-    /// Anchors in snapshots that were checked against the log.
+    /// Anchors in snapshots and verification records (§19) that were checked against the log.
     pub anchors_checked: usize,
     pub problems: Vec<String>,
 }
@@ -292,6 +292,31 @@ impl FullRepo {
                     "record {} that snapshot {} saw is gone (the log was cut)",
                     a.seq,
                     s.short_id()
+                )),
+            }
+        }
+        // Verification records anchor the head they saw too (FORMAT.md §19).
+        for name in self.verification_names().await? {
+            let rec = match self.verification_get(&name).await {
+                Ok(r) => r,
+                Err(e) => {
+                    check.problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            let Some(a) = &rec.audit_head else {
+                continue;
+            };
+            check.anchors_checked += 1;
+            match hashes.get(&a.seq) {
+                Some(h) if *h == a.hash => {}
+                Some(_) => check.problems.push(format!(
+                    "record {} differs from the one {name} saw (the log was edited)",
+                    a.seq
+                )),
+                None => check.problems.push(format!(
+                    "record {} that {name} saw is gone (the log was cut)",
+                    a.seq
                 )),
             }
         }
