@@ -236,7 +236,10 @@ pub async fn run(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> 
             ("packs_read", r.integrity.packs_read.into()),
             (
                 "record",
-                r.record.clone().map(serde_json::Value::from).unwrap_or_default(),
+                r.record
+                    .clone()
+                    .map(serde_json::Value::from)
+                    .unwrap_or_default(),
             ),
         ]);
         let event = arsip_repo::audit::AuditEvent {
