@@ -176,7 +176,8 @@ pub struct Integrity {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub step: String,
-    pub seconds: f64,
+    /// Elapsed milliseconds (integers: the report is stored as a signed document).
+    pub ms: u64,
     pub ok: bool,
     pub detail: String,
 }
@@ -192,8 +193,8 @@ pub struct RestoreTestReport {
     pub row_mismatches: Vec<(String, i64, Option<i64>)>,
     /// Tables counted.
     pub tables: usize,
-    /// From the start of the restore until the last step ended.
-    pub rto_seconds: f64,
+    /// Milliseconds from the start of the restore until the last step ended.
+    pub rto_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -671,7 +672,7 @@ fn step<T>(
     };
     steps.push(Step {
         step: name.into(),
-        seconds: t.elapsed().as_secs_f64(),
+        ms: t.elapsed().as_millis() as u64,
         ok,
         detail,
     });
@@ -743,7 +744,7 @@ async fn restore_logical(
         steps: Vec::new(),
         row_mismatches: Vec::new(),
         tables: 0,
-        rto_seconds: 0.0,
+        rto_ms: 0,
     };
     let t = Instant::now();
     let c = new_cluster(&opts.settings).await;
@@ -788,7 +789,7 @@ async fn restore_logical(
     }
     report.ok = steps.iter().all(|s| s.ok);
     report.steps = steps;
-    report.rto_seconds = started.elapsed().as_secs_f64();
+    report.rto_ms = started.elapsed().as_millis() as u64;
     report
 }
 
@@ -808,7 +809,7 @@ async fn restore_physical(
         steps: Vec::new(),
         row_mismatches: Vec::new(),
         tables: 0,
-        rto_seconds: 0.0,
+        rto_ms: 0,
     };
     let physical: Vec<Snapshot> = snaps
         .iter()
@@ -926,7 +927,7 @@ async fn restore_physical(
     }
     report.ok = steps.iter().all(|s| s.ok);
     report.steps = steps;
-    report.rto_seconds = started.elapsed().as_secs_f64();
+    report.rto_ms = started.elapsed().as_millis() as u64;
     report
 }
 

@@ -36,12 +36,19 @@ pub struct VerificationRecord {
 /// Only full keys verify (verification reads and checks everything), so only they record.
 impl FullRepo {
     /// Store a verification record, create-only, signed by this handle's writer, with the
-    /// audit head anchored; its object name (`verify/<YYYYMMDDTHHMMSSZ>-<16 hex>`).
+    /// audit head anchored; its object name (`verify/<YYYYMMDDTHHMMSSZ>-<16 hex>`). A report
+    /// holding a floating-point number is refused (signed documents have none, §8.1).
     pub async fn verification_put(
         &self,
         status: &str,
         report: serde_json::Value,
     ) -> Result<String> {
+        if keys::has_float(&report) {
+            return Err(RepoError::Invalid(
+                "a verification report must not hold floating-point numbers (FORMAT.md §8.1)"
+                    .into(),
+            ));
+        }
         let time = self.now();
         let rec = VerificationRecord {
             version: 1,

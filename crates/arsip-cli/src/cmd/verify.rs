@@ -75,14 +75,14 @@ impl Render for VerifyReport {
                 if t.ok { "ok" } else { "FAIL" },
                 t.kind,
                 &t.snapshot[..8.min(t.snapshot.len())],
-                t.rto_seconds
+                t.rto_ms as f64 / 1000.0
             );
             for s in &t.steps {
                 out += &format!(
                     "     {} {} ({:.1}s): {}\n",
                     if s.ok { "ok" } else { "FAIL" },
                     s.step,
-                    s.seconds,
+                    s.ms as f64 / 1000.0,
                     s.detail
                 );
             }
