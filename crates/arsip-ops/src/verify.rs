@@ -193,6 +193,13 @@ pub struct RestoreTestReport {
     pub row_mismatches: Vec<(String, i64, Option<i64>)>,
     /// Tables counted.
     pub tables: usize,
+    /// Physical restore tests: the newest logical backup's tables counted in the restored
+    /// cluster, beside the logical backup's counts (reported, not compared: the two backups
+    /// were taken at different times): (table, logical count, restored count).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub beside_logical: Vec<(String, i64, Option<i64>)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beside_logical_snapshot: Option<String>,
     /// Milliseconds from the start of the restore until the last step ended.
     pub rto_ms: u64,
 }
@@ -212,17 +219,10 @@ pub struct VerifyReport {
 
 pub async fn run(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let r = verify(repo, opts).await;
-    let mut r = match r {
-        Ok(r) => r,
-        Err(e) => {
-            if opts.record {
-                let r: Result<()> = Err(e);
-                crate::audit::record(repo, "verify", Default::default(), &r, |_, _| {}).await;
-                return Err(r.unwrap_err());
-            }
-            return Err(e);
-        }
-    };
+    if r.is_err() && opts.record {
+        crate::audit::record(repo, "verify", Default::default(), &r, |_, _| {}).await;
+    }
+    let mut r = r?;
     if opts.record {
         let value = serde_json::to_value(&r).unwrap_or_default();
         match repo.verification_put(r.status.as_str(), value).await {
@@ -383,11 +383,14 @@ async fn verify(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> {
                 .max_by(|a, b| (stored(a), &a.id).cmp(&(stored(b), &b.id)))
                 .cloned()
         };
-        if let Some(s) = newest_of(arsip_pg::logical::KIND) {
-            restore_tests.push(restore_logical(repo, &s, opts).await);
+        let logical = newest_of(arsip_pg::logical::KIND);
+        if let Some(s) = &logical {
+            restore_tests.push(restore_logical(repo, s, opts).await);
         }
         if let Some(s) = newest_of(arsip_pg::physical::KIND) {
-            restore_tests.push(restore_physical(repo, &listing.snapshots, &s, rt, opts).await);
+            restore_tests.push(
+                restore_physical(repo, &listing.snapshots, &s, logical.as_ref(), rt, opts).await,
+            );
         }
         if restore_tests.is_empty() {
             findings.push(Finding {
@@ -744,6 +747,8 @@ async fn restore_logical(
         steps: Vec::new(),
         row_mismatches: Vec::new(),
         tables: 0,
+        beside_logical: Vec::new(),
+        beside_logical_snapshot: None,
         rto_ms: 0,
     };
     let t = Instant::now();
@@ -797,6 +802,7 @@ async fn restore_physical(
     repo: &FullRepo,
     snaps: &[Snapshot],
     snap: &Snapshot,
+    logical: Option<&Snapshot>,
     rt: &RestoreTest,
     opts: &VerifyOptions,
 ) -> RestoreTestReport {
@@ -809,6 +815,8 @@ async fn restore_physical(
         steps: Vec::new(),
         row_mismatches: Vec::new(),
         tables: 0,
+        beside_logical: Vec::new(),
+        beside_logical_snapshot: None,
         rto_ms: 0,
     };
     let physical: Vec<Snapshot> = snaps
@@ -919,9 +927,21 @@ async fn restore_physical(
             step(&mut steps, "pg_amcheck (heap and indexes)", t, &r, |_| {
                 "clean".into()
             });
-            // Row estimates beside the restored counts: reported, not compared (estimates).
             if let Some(rows) = table_rows(snap) {
                 report.tables = rows.len();
+            }
+            // The latest logical facts beside what the restored cluster holds.
+            let db = logical
+                .and_then(|l| l.manifest.facts.get("database"))
+                .and_then(|v| v.as_str());
+            if let (Some(l), Some(db)) = (logical, db) {
+                let rows = table_rows(l).unwrap_or_default();
+                let got = count_rows(&c, db, &rows).await;
+                report.beside_logical = rows
+                    .iter()
+                    .map(|(t, &n)| (t.clone(), n, got.get(t).copied().flatten()))
+                    .collect();
+                report.beside_logical_snapshot = Some(l.id.clone());
             }
         }
     }

@@ -2384,6 +2384,14 @@ mod verify {
         let env = Env::new();
         let c = env.cluster();
         pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        json_out(
+            env.cmd()
+                .arg("--json")
+                .args(["backup", "pg", "--logical", "--dbname"])
+                .arg(c.conninfo("postgres"))
+                .output()
+                .unwrap(),
+        );
         json_out(env.physical_backup(&c).output().unwrap());
         let snaps = json_out(
             env.cmd()
@@ -2412,11 +2420,28 @@ mod verify {
             ],
         );
         assert_eq!(code, 0, "{v:#}");
-        let wal = &v["sources"][0]["wal"];
+        let wal = &v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "pg-physical")
+            .unwrap()["wal"];
         assert!(wal["lag_segments"].as_u64().unwrap() <= 2, "{v:#}");
-        let t = &v["restore_tests"][0];
+        assert_eq!(v["restore_tests"][0]["kind"], "pg-logical", "{v:#}");
+        assert_eq!(v["restore_tests"][0]["ok"], true, "{v:#}");
+        let t = &v["restore_tests"][1];
         assert_eq!(t["kind"], "pg-physical", "{v:#}");
         assert_eq!(t["ok"], true, "{v:#}");
+        // the logical backup's counts beside the restored physical cluster's
+        let beside = t["beside_logical"].as_array().unwrap();
+        assert!(
+            beside.contains(&serde_json::json!([
+                "public.pgbench_accounts",
+                100000,
+                100000
+            ])),
+            "{v:#}"
+        );
         let steps: Vec<&str> = t["steps"]
             .as_array()
             .unwrap()
@@ -2455,7 +2480,8 @@ mod verify {
         // no pack
         let (code, v) = verify(&env, &[], &["--restore-test", "--cycle", "100000d"]);
         assert_eq!(code, 11, "{v:#}");
-        let t = &v["restore_tests"][0];
+        let t = &v["restore_tests"][1];
+        assert_eq!(t["kind"], "pg-physical", "{v:#}");
         assert_eq!(t["ok"], false, "{v:#}");
         let m = messages(&v).join("\n");
         assert!(m.contains("restore test of pg-physical"), "{m}");

@@ -86,6 +86,22 @@ impl Render for VerifyReport {
                     s.detail
                 );
             }
+            if let Some(l) = &t.beside_logical_snapshot {
+                out += &format!(
+                    "     beside logical backup {}: {}\n",
+                    &l[..8.min(l.len())],
+                    t.beside_logical
+                        .iter()
+                        .map(|(table, logical, restored)| format!(
+                            "{table} {logical}/{}",
+                            restored
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| "-".into())
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             for (table, want, got) in &t.row_mismatches {
                 out += &format!(
                     "     {table}: recorded {want}, restored {}\n",
