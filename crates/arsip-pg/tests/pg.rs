@@ -2344,7 +2344,9 @@ mod verify {
         assert!(!m.contains("public.empty"), "{m}");
 
         // (c) the clock past the RPO: the source fails freshness
-        let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(30)).to_string();
+        use arsip_repo::clock::Clock;
+        let later = (arsip_repo::clock::SystemClock.now() + jiff::SignedDuration::from_hours(30))
+            .to_string();
         let (code, v) = verify(&env, &[("ARSIP_TEST_NOW", &later)], &[]);
         assert_eq!(code, 11, "{v:#}");
         assert_eq!(v["sources"][0]["status"], "failed", "{v:#}");

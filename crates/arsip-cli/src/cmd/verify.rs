@@ -10,6 +10,18 @@ use crate::cli::VerifyArgs;
 use crate::ctx::{human, Ctx, Render};
 use crate::{exit, usage};
 
+/// `1d2h`, `3h5m`, `4m10s`.
+fn dur(secs: i64) -> String {
+    let s = secs.max(0);
+    if s >= 86_400 {
+        format!("{}d{}h", s / 86_400, (s % 86_400) / 3600)
+    } else if s >= 3600 {
+        format!("{}h{}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
 fn mark(s: Status) -> &'static str {
     match s {
         Status::Ok => "ok",
@@ -23,7 +35,7 @@ impl Render for VerifyReport {
         let mut out = String::new();
         for s in &self.sources {
             out += &format!(
-                "{:<4} {} {} on {} (writer {}): {} snapshot(s), newest {} stored {}s ago (RPO {}s)\n",
+                "{:<4} {} {} on {} (writer {}): {} snapshot(s), newest {} stored {} ago (RPO {})\n",
                 mark(s.status),
                 s.kind,
                 s.source,
@@ -31,8 +43,8 @@ impl Render for VerifyReport {
                 &s.writer[..8.min(s.writer.len())],
                 s.snapshots,
                 &s.newest[..8.min(s.newest.len())],
-                s.age_seconds,
-                s.rpo_seconds
+                dur(s.age_seconds),
+                dur(s.rpo_seconds)
             );
             if let Some(w) = &s.wal {
                 out += &format!(
@@ -43,7 +55,7 @@ impl Render for VerifyReport {
                         (Some(cur), Some(l)) => format!(", server at {cur} ({l} behind)"),
                         _ => w
                             .age_seconds
-                            .map(|a| format!(", stored {a}s ago"))
+                            .map(|a| format!(", stored {} ago", dur(a)))
                             .unwrap_or_default(),
                     }
                 );
