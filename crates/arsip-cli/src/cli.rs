@@ -63,6 +63,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot references and repack mostly unused packs, beside live backups
     Prune(PruneArgs),
+    /// Whether the backups can be trusted: freshness, anomalies, integrity, a restore test
+    Verify(VerifyArgs),
     /// The audit trail: every backup, restore, forget, prune, key change and repair
     Audit(AuditArgs),
     /// Repository statistics
@@ -504,6 +506,34 @@ pub struct PruneArgs {
     /// Show what would be condemned and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Fail a source whose newest backup the store accepted longer ago than this
+    #[arg(long, default_value = "26h", value_name = "DURATION")]
+    pub rpo: String,
+    /// Per kind RPO, overriding --rpo (repeatable), e.g. `files=8d`
+    #[arg(long = "rpo-kind", value_name = "KIND=DURATION")]
+    pub rpo_kind: Vec<String>,
+    /// Read every pack once per this cycle (one slice a day; 1d reads everything)
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub cycle: String,
+    /// Warn when a table's row count drops by more than this since the previous backup
+    #[arg(long, default_value = "10%", value_name = "PERCENT")]
+    pub row_drop: String,
+    /// Compare against this many earlier snapshots of the same source
+    #[arg(long, default_value_t = arsip_ops::verify::DEFAULT_HISTORY, value_name = "N")]
+    pub history: usize,
+    /// Restore the newest logical and physical backups into throwaway clusters and check them
+    #[arg(long)]
+    pub restore_test: bool,
+    /// The PostgreSQL server whose current WAL the archive's lag is measured against
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// Report only; store no verification record and no audit record
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 #[derive(Args, Debug)]

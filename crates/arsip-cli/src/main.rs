@@ -29,6 +29,10 @@ pub mod exit {
     /// A files backup committed its snapshot, but skipped or flagged entries (warnings
     /// name them; the snapshot's facts say `partial: true`).
     pub const PARTIAL: u8 = 9;
+    /// `verify` found anomalies (size, duration, row counts, WAL lag) but nothing failed.
+    pub const VERIFY_WARNINGS: u8 = 10;
+    /// `verify` failed: a stale source, damage, or a failed restore test.
+    pub const VERIFY_FAILED: u8 = 11;
     /// Every code above, for the test that README's table lists exactly these.
     #[cfg(test)]
     pub const ALL: &[u8] = &[
@@ -42,6 +46,8 @@ pub mod exit {
         NOT_FOUND,
         REFUSED,
         PARTIAL,
+        VERIFY_WARNINGS,
+        VERIFY_FAILED,
     ];
 }
 

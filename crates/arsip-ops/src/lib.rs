@@ -22,6 +22,7 @@ pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod verify;
 
 pub use arsip_repo::{Classify, ErrorClass};
 pub use error::{Error, Result};

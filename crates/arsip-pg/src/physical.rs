@@ -10,7 +10,9 @@
 //!    shrink are stored as read (WAL replay repairs both);
 //! 4. `pg_backup_stop(false)`; `backup_label` and `tablespace_map` are stored from its result;
 //! 5. wait (with a timeout) until every WAL segment from start to stop is in the repository;
-//! 6. commit the snapshot, with start/stop LSN, timeline and times as facts.
+//! 6. commit the snapshot, with start/stop LSN, timeline and times as facts, and per
+//!    database and table the live-row estimate the server's statistics held during the
+//!    backup (`row_estimates`: what `arsip verify` compares between backups).
 //!
 //! Incremental reads: a host-side cache (`<cache>/pg-physical/<repo>-<sysid>.json`, because
 //! agents cannot read manifests) records each file's size, mtime and chunk ids. A file with
@@ -151,6 +153,11 @@ pub struct PhysicalFacts {
     /// PostgreSQL's `tablespace_map` text; absent without tablespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tablespace_map: Option<String>,
+    /// Per database, per `schema.table`, `pg_stat_user_tables.n_live_tup` read while the
+    /// backup ran: estimates, not counts (`arsip verify` flags drops between backups).
+    /// Absent in snapshots older than it and when no database could be read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub row_estimates: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 impl PhysicalFacts {
@@ -223,6 +230,45 @@ impl PhysicalFacts {
             )
         })
     }
+}
+
+/// Per database that accepts connections, `schema.table` → `n_live_tup`. Best effort: a
+/// database that cannot be read is left out (the estimates are a signal, not the backup).
+async fn row_estimates(cfg: &tokio_postgres::Config) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let mut out = BTreeMap::new();
+    let Ok(client) = conn::connect(cfg).await else {
+        return out;
+    };
+    let dbs: Vec<String> = match client
+        .query(
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(_) => Vec::new(),
+    };
+    client.close().await;
+    for db in dbs {
+        let mut c = cfg.clone();
+        c.dbname(&db);
+        let Ok(client) = conn::connect(&c).await else {
+            continue;
+        };
+        if let Ok(rows) = client
+            .query(
+                "SELECT schemaname || '.' || relname, n_live_tup FROM pg_stat_user_tables",
+                &[],
+            )
+            .await
+        {
+            let t: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            out.insert(db, t);
+        }
+        client.close().await;
+    }
+    out
 }
 
 fn cache_path(repo: &Repository, sysid: u64) -> PathBuf {
@@ -453,6 +499,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         .await?;
     let start_lsn_s: String = row.get(0);
     let start_time: String = row.get(1);
+    let row_estimates = row_estimates(&cfg).await;
 
     // Host cache of the previous backup of this cluster into this repository.
     let cpath = cache_path(&repo, id.system_identifier);
@@ -550,6 +597,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &PhysicalBackup) -> Result<Back
         reused_files,
         reused_bytes,
         tablespace_map: spcmap.filter(|m| !m.is_empty()),
+        row_estimates,
     }
     .to_facts();
     let source = format!("{}:{}", repo.host(), pgdata.display());
@@ -790,6 +838,7 @@ mod tests {
             reused_files: 2,
             reused_bytes: 3,
             tablespace_map: None,
+            row_estimates: BTreeMap::new(),
         };
         let facts = f.to_facts();
         let keys: Vec<&str> = facts.keys().map(|k| k.as_str()).collect();
@@ -827,5 +876,29 @@ mod tests {
             serde_json::from_value::<PhysicalFacts>(Value::Object(missing.into_iter().collect()))
                 .unwrap_err();
         assert!(e.to_string().contains("wal_segment_size"), "{e}");
+    }
+
+    /// Row estimates are stored under `row_estimates` when gathered, and snapshots from
+    /// before them (no such fact) still read, with none.
+    #[test]
+    fn row_estimates_are_optional() {
+        let old = serde_json::json!({
+            "system_identifier": "1", "major": 15, "server_version": "15.14",
+            "namespace": "1-15", "stanza": "main", "timeline": 1,
+            "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "start_wal": "000000010000000000000002", "stop_wal": "000000010000000000000002",
+            "start_time": "x", "stop_time": "y", "wal_segment_size": 16777216,
+            "data_checksums": true, "pgdata": "/d", "bytes_read": 1, "reused_files": 0,
+            "reused_bytes": 0
+        });
+        let mut f: PhysicalFacts = serde_json::from_value(old).unwrap();
+        assert!(f.row_estimates.is_empty());
+        f.row_estimates
+            .insert("app".into(), BTreeMap::from([("public.t".to_string(), 5)]));
+        let facts = f.to_facts();
+        assert_eq!(
+            facts["row_estimates"],
+            serde_json::json!({"app": {"public.t": 5}})
+        );
     }
 }

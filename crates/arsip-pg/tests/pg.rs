@@ -2244,3 +2244,248 @@ mod pitr {
         assert_eq!(state(&r), c[0].state, "V12");
     }
 }
+
+/// `arsip verify`: healthy repositories pass (restore tests included); a table that lost
+/// rows between two logical backups warns naming it; a source older than its RPO fails; a
+/// corrupted pack fails the integrity check and the physical restore test.
+mod verify {
+    use super::*;
+
+    /// `arsip --json verify ARGS` (with `env_vars`): exit code and report.
+    fn verify(env: &Env, env_vars: &[(&str, &str)], args: &[&str]) -> (i32, serde_json::Value) {
+        let o = env
+            .cmd()
+            .envs(env_vars.iter().copied())
+            .args(["--json", "verify"])
+            .args(args)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "verify printed no report ({e}, {}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (o.status.code().unwrap(), v)
+    }
+
+    fn messages(v: &serde_json::Value) -> Vec<String> {
+        let mut out: Vec<String> = v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["findings"].as_array().unwrap().iter())
+            .chain(v["findings"].as_array().unwrap().iter())
+            .map(|f| format!("{} {}: {}", f["status"], f["check"], f["message"]))
+            .collect();
+        out.extend(
+            v["integrity"]["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.to_string()),
+        );
+        out
+    }
+
+    #[test]
+    fn verify_logical_row_drop_and_stale_source() {
+        let env = Env::new();
+        let c = env.cluster();
+        c.psql("postgres", "CREATE DATABASE app").unwrap();
+        c.psql(
+            "app",
+            "CREATE TABLE orders (id int PRIMARY KEY); \
+             INSERT INTO orders SELECT generate_series(1, 1000); \
+             CREATE TABLE notes (id int); INSERT INTO notes SELECT generate_series(1, 10); \
+             CREATE TABLE empty (id int)",
+        )
+        .unwrap();
+        let backup = || {
+            json_out(
+                env.cmd()
+                    .arg("--json")
+                    .args(["backup", "pg", "--logical", "--dbname"])
+                    .arg(c.conninfo("app"))
+                    .output()
+                    .unwrap(),
+            )
+        };
+        backup();
+
+        // healthy: every check passes, the restore test counts every table as recorded
+        let (code, v) = verify(&env, &[], &["--restore-test", "--cycle", "1d"]);
+        assert_eq!(code, 0, "{v:#}");
+        assert_eq!(v["status"], "ok");
+        let t = &v["restore_tests"][0];
+        assert_eq!(t["kind"], "pg-logical", "{v:#}");
+        assert_eq!(t["ok"], true, "{v:#}");
+        assert_eq!(t["tables"], 3, "{v:#}");
+        assert!(t["steps"].as_array().unwrap().len() >= 3, "{v:#}");
+        assert!(v["integrity"]["packs_read"].as_u64().unwrap() >= 1, "{v:#}");
+        let record = v["record"].as_str().unwrap().to_string();
+        assert!(record.starts_with("verify/"), "{record}");
+        assert!(env.repo.join(&record).exists(), "{record}");
+
+        // (a) rows deleted and a table dropped between two backups: warnings naming them
+        c.psql("app", "DELETE FROM orders WHERE id > 100; DROP TABLE notes")
+            .unwrap();
+        backup();
+        let (code, v) = verify(&env, &[], &[]);
+        assert_eq!(code, 10, "{v:#}");
+        assert_eq!(v["status"], "warnings");
+        let m = messages(&v).join("\n");
+        assert!(
+            m.contains("table public.orders dropped from 1000 to 100 rows"),
+            "{m}"
+        );
+        assert!(m.contains("table public.notes vanished"), "{m}");
+        assert!(!m.contains("public.empty"), "{m}");
+
+        // (c) the clock past the RPO: the source fails freshness
+        use arsip_repo::clock::Clock;
+        let later = (arsip_repo::clock::SystemClock.now() + jiff::SignedDuration::from_hours(30))
+            .to_string();
+        let (code, v) = verify(&env, &[("ARSIP_TEST_NOW", &later)], &[]);
+        assert_eq!(code, 11, "{v:#}");
+        assert_eq!(v["sources"][0]["status"], "failed", "{v:#}");
+        let m = messages(&v).join("\n");
+        assert!(
+            m.contains("freshness") && m.contains("older than the RPO"),
+            "{m}"
+        );
+        // a longer RPO for the kind accepts it again (the row drop still warns)
+        let (code, v) = verify(
+            &env,
+            &[("ARSIP_TEST_NOW", &later)],
+            &["--rpo-kind", "pg-logical=2d"],
+        );
+        assert_eq!(code, 10, "{v:#}");
+
+        // every run left a verify record in the audit trail, anchored head included
+        let log = json_out(env.cmd().args(["audit", "--json"]).output().unwrap());
+        let verifies: Vec<&serde_json::Value> = log["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["op"] == "verify")
+            .collect();
+        assert_eq!(verifies.len(), 4, "{log:#}");
+        assert_eq!(verifies[0]["result"], "ok");
+        assert_eq!(verifies[1]["result"], "warnings");
+        assert_eq!(verifies[2]["result"], "failed");
+        assert!(
+            log["check"]["problems"].as_array().unwrap().is_empty(),
+            "{log:#}"
+        );
+    }
+
+    #[test]
+    fn verify_physical_restore_test_and_corrupted_pack() {
+        let env = Env::new();
+        let c = env.cluster();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        json_out(
+            env.cmd()
+                .arg("--json")
+                .args(["backup", "pg", "--logical", "--dbname"])
+                .arg(c.conninfo("postgres"))
+                .output()
+                .unwrap(),
+        );
+        json_out(env.physical_backup(&c).output().unwrap());
+        let snaps = json_out(
+            env.cmd()
+                .args(["--json", "snapshots", "--kind", "pg-physical"])
+                .output()
+                .unwrap(),
+        );
+        let est = &snaps[0]["facts"]["row_estimates"]["postgres"];
+        assert!(
+            est["public.pgbench_accounts"].as_i64().unwrap() > 0,
+            "row estimates recorded: {snaps:#}"
+        );
+        pgbench(&c, &["-n", "-c", "2", "-t", "100", "postgres"]);
+        switch_and_archive(&c);
+
+        // healthy, measured against the live server, with a restore test
+        let (code, v) = verify(
+            &env,
+            &[],
+            &[
+                "--restore-test",
+                "--cycle",
+                "1d",
+                "--dbname",
+                &c.conninfo("postgres"),
+            ],
+        );
+        assert_eq!(code, 0, "{v:#}");
+        let wal = &v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "pg-physical")
+            .unwrap()["wal"];
+        assert!(wal["lag_segments"].as_u64().unwrap() <= 2, "{v:#}");
+        assert_eq!(v["restore_tests"][0]["kind"], "pg-logical", "{v:#}");
+        assert_eq!(v["restore_tests"][0]["ok"], true, "{v:#}");
+        let t = &v["restore_tests"][1];
+        assert_eq!(t["kind"], "pg-physical", "{v:#}");
+        assert_eq!(t["ok"], true, "{v:#}");
+        // the logical backup's counts beside the restored physical cluster's
+        let beside = t["beside_logical"].as_array().unwrap();
+        assert!(
+            beside.contains(&serde_json::json!([
+                "public.pgbench_accounts",
+                100000,
+                100000
+            ])),
+            "{v:#}"
+        );
+        let steps: Vec<&str> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps.len(), 3, "{v:#}");
+        assert!(steps[2].starts_with("pg_amcheck"), "{steps:?}");
+        assert!(t["rto_ms"].as_u64().unwrap() > 0, "{v:#}");
+
+        // (b) overwrite bytes in the middle of every pack: the read fails integrity
+        let mut packs = Vec::new();
+        for d in std::fs::read_dir(env.repo.join("data")).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                packs.push(f.unwrap().path());
+            }
+        }
+        assert!(!packs.is_empty());
+        for p in &packs {
+            let mut b = std::fs::read(p).unwrap();
+            let mid = b.len() / 2;
+            for x in &mut b[mid..mid + 64] {
+                *x ^= 0xff;
+            }
+            std::fs::write(p, b).unwrap();
+        }
+        let (code, v) = verify(&env, &[], &["--cycle", "1d"]);
+        assert_eq!(code, 11, "{v:#}");
+        assert_eq!(v["integrity"]["status"], "failed", "{v:#}");
+        assert!(
+            !v["integrity"]["problems"].as_array().unwrap().is_empty(),
+            "{v:#}"
+        );
+
+        // (d) the restore test fails on the damaged backup, even when today's slice reads
+        // no pack
+        let (code, v) = verify(&env, &[], &["--restore-test", "--cycle", "100000d"]);
+        assert_eq!(code, 11, "{v:#}");
+        let t = &v["restore_tests"][1];
+        assert_eq!(t["kind"], "pg-physical", "{v:#}");
+        assert_eq!(t["ok"], false, "{v:#}");
+        let m = messages(&v).join("\n");
+        assert!(m.contains("restore test of pg-physical"), "{m}");
+    }
+}

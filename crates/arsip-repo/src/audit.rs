@@ -203,7 +203,7 @@ pub struct AuditEntry {
 pub struct AuditCheck {
     pub records: u64,
     pub head: Option<AuditAnchor>,
-    /// Anchors in snapshots that were checked against the log.
+    /// Anchors in snapshots and verification records (§19) that were checked against the log.
     pub anchors_checked: usize,
     pub problems: Vec<String>,
 }
@@ -295,6 +295,31 @@ impl FullRepo {
                 )),
             }
         }
+        // Verification records anchor the head they saw too (FORMAT.md §19).
+        for name in self.verification_names().await? {
+            let rec = match self.verification_get(&name).await {
+                Ok(r) => r,
+                Err(e) => {
+                    check.problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            let Some(a) = &rec.audit_head else {
+                continue;
+            };
+            check.anchors_checked += 1;
+            match hashes.get(&a.seq) {
+                Some(h) if *h == a.hash => {}
+                Some(_) => check.problems.push(format!(
+                    "record {} differs from the one {name} saw (the log was edited)",
+                    a.seq
+                )),
+                None => check.problems.push(format!(
+                    "record {} that {name} saw is gone (the log was cut)",
+                    a.seq
+                )),
+            }
+        }
         check.problems.sort();
         check.problems.dedup();
         Ok((entries, check))
@@ -365,6 +390,45 @@ mod tests {
             result: "ok".into(),
             message: None,
         }
+    }
+
+    /// A verification record anchors the head it saw: a log cut behind it shows, and a
+    /// report with a float (which no verifier could check) is refused.
+    #[tokio::test]
+    async fn verification_records_anchor_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path()).await;
+        for i in 0..3 {
+            r.audit_append(event(i)).await.unwrap();
+        }
+        let name = r
+            .verification_put("ok", serde_json::json!({"sources": 1}))
+            .await
+            .unwrap();
+        assert!(name.starts_with("verify/"), "{name}");
+        assert_eq!(r.verification_names().await.unwrap(), vec![name.clone()]);
+        let rec = r.verification_get(&name).await.unwrap();
+        assert_eq!(rec.status, "ok");
+        assert_eq!(rec.audit_head.as_ref().unwrap().seq, 3);
+        let (_, check) = r.audit_check().await.unwrap();
+        assert!(check.ok(), "{:?}", check.problems);
+        assert_eq!(check.anchors_checked, 1);
+        assert!(r
+            .verification_put("ok", serde_json::json!({"seconds": 1.5}))
+            .await
+            .is_err());
+        // cut the tail the record saw
+        r.store.delete(&record_name(3)).await.unwrap();
+        let fresh = open(r.store.clone(), tempfile::tempdir().unwrap().path()).await;
+        let (_, check) = fresh.audit_check().await.unwrap();
+        assert!(
+            check
+                .problems
+                .iter()
+                .any(|p| p.contains(&name) && p.contains("gone")),
+            "{:?}",
+            check.problems
+        );
     }
 
     /// Appenders racing on one repository (each with its own cache, as separate hosts have)

@@ -24,6 +24,14 @@ pub enum ReadData {
     None,
     /// Percentage of packs (0 < pct ≤ 100), chosen at random.
     Subset(f64),
+    /// Slice `slice` of `of` (0 ≤ slice < of): the packs whose id, as a little-endian
+    /// integer of its first 8 bytes, is `slice` modulo `of`. Reading slices 0, 1, …, of − 1
+    /// in turn reads every pack once (rotating verification: `arsip verify`); the packs
+    /// read are listed in [`CheckReport::read_packs`].
+    Slice {
+        slice: u64,
+        of: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +92,9 @@ pub struct CheckReport {
     pub revoked: Vec<RevokedObject>,
     /// Packs named only by revoked writers' indexes.
     pub revoked_packs: usize,
+    /// With [`ReadData::Slice`]: the packs read, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub read_packs: Vec<String>,
 }
 
 impl CheckReport {
@@ -274,14 +285,30 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
     }
 
     // Content.
-    if let ReadData::Subset(pct) = read_data {
+    if read_data != ReadData::None {
         let mut names: Vec<(usize, String)> = index
             .packs()
             .iter()
             .enumerate()
+            .filter(|(_, p)| match read_data {
+                ReadData::Slice { slice, of } => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&p.id[..8]);
+                    u64::from_le_bytes(b) % of.max(1) == slice
+                }
+                _ => true,
+            })
             .map(|(n, p)| (n, format::pack_key_name(&p.id)))
             .filter(|(_, n)| sizes.contains_key(n))
             .collect();
+        if let ReadData::Slice { .. } = read_data {
+            report.read_packs = names.iter().map(|(_, n)| n.clone()).collect();
+            report.read_packs.sort();
+        }
+        let pct = match read_data {
+            ReadData::Subset(p) => p,
+            _ => 100.0,
+        };
         if pct < 100.0 {
             use rand::seq::SliceRandom;
             names.shuffle(&mut rand::thread_rng());

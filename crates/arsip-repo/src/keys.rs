@@ -117,7 +117,7 @@ struct Signed {
 /// or an integer too large for 64 bits). Its canonical form (§8.1) is undefined: `serde_json`
 /// parses such numbers to the nearest `f64` only approximately, so the form recomputed from a
 /// stored document can differ from the form that was signed.
-fn has_float(v: &serde_json::Value) -> bool {
+pub(crate) fn has_float(v: &serde_json::Value) -> bool {
     match v {
         serde_json::Value::Number(n) => n.is_f64(),
         serde_json::Value::Array(a) => a.iter().any(has_float),

@@ -38,6 +38,7 @@ mod record;
 pub mod repo;
 pub mod snapshot;
 pub mod txn;
+pub mod verification;
 pub mod wal;
 pub mod write;
 

@@ -11,7 +11,7 @@ use crate::{exit, usage};
 impl Render for AuditCheck {
     fn human(&self) -> String {
         let mut out = format!(
-            "{} record(s), head {}, {} snapshot anchor(s) checked\n",
+            "{} record(s), head {}, {} anchor(s) in snapshots and verification records checked\n",
             self.records,
             self.head
                 .as_ref()

@@ -15,6 +15,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod verify;
 mod wal;
 
 use anyhow::Result;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Check(c) => check::run(&ctx, c).await,
         Command::Forget(f) => forget::run(&ctx, f).await,
         Command::Prune(p) => prune::run(&ctx, p).await,
+        Command::Verify(v) => verify::run(&ctx, v).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
         Command::Stats => stats::run(&ctx).await,
         Command::Repair(r) => repair::run(&ctx, r).await,

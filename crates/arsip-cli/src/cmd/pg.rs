@@ -158,7 +158,7 @@ async fn restore_physical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
 
 /// Open the repository, keeping what opened it: `restore_command` needs the key file, or
 /// the password (read once here; the restore derives its slot's key once).
-async fn open_for_recovery(ctx: &Ctx<'_>) -> Result<(FullRepo, Credential)> {
+pub(super) async fn open_for_recovery(ctx: &Ctx<'_>) -> Result<(FullRepo, Credential)> {
     Ok(match &ctx.cli.key_file {
         Some(k) => (
             ctx.open_full(Access::Full, "listing snapshots").await?,

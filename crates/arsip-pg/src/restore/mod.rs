@@ -38,6 +38,8 @@ pub use target::{parse_time, Target, TargetAction, TargetArgs, TimeTarget};
 pub use timeline::TimelineView;
 
 /// What the repository was opened with; `restore_command` needs the same access, unattended.
+/// (A password's copies are zeroed when dropped.)
+#[derive(Clone)]
 pub enum Credential {
     /// A full key file (used in place when the postgres OS user can read it).
     KeyFile(PathBuf),

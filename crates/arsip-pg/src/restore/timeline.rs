@@ -455,6 +455,7 @@ mod tests {
             reused_files: 0,
             reused_bytes: 0,
             tablespace_map: None,
+            row_estimates: Default::default(),
         };
         let manifest = arsip_repo::snapshot::Manifest {
             version: 1,
