@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cap::FullRepo;
 use crate::error::{RepoError, Result};
-use crate::format::WriterId;
 use crate::keys;
 use crate::repo::Repository;
 
@@ -327,16 +326,7 @@ impl FullRepo {
 
     async fn verify_record(&self, name: &str, raw: &[u8]) -> Result<AuditRecord> {
         let claimed: AuditRecord = keys::unverified_body(name, raw)?;
-        let writer: WriterId = hex::decode(&claimed.writer)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| RepoError::corrupt(name, "bad writer id"))?;
-        let key = self
-            .writer_verdict(&writer)
-            .await?
-            .0
-            .ok_or_else(|| RepoError::corrupt(name, "written by an unknown writer"))?;
-        keys::verify_doc(name, raw, &key)
+        self.verify_signed_by(name, raw, &claimed.writer).await
     }
 }
 

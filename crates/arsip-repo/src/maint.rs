@@ -733,19 +733,32 @@ impl Repository {
         raw: &[u8],
         writer: &str,
     ) -> Result<Option<T>> {
-        let Some(writer) = hex::decode(writer)
+        match self.verify_signed_by(name, raw, writer).await {
+            Ok(doc) => Ok(Some(doc)),
+            Err(e @ RepoError::Storage(_)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A signed document (§8.1) at `name` that verifies under the key of `writer` (hex):
+    /// the root's, or a registered writer's. Damage names the object.
+    pub(crate) async fn verify_signed_by<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+        raw: &[u8],
+        writer: &str,
+    ) -> Result<T> {
+        let writer: WriterId = hex::decode(writer)
             .ok()
-            .and_then(|v| <WriterId>::try_from(v).ok())
-        else {
-            return Ok(None);
-        };
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| RepoError::corrupt(name, "bad writer id"))?;
         let key = if writer == ROOT_WRITER {
             Some(self.root_verify)
         } else {
             self.writer_verdict(&writer).await?.0
         };
-        let Some(key) = key else { return Ok(None) };
-        Ok(keys::verify_doc::<T>(name, raw, &key).ok())
+        let key = key.ok_or_else(|| RepoError::corrupt(name, "written by an unknown writer"))?;
+        keys::verify_doc(name, raw, &key)
     }
 }
 

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditAnchor;
 use crate::cap::FullRepo;
 use crate::error::{RepoError, Result};
-use crate::format::WriterId;
 use crate::keys;
 
 pub(crate) const VERIFY_PREFIX: &str = "verify/";
@@ -87,15 +86,6 @@ impl FullRepo {
     pub async fn verification_get(&self, name: &str) -> Result<VerificationRecord> {
         let raw = self.store.get(name).await?;
         let claimed: VerificationRecord = keys::unverified_body(name, &raw)?;
-        let writer: WriterId = hex::decode(&claimed.writer)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| RepoError::corrupt(name, "bad writer id"))?;
-        let key = self
-            .writer_verdict(&writer)
-            .await?
-            .0
-            .ok_or_else(|| RepoError::corrupt(name, "written by an unknown writer"))?;
-        keys::verify_doc(name, &raw, &key)
+        self.verify_signed_by(name, &raw, &claimed.writer).await
     }
 }
