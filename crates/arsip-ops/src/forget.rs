@@ -7,8 +7,6 @@
 //! not the writer's claim). A snapshot whose store gives no time is kept. The newest
 //! snapshot of a group is kept unless the caller allows emptying a group.
 
-use std::collections::BTreeMap;
-
 use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
 use serde::Serialize;
@@ -129,16 +127,7 @@ pub async fn run(repo: &FullRepo, opts: &ForgetOptions) -> Result<ForgetOutcome>
 async fn decide_all(repo: &FullRepo, opts: &ForgetOptions) -> Result<ForgetOutcome> {
     let listing = repo.snapshot_listing().await?;
     let now = repo.now();
-    let mut groups: BTreeMap<(String, String, String, String), Vec<Snapshot>> = BTreeMap::new();
-    for s in listing.snapshots {
-        let key = (
-            s.manifest.kind.clone(),
-            s.manifest.source.clone(),
-            s.manifest.host.clone(),
-            s.writer.clone(),
-        );
-        groups.entry(key).or_default().push(s);
-    }
+    let groups = crate::snapshots::by_source(listing.snapshots);
     let mut out = ForgetOutcome {
         dry_run: opts.dry_run,
         groups: Vec::new(),

@@ -216,3 +216,24 @@ impl Listing {
         }
     }
 }
+
+/// A source as retention and verification group snapshots: kind, source, host and the
+/// (authenticated) writer, so that one writer's snapshots never stand in for another's.
+pub type SourceKey = (String, String, String, String);
+
+/// `snaps` grouped by [`SourceKey`], each group in the order given.
+pub fn by_source(
+    snaps: impl IntoIterator<Item = Snapshot>,
+) -> std::collections::BTreeMap<SourceKey, Vec<Snapshot>> {
+    let mut groups: std::collections::BTreeMap<SourceKey, Vec<Snapshot>> = Default::default();
+    for s in snaps {
+        let key = (
+            s.manifest.kind.clone(),
+            s.manifest.source.clone(),
+            s.manifest.host.clone(),
+            s.writer.clone(),
+        );
+        groups.entry(key).or_default().push(s);
+    }
+    groups
+}

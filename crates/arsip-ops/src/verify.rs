@@ -256,21 +256,10 @@ pub async fn run(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> 
     Ok(r)
 }
 
-type GroupKey = (String, String, String, String);
-
 async fn verify(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let now = repo.now();
     let listing = repo.snapshot_listing().await?;
-    let mut groups: BTreeMap<GroupKey, Vec<Snapshot>> = BTreeMap::new();
-    for s in listing.snapshots.iter().cloned() {
-        let key = (
-            s.manifest.kind.clone(),
-            s.manifest.source.clone(),
-            s.manifest.host.clone(),
-            s.writer.clone(),
-        );
-        groups.entry(key).or_default().push(s);
-    }
+    let groups = crate::snapshots::by_source(listing.snapshots.iter().cloned());
     let wal = arsip_pg::walretention::show(repo).await?;
     let server = match &opts.dbname {
         Some(d) => Some(server_wal(d, &opts.settings).await),
