@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use arsip_repo::format::{self, ROOT_WRITER};
 use arsip_repo::fuzzing::{self, TestKeys};
-use arsip_repo::index::{IndexBuilder, Trust};
+use arsip_repo::fuzzing::index::{IndexBuilder, Trust};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,7 +3,7 @@
 //! `Repository::open` decodes their keys.
 #![no_main]
 
-use arsip_repo::keys::{self, AgentFile, KeyFile};
+use arsip_repo::fuzzing::keys::{self, AgentFile, KeyFile};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@
 //! the repository from opening with any password (FORMAT.md §8.3: such slots are skipped).
 #![no_main]
 
-use arsip_repo::keys::{KeyFile, KeySlot, Secret, SlotKind};
+use arsip_repo::fuzzing::keys::{KeyFile, KeySlot, Secret, SlotKind};
 use libfuzzer_sys::fuzz_target;
 
 const REPO_ID: &str = "4242424242424242424242424242424242424242424242424242424242424242";

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use arsip_repo::format::{self, ObjectType, ROOT_WRITER};
 use arsip_repo::fuzzing::{self, TestKeys};
-use arsip_repo::snapshot::{self, Snapshot};
+use arsip_repo::fuzzing::snapshot::{self, Snapshot};
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<TestKeys> = LazyLock::new(TestKeys::fixed);

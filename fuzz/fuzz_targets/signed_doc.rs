@@ -11,7 +11,7 @@
 use std::sync::LazyLock;
 
 use arsip_repo::fuzzing::TestKeys;
-use arsip_repo::keys::{self, Config, WriterRecord};
+use arsip_repo::fuzzing::keys::{self, Config, WriterRecord};
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<TestKeys> = LazyLock::new(TestKeys::fixed);

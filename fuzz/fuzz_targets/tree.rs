@@ -3,7 +3,7 @@
 //! (an agent, say) chunked, so every byte here is attacker-controlled after authentication.
 #![no_main]
 
-use arsip_repo::snapshot::TreeReader;
+use arsip_repo::fuzzing::snapshot::TreeReader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

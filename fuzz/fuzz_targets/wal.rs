@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use arsip_repo::format::ROOT_WRITER;
 use arsip_repo::fuzzing::{self, TestKeys};
-use arsip_repo::wal;
+use arsip_repo::fuzzing::wal;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

@@ -88,7 +88,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// zstd level per chunk (0 = no compression)
-    #[arg(long, default_value_t = arsip_ops::repo::repo::DEFAULT_COMPRESSION_LEVEL)]
+    #[arg(long, default_value_t = arsip_ops::repo::DEFAULT_COMPRESSION_LEVEL)]
     pub compression: i32,
     /// Target pack size in bytes (suffix K/M/G allowed)
     #[arg(long, default_value = "32M")]
@@ -315,6 +315,22 @@ pub struct PgdataArgs {
     pub pgdata: Option<PathBuf>,
 }
 
+/// `--logical` or `--physical`, and `--dbname`, as `backup pg` and `restore pg` take them
+/// (each command says what they mean for it).
+#[derive(Args, Debug)]
+pub struct PgKindArgs {
+    #[arg(
+        long,
+        conflicts_with = "physical",
+        required_unless_present = "physical"
+    )]
+    pub logical: bool,
+    #[arg(long)]
+    pub physical: bool,
+    #[arg(long, short = 'd')]
+    pub dbname: Option<String>,
+}
+
 /// `--stanza`: the name a cluster archives under.
 #[derive(Args, Debug)]
 pub struct StanzaArgs {
@@ -323,21 +339,15 @@ pub struct StanzaArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(mut_arg("pgdata", |a| a.help("With --physical: the data directory")))]
+#[command(
+    mut_arg("pgdata", |a| a.help("With --physical: the data directory")),
+    mut_arg("logical", |a| a.help("pg_dump of one database (custom format, uncompressed, streamed)")),
+    mut_arg("physical", |a| a.help("Base backup read from the data directory (run on the database host)")),
+    mut_arg("dbname", |a| a.help("Database / connection string (libpq conninfo or URL, without a password)")),
+)]
 pub struct PgBackupArgs {
-    /// pg_dump of one database (custom format, uncompressed, streamed)
-    #[arg(
-        long,
-        conflicts_with = "physical",
-        required_unless_present = "physical"
-    )]
-    pub logical: bool,
-    /// Base backup read from the data directory (run on the database host)
-    #[arg(long)]
-    pub physical: bool,
-    /// Database / connection string (libpq conninfo or URL, without a password)
-    #[arg(long, short = 'd')]
-    pub dbname: Option<String>,
+    #[command(flatten)]
+    pub kind: PgKindArgs,
     /// With --logical: also store globals (roles, tablespaces) from pg_dumpall --globals-only
     #[arg(long)]
     pub all: bool,
@@ -362,20 +372,16 @@ pub enum RestoreSub {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("logical", |a| a.help("Restore a pg_dump snapshot into a database")),
+    mut_arg("physical", |a| a.help("Restore a base backup into a data directory, with point-in-time recovery")),
+    mut_arg("dbname", |a| a.help("Logical: target database / connection string (no password)")),
+)]
 pub struct PgRestoreArgs {
     /// Snapshot id, prefix or `latest` (physical: default is chosen from the target)
     pub snapshot: Option<String>,
-    #[arg(
-        long,
-        conflicts_with = "physical",
-        required_unless_present = "physical"
-    )]
-    pub logical: bool,
-    #[arg(long)]
-    pub physical: bool,
-    /// Logical: target database / connection string (no password)
-    #[arg(long, short = 'd')]
-    pub dbname: Option<String>,
+    #[command(flatten)]
+    pub kind: PgKindArgs,
     /// Logical: create the target database (template0, the dump's encoding and locale)
     #[arg(long)]
     pub create: bool,

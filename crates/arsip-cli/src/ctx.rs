@@ -83,7 +83,7 @@ impl Ctx<'_> {
             None => default_cache_dir(),
         };
         let index_memory =
-            arsip_ops::repo::index::parse_size(&self.cli.index_memory).ok_or_else(|| {
+            arsip_ops::repo::parse_size(&self.cli.index_memory).ok_or_else(|| {
                 usage!(
                     "--index-memory {:?} is not a size (bytes, or with K/M/G)",
                     self.cli.index_memory
@@ -92,7 +92,7 @@ impl Ctx<'_> {
         Ok(LocalSettings {
             cache_dir,
             index_memory,
-            sessions: arsip_ops::repo::maint::SessionTiming::from_env(),
+            sessions: arsip_ops::repo::SessionTiming::from_env(),
             host: host_name(),
             user: os_user(),
         })
@@ -149,7 +149,7 @@ pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| arsip_ops::repo::repo::UNKNOWN_HOST.into())
+        .unwrap_or_else(|_| arsip_ops::repo::UNKNOWN_HOST.into())
 }
 
 /// Bytes for humans: `512 B`, `1.5 MiB`.

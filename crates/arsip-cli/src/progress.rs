@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arsip_ops::repo::write::Progress;
+use arsip_ops::repo::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub fn enabled(json: bool, quiet: bool) -> bool {

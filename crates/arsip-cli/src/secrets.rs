@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::usage;
-use arsip_ops::repo::keys::{AgentFile, KeyFile};
 use arsip_ops::repo::OpenWith;
+use arsip_ops::repo::{AgentFile, KeyFile};
 use zeroize::Zeroizing;
 
 /// Read the repository password.

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use arsip_files::backup::{self, Action, FilesOptions, FilesOutcome};
 use arsip_files::restore;
 use arsip_repo::clock::SystemClock;
-use arsip_repo::snapshot::{Node, NodeType, Snapshot};
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 use arsip_repo::ChunkId;
 use arsip_repo::{FullRepo, InitOptions, OpenWith, RepoError, Repository};
+use arsip_repo::{Node, NodeType, Snapshot};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 use arsip_storage::{backend, DynStore};
 use base64::Engine;
 
@@ -75,13 +75,13 @@ async fn backup_files(repo: &FullRepo, o: FilesOptions) -> Result<FilesOutcome, 
 
 async fn snapshot(repo: &FullRepo, id: &str) -> Snapshot {
     let snaps = repo.snapshots_report().await.unwrap().0;
-    arsip_repo::snapshot::select(&snaps, id).unwrap().clone()
+    arsip_repo::select_snapshot(&snaps, id).unwrap().clone()
 }
 
 /// Every node of a snapshot's tree, with its chunks, in tree order.
 async fn tree(repo: &FullRepo, id: &str) -> Vec<(Node, Vec<ChunkId>)> {
     let snap = snapshot(repo, id).await;
-    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
+    let reader = arsip_repo::Reader::open(repo).await.unwrap();
     let mut t = reader.tree(&snap.manifest).await.unwrap();
     let mut out = Vec::new();
     while let Some(n) = t.next_node().unwrap() {
@@ -92,7 +92,7 @@ async fn tree(repo: &FullRepo, id: &str) -> Vec<(Node, Vec<ChunkId>)> {
 
 async fn restore_to(repo: &FullRepo, id: &str, to: &Path) {
     let snap = snapshot(repo, id).await;
-    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
+    let reader = arsip_repo::Reader::open(repo).await.unwrap();
     restore::to_dir(&reader, &snap, to, &|_| {}).await.unwrap();
 }
 
@@ -174,7 +174,7 @@ fn node_xattrs(n: &Node) -> BTreeMap<Vec<u8>, Vec<u8>> {
 /// device number, xattrs (names that are not UTF-8 excepted), hard links as one group.
 async fn assert_tree_matches(repo: &FullRepo, t: &[(Node, Vec<ChunkId>)], root: &Path) {
     let nodes = by_path(t);
-    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
+    let reader = arsip_repo::Reader::open(repo).await.unwrap();
     let mut groups: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut data_of_group: BTreeSet<u64> = BTreeSet::new();
     for p in walk(root) {
@@ -1261,7 +1261,7 @@ async fn command_backup_commits_only_after_exit_0() {
     assert_eq!(snap.manifest.facts["exit_status"], 0);
     let manifest = serde_json::to_string(&snap.manifest).unwrap();
     assert!(!manifest.contains("hunter2"), "{manifest}");
-    let reader = arsip_repo::read::Reader::open(&repo).await.unwrap();
+    let reader = arsip_repo::Reader::open(&repo).await.unwrap();
     let mut out = Vec::new();
     restore::to_writer(&reader, &snap, &mut out, &|_| {})
         .await

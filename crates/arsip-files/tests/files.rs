@@ -8,10 +8,10 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use arsip_files::{backup, restore};
-use arsip_repo::check::{self, ReadData};
 use arsip_repo::clock::SystemClock;
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
+use arsip_repo::ReadData;
 use arsip_repo::{FullRepo, InitOptions, OpenWith, Opened, RepoError, Repository};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 use arsip_storage::{backend, DynStore, ErrorKind, ObjectMeta, StorageError, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -112,7 +112,7 @@ mod support {
 
     pub fn small_pack_options() -> InitOptions {
         InitOptions {
-            chunker: arsip_repo::keys::ChunkerParams {
+            chunker: arsip_repo::ChunkerParams {
                 min: 16 * 1024,
                 avg: 64 * 1024,
                 max: 256 * 1024,
@@ -156,7 +156,7 @@ mod support {
     pub async fn backup_bytes(
         repo: impl Into<Arc<Repository>>,
         data: Vec<u8>,
-    ) -> arsip_repo::txn::BackupOutcome {
+    ) -> arsip_repo::BackupOutcome {
         let b = SnapshotTxn::start(repo).await.unwrap();
         backup::stream(
             b,
@@ -170,8 +170,8 @@ mod support {
 
     pub async fn restore_bytes(repo: FullRepo, id: &str) -> Result<Vec<u8>, RepoError> {
         let snaps = repo.snapshots_report().await?.0;
-        let snap = arsip_repo::snapshot::select(&snaps, id)?.clone();
-        let reader = arsip_repo::read::Reader::open(&repo).await?;
+        let snap = arsip_repo::select_snapshot(&snaps, id)?.clone();
+        let reader = arsip_repo::Reader::open(&repo).await?;
         let mut out = Vec::new();
         restore::to_writer(&reader, &snap, &mut out, &|_| {}).await?;
         Ok(out)
@@ -217,7 +217,9 @@ async fn backup_path_never_overwrites_or_deletes() {
         second.added_bytes
     );
     assert_eq!(restore_bytes(repo.clone(), &first.id).await.unwrap(), data);
-    let report = check::check(repo, ReadData::Subset(100.0)).await.unwrap();
+    let report = arsip_repo::check(repo, ReadData::Subset(100.0))
+        .await
+        .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
 
@@ -243,7 +245,7 @@ async fn fixed_blocks_round_trip_and_store_only_changed_blocks() {
             .await
             .unwrap()
             .unwrap();
-            let node = arsip_repo::snapshot::Node::stream_file("rel", size, now);
+            let node = arsip_repo::Node::stream_file("rel", size, now);
             b.node(&node, &ids).unwrap();
             (ids, b.commit(meta("blocks")).await.unwrap())
         }
@@ -275,7 +277,7 @@ async fn chunks_of_a_failed_stream_still_reach_the_packs() {
             }
         }
     }
-    let params = arsip_repo::keys::ChunkerParams {
+    let params = arsip_repo::ChunkerParams {
         min: 16 << 10,
         avg: 64 << 10,
         max: 256 << 10,
@@ -295,11 +297,8 @@ async fn chunks_of_a_failed_stream_still_reach_the_packs() {
     .await
     .unwrap();
     assert!(failed.is_err());
-    b.node(
-        &arsip_repo::snapshot::Node::stream_file("dump", size, now),
-        &ids,
-    )
-    .unwrap();
+    b.node(&arsip_repo::Node::stream_file("dump", size, now), &ids)
+        .unwrap();
     let snap = b.commit(meta("stream")).await.unwrap();
     assert_eq!(restore_bytes(repo, &snap.id).await.unwrap(), data);
 }
@@ -322,11 +321,8 @@ async fn damaged_block_inside_a_run_fails_the_restore() {
             .await
             .unwrap()
             .unwrap();
-    b.node(
-        &arsip_repo::snapshot::Node::stream_file("rel", size, now),
-        &ids,
-    )
-    .unwrap();
+    b.node(&arsip_repo::Node::stream_file("rel", size, now), &ids)
+        .unwrap();
     let snap = b.commit(meta("blocks")).await.unwrap();
     // the largest pack holds many adjacent blocks; flip a byte in its middle
     let pack = walkdir(&dir.path().join("data"))
@@ -381,7 +377,7 @@ async fn transient_faults_on_every_put_and_get_lose_nothing() {
         "faults were injected: {}",
         faulty.injected()
     );
-    let report = check::check(open(base).await, ReadData::Subset(100.0))
+    let report = arsip_repo::check(open(base).await, ReadData::Subset(100.0))
         .await
         .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
@@ -411,7 +407,7 @@ async fn permanent_storage_failure_fails_the_backup_and_commits_nothing() {
         repo.snapshots_report().await.unwrap().0.is_empty(),
         "no snapshot may appear"
     );
-    assert!(check::check(repo, ReadData::None).await.unwrap().ok());
+    assert!(arsip_repo::check(repo, ReadData::None).await.unwrap().ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,7 +471,7 @@ async fn agents_write_but_cannot_read() {
         &agent_file.root_verify_key,
     ]
     .iter()
-    .map(|h| arsip_repo::keys::decode32(h, "agent").unwrap())
+    .map(|h| arsip_repo::decode32(h, "agent").unwrap())
     .collect();
     let objects: Vec<ObjectMeta> = base.list("").try_collect().await.unwrap();
     let mut kinds = HashSet::new();
@@ -571,12 +567,12 @@ fn agent_can_decrypt(name: &str, bytes: &[u8], keys: &[[u8; 32]], repo_id: &str)
             return true;
         }
         if name.starts_with("keys/") {
-            let slot: arsip_repo::keys::KeySlot = serde_json::from_slice(bytes).unwrap();
+            let slot: arsip_repo::KeySlot = serde_json::from_slice(bytes).unwrap();
             let wrapped = hex::decode(&slot.wrapped).unwrap();
             let aad = format!("arsip key slot\0{repo_id}\0{}", slot.id);
             if crypto::open(&sym, &wrapped, aad.as_bytes()).is_ok()
                 || matches!(
-                    slot.open(repo_id, &arsip_repo::keys::Secret::Password(k)),
+                    slot.open(repo_id, &arsip_repo::Secret::Password(k)),
                     Ok(Some(_))
                 )
             {

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use arsip_files::restore::{self, RestoreOptions};
 use arsip_repo::clock::SystemClock;
-use arsip_repo::snapshot::{Node, NodeType, Snapshot};
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
 use arsip_repo::{FullRepo, InitOptions, RepoError, Repository};
+use arsip_repo::{Node, NodeType, Snapshot};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 use arsip_storage::backend;
 
 mod support {
@@ -32,7 +32,7 @@ mod support {
         std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
         let store = backend::open(&backend::Location::Memory, false).unwrap();
         let opts = InitOptions {
-            chunker: arsip_repo::keys::ChunkerParams {
+            chunker: arsip_repo::ChunkerParams {
                 min: 16 * 1024,
                 avg: 64 * 1024,
                 max: 256 * 1024,
@@ -124,7 +124,7 @@ mod support {
             .await
             .unwrap();
         let snaps = repo.snapshots_report().await.unwrap().0;
-        arsip_repo::snapshot::select(&snaps, &out.id)
+        arsip_repo::select_snapshot(&snaps, &out.id)
             .unwrap()
             .clone()
     }
@@ -135,7 +135,7 @@ mod support {
         target: &Path,
         opts: &RestoreOptions,
     ) -> Result<restore::RestoreOutcome, RepoError> {
-        let reader = arsip_repo::read::Reader::open(repo).await?;
+        let reader = arsip_repo::Reader::open(repo).await?;
         restore::to_dir_with(&reader, snap, target, &[], opts, &|_| {}).await
     }
 
@@ -285,7 +285,7 @@ mod planted_in_snapshot {
             let mut evil = symlink("x", t);
             evil.0.xattrs = ["user.evil", "trusted.evil", "security.evil"]
                 .iter()
-                .map(|n| arsip_repo::snapshot::Xattr {
+                .map(|n| arsip_repo::Xattr {
                     name: n.to_string(),
                     value: "RVZJTA==".into(),
                 })
@@ -303,7 +303,7 @@ mod planted_in_snapshot {
                 },
                 vec![],
             );
-            fifo.0.xattrs = vec![arsip_repo::snapshot::Xattr {
+            fifo.0.xattrs = vec![arsip_repo::Xattr {
                 name: "trusted.evil".into(),
                 value: "RVZJTA==".into(),
             }];
@@ -686,8 +686,8 @@ mod attributes {
         base64::engine::general_purpose::STANDARD.encode(b)
     }
 
-    fn xattr(name: &str, value: &[u8]) -> arsip_repo::snapshot::Xattr {
-        arsip_repo::snapshot::Xattr {
+    fn xattr(name: &str, value: &[u8]) -> arsip_repo::Xattr {
+        arsip_repo::Xattr {
             name: name.into(),
             value: b64(value),
         }

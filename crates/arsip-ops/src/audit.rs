@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-pub use arsip_repo::audit::{AuditCheck, AuditEntry, AuditEvent, AuditRecord};
+pub use arsip_repo::{AuditCheck, AuditEntry, AuditEvent, AuditRecord};
 use arsip_repo::{FullRepo, Repository};
 use serde::Serialize;
 use serde_json::Value;

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arsip_files::backup::FilesOutcome;
-use arsip_repo::txn::{BackupOutcome, SnapshotMeta, SnapshotTxn};
-use arsip_repo::write::Progress;
+use arsip_repo::Progress;
 use arsip_repo::Repository;
+use arsip_repo::{BackupOutcome, SnapshotMeta, SnapshotTxn};
 
 use crate::{audit, Error, Result};
 

@@ -1,8 +1,8 @@
 //! `check`: the repository's structure, and with a read fraction its content, verified by
 //! the repository's checker; the report names damaged objects and affected snapshots.
 
-pub use arsip_repo::check::{CheckReport, ReadData};
 use arsip_repo::FullRepo;
+pub use arsip_repo::{CheckReport, ReadData};
 
 use crate::{Error, Result};
 
@@ -21,5 +21,5 @@ pub fn parse_subset(p: &str) -> Result<ReadData> {
 }
 
 pub async fn run(repo: FullRepo, read: ReadData) -> Result<CheckReport> {
-    Ok(arsip_repo::check::check(repo, read).await?)
+    Ok(arsip_repo::check(repo, read).await?)
 }

@@ -7,8 +7,8 @@
 //! not the writer's claim). A snapshot whose store gives no time is kept. The newest
 //! snapshot of a group is kept unless the caller allows emptying a group.
 
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::Snapshot;
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -288,7 +288,7 @@ pub fn parse_duration(s: &str) -> Result<jiff::SignedDuration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arsip_repo::snapshot::Manifest;
+    use arsip_repo::Manifest;
 
     fn snap(n: u8, stored: &str) -> Snapshot {
         Snapshot {

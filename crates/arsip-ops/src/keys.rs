@@ -2,10 +2,10 @@
 //! change. Secrets come in and key material goes out as values; writing them to files is
 //! the front end's job (it knows where and with which permissions).
 
-use arsip_repo::keys::{AgentFile, KeyFile, KeySlot, SlotKind};
-use arsip_repo::repo::{Standing, Writer};
-use arsip_repo::snapshot::Snapshot;
+use arsip_repo::Snapshot;
+use arsip_repo::{AgentFile, KeyFile, KeySlot, SlotKind};
 use arsip_repo::{FullRepo, Opened, RepoError, Repository};
+use arsip_repo::{Standing, Writer};
 
 use crate::audit::{audited, details, record};
 use crate::{Error, Result};

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arsip_repo::snapshot::{self, Snapshot};
-use arsip_repo::txn::BackupOutcome;
+use arsip_repo::BackupOutcome;
+use arsip_repo::{select_snapshot, Snapshot};
 use arsip_repo::{FullRepo, Repository};
 
 pub use arsip_pg::legacy::{LegacyImport, LegacyImportOutcome, Status as ImportStatus};
@@ -128,7 +128,7 @@ pub async fn restore_logical(
     opts: &LogicalRestore,
 ) -> Result<LogicalRestoreOutcome> {
     check_dbname(opts.dbname.as_deref())?;
-    let snap = snapshot::select(snaps, spec.unwrap_or("latest"))?.clone();
+    let snap = select_snapshot(snaps, spec.unwrap_or("latest"))?.clone();
     let what = crate::audit::details([
         ("snapshot", snap.id.clone().into()),
         ("to", opts.dbname.clone().unwrap_or_default().into()),

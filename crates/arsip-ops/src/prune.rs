@@ -4,8 +4,8 @@
 //! (`arsip_pg::walretention`).
 
 use arsip_pg::walretention::{self, WalRetention};
-pub use arsip_repo::prune::{PruneOptions, PruneReport};
 use arsip_repo::FullRepo;
+pub use arsip_repo::{PruneOptions, PruneReport};
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -49,7 +49,7 @@ pub fn parse_max_unused(s: &str) -> Result<f64> {
 
 pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
     let r = async {
-        let report = arsip_repo::prune::prune(repo, &opts.repo).await?;
+        let report = arsip_repo::prune(repo, &opts.repo).await?;
         let wal = walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?;
         Ok(PruneOutcome { repo: report, wal })
     }

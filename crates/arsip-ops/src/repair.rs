@@ -2,8 +2,8 @@
 //! Today one repair: the index, rebuilt from the self-describing packs (FORMAT.md §5.2)
 //! when index objects were deleted or lost. Repairs only create objects; they never delete.
 
-pub use arsip_repo::check::IndexRepair;
 use arsip_repo::FullRepo;
+pub use arsip_repo::IndexRepair;
 
 use crate::Result;
 
@@ -13,7 +13,7 @@ pub async fn index(repo: FullRepo) -> Result<IndexRepair> {
     let what = crate::audit::details([("repair", "index".into())]);
     let shared = repo.shared();
     crate::audit::audited(&shared, "repair", what, async {
-        Ok(arsip_repo::check::repair_index(repo).await?)
+        Ok(arsip_repo::repair_index(repo).await?)
     })
     .await
 }

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 pub use arsip_files::restore::{RestoreOptions, RestoreOutcome};
-use arsip_repo::read::Reader;
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::Reader;
+use arsip_repo::Snapshot;
 
 use crate::snapshots::{self, Filter};
 use crate::Result;

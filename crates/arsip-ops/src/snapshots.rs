@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use arsip_repo::snapshot::Snapshot;
+use arsip_repo::Snapshot;
 use arsip_repo::{FullRepo, RepoError};
 
 use crate::{Error, Result};
@@ -191,10 +191,10 @@ impl Listing {
         let named = |d: &&Damaged| {
             spec != "latest"
                 && d.object
-                    .trim_start_matches(arsip_repo::snapshot::SNAPSHOTS_PREFIX)
+                    .trim_start_matches(arsip_repo::SNAPSHOTS_PREFIX)
                     .starts_with(spec)
         };
-        match arsip_repo::snapshot::select(&self.snapshots, spec) {
+        match arsip_repo::select_snapshot(&self.snapshots, spec) {
             Ok(s) => Ok(s),
             Err(RepoError::NotFound(_)) if self.revoked.iter().find(named).is_some() => {
                 let d = self.revoked.iter().find(named).expect("checked");
@@ -203,7 +203,7 @@ impl Listing {
             Err(RepoError::NotFound(_))
                 if self.damaged.iter().any(|d| {
                     d.object
-                        .trim_start_matches(arsip_repo::snapshot::SNAPSHOTS_PREFIX)
+                        .trim_start_matches(arsip_repo::SNAPSHOTS_PREFIX)
                         .starts_with(spec)
                 }) =>
             {

@@ -45,6 +45,6 @@ pub async fn run(repo: &FullRepo) -> Result<Stats> {
         } else {
             0.0
         },
-        index_memory_bytes: index.len() * arsip_repo::index::SLOT_SIZE,
+        index_memory_bytes: index.memory_bytes(),
     })
 }

@@ -30,9 +30,9 @@ use arsip_pg::cluster::{make_base, Cluster, ClusterOptions};
 use arsip_pg::physical::PhysicalFacts;
 use arsip_pg::restore::{Credential, PhysicalRestore, Target, TargetAction};
 use arsip_pg::PgSettings;
-use arsip_repo::check::{CheckReport, ReadData};
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::Snapshot;
+use arsip_repo::{CheckReport, ReadData};
 use jiff::SignedDuration;
 use serde::Serialize;
 
@@ -243,7 +243,7 @@ pub async fn run(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> 
                     .unwrap_or_default(),
             ),
         ]);
-        let event = arsip_repo::audit::AuditEvent {
+        let event = arsip_repo::AuditEvent {
             op: "verify".into(),
             details,
             result: r.status.as_str().into(),
@@ -630,8 +630,7 @@ async fn integrity(
     let of = (opts.cycle.as_secs() / 86_400).max(1) as u64;
     let day = (now.as_second().max(0) / 86_400) as u64;
     let slice = day % of;
-    let r: CheckReport =
-        arsip_repo::check::check(repo.clone(), ReadData::Slice { slice, of }).await?;
+    let r: CheckReport = arsip_repo::check(repo.clone(), ReadData::Slice { slice, of }).await?;
     Ok(Integrity {
         status: if r.ok() { Status::Ok } else { Status::Failed },
         snapshots: r.snapshots,

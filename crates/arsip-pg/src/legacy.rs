@@ -30,9 +30,9 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 
-use arsip_repo::snapshot::Node;
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
+use arsip_repo::Node;
 use arsip_repo::{Classify, ErrorClass, FullRepo, RepoError};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 use cbc::cipher::{BlockDecryptMut, KeyIvInit};
 use flate2::read::MultiGzDecoder;
 use jiff::tz::TimeZone;
@@ -839,7 +839,7 @@ async fn import_one(
         Some(t) => t,
         None => time_from_name(&name, &opts.zone)?,
     };
-    let bound = repo.now() + arsip_repo::snapshot::CLOCK_SKEW;
+    let bound = repo.now() + arsip_repo::CLOCK_SKEW;
     if time > bound {
         return Err(Refusal::new(
             ErrorClass::Usage,

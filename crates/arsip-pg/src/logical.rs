@@ -21,11 +21,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use arsip_files::child::ChildReader;
-use arsip_repo::keys::ChunkerParams;
-use arsip_repo::read::Reader;
-use arsip_repo::snapshot::{Node, Snapshot};
-use arsip_repo::txn::BackupOutcome;
+use arsip_repo::BackupOutcome;
+use arsip_repo::ChunkerParams;
+use arsip_repo::Reader;
 use arsip_repo::{FullRepo, RepoError, Repository};
+use arsip_repo::{Node, Snapshot};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -34,7 +34,7 @@ use crate::conn;
 use crate::control::pg_bin_dir;
 use crate::error::{PgError, Result};
 use crate::settings::PgSettings;
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 use database::DbPlan;
 
 pub const KIND: &str = "pg-logical";
@@ -490,7 +490,7 @@ pub async fn restore(
     let settings = opts.settings.clone();
     let bin = arsip_repo::blocking(move || pg_bin_dir(&settings)).await?;
     let want = tables::parse_tables(&opts.tables)?;
-    let reader = arsip_repo::read::Reader::open(&repo).await?;
+    let reader = arsip_repo::Reader::open(&repo).await?;
     let (node, chunks) = find_file(&reader, snap, DUMP_FILE).await?.ok_or_else(|| {
         RepoError::corrupt(
             format!("snapshot {}", snap.short_id()),

@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arsip_repo::index::ChunkIndex;
-use arsip_repo::snapshot::{Node, NodeType};
-use arsip_repo::txn::BackupOutcome;
-use arsip_repo::write::BackupSession;
+use arsip_repo::BackupOutcome;
+use arsip_repo::BackupSession;
 use arsip_repo::ChunkId;
+use arsip_repo::ChunkIndex;
+use arsip_repo::{Node, NodeType};
 use arsip_repo::{RepoError, Repository};
 use serde_json::Value;
 
@@ -38,7 +38,7 @@ use crate::conn;
 use crate::control::{parse_lsn, ClusterId, SegName};
 use crate::error::{PgError, Result};
 use crate::walarchive::check_stanza;
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 
 pub const KIND: &str = "pg-physical";
 
@@ -169,7 +169,7 @@ impl PhysicalFacts {
     }
 
     /// Read a snapshot's facts; a missing, renamed or mistyped fact names itself.
-    pub fn of(snap: &arsip_repo::snapshot::Snapshot) -> Result<PhysicalFacts> {
+    pub fn of(snap: &arsip_repo::Snapshot) -> Result<PhysicalFacts> {
         let obj: serde_json::Map<String, Value> = snap
             .manifest
             .facts
@@ -418,7 +418,7 @@ impl Walk<'_> {
                     .chunks
                     .iter()
                     .map(|h| {
-                        arsip_repo::snapshot::parse_chunk_id(h)
+                        arsip_repo::parse_chunk_id(h)
                             .ok()
                             .filter(|id| self.index.dedupable(id))
                     })

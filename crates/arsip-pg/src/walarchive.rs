@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arsip_repo::wal::PutOutcome;
+use arsip_repo::PutOutcome;
 use arsip_repo::{FullRepo, RecordCreate, RecordKind, RepoError, Repository};
 use arsip_storage::ErrorKind;
 use bytes::Bytes;

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::Snapshot;
 use serde::Serialize;
 
 use crate::control::SegName;

@@ -171,7 +171,7 @@ impl Repository {
     }
 
     fn head_cache(&self) -> std::path::PathBuf {
-        self.cache_dir().join("audit-head")
+        self.repo_cache_dir().join("audit-head")
     }
 
     fn cached_head(&self) -> Option<AuditAnchor> {

@@ -545,13 +545,6 @@ pub async fn read_table_ranged(
     Ok(format::read_pack_table(name, &laid, &mk.repo_secret)?.1)
 }
 
-/// Every snapshot that opens, and the names and errors of those that do not.
-pub async fn snapshots_tolerant(
-    repo: &FullRepo,
-) -> Result<(Vec<Snapshot>, Vec<(String, RepoError)>)> {
-    repo.snapshots_report().await
-}
-
 /// What [`repair_index`] did.
 #[derive(Debug, Default, Serialize)]
 pub struct IndexRepair {

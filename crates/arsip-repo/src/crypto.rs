@@ -60,6 +60,8 @@ pub mod context {
     pub const ROOT_SIGNING: &str = "arsip 2026-11 v1 root writer ed25519 seed";
     pub const SEAL: &str = "arsip 2026-11 v1 sealed object key";
     pub const SLOT_PASSWORD: &str = "arsip 2026-11 v1 password slot wrapping key";
+    /// Local state only (prune's reference cache), never in the repository.
+    pub const LOCAL_REFS: &str = "arsip 2026-12 v1 local reference cache key";
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -15,9 +15,24 @@
 use crate::crypto::{self, Key, RepoSecret, WriterKey};
 use crate::error::{RepoError, Result};
 use crate::format::{self, ChunkId, IndexEntry, IndexPack, ObjectType, WriterId, HEADER_LEN};
-use crate::keys;
 use crate::snapshot::Manifest;
-use crate::wal;
+
+/// The internals the fuzz targets call (not API: the crate root is).
+pub mod keys {
+    pub use crate::keys::*;
+}
+/// See [`keys`].
+pub mod index {
+    pub use crate::index::*;
+}
+/// See [`keys`].
+pub mod snapshot {
+    pub use crate::snapshot::*;
+}
+/// See [`keys`].
+pub mod wal {
+    pub use crate::wal::*;
+}
 
 /// The keys of a fixed test repository (master secret `[0x42; 32]`).
 pub struct TestKeys {

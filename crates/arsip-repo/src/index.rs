@@ -125,6 +125,11 @@ impl ChunkIndex {
         self.slots().len()
     }
 
+    /// The memory the entries take.
+    pub fn memory_bytes(&self) -> usize {
+        self.len() * SLOT_SIZE
+    }
+
     /// The runs of entries of one chunk id each: `start..end` ranges of [`Self::slots`], in
     /// id order (a chunk stored more than once has several entries).
     pub fn id_runs(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {

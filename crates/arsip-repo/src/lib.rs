@@ -4,53 +4,73 @@
 //! byte it writes.
 //!
 //! Layers inside the crate, bottom up: `crypto` (primitives) → `format` (byte layouts) →
-//! [`keys`] (config, key slots, agents, writers) → [`index`] (chunk lookup) → [`repo`]
-//! (an opened repository; its capabilities as types: [`FullRepo`], [`AgentRepo`]) →
-//! [`write`](mod@write) / [`read`] (sessions) → [`txn`] (the snapshot transaction every source commits
-//! through) → [`check`]; beside them named records ([`RecordKind`]) and stream objects
-//! ([`wal`]).
+//! `keys` (config, key slots, agents, writers) → `index` (chunk lookup) → `repo` (an opened
+//! repository; its capabilities as types: [`FullRepo`], [`AgentRepo`]) → `write` / `read`
+//! (sessions) → `txn` (the snapshot transaction every source commits through) → `check`,
+//! `prune`, `audit`, `verification`; beside them named records ([`RecordKind`]) and stream
+//! objects (`wal`).
 //!
-//! The public surface is what sources, operations and front ends use: the handles and their
-//! capabilities, the snapshot transaction, readers, snapshots and trees, keys and writers,
-//! named records, stream objects, the checker, errors and the clock, re-exported here where
-//! they are used most. `crypto` and `format` (primitives and byte layouts) are not API: they
-//! stay reachable, hidden, for the fuzz targets and for tests that forge objects.
+//! Every module is private: the public API is exactly what this file re-exports, grouped
+//! below by what sources, operations and front ends do with it, plus [`clock`]. `crypto`,
+//! `format` and `fuzzing` stay reachable, hidden, for the fuzz targets and for tests that
+//! forge objects; they are not API.
 
-pub mod audit;
+mod audit;
 mod cap;
-pub mod check;
+mod check;
 pub(crate) mod chunker;
 pub mod clock;
 #[doc(hidden)]
 pub mod crypto;
-pub mod error;
+mod error;
 #[doc(hidden)]
 pub mod format;
 /// Not API: entry points for the fuzz targets in `fuzz/` (see the module docs).
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod index;
-pub mod keys;
-pub mod maint;
-pub mod prune;
-pub mod read;
+mod index;
+mod keys;
+mod maint;
+mod prune;
+mod read;
 mod record;
-pub mod repo;
-pub mod snapshot;
-pub mod txn;
-pub mod verification;
-pub mod wal;
-pub mod write;
+mod repo;
+mod snapshot;
+mod txn;
+mod verification;
+mod wal;
+mod write;
 
+// An opened repository and its capabilities.
 pub use cap::{AgentRepo, FullRepo, Opened};
-pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
-pub use format::{ChunkId, WriterId, ROOT_WRITER};
-pub use index::ChunkIndex;
-pub use read::Reader;
-pub use record::{check_name, RecordCreate, RecordKind, MAX_NAME_LEN};
 pub use repo::{
     InitOptions, LocalSettings, OpenWith, Repository, SnapshotListing, Standing, Writer,
+    DEFAULT_COMPRESSION_LEVEL, UNKNOWN_HOST,
 };
-pub use snapshot::{Manifest, Node, NodeType, Snapshot};
+// Settings of this host.
+pub use index::parse_size;
+pub use maint::SessionTiming;
+// Errors, classified by what the caller does next.
+pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
+// Writing: the snapshot transaction every source commits through, its chunk session and
+// the tree it builds.
+pub use snapshot::{Node, NodeType, TreeReader, TreeWriter, Xattr};
 pub use txn::{BackupOutcome, SnapshotMeta, SnapshotTxn};
+pub use write::{BackupSession, Progress};
+// Reading: snapshots, their manifests and contents.
+pub use read::{Reader, Run};
+pub use snapshot::{
+    parse_chunk_id, select as select_snapshot, Manifest, Snapshot, CLOCK_SKEW, SNAPSHOTS_PREFIX,
+};
+// Keys, key files and agents.
+pub use format::{ChunkId, WriterId, ROOT_WRITER};
+pub use keys::{decode32, AgentFile, ChunkerParams, KeyFile, KeySlot, Secret, SlotKind};
+// The chunk index (stats and physical backups' reuse of unchanged files).
+pub use index::ChunkIndex;
+// Named records and stream objects.
+pub use record::{check_name, RecordCreate, RecordKind, MAX_NAME_LEN};
 pub use wal::PutOutcome;
+// Maintenance: check, repair, prune, the audit trail and verification records.
+pub use audit::{AuditCheck, AuditEntry, AuditEvent, AuditRecord};
+pub use check::{check, repair_index, CheckReport, IndexRepair, ReadData};
+pub use prune::{prune, PruneOptions, PruneReport};

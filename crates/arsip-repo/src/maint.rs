@@ -173,11 +173,6 @@ pub struct MaintState {
 }
 
 impl MaintState {
-    /// The prune generation this state comes from (0: no prune has run).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     #[cfg(test)]
     fn is_hidden(&self, id: &ChunkId) -> bool {
         !self.hidden.is_empty() && self.hidden.contains(&prefix(id))

@@ -531,6 +531,19 @@ impl Repository {
     pub fn cache_dir(&self) -> &std::path::Path {
         &self.local.cache_dir
     }
+
+    /// This repository's own part of the cache directory (several repositories may share
+    /// one cache directory).
+    pub fn repo_cache_dir(&self) -> std::path::PathBuf {
+        let id = self.repo_id();
+        // `init` writes 64 hex digits; a config that says otherwise names no path.
+        let name = if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            id.to_string()
+        } else {
+            blake3::hash(id.as_bytes()).to_hex().to_string()
+        };
+        self.local.cache_dir.join(name)
+    }
     /// This host's name, as the front end resolved it ([`LocalSettings::host`]).
     pub fn host(&self) -> &str {
         &self.local.host

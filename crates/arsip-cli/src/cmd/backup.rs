@@ -4,7 +4,7 @@ use anyhow::Result;
 use arsip_ops::backup::{self, Common};
 use arsip_ops::files::backup::{Action, FilesOutcome};
 use arsip_ops::open::Access;
-use arsip_ops::repo::txn::BackupOutcome;
+use arsip_ops::repo::BackupOutcome;
 
 use crate::cli::BackupCmd;
 use crate::ctx::{human, Ctx, Render};

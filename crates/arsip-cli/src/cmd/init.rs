@@ -1,14 +1,14 @@
 //! `arsip init`: create a repository, optionally with a full key file.
 
 use anyhow::{Context, Result};
-use arsip_ops::repo::{keys::ChunkerParams, InitOptions};
+use arsip_ops::repo::{ChunkerParams, InitOptions};
 
 use crate::cli::InitArgs;
 use crate::ctx::{Ctx, Render};
 use crate::{exit, secrets};
 
 fn size_arg(s: &str, what: &str) -> Result<u32> {
-    arsip_ops::repo::index::parse_size(s)
+    arsip_ops::repo::parse_size(s)
         .and_then(|n| u32::try_from(n).ok())
         .with_context(|| crate::usage!("{what}: {s:?} is not a size (bytes, or with K/M/G)"))
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use arsip_ops::keys::{self, CompromisePlan, KeyList};
 use arsip_ops::open::Access;
-use arsip_ops::repo::repo::Standing;
+use arsip_ops::repo::Standing;
 use arsip_ops::repo::{FullRepo, Opened};
 use serde_json::json;
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use arsip_ops::open::Access;
 use arsip_ops::pg::{self, Credential, LogicalRestoreOutcome, Method};
-use arsip_ops::repo::snapshot::Snapshot;
 use arsip_ops::repo::FullRepo;
+use arsip_ops::repo::Snapshot;
 use arsip_ops::snapshots::Filter;
 
 use crate::cli::{PgBackupArgs, PgRestoreArgs, RestoreSub};
@@ -14,10 +14,10 @@ use crate::ctx::Ctx;
 use crate::exit;
 
 pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
-    pg::check_dbname(a.dbname.as_deref())?;
+    pg::check_dbname(a.kind.dbname.as_deref())?;
     let repo = ctx.open_shared(Access::AppendOnly).await?;
     let tags = arsip_ops::backup::parse_tags(&a.tags.tags)?;
-    let method = if a.logical {
+    let method = if a.kind.logical {
         Method::Logical { all: a.all }
     } else {
         Method::Physical {
@@ -32,7 +32,7 @@ pub async fn backup(ctx: &Ctx<'_>, a: &PgBackupArgs) -> Result<u8> {
         }
     };
     let b = pg::Backup {
-        dbname: a.dbname.clone(),
+        dbname: a.kind.dbname.clone(),
         method,
         tags,
         settings: ctx.pg_settings(),
@@ -50,8 +50,8 @@ async fn list_kind(repo: &FullRepo, kind: &str) -> Result<Vec<Snapshot>> {
 
 pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
     let RestoreSub::Pg(a) = sub;
-    pg::check_dbname(a.dbname.as_deref())?;
-    if a.logical {
+    pg::check_dbname(a.kind.dbname.as_deref())?;
+    if a.kind.logical {
         restore_logical(ctx, a).await
     } else {
         restore_physical(ctx, a).await
@@ -62,7 +62,7 @@ async fn restore_logical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
     let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
     let snaps = list_kind(&repo, pg::LOGICAL_KIND).await?;
     let opts = pg::LogicalRestore {
-        dbname: a.dbname.clone(),
+        dbname: a.kind.dbname.clone(),
         create: a.create,
         tables: a.tables.clone(),
         jobs: a.jobs,

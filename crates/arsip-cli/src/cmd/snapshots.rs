@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use arsip_ops::open::Access;
-use arsip_ops::repo::snapshot::Snapshot;
+use arsip_ops::repo::Snapshot;
 use arsip_ops::snapshots::{self, Filter, Listing};
 use serde::Serialize;
 

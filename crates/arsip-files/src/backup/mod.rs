@@ -21,8 +21,8 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use arsip_repo::snapshot::Node;
-use arsip_repo::txn::{BackupOutcome, SnapshotMeta, SnapshotTxn};
+use arsip_repo::Node;
+use arsip_repo::{BackupOutcome, SnapshotMeta, SnapshotTxn};
 use arsip_repo::{RepoError, Result};
 use serde_json::json;
 

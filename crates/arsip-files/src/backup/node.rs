@@ -4,7 +4,7 @@
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
-use arsip_repo::snapshot::{Node, NodeType, Xattr};
+use arsip_repo::{Node, NodeType, Xattr};
 use base64::Engine;
 use rustix::fs::FileType;
 use rustix::io::Errno;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arsip_repo::clock::SystemClock;
-use arsip_repo::snapshot::Node;
-use arsip_repo::txn::{SnapshotMeta, SnapshotTxn};
+use arsip_repo::Node;
 use arsip_repo::{FullRepo, InitOptions, Repository};
+use arsip_repo::{SnapshotMeta, SnapshotTxn};
 use arsip_storage::backend;
 
 use super::hooks::{self, Event};
@@ -45,8 +45,8 @@ async fn backup(repo: &FullRepo, root: &Path) -> FilesOutcome {
 /// (node, content) for every node of the snapshot.
 async fn contents(repo: &FullRepo, id: &str) -> Vec<(Node, Vec<u8>)> {
     let snaps = repo.snapshots_report().await.unwrap().0;
-    let snap = arsip_repo::snapshot::select(&snaps, id).unwrap().clone();
-    let reader = arsip_repo::read::Reader::open(repo).await.unwrap();
+    let snap = arsip_repo::select_snapshot(&snaps, id).unwrap().clone();
+    let reader = arsip_repo::Reader::open(repo).await.unwrap();
     let mut t = reader.tree(&snap.manifest).await.unwrap();
     let mut out = Vec::new();
     while let Some((n, chunks)) = t.next_node().unwrap() {
@@ -249,7 +249,7 @@ async fn a_read_error_skips_the_file_and_the_backup_goes_on() {
         .find(|(n, _)| n.path == tree_path(&root.join("c-after")))
         .unwrap();
     assert_eq!(after, b"after");
-    let report = arsip_repo::check::check(repo, arsip_repo::check::ReadData::Subset(100.0))
+    let report = arsip_repo::check(repo, arsip_repo::ReadData::Subset(100.0))
         .await
         .unwrap();
     assert!(report.ok(), "{:?}", report.problems);

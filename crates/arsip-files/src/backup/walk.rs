@@ -14,9 +14,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use arsip_repo::snapshot::{NodeType, TreeWriter};
-use arsip_repo::write::BackupSession;
+use arsip_repo::BackupSession;
 use arsip_repo::Result;
+use arsip_repo::{NodeType, TreeWriter};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -306,7 +306,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn xattrs(&mut self, abs: &[u8], src: XattrSource<'_>) -> Vec<arsip_repo::snapshot::Xattr> {
+    fn xattrs(&mut self, abs: &[u8], src: XattrSource<'_>) -> Vec<arsip_repo::Xattr> {
         let (x, problems) = xattrs(src);
         if !problems.is_empty() {
             self.warn(abs, Action::Incomplete, problems.join("; "));

@@ -63,8 +63,8 @@ mod write;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use arsip_repo::read::Reader;
-use arsip_repo::snapshot::{Node, NodeType, Snapshot};
+use arsip_repo::Reader;
+use arsip_repo::{Node, NodeType, Snapshot};
 use arsip_repo::{RepoError, Result};
 use futures::StreamExt;
 
@@ -128,7 +128,7 @@ enum Step {
 /// What the fetch stage does with one entry of the expanded tree.
 enum Work {
     /// Fetch, authenticate and decompress this run of chunks into one `Step::Data`.
-    Fetch(arsip_repo::read::Run),
+    Fetch(arsip_repo::Run),
     /// Hand this step to the writer as it is.
     Pass(Step),
 }

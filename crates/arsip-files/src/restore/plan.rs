@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use arsip_repo::snapshot::{Node, NodeType, TreeReader};
+use arsip_repo::{Node, NodeType, TreeReader};
 use arsip_repo::{RepoError, Result};
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;

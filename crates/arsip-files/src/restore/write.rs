@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use arsip_repo::snapshot::{Node, NodeType};
+use arsip_repo::{Node, NodeType};
 use arsip_repo::{RepoError, Result};
 use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::io::Errno;

@@ -33,7 +33,7 @@ pub async fn materialise(repo: FullRepo, plan: &RestorePlan) -> Result<Materiali
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let io = |p: &Path, e: std::io::Error| crate::os::io_at(p, e);
     std::fs::create_dir_all(&plan.to).map_err(|e| io(&plan.to, e))?;
-    let reader = arsip_repo::read::Reader::open(&repo).await?;
+    let reader = arsip_repo::Reader::open(&repo).await?;
     let grafts: Vec<arsip_files::restore::Graft> = plan
         .tablespaces
         .iter()

@@ -24,8 +24,8 @@ pub mod wal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::Snapshot;
 
 use crate::control::parse_lsn;
 use crate::error::{PgError, Result};

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use arsip_repo::keys::KeyFile;
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::KeyFile;
+use arsip_repo::Snapshot;
 
 use crate::control::{bin_major, format_lsn, pg_bin_dir, SegName};
 use crate::error::{PgError, Result};

@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use arsip_repo::keys::KeyFile;
+use arsip_repo::KeyFile;
 
 use crate::error::{PgError, Result};
 use crate::restore::materialise::write_synced;

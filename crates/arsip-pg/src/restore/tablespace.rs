@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arsip_repo::snapshot::Snapshot;
+use arsip_repo::Snapshot;
 
 use crate::error::{PgError, Result};
 use crate::physical::PhysicalFacts;

@@ -18,8 +18,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use arsip_repo::snapshot::Snapshot;
 use arsip_repo::FullRepo;
+use arsip_repo::Snapshot;
 
 use crate::control::{format_lsn, parse_history, HistoryEntry, SegName};
 use crate::error::{PgError, Result};
@@ -209,7 +209,7 @@ pub fn choose(
     let explicit_index = match explicit {
         Some(spec) => {
             let snaps: Vec<Snapshot> = cands.iter().map(|c| c.snap.clone()).collect();
-            let s = arsip_repo::snapshot::select(&snaps, spec)?;
+            let s = arsip_repo::select_snapshot(&snaps, spec)?;
             Some(
                 cands
                     .iter()
@@ -457,7 +457,7 @@ mod tests {
             tablespace_map: None,
             row_estimates: Default::default(),
         };
-        let manifest = arsip_repo::snapshot::Manifest {
+        let manifest = arsip_repo::Manifest {
             version: 1,
             kind: crate::physical::KIND.into(),
             source: "main".into(),

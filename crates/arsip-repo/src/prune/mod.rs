@@ -38,6 +38,9 @@ use crate::repo::{Repository, DATA_PREFIX, INDEX_PREFIX};
 use crate::snapshot::{Manifest, SNAPSHOTS_PREFIX};
 use crate::write::{BackupSession, SessionOptions};
 
+mod refs;
+use refs::RefCache;
+
 /// Manifests and indexes fetched at once.
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -94,6 +97,10 @@ pub struct PruneReport {
     pub staging_removed: u64,
     /// Objects under `snapshots/` that are not authentic manifests (ignored, not deleted).
     pub ignored_manifests: Vec<(String, String)>,
+    /// Snapshot trees read from the repository, and snapshots whose references came from
+    /// this host's cache (each tree is read once per host: snapshots are immutable).
+    pub trees_read: usize,
+    pub trees_cached: usize,
 }
 
 /// An authentic manifest, whatever its writer's standing.
@@ -147,11 +154,17 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     report.ignored_manifests = ignored;
     report.snapshots = found.len();
     let reader = Reader::new(repo, index.clone())?;
+    let refs = RefCache::new(repo)?;
+    let mut marker = Marker {
+        reader: &reader,
+        index: &index,
+        refs: &refs,
+        report: &mut report,
+    };
     let mut used = vec![false; index.len()];
     let (ok, refused): (Vec<&Found>, Vec<&Found>) = found.iter().partition(|f| f.accepted);
     for (manifests, strict) in [(ok, true), (refused, false)] {
-        let manifests = manifests.into_iter().map(|f| &f.manifest);
-        mark(&reader, &index, manifests, &mut used, strict).await?;
+        marker.mark(manifests, &mut used, strict).await?;
     }
     let gone = |id: &[u8; 32]| !store_packs.contains_key(id) || state.deleted.contains(id);
     let keep = choose_copies(&index, &used, &state, &gone)?;
@@ -271,14 +284,15 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
         .collect();
     let mut late_used = vec![false; index.len()];
     // A chunk of a new snapshot that the index we loaded does not hold is in a new pack.
-    mark(
-        &reader,
-        &index,
-        new.iter().map(|f| &f.manifest),
-        &mut late_used,
-        false,
-    )
+    Marker {
+        reader: &reader,
+        index: &index,
+        refs: &refs,
+        report: &mut report,
+    }
+    .mark(new, &mut late_used, false)
     .await?;
+    refs.retain(&found2.iter().map(|f| f.id.as_str()).collect());
     let late_packs: HashSet<[u8; 32]> = index
         .slots()
         .iter()
@@ -635,55 +649,84 @@ async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>
     Ok((found, ignored))
 }
 
-/// Mark every index slot of every chunk the manifests reference. When `strict`, a referenced
-/// chunk no index holds is refused: an unindexed pack may hold it, and `repair index`
-/// recovers it.
-async fn mark<'a>(
-    reader: &Reader,
-    index: &ChunkIndex,
-    manifests: impl Iterator<Item = &'a Manifest>,
-    used: &mut [bool],
-    strict: bool,
-) -> Result<()> {
-    let base = index.slots().as_ptr();
-    let mut mark_id = |id: &ChunkId, what: &dyn Fn() -> String| -> Result<()> {
-        let all = index.all(id);
-        if all.is_empty() && !strict {
-            return Ok(());
-        }
-        if all.is_empty() {
-            return Err(RepoError::NotFound(format!(
-                "{} references chunk {} that no index holds; nothing was pruned. Run `check` \
-                 (an unindexed pack may hold it, and rebuilding the index recovers it)",
-                what(),
+/// Marks what snapshots reference, through the reference cache.
+struct Marker<'a> {
+    reader: &'a Reader,
+    index: &'a ChunkIndex,
+    refs: &'a RefCache,
+    report: &'a mut PruneReport,
+}
+
+impl Marker<'_> {
+    /// Mark every index slot of every chunk the snapshots reference. When `strict`, a
+    /// referenced chunk no index holds is refused: an unindexed pack may hold it, and
+    /// `repair index` recovers it.
+    async fn mark(&mut self, found: Vec<&Found>, used: &mut [bool], strict: bool) -> Result<()> {
+        let index = self.index;
+        let base = index.slots().as_ptr();
+        let unindexed = |m: &Manifest, id: &ChunkId| {
+            RepoError::NotFound(format!(
+                "snapshot of {} at {} references chunk {} that no index holds; nothing was \
+                 pruned. Run `check` (an unindexed pack may hold it, and rebuilding the index \
+                 recovers it)",
+                m.source,
+                m.time,
                 hex::encode(&id[..8])
-            )));
-        }
-        // SAFETY: `all` is a subslice of `index.slots()`.
-        let start = unsafe { all.as_ptr().offset_from(base) } as usize;
-        used[start..start + all.len()]
-            .iter_mut()
-            .for_each(|u| *u = true);
-        Ok(())
-    };
-    for m in manifests {
-        let what = || format!("snapshot of {} at {}", m.source, m.time);
-        for id in m.tree_ids()? {
-            mark_id(&id, &what)?;
-        }
-        let mut tree = match reader.tree(m).await {
-            Ok(t) => t,
-            // A refused writer's tree may be unreadable (its indexes are refused too).
-            Err(e) if !strict && !matches!(e, RepoError::Storage(_)) => continue,
-            Err(e) => return Err(e),
+            ))
         };
-        while let Some((_, chunks)) = tree.next_node()? {
-            for id in &chunks {
-                mark_id(id, &what)?;
+        for f in found {
+            let m = &f.manifest;
+            if strict {
+                if let Some(id) = m.tree_ids()?.iter().find(|id| index.all(id).is_empty()) {
+                    return Err(unindexed(m, id));
+                }
+            }
+            let ids = match self.refs.get(&f.id) {
+                Some(ids) => {
+                    self.report.trees_cached += 1;
+                    ids
+                }
+                None => match self.read_refs(m).await {
+                    Ok(ids) => {
+                        self.report.trees_read += 1;
+                        self.refs.put(&f.id, &ids);
+                        ids
+                    }
+                    // A refused writer's tree may be unreadable (its indexes are refused
+                    // too); its tree chunks are still kept where an index knows them.
+                    Err(e) if !strict && !matches!(e, RepoError::Storage(_)) => m.tree_ids()?,
+                    Err(e) => return Err(e),
+                },
+            };
+            for id in &ids {
+                let all = index.all(id);
+                if all.is_empty() && !strict {
+                    continue;
+                }
+                if all.is_empty() {
+                    return Err(unindexed(m, id));
+                }
+                // SAFETY: `all` is a subslice of `index.slots()`.
+                let start = unsafe { all.as_ptr().offset_from(base) } as usize;
+                used[start..start + all.len()]
+                    .iter_mut()
+                    .for_each(|u| *u = true);
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Every chunk a snapshot references (its tree's and its files'), sorted and distinct.
+    async fn read_refs(&self, m: &Manifest) -> Result<Vec<ChunkId>> {
+        let mut ids = m.tree_ids()?;
+        let mut tree = self.reader.tree(m).await?;
+        while let Some((_, chunks)) = tree.next_node()? {
+            ids.extend(chunks);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
 }
 
 /// Which copies of referenced chunks stay: one root copy in a pack not condemned if there

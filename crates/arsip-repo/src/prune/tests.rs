@@ -289,3 +289,53 @@ async fn one_prune_at_a_time() {
     expire().await;
     run(&f.repo).await;
 }
+
+/// Each snapshot's tree is read once per host: later prunes take its references from the
+/// cache. A cache entry that was edited, swapped for another snapshot's or truncated is
+/// ignored and the tree read again, so no entry can make prune drop referenced data; the
+/// entries of forgotten snapshots go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_references_are_cached_and_a_tampered_entry_is_read_again() {
+    let f = fixture().await;
+    let (a, b, c) = (data(1, 3 << 20), data(2, 3 << 20), data(3, 3 << 20));
+    let ia = backup(&f.repo, &a).await;
+    let ib = backup(&f.repo, &b).await;
+    let first = run(&f.repo).await;
+    assert_eq!((first.trees_read, first.trees_cached), (2, 0), "{first:?}");
+    let ic = backup(&f.repo, &c).await;
+    let second = run(&f.repo).await;
+    assert_eq!(
+        (second.trees_read, second.trees_cached),
+        (1, 2),
+        "{second:?}"
+    );
+
+    let dir = f.repo.repo_cache_dir().join("refs");
+    let entry = |id: &str| dir.join(id);
+    // `a`'s entry replaced by `c`'s (both authentic, for another snapshot), `b`'s edited,
+    // `c`'s truncated: all three trees are read again, nothing referenced goes.
+    std::fs::copy(entry(&ic), entry(&ia)).unwrap();
+    let mut eb = std::fs::read(entry(&ib)).unwrap();
+    let last = eb.len() - 1;
+    eb[last] ^= 1;
+    std::fs::write(entry(&ib), eb).unwrap();
+    let ec = std::fs::read(entry(&ic)).unwrap();
+    std::fs::write(entry(&ic), &ec[..ec.len() / 2]).unwrap();
+    f.repo.forget(std::slice::from_ref(&ib)).await.unwrap();
+    let third = run(&f.repo).await;
+    assert_eq!((third.trees_read, third.trees_cached), (2, 0), "{third:?}");
+    assert!(third.deleted_packs > 0, "b's data goes: {third:?}");
+    assert_eq!(content(&f.repo, &ia).await, a);
+    assert_eq!(content(&f.repo, &ic).await, c);
+    assert_clean(&f.repo).await;
+    assert!(
+        !entry(&ib).exists(),
+        "the forgotten snapshot's entry is removed"
+    );
+    let fourth = run(&f.repo).await;
+    assert_eq!(
+        (fourth.trees_read, fourth.trees_cached),
+        (0, 2),
+        "{fourth:?}"
+    );
+}
