@@ -509,6 +509,9 @@ pub struct PruneArgs {
     /// Keep the WAL that reaches every point of this window from a retained physical backup
     #[arg(long, default_value = "7d", value_name = "DURATION")]
     pub pitr_window: String,
+    /// Remove verification records older than this (the newest 30 always stay)
+    #[arg(long, default_value = "90d", value_name = "DURATION")]
+    pub keep_verifications: String,
     /// Show what would be condemned and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -534,6 +537,13 @@ pub struct VerifyArgs {
     /// Restore the newest logical and physical backups into throwaway clusters and check them
     #[arg(long)]
     pub restore_test: bool,
+    /// With --restore-test: a query that must return one row that is true in the restored
+    /// physical cluster, e.g. `SELECT count(*) > 0 FROM vehicles` (repeatable)
+    #[arg(long = "sql-check", value_name = "SQL", requires = "restore_test")]
+    pub sql_checks: Vec<String>,
+    /// The database the --sql-check queries run in
+    #[arg(long, default_value = "postgres", value_name = "DBNAME")]
+    pub sql_check_db: String,
     /// The PostgreSQL server whose current WAL the archive's lag is measured against
     #[arg(long, value_name = "CONNINFO")]
     pub dbname: Option<String>,

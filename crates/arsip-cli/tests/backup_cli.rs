@@ -4,71 +4,23 @@
 //! exit 0, and bad stream names are usage errors before the repository is opened.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const EXE: &str = env!("CARGO_BIN_EXE_arsip");
+mod common;
+use common::{code, stderr, Arsip};
 
-struct Env {
-    dir: PathBuf,
-    repo: PathBuf,
+/// A local repository under `dir` (canonical), initialised; its directory, repository and
+/// cache paths.
+fn env(dir: &Path) -> (Arsip, PathBuf) {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    let a = Arsip::local(&dir);
+    std::fs::create_dir_all(dir.join("cache")).unwrap();
+    a.ok(&["init"]);
+    (a, dir)
 }
 
-impl Env {
-    fn new(dir: &Path) -> Env {
-        let dir = std::fs::canonicalize(dir).unwrap();
-        std::fs::write(dir.join("password"), "pw\n").unwrap();
-        std::fs::create_dir(dir.join("cache")).unwrap();
-        let e = Env {
-            repo: dir.join("repo"),
-            dir,
-        };
-        let out = e.run(&["init"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        e
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(EXE);
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ARSIP_REPO", &self.repo)
-            .env("ARSIP_PASSWORD_FILE", self.dir.join("password"))
-            .env("ARSIP_TEST_WEAK_KDF", "1")
-            .env("ARSIP_CACHE_DIR", self.dir.join("cache"))
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn snapshots(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["snapshots", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+fn snapshots(a: &Arsip) -> Vec<serde_json::Value> {
+    a.json(&["snapshots"]).as_array().unwrap().clone()
 }
 
 fn chown_r(p: &Path) {
@@ -87,16 +39,16 @@ fn partial_snapshot_exits_9_and_names_each_path() {
     use std::os::unix::fs::PermissionsExt;
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let e = Env::new(d.path());
-    let t = e.dir.join("t");
+    let (e, dir) = env(d.path());
+    let t = dir.join("t");
     std::fs::create_dir_all(t.join("closed")).unwrap();
     std::fs::write(t.join("ok"), b"readable").unwrap();
     std::fs::write(t.join("secret"), b"root only").unwrap();
     std::fs::set_permissions(t.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(t.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    chown_r(&e.repo);
-    chown_r(&e.dir.join("cache"));
-    chown_r(&e.dir.join("password"));
+    chown_r(e.local_root.as_ref().unwrap());
+    chown_r(&dir.join("cache"));
+    chown_r(&dir.join("password"));
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
     let inner = e.cmd(&["backup", "files", t.to_str().unwrap()]);
@@ -116,7 +68,7 @@ fn partial_snapshot_exits_9_and_names_each_path() {
         );
     }
     assert!(String::from_utf8_lossy(&out.stdout).contains("PARTIAL"));
-    let snaps = e.snapshots();
+    let snaps = snapshots(&e);
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["facts"]["partial"], true);
     assert_eq!(snaps[0]["facts"]["problems"].as_array().unwrap().len(), 2);
@@ -130,10 +82,10 @@ fn backup_of_slash_restores_and_leaves_the_repository_out() {
         .prefix(".arsip-cli-slash-")
         .tempdir_in("/")
         .unwrap();
-    let e = Env::new(d.path());
-    std::fs::create_dir_all(e.dir.join("data/sub")).unwrap();
-    std::fs::write(e.dir.join("data/sub/f"), b"file").unwrap();
-    let top = e.dir.file_name().unwrap().to_str().unwrap().to_string();
+    let (e, dir) = env(d.path());
+    std::fs::create_dir_all(dir.join("data/sub")).unwrap();
+    std::fs::write(dir.join("data/sub/f"), b"file").unwrap();
+    let top = dir.file_name().unwrap().to_str().unwrap().to_string();
     let mut args = vec!["backup".to_string(), "files".into(), "/".into()];
     for entry in std::fs::read_dir("/").unwrap() {
         let n = entry.unwrap().file_name().to_string_lossy().into_owned();
@@ -144,7 +96,7 @@ fn backup_of_slash_restores_and_leaves_the_repository_out() {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = e.run(&a);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let to = e.dir.join("restored");
+    let to = dir.join("restored");
     let out = e.run(&["restore", "latest", "--to", to.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let r = to.join(&top);
@@ -159,7 +111,7 @@ fn backup_of_slash_restores_and_leaves_the_repository_out() {
 #[test]
 fn backup_command_commits_only_after_exit_0() {
     let d = tempfile::tempdir().unwrap();
-    let e = Env::new(d.path());
+    let (e, _dir) = env(d.path());
     let out = e.run(&[
         "backup",
         "command",
@@ -198,7 +150,7 @@ fn backup_command_commits_only_after_exit_0() {
         "kill -9 $$",
     ]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let snaps = e.snapshots();
+    let snaps = snapshots(&e);
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["kind"], "command");
     assert_eq!(snaps[0]["facts"]["command"], "sh");

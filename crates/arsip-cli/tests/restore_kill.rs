@@ -5,48 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const EXE: &str = env!("CARGO_BIN_EXE_arsip");
-
-struct Arsip {
-    dir: PathBuf,
-}
-
-impl Arsip {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let pw = self.dir.join("password");
-        if !pw.exists() {
-            std::fs::write(&pw, "pw\n").unwrap();
-        }
-        let mut c = Command::new(EXE);
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ARSIP_REPO", self.dir.join("repo"))
-            .env("ARSIP_PASSWORD_FILE", &pw)
-            .env("ARSIP_TEST_WEAK_KDF", "1")
-            .env("ARSIP_CACHE_DIR", self.dir.join("cache"))
-            .env("HOME", &self.dir)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "arsip {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+mod common;
+use common::Arsip;
 
 /// Regular files below `root` by path relative to it, with their bytes.
 fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -76,7 +38,7 @@ fn under(root: &Path, abs: &Path) -> PathBuf {
 fn kill_9_during_restore_leaves_only_complete_files() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().canonicalize().unwrap();
-    let a = Arsip { dir: base.clone() };
+    let a = Arsip::local(&base);
     a.ok(&[
         "init",
         "--chunk-min",
@@ -105,6 +67,7 @@ fn kill_9_during_restore_leaves_only_complete_files() {
         let target = base.join(format!("t{round}"));
         let mut child = a
             .cmd(&["restore", &first, "--to", target.to_str().unwrap()])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -181,7 +144,7 @@ fn kill_9_during_restore_leaves_only_complete_files() {
 fn full_disk_during_restore_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().canonicalize().unwrap();
-    let a = Arsip { dir: base.clone() };
+    let a = Arsip::local(&base);
     a.ok(&["init"]);
     let src = base.join("src");
     std::fs::create_dir_all(&src).unwrap();

@@ -15,13 +15,22 @@ pub struct Options {
     pub repo: PruneOptions,
     /// Keep the WAL that reaches every point of this window from a retained backup.
     pub pitr_window: jiff::SignedDuration,
+    /// Keep verification records this long (and always the newest [`KEEP_VERIFICATIONS`]).
+    pub keep_verifications: jiff::SignedDuration,
 }
+
+/// Verification records are kept 90 days by default: three default read-data cycles.
+pub const DEFAULT_KEEP_VERIFICATIONS: jiff::SignedDuration =
+    jiff::SignedDuration::from_hours(90 * 24);
+/// The newest verification records always kept, whatever their age.
+pub const KEEP_VERIFICATIONS: usize = 30;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             repo: PruneOptions::default(),
             pitr_window: walretention::DEFAULT_PITR_WINDOW,
+            keep_verifications: DEFAULT_KEEP_VERIFICATIONS,
         }
     }
 }
@@ -31,6 +40,8 @@ pub struct PruneOutcome {
     #[serde(flatten)]
     pub repo: PruneReport,
     pub wal: WalRetention,
+    /// Verification records older than the kept period removed (or that would be).
+    pub verifications_removed: usize,
 }
 
 /// Parse `--max-unused`: a percentage (`5`, `5%`, `0.5`) in [0, 100].
@@ -51,7 +62,15 @@ pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
     let r = async {
         let report = arsip_repo::prune(repo, &opts.repo).await?;
         let wal = walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?;
-        Ok(PruneOutcome { repo: report, wal })
+        let before = repo.now() - opts.keep_verifications;
+        let verifications_removed = repo
+            .verification_expire(before, KEEP_VERIFICATIONS, opts.repo.dry_run)
+            .await?;
+        Ok(PruneOutcome {
+            repo: report,
+            wal,
+            verifications_removed,
+        })
     }
     .await;
     if !opts.repo.dry_run {
@@ -61,6 +80,10 @@ pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
             d.insert("deleted_bytes".into(), o.repo.deleted_bytes.into());
             d.insert("repacked_packs".into(), o.repo.repacked_packs.into());
             d.insert("wal_removed".into(), o.wal.removed_files.into());
+            d.insert(
+                "verifications_removed".into(),
+                o.verifications_removed.into(),
+            );
         })
         .await;
     }

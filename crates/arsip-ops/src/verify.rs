@@ -54,6 +54,9 @@ pub const DURATION_FACTOR: f64 = 2.0;
 pub const MIN_DURATION_EXCESS: SignedDuration = SignedDuration::from_secs(60);
 /// Fewer earlier snapshots than this make no median for size and duration.
 pub const MIN_HISTORY: usize = 3;
+/// Physical backups' estimates (`n_live_tup`) of tables smaller than this are not compared:
+/// for small tables they move by more than any threshold between two backups.
+pub const MIN_ESTIMATED_ROWS: i64 = 1000;
 /// WAL lag: more segments than this between the newest archived one and the server's
 /// current one (the current one is never archived yet) warns.
 pub const MAX_WAL_LAG_SEGMENTS: u64 = 2;
@@ -70,9 +73,19 @@ pub struct VerifyOptions {
     /// A server to measure the WAL archive's lag against (libpq connection string).
     pub dbname: Option<String>,
     pub restore_test: Option<RestoreTest>,
+    /// Run in the cluster a physical restore test recovered, after `pg_amcheck`.
+    pub sql_checks: Vec<SqlCheck>,
     pub settings: PgSettings,
     /// Store the verification record (and the audit record).
     pub record: bool,
+}
+
+/// A query the operator requires to hold in a restored cluster: it passes when it returns
+/// exactly one row of one column that is true (`SELECT count(*) > 0 FROM vehicles`).
+#[derive(Debug, Clone)]
+pub struct SqlCheck {
+    pub database: String,
+    pub sql: String,
 }
 
 impl Default for VerifyOptions {
@@ -85,6 +98,7 @@ impl Default for VerifyOptions {
             row_drop: DEFAULT_ROW_DROP,
             dbname: None,
             restore_test: None,
+            sql_checks: Vec::new(),
             settings: PgSettings::default(),
             record: true,
         }
@@ -202,6 +216,30 @@ pub struct RestoreTestReport {
     pub beside_logical_snapshot: Option<String>,
     /// Milliseconds from the start of the restore until the last step ended.
     pub rto_ms: u64,
+}
+
+impl RestoreTestReport {
+    fn new(snap: &Snapshot) -> RestoreTestReport {
+        RestoreTestReport {
+            kind: snap.manifest.kind.clone(),
+            snapshot: snap.id.clone(),
+            ok: false,
+            steps: Vec::new(),
+            row_mismatches: Vec::new(),
+            tables: 0,
+            beside_logical: Vec::new(),
+            beside_logical_snapshot: None,
+            rto_ms: 0,
+        }
+    }
+
+    /// Done: ok when every step was, timed from `started`.
+    fn finish(mut self, steps: Vec<Step>, started: Instant) -> RestoreTestReport {
+        self.ok = steps.iter().all(|s| s.ok);
+        self.steps = steps;
+        self.rto_ms = started.elapsed().as_millis() as u64;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -527,7 +565,47 @@ fn anomalies(newest: &Snapshot, history: &[Snapshot], opts: &VerifyOptions, f: &
     let (Some(now_rows), Some(prev_rows)) = (table_rows(newest), table_rows(prev)) else {
         return;
     };
+    // Estimates (`database/schema.table`) are judged per database first: a database the
+    // backup could not read, or whose every table estimates zero rows (statistics reset by
+    // a crash, failover or restore, or every row gone), is one finding, not one per table.
+    let estimates = newest.manifest.facts.contains_key("row_estimates");
+    let db_of = |t: &str| t.split_once('/').map(|(d, _)| d.to_string());
+    let mut skip_dbs = std::collections::BTreeSet::new();
+    if estimates {
+        let mut sums: BTreeMap<String, (i64, Option<i64>)> = BTreeMap::new();
+        for (t, &n) in &prev_rows {
+            sums.entry(db_of(t).unwrap_or_default()).or_default().0 += n;
+        }
+        for (t, &n) in &now_rows {
+            let e = sums.entry(db_of(t).unwrap_or_default()).or_default();
+            e.1 = Some(e.1.unwrap_or(0) + n);
+        }
+        for (db, (before, after)) in sums {
+            let message = match after {
+                None => format!(
+                    "database {db} was not read by this backup (unreachable, or dropped since \
+                     the previous backup {} estimated {before} rows in it)",
+                    prev.short_id()
+                ),
+                Some(0) if before >= MIN_ESTIMATED_ROWS => format!(
+                    "every table of database {db} estimates 0 rows (the previous backup {} \
+                     estimated {before}): its statistics were reset (a crash, failover or \
+                     restore) or its rows are gone; compare with a logical backup's exact counts",
+                    prev.short_id()
+                ),
+                _ => continue,
+            };
+            f.push(warn("rows", message));
+            skip_dbs.insert(db);
+        }
+    }
     for (table, &before) in &prev_rows {
+        if estimates && db_of(table).is_some_and(|d| skip_dbs.contains(&d)) {
+            continue;
+        }
+        if estimates && before < MIN_ESTIMATED_ROWS && now_rows.contains_key(table) {
+            continue;
+        }
         match now_rows.get(table) {
             None => f.push(warn(
                 "rows",
@@ -728,17 +806,7 @@ async fn restore_logical(
 ) -> RestoreTestReport {
     let started = Instant::now();
     let mut steps = Vec::new();
-    let mut report = RestoreTestReport {
-        kind: snap.manifest.kind.clone(),
-        snapshot: snap.id.clone(),
-        ok: false,
-        steps: Vec::new(),
-        row_mismatches: Vec::new(),
-        tables: 0,
-        beside_logical: Vec::new(),
-        beside_logical_snapshot: None,
-        rto_ms: 0,
-    };
+    let mut report = RestoreTestReport::new(snap);
     let t = Instant::now();
     let c = new_cluster(&opts.settings).await;
     let ok = step(&mut steps, "start a throwaway cluster", t, &c, |c| {
@@ -780,10 +848,7 @@ async fn restore_logical(
             });
         }
     }
-    report.ok = steps.iter().all(|s| s.ok);
-    report.steps = steps;
-    report.rto_ms = started.elapsed().as_millis() as u64;
-    report
+    report.finish(steps, started)
 }
 
 async fn restore_physical(
@@ -796,17 +861,7 @@ async fn restore_physical(
 ) -> RestoreTestReport {
     let started = Instant::now();
     let mut steps = Vec::new();
-    let mut report = RestoreTestReport {
-        kind: snap.manifest.kind.clone(),
-        snapshot: snap.id.clone(),
-        ok: false,
-        steps: Vec::new(),
-        row_mismatches: Vec::new(),
-        tables: 0,
-        beside_logical: Vec::new(),
-        beside_logical_snapshot: None,
-        rto_ms: 0,
-    };
+    let mut report = RestoreTestReport::new(snap);
     let physical: Vec<Snapshot> = snaps
         .iter()
         .filter(|s| s.manifest.kind == arsip_pg::physical::KIND)
@@ -915,6 +970,19 @@ async fn restore_physical(
             step(&mut steps, "pg_amcheck (heap and indexes)", t, &r, |_| {
                 "clean".into()
             });
+            for check in &opts.sql_checks {
+                let t = Instant::now();
+                let r = match c.psql_async(&check.database, &check.sql).await {
+                    Ok(out) if matches!(out.trim(), "t" | "true") => Ok(()),
+                    Ok(out) => Err(format!(
+                        "returned {:?}, not one row that is true",
+                        out.trim()
+                    )),
+                    Err(e) => Err(e.to_string()),
+                };
+                let name = format!("SQL check in {}: {}", check.database, check.sql);
+                step(&mut steps, &name, t, &r, |_| "true".into());
+            }
             if let Some(rows) = table_rows(snap) {
                 report.tables = rows.len();
             }
@@ -933,10 +1001,7 @@ async fn restore_physical(
             }
         }
     }
-    report.ok = steps.iter().all(|s| s.ok);
-    report.steps = steps;
-    report.rto_ms = started.elapsed().as_millis() as u64;
-    report
+    report.finish(steps, started)
 }
 
 /// Parse `--row-drop`: a percentage (`10`, `10%`) in [0, 100].
@@ -962,5 +1027,62 @@ mod tests {
         assert_eq!(segno("000000010000000100000002"), Some((1, 0x102)));
         assert_eq!(parse_row_drop("10%").unwrap(), 0.1);
         assert!(parse_row_drop("x").is_err());
+    }
+
+    fn physical(id: &str, estimates: serde_json::Value) -> Snapshot {
+        let manifest = serde_json::from_value(serde_json::json!({
+            "version": 1, "kind": "pg-physical", "source": "h:/d",
+            "host": "h", "tags": {}, "time": "2026-10-01T19:00:00Z",
+            "end_time": "2026-10-01T19:01:00Z", "logical_bytes": 1, "added_bytes": 0,
+            "stored_bytes": 0, "files": 1, "tree": [], "tree_bytes": 0,
+            "facts": { "row_estimates": estimates },
+        }))
+        .unwrap();
+        Snapshot {
+            id: id.into(),
+            writer: "00".into(),
+            stored: None,
+            manifest,
+        }
+    }
+
+    fn row_findings(prev: serde_json::Value, now: serde_json::Value) -> Vec<String> {
+        let mut f = Vec::new();
+        let (p, n) = (
+            physical(&"a".repeat(64), prev),
+            physical(&"b".repeat(64), now),
+        );
+        anomalies(&n, &[p], &VerifyOptions::default(), &mut f);
+        f.into_iter().map(|f| f.message).collect()
+    }
+
+    /// Physical estimates: small tables are not compared, a large drop and a dropped table
+    /// are; a database whose every table reads 0 (statistics reset, or all rows gone) or
+    /// that the backup could not read is one finding, not one per table.
+    #[test]
+    fn estimates_are_judged_per_database_and_above_a_floor() {
+        use serde_json::json;
+        let prev = json!({
+            "app": {"public.big": 100000, "public.small": 40, "public.gone": 10},
+            "crm": {"public.leads": 5000, "public.notes": 3000},
+            "ops": {"public.jobs": 2000},
+        });
+        let now = json!({
+            "app": {"public.big": 50000, "public.small": 0},
+            "crm": {"public.leads": 0, "public.notes": 0},
+        });
+        let f = row_findings(prev, now);
+        assert_eq!(f.len(), 4, "{f:#?}");
+        assert!(f
+            .iter()
+            .any(|m| m.contains("app/public.big dropped from 100000 to 50000")));
+        assert!(f.iter().any(|m| m.contains("app/public.gone vanished")));
+        assert!(f
+            .iter()
+            .any(|m| m.contains("every table of database crm estimates 0")));
+        assert!(f.iter().any(|m| m.contains("database ops was not read")));
+        let steady = json!({"app": {"public.big": 100000, "public.small": 40}});
+        let wobble = json!({"app": {"public.big": 99000, "public.small": 3}});
+        assert!(row_findings(steady, wobble).is_empty());
     }
 }

@@ -34,7 +34,7 @@ pub struct FullRepo(Arc<Repository>);
 /// ```
 /// ```compile_fail
 /// # async fn f(agent: arsip_repo::AgentRepo) {
-/// let _ = arsip_repo::read::Reader::open(&agent).await;
+/// let _ = arsip_repo::Reader::open(&agent).await;
 /// # }
 /// ```
 /// ```compile_fail
@@ -48,7 +48,7 @@ pub struct FullRepo(Arc<Repository>);
 /// ```
 /// # async fn f(full: arsip_repo::FullRepo) -> arsip_repo::Result<()> {
 /// let _ = full.snapshot_listing().await?;
-/// let _ = arsip_repo::read::Reader::open(&full).await?;
+/// let _ = arsip_repo::Reader::open(&full).await?;
 /// let _ = full.wal_get("ns", "file").await?;
 /// # Ok(())
 /// # }

@@ -82,6 +82,39 @@ impl FullRepo {
         Ok(names)
     }
 
+    /// Remove the verification records the store accepted before `before`, except the
+    /// newest `keep` (whatever their age); returns how many went, or would go when
+    /// `dry_run`. The audit log, which they anchor, is never removed: the newest records
+    /// anchor its newest head.
+    pub async fn verification_expire(
+        &self,
+        before: jiff::Timestamp,
+        keep: usize,
+        dry_run: bool,
+    ) -> Result<usize> {
+        self.master("expiring verification records")?;
+        let mut metas: Vec<arsip_storage::ObjectMeta> =
+            self.store.list(VERIFY_PREFIX).try_collect().await?;
+        metas.sort_by(|a, b| a.key.cmp(&b.key));
+        let old: Vec<String> = metas
+            .iter()
+            .rev()
+            .skip(keep)
+            .filter(|m| crate::repo::store_time(m).is_some_and(|t| t < before))
+            .map(|m| m.key.clone())
+            .collect();
+        if !dry_run {
+            for name in &old {
+                match self.store.delete(name).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == arsip_storage::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(old.len())
+    }
+
     /// One verification record, checked under the writer key that signed it.
     pub async fn verification_get(&self, name: &str) -> Result<VerificationRecord> {
         let raw = self.store.get(name).await?;

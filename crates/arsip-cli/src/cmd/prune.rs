@@ -79,12 +79,12 @@ impl Render for PruneReport {
 impl Render for PruneOutcome {
     fn human(&self) -> String {
         let mut out = self.repo.human();
+        let verb = if self.repo.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
         for ns in &self.wal.namespaces {
-            let verb = if self.repo.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            };
             out += &if ns.physical_backups == 0 {
                 format!(
                     "\nWAL {}: no retained physical backup, nothing removed",
@@ -101,6 +101,12 @@ impl Render for PruneOutcome {
                 )
             };
         }
+        if self.verifications_removed > 0 {
+            out += &format!(
+                "\nverification records: {verb} {} older than the kept period",
+                self.verifications_removed
+            );
+        }
         out
     }
 }
@@ -113,6 +119,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<u8> {
             ..Default::default()
         },
         pitr_window: arsip_ops::forget::parse_duration(&a.pitr_window)?,
+        keep_verifications: arsip_ops::forget::parse_duration(&a.keep_verifications)?,
     };
     let repo = ctx.open_full(Access::Full, "prune").await?;
     ctx.emit(&prune::run(&repo, &opts).await?)?;

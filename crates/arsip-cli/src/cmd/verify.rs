@@ -152,6 +152,14 @@ pub async fn run(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
         row_drop: verify::parse_row_drop(&a.row_drop)?,
         dbname: a.dbname.clone(),
         restore_test: None,
+        sql_checks: a
+            .sql_checks
+            .iter()
+            .map(|sql| verify::SqlCheck {
+                database: a.sql_check_db.clone(),
+                sql: sql.clone(),
+            })
+            .collect(),
         settings: ctx.pg_settings(),
         record: !a.no_record,
     };

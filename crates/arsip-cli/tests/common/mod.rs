@@ -1,4 +1,4 @@
-//! The harness both end-to-end test files share (`mod common;` in each, so every test file
+//! The harness the end-to-end test files share (`mod common;` in each, so every test file
 //! stays one binary): the `Arsip` runner, a repository plus the environment to reach it, on
 //! a local directory or the S3 test server. What only one file needs stays in its own
 //! `support` module (as more `impl Arsip` blocks).
