@@ -2419,6 +2419,8 @@ mod verify {
                 "1d",
                 "--dbname",
                 &c.conninfo("postgres"),
+                "--sql-check",
+                "SELECT count(*) = 100000 FROM pgbench_accounts",
             ],
         );
         assert_eq!(code, 0, "{v:#}");
@@ -2450,9 +2452,37 @@ mod verify {
             .iter()
             .map(|s| s["step"].as_str().unwrap())
             .collect();
-        assert_eq!(steps.len(), 3, "{v:#}");
+        assert_eq!(steps.len(), 4, "{v:#}");
         assert!(steps[2].starts_with("pg_amcheck"), "{steps:?}");
+        assert!(steps[3].starts_with("SQL check in postgres"), "{steps:?}");
         assert!(t["rto_ms"].as_u64().unwrap() > 0, "{v:#}");
+
+        // (c) a configured SQL check that does not hold fails the restore test
+        let (code, v) = verify(
+            &env,
+            &[],
+            &[
+                "--restore-test",
+                "--cycle",
+                "100000d",
+                "--sql-check",
+                "SELECT count(*) > 100000 FROM pgbench_accounts",
+            ],
+        );
+        assert_eq!(code, 11, "{v:#}");
+        let t = &v["restore_tests"][1];
+        assert_eq!(t["ok"], false, "{v:#}");
+        let failed: Vec<&serde_json::Value> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["ok"] == false)
+            .collect();
+        assert_eq!(failed.len(), 1, "{v:#}");
+        assert!(
+            failed[0]["detail"].as_str().unwrap().contains("\"f\""),
+            "{v:#}"
+        );
 
         // (b) overwrite bytes in the middle of every pack: the read fails integrity
         let mut packs = Vec::new();
@@ -2487,5 +2517,255 @@ mod verify {
         assert_eq!(t["ok"], false, "{v:#}");
         let m = messages(&v).join("\n");
         assert!(m.contains("restore test of pg-physical"), "{m}");
+    }
+}
+
+/// The plan's month, compressed: daily physical and logical backups of a cluster under
+/// churn with WAL archived, on a clock injected day by day (the process's `ARSIP_TEST_NOW`
+/// and the local store's `ARSIP_TEST_STORE_NOW`, for the archiver too, through a file its
+/// `archive_command` reads), with `forget` and `prune` after every day while pgbench writes
+/// and the archiver pushes. Then every retained snapshot restores to exactly what it held,
+/// and point-in-time restores to random moments inside the PITR window reproduce them
+/// exactly.
+mod month {
+    use super::pitr::{state, step, Moment};
+    use super::*;
+
+    const DAYS: i64 = 12;
+    const KEEP_DAYS: i64 = 7;
+    const WINDOW_DAYS: i64 = 3;
+
+    struct Day {
+        /// The injected time of the day's backups.
+        now: jiff::Timestamp,
+        /// The tables as the day's backups hold them.
+        at_backup: (String, String),
+        /// A moment after the day's backups.
+        later: Moment,
+        later_accounts: String,
+    }
+
+    #[test]
+    fn a_month_of_backups_forget_prune_then_restore_everything_retained() {
+        let env = Env::new();
+        let now_file = env.base.join("now");
+        let start: jiff::Timestamp = "2026-10-01T19:00:00Z".parse().unwrap(); // 02:00 WIB
+        std::fs::write(&now_file, start.to_string()).unwrap();
+        let archive = format!(
+            "ARSIP_TEST_NOW=\"$(cat {f})\" ARSIP_TEST_STORE_NOW=\"$(cat {f})\" {cmd}",
+            f = now_file.display(),
+            cmd = env.archive_command()
+        );
+        let c = Cluster::init(&ClusterOptions {
+            archive_command: Some(archive),
+            data_checksums: true,
+            conf: vec!["archive_timeout = 0".into()],
+            settings: pg_settings(),
+        })
+        .unwrap();
+        c.start().unwrap();
+        pgbench(&c, &["-i", "-s", "1", "-q", "postgres"]);
+        c.psql("postgres", "CREATE TABLE m (k int PRIMARY KEY, v text)")
+            .unwrap();
+
+        let mut days: Vec<Day> = Vec::new();
+        let mut wal_removed = 0;
+        for d in 0..DAYS {
+            let now = start + jiff::SignedDuration::from_hours(24 * d);
+            std::fs::write(&now_file, now.to_string()).unwrap();
+            let at = |cmd: &mut Command| {
+                cmd.env("ARSIP_TEST_NOW", now.to_string())
+                    .env("ARSIP_TEST_STORE_NOW", now.to_string());
+            };
+            // The day's churn, then its backups.
+            pgbench(&c, &["-n", "-c", "2", "-t", "50", "postgres"]);
+            step(&c, &format!("day{d}"), 20);
+            let at_backup = (state(&c), accounts_sum(&c, "postgres"));
+            let mut bk = env.physical_backup(&c);
+            at(&mut bk);
+            json_out(bk.output().unwrap());
+            let mut lb = env.cmd();
+            at(&mut lb);
+            json_out(
+                lb.args(["--json", "backup", "pg", "--logical", "--dbname"])
+                    .arg(c.conninfo("postgres"))
+                    .output()
+                    .unwrap(),
+            );
+            let later = step(&c, &format!("day{d}-later"), 5);
+            let later_accounts = accounts_sum(&c, "postgres");
+            switch_and_archive(&c);
+            days.push(Day {
+                now,
+                at_backup,
+                later,
+                later_accounts,
+            });
+
+            // Retention and prune while pgbench writes and the archiver pushes (its writes
+            // go to a table no restore below compares).
+            let mut churn = c
+                .client("pgbench")
+                .args(["-n", "-c", "1", "-T", "2", "-f", "-", "postgres"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            {
+                use std::io::Write;
+                let mut stdin = churn.stdin.take().unwrap();
+                stdin
+                    .write_all(
+                        b"CREATE TABLE IF NOT EXISTS noise (n bigint);\n\
+                          INSERT INTO noise SELECT generate_series(1, 200);\n\
+                          SELECT pg_switch_wal();\n",
+                    )
+                    .unwrap();
+            }
+            let mut fg = env.cmd();
+            at(&mut fg);
+            ok(fg
+                .args(["forget", "--keep-within", &format!("{KEEP_DAYS}d")])
+                .output()
+                .unwrap());
+            let mut pr = env.cmd();
+            at(&mut pr);
+            let p = json_out(
+                pr.args([
+                    "prune",
+                    "--json",
+                    "--pitr-window",
+                    &format!("{WINDOW_DAYS}d"),
+                ])
+                .output()
+                .unwrap(),
+            );
+            wal_removed += p["wal"]["removed_files"].as_u64().unwrap_or(0);
+            assert!(churn.wait().unwrap().success(), "pgbench beside prune");
+        }
+        // Everything pgbench and the day's moments wrote is archived.
+        switch_and_archive(&c);
+        let last = days.last().unwrap().now;
+        let at_end = |cmd: &mut Command| {
+            cmd.env("ARSIP_TEST_NOW", last.to_string())
+                .env("ARSIP_TEST_STORE_NOW", last.to_string());
+        };
+        assert!(
+            wal_removed > 0,
+            "prune removed the WAL no retained backup needs"
+        );
+
+        // Exactly the days inside the retention stay, of each kind.
+        let opens = last - jiff::SignedDuration::from_hours(24 * KEEP_DAYS);
+        let kept: Vec<&Day> = days.iter().filter(|d| d.now >= opens).collect();
+        for kind in ["pg-physical", "pg-logical"] {
+            let mut ls = env.cmd();
+            at_end(&mut ls);
+            let snaps = json_out(
+                ls.args(["--json", "snapshots", "--kind", kind])
+                    .output()
+                    .unwrap(),
+            );
+            let stored: Vec<jiff::Timestamp> = snaps
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["stored"].as_str().unwrap().parse().unwrap())
+                .collect();
+            let want: Vec<jiff::Timestamp> = kept.iter().map(|d| d.now).collect();
+            assert_eq!(stored, want, "{kind}: the retained days");
+            for (s, day) in snaps.as_array().unwrap().iter().zip(&kept) {
+                let id = s["id"].as_str().unwrap();
+                if kind == "pg-physical" {
+                    // Consistent at the end of the backup: what it held.
+                    let mut r = env.cmd();
+                    at_end(&mut r);
+                    let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
+                    ok(
+                        r.args(["restore", "pg", "--physical", id, "--target", "immediate"])
+                            .arg("--to")
+                            .arg(base.join("data"))
+                            .output()
+                            .unwrap(),
+                    );
+                    let rc = start_restored(base);
+                    assert_eq!(
+                        (state(&rc), accounts_sum(&rc, "postgres")),
+                        day.at_backup,
+                        "physical backup of {}",
+                        day.now
+                    );
+                } else {
+                    let db = format!("day_{}", day.now.as_second());
+                    let mut r = env.cmd();
+                    at_end(&mut r);
+                    ok(
+                        r.args(["restore", "pg", "--logical", id, "--create", "--dbname"])
+                            .arg(c.conninfo(&db))
+                            .output()
+                            .unwrap(),
+                    );
+                    let got = (
+                        c.psql(
+                            &db,
+                            "SELECT count(*) || ':' || coalesce(md5(string_agg(k || '=' || v, ',' ORDER BY k)), '-') FROM m",
+                        )
+                        .unwrap(),
+                        accounts_sum(&c, &db),
+                    );
+                    assert_eq!(got, day.at_backup, "logical backup of {}", day.now);
+                    c.psql("postgres", &format!("DROP DATABASE {db}")).unwrap();
+                }
+            }
+        }
+
+        // Point-in-time restores to moments inside the window, picked at random: the
+        // restore chooses the backup and replays the archive to exactly that moment.
+        let window_opens = last - jiff::SignedDuration::from_hours(24 * WINDOW_DAYS);
+        let inside: Vec<&Day> = days.iter().filter(|d| d.now > window_opens).collect();
+        assert!(inside.len() >= 2);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as usize;
+        let mut picks: Vec<&Day> = vec![
+            inside[seed % inside.len()],
+            inside[(seed / 7 + 1) % inside.len()],
+        ];
+        picks.dedup_by_key(|d| d.now);
+        for day in picks {
+            eprintln!("PITR to {} (day of {})", day.later.time, day.now);
+            // On the real clock: the moments are the server's (real) times.
+            let mut r = env.cmd();
+            let base = make_base(&pg_settings(), "arsip-pgrestore-").unwrap();
+            ok(r.args([
+                "restore",
+                "pg",
+                "--physical",
+                "--target-time",
+                &day.later.time,
+            ])
+            .arg("--to")
+            .arg(base.join("data"))
+            .output()
+            .unwrap());
+            let rc = start_restored(base);
+            assert_eq!(
+                (state(&rc), accounts_sum(&rc, "postgres")),
+                (day.later.state.clone(), day.later_accounts.clone()),
+                "PITR to {}",
+                day.later.time
+            );
+        }
+
+        // The archive has no gap where the window needs WAL, and the repository is sound.
+        let mut ws = env.cmd();
+        at_end(&mut ws);
+        let show = json_out(ws.args(["wal", "show", "--json"]).output().unwrap());
+        assert!(show[0]["recoverable_to"].is_string(), "{show}");
+        let mut ck = env.cmd();
+        at_end(&mut ck);
+        ok(ck.args(["check", "--read-data"]).output().unwrap());
     }
 }
