@@ -250,7 +250,9 @@ fn prune_killed_at_random_moments_loses_nothing() {
 /// process clock follows `ARSIP_TEST_NOW`, the local store's `ARSIP_TEST_STORE_NOW`), the plan's default
 /// retention (30 days) and a prune after each day, one of the days' backups killed halfway:
 /// exactly the last 30 days stay, each restores to that day's bytes, the repository holds
-/// little more than those days' distinct data, and `check --read-data` is clean.
+/// little more than those days' distinct data, `check --read-data` is clean, and of the
+/// daily verification records prune removed those past `--keep-verifications` but not the
+/// newest 30.
 #[test]
 fn a_month_of_daily_backups_forget_and_prune() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,8 +278,10 @@ fn a_month_of_daily_backups_forget_and_prune() {
         let o = at.run_stdin(&["backup", "stdin", "--name", "app.dump", "--json"], &db);
         assert!(o.status.success(), "day {day}: {}", stderr(&o));
         kept.push((now, db.clone()));
+        // A daily verification record (its verdict does not matter here).
+        let _ = at.run(&["verify", "--json"]);
         at.ok(&["forget"]);
-        at.ok(&["prune"]);
+        at.ok(&["prune", "--keep-verifications", "20d"]);
     }
     let end = start + jiff::SignedDuration::from_hours(24 * 39);
     let at = root
@@ -304,6 +308,12 @@ fn a_month_of_daily_backups_forget_and_prune() {
     );
     let log = at.json(&["audit", "verify"]);
     assert!(log["problems"].as_array().unwrap().is_empty(), "{log}");
+    // Forty daily verification records: those older than 20 days went, but never the
+    // newest 30.
+    let records = std::fs::read_dir(root.local_root.as_ref().unwrap().join("verify"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 30, "verification records kept");
 }
 
 /// A compromised agent's snapshots (no reader accepts them, their indexes are refused) do
