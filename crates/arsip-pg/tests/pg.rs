@@ -2725,10 +2725,8 @@ mod month {
         let window_opens = last - jiff::SignedDuration::from_hours(24 * WINDOW_DAYS);
         let inside: Vec<&Day> = days.iter().filter(|d| d.now > window_opens).collect();
         assert!(inside.len() >= 2);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as usize;
+        let seed: usize = rand::random();
+        eprintln!("PITR picks from seed {seed}");
         let mut picks: Vec<&Day> = vec![
             inside[seed % inside.len()],
             inside[(seed / 7 + 1) % inside.len()],

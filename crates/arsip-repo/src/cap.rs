@@ -13,6 +13,8 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::error::{RepoError, Result};
 use crate::keys::{AgentFile, KeyFile, KeySlot};
 use crate::repo::{LocalSettings, Repository, SnapshotListing, Writer};
@@ -197,15 +199,25 @@ impl FullRepo {
         Ok(())
     }
 
+    /// Delete `names`, a few at a time (missing objects are no error).
+    pub(crate) async fn delete_all(&self, names: Vec<String>) -> Result<()> {
+        futures::stream::iter(names)
+            .map(|name| async move { self.0.store.delete(&name).await })
+            .buffer_unordered(crate::repo::FETCH_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     /// Remove stream objects (WAL retention; maintenance credentials only). Missing ones
     /// are not an error.
     pub async fn wal_remove(&self, namespace: &str, files: &[String]) -> Result<()> {
         self.master("removing WAL")?;
-        for f in files {
-            let name = crate::wal::object_name(namespace, f)?;
-            self.0.store.delete(&name).await?;
-        }
-        Ok(())
+        let names = files
+            .iter()
+            .map(|f| crate::wal::object_name(namespace, f))
+            .collect::<Result<Vec<String>>>()?;
+        self.delete_all(names).await
     }
 
     pub async fn wal_get(&self, namespace: &str, file: &str) -> Result<Option<Vec<u8>>> {

@@ -120,9 +120,14 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
         repo.store.list(INDEX_PREFIX).try_collect().await?;
     report.indexes = index_metas.len();
     let mut revoked_pack_names: HashSet<String> = HashSet::new();
-    for meta in &index_metas {
+    let mut fetched = futures::stream::iter(index_metas.iter().map(|meta| {
+        let repo = &repo;
+        async move { (meta, repo.store.get(&meta.key).await) }
+    }))
+    .buffered(crate::repo::FETCH_CONCURRENCY);
+    while let Some((meta, raw)) = fetched.next().await {
         let name = &meta.key;
-        let raw = repo.store.get(name).await?;
+        let raw = raw?;
         if blake3::hash(&raw).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
             problem(&mut report, name, "content does not match its name".into());
         }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arsip_storage::{ErrorKind, ObjectMeta};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto;
@@ -489,7 +489,9 @@ impl Session {
         let ttl = std::time::Duration::try_from(t.ttl).unwrap_or_default();
         if age > ttl {
             return Err(RepoError::Refused(format!(
-                "this prune's session {} was not renewed for {} s (the process was paused or                  cut off from the store), longer than its lifetime; it stops so that it cannot                  act on a stale view. Run prune again",
+                "this prune's session {} was not renewed for {} s (the process was paused or \
+                 cut off from the store), longer than its lifetime; it stops so that it cannot \
+                 act on a stale view. Run prune again",
                 self.id,
                 age.as_secs()
             )));
@@ -656,15 +658,11 @@ impl Repository {
                 None => junk.push(m.key.clone()),
             }
         }
-        let mut out = Vec::new();
-        for (id, objs) in by_id {
+        let read = futures::stream::iter(by_id.into_iter().map(|(id, objs)| async move {
             let main = format!("{SESSIONS_PREFIX}{id}");
             let doc = match self.read_session(&main).await? {
                 Some(d) if d.session == id => d,
-                _ => {
-                    junk.extend(objs.iter().map(|m| m.key.clone()));
-                    continue;
-                }
+                _ => return Ok(Err(objs)),
             };
             let end = format!("{main}.end");
             let ended = objs.iter().any(|m| m.key == end)
@@ -678,7 +676,7 @@ impl Repository {
                 .map(|m| m.last_modified)
                 .unwrap_or_else(|| objs[0].last_modified);
             let last = objs.iter().map(|m| m.last_modified).max().unwrap_or(first);
-            out.push(SessionInfo {
+            Ok::<_, RepoError>(Ok(SessionInfo {
                 session: id,
                 writer: doc.writer,
                 purpose: doc.purpose,
@@ -689,8 +687,18 @@ impl Repository {
                 last_seen: last,
                 ttl: jiff::SignedDuration::from_secs(doc.ttl_secs.min(i64::MAX as u64) as i64),
                 objects: objs.iter().map(|m| m.key.clone()).collect(),
-            });
+            }))
+        }))
+        .buffer_unordered(crate::repo::FETCH_CONCURRENCY);
+        let mut out = Vec::new();
+        let mut read = std::pin::pin!(read);
+        while let Some(r) = read.next().await {
+            match r? {
+                Ok(info) => out.push(info),
+                Err(objs) => junk.extend(objs.iter().map(|m| m.key.clone())),
+            }
         }
+        junk.sort();
         out.sort_by_key(|s| s.first_seen);
         Ok((out, junk))
     }

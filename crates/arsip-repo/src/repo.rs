@@ -29,7 +29,7 @@ use crate::snapshot::{Manifest, Snapshot, SNAPSHOTS_PREFIX};
 pub const INDEX_PREFIX: &str = "index/";
 pub const DATA_PREFIX: &str = "data/";
 /// How many objects are fetched at once when loading indexes or manifests.
-const FETCH_CONCURRENCY: usize = 16;
+pub(crate) const FETCH_CONCURRENCY: usize = 16;
 
 /// What opens a repository.
 pub enum OpenWith {
@@ -948,6 +948,29 @@ impl Repository {
         state: &crate::maint::MaintState,
         usage: IndexUse,
     ) -> Result<ChunkIndex> {
+        self.load_indexes(state, usage, None).await
+    }
+
+    /// [`Repository::load_index_with`] for maintenance, with the catalog of the index
+    /// objects it loaded: which packs each names (prune rewrites those that name deleted
+    /// packs without downloading every index again).
+    pub(crate) async fn load_index_cataloged(
+        &self,
+        state: &crate::maint::MaintState,
+    ) -> Result<(ChunkIndex, IndexCatalog)> {
+        let mut catalog = IndexCatalog::new();
+        let index = self
+            .load_indexes(state, IndexUse::Maintenance, Some(&mut catalog))
+            .await?;
+        Ok((index, catalog))
+    }
+
+    async fn load_indexes(
+        &self,
+        state: &crate::maint::MaintState,
+        usage: IndexUse,
+        mut catalog: Option<&mut IndexCatalog>,
+    ) -> Result<ChunkIndex> {
         let skip = match usage {
             IndexUse::Normal => Some(&state.deleted),
             IndexUse::Maintenance => None,
@@ -965,11 +988,11 @@ impl Repository {
             match self
                 .add_index_object(
                     &mut builder,
-                    &meta.key,
+                    &meta,
                     &bytes,
-                    store_time(&meta),
                     skip,
                     usage,
+                    catalog.as_deref_mut(),
                 )
                 .await?
             {
@@ -988,12 +1011,13 @@ impl Repository {
     async fn add_index_object(
         &self,
         builder: &mut IndexBuilder,
-        name: &str,
+        meta: &ObjectMeta,
         bytes: &[u8],
-        stored: Option<jiff::Timestamp>,
         skip: Option<&std::collections::HashSet<[u8; 32]>>,
         usage: IndexUse,
+        catalog: Option<&mut IndexCatalog>,
     ) -> Result<Result<()>> {
+        let (name, stored) = (meta.key.as_str(), store_time(meta));
         if blake3::hash(bytes).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
             return Ok(Err(RepoError::corrupt(
                 name,
@@ -1032,6 +1056,15 @@ impl Repository {
                         Ok(x) => x,
                         Err(e) => return Ok(Err(e)),
                     };
+                if let Some(c) = catalog {
+                    c.insert(
+                        name.to_string(),
+                        CatalogEntry {
+                            root: trust == Trust::Root,
+                            packs: packs.iter().map(|pk| pk.id).collect(),
+                        },
+                    );
+                }
                 let nums: Vec<Option<u32>> = packs
                     .iter()
                     .map(|pk| {
@@ -1206,6 +1239,15 @@ fn fence_verdict(fences: &crate::maint::Fences, name: &str, s: Snapshot) -> Resu
         }),
         _ => Ok(s),
     }
+}
+
+/// The index objects a maintenance load accepted, by name.
+pub(crate) type IndexCatalog = std::collections::HashMap<String, CatalogEntry>;
+
+/// One authentic index object: whether the root key signed it, and the packs it names.
+pub(crate) struct CatalogEntry {
+    pub(crate) root: bool,
+    pub(crate) packs: Vec<[u8; 32]>,
 }
 
 /// What an index is loaded for.

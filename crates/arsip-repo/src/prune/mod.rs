@@ -26,23 +26,20 @@ use serde::Serialize;
 
 use crate::cap::FullRepo;
 use crate::error::{RepoError, Result};
-use crate::format::{self, ChunkId, IndexEntry, IndexPack, ObjectType, WriterId, ROOT_WRITER};
-use crate::index::{ChunkIndex, Trust};
+use crate::format::{self, ChunkId, IndexEntry, IndexPack, ObjectType, WriterId};
+use crate::index::{ChunkIndex, Slot, Trust};
 use crate::keys;
 use crate::maint::{
     self, accepted_name, claim_name, create_signed, fence_name, plan_name, ClaimDoc, Condemned,
     FenceDoc, MaintState, PlanDoc, Purpose, Session, SessionInfo, SessionTiming,
 };
 use crate::read::Reader;
-use crate::repo::{Repository, DATA_PREFIX, INDEX_PREFIX};
+use crate::repo::{IndexCatalog, Repository, DATA_PREFIX, FETCH_CONCURRENCY, INDEX_PREFIX};
 use crate::snapshot::{Manifest, SNAPSHOTS_PREFIX};
 use crate::write::{BackupSession, SessionOptions};
 
 mod refs;
 use refs::RefCache;
-
-/// Manifests and indexes fetched at once.
-const FETCH_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -103,7 +100,11 @@ pub struct PruneReport {
     pub trees_cached: usize,
 }
 
+/// Packs deleted at once between two checks that the prune's session is fresh.
+const DELETE_BATCH: usize = 64;
+
 /// An authentic manifest, whatever its writer's standing.
+#[derive(Clone)]
 struct Found {
     id: String,
     writer: WriterId,
@@ -146,11 +147,9 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     let store_packs = list_packs(repo).await?;
     report.packs = store_packs.len();
     report.stored_bytes = store_packs.values().sum();
-    let index = Arc::new(
-        repo.load_index_with(&state, crate::repo::IndexUse::Maintenance)
-            .await?,
-    );
-    let (found, ignored) = manifests(repo).await?;
+    let (index, catalog) = repo.load_index_cataloged(&state).await?;
+    let index = Arc::new(index);
+    let (found, ignored) = manifests(repo, &[]).await?;
     report.ignored_manifests = ignored;
     report.snapshots = found.len();
     let reader = Reader::new(repo, index.clone())?;
@@ -159,13 +158,15 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
         reader: &reader,
         index: &index,
         refs: &refs,
-        report: &mut report,
+        trees_read: 0,
+        trees_cached: 0,
     };
     let mut used = vec![false; index.len()];
     let (ok, refused): (Vec<&Found>, Vec<&Found>) = found.iter().partition(|f| f.accepted);
     for (manifests, strict) in [(ok, true), (refused, false)] {
         marker.mark(manifests, &mut used, strict).await?;
     }
+    (report.trees_read, report.trees_cached) = (marker.trees_read, marker.trees_cached);
     let gone = |id: &[u8; 32]| !store_packs.contains_key(id) || state.deleted.contains(id);
     let keep = choose_copies(&index, &used, &state, &gone)?;
 
@@ -274,7 +275,7 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
             blocking.push(s.clone());
         }
     }
-    let found2 = fence(repo, &fence_now).await?;
+    let found2 = fence(repo, &fence_now, &found).await?;
     report.fenced_sessions = fence_now.iter().map(|s| s.session.clone()).collect();
     // Manifests committed meanwhile: what they reference stays for now.
     let seen: HashSet<&str> = found.iter().map(|f| f.id.as_str()).collect();
@@ -284,14 +285,8 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
         .collect();
     let mut late_used = vec![false; index.len()];
     // A chunk of a new snapshot that the index we loaded does not hold is in a new pack.
-    Marker {
-        reader: &reader,
-        index: &index,
-        refs: &refs,
-        report: &mut report,
-    }
-    .mark(new, &mut late_used, false)
-    .await?;
+    marker.mark(new, &mut late_used, false).await?;
+    (report.trees_read, report.trees_cached) = (marker.trees_read, marker.trees_cached);
     refs.retain(&found2.iter().map(|f| f.id.as_str()).collect());
     let late_packs: HashSet<[u8; 32]> = index
         .slots()
@@ -303,25 +298,28 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
 
     // 6. Delete what no live session can reference.
     let oldest_live = blocking.iter().map(|s| s.generation).min();
-    let mut waiting = 0;
-    for (id, &since) in &condemn {
-        let blocked = oldest_live.is_some_and(|gen| gen < since);
-        if blocked || late_packs.contains(id) {
-            waiting += 1;
-            continue;
-        }
+    let (doomed, waiting): (Vec<[u8; 32]>, Vec<[u8; 32]>) =
+        condemn.keys().copied().partition(|id| {
+            let blocked = oldest_live.is_some_and(|gen| gen < condemn[id]);
+            !blocked && !late_packs.contains(id)
+        });
+    // In batches, each after a check that this prune's session is still fresh.
+    for batch in doomed.chunks(DELETE_BATCH) {
         lease.fresh(&timing).await?;
-        let name = format::pack_key_name(id);
-        repo.store.delete(&name).await?;
-        deleted.insert(*id);
-        report.deleted_packs += 1;
-        report.deleted_bytes += store_packs[id];
+        repo.delete_all(batch.iter().map(format::pack_key_name).collect())
+            .await?;
+        for id in batch {
+            deleted.insert(*id);
+            report.deleted_packs += 1;
+            report.deleted_bytes += store_packs[id];
+        }
     }
+    let waiting = waiting.len();
     report.waiting_packs = waiting;
     if waiting > 0 {
         report.waiting_for = blocking;
     }
-    let (rewritten, removed) = rewrite_indexes(repo, &deleted).await?;
+    let (rewritten, removed) = rewrite_indexes(repo, &catalog, &deleted).await?;
     report.indexes_rewritten = rewritten;
     report.indexes_deleted = removed;
 
@@ -402,7 +400,7 @@ async fn publish_plan(repo: &FullRepo, index: &ChunkIndex, p: &Publish<'_>) -> R
 
 /// Fence the dead sessions (FORMAT.md §17.4): the intents first, then a fresh listing of
 /// the manifests, then each fence's accepted list from it. Returns that listing.
-async fn fence(repo: &FullRepo, dead: &[&SessionInfo]) -> Result<Vec<Found>> {
+async fn fence(repo: &FullRepo, dead: &[&SessionInfo], known: &[Found]) -> Result<Vec<Found>> {
     for s in dead {
         let doc = FenceDoc {
             version: 1,
@@ -413,7 +411,7 @@ async fn fence(repo: &FullRepo, dead: &[&SessionInfo]) -> Result<Vec<Found>> {
         };
         create_once(repo, &fence_name(&s.session), &doc).await?;
     }
-    let (found, _) = manifests(repo).await?;
+    let (found, _) = manifests(repo, known).await?;
     for s in dead {
         let accepted: Vec<String> = found
             .iter()
@@ -479,9 +477,7 @@ async fn clean_up(
             .filter(|m| maint::parse_prune_name(&m.key).is_some_and(|(n, _)| n < g))
             .map(|m| m.key.clone()),
     );
-    for name in remove {
-        repo.store.delete(&name).await?;
-    }
+    repo.delete_all(remove).await?;
     let day_ago = now
         .checked_sub(jiff::SignedDuration::from_hours(24))
         .unwrap_or(now);
@@ -585,10 +581,26 @@ async fn list_packs(repo: &FullRepo) -> Result<HashMap<[u8; 32], u64>> {
 }
 
 /// Every authentic manifest (its signature verifies under its writer's key, revoked writers
-/// included: their snapshots stay until forgotten), and the objects that are not.
-async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>)> {
+/// included: their snapshots stay until forgotten), and the objects that are not. Those in
+/// `known` (read earlier in this run) are taken from there when still listed: a manifest's
+/// name is the hash of its bytes.
+async fn manifests(
+    repo: &FullRepo,
+    known: &[Found],
+) -> Result<(Vec<Found>, Vec<(String, String)>)> {
     let mk = repo.master("prune")?;
-    let metas: Vec<ObjectMeta> = repo.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
+    let known: HashMap<&str, &Found> = known.iter().map(|f| (f.id.as_str(), f)).collect();
+    let mut found = Vec::new();
+    let mut metas: Vec<ObjectMeta> = repo.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
+    metas.retain(
+        |m| match known.get(m.key.trim_start_matches(SNAPSHOTS_PREFIX)) {
+            Some(f) => {
+                found.push((*f).clone());
+                false
+            }
+            None => true,
+        },
+    );
     let results: Vec<(String, Result<Option<Found>>)> =
         futures::stream::iter(metas.into_iter().map(|meta| async move {
             let r = async {
@@ -634,7 +646,6 @@ async fn manifests(repo: &FullRepo) -> Result<(Vec<Found>, Vec<(String, String)>
         .buffer_unordered(FETCH_CONCURRENCY)
         .collect()
         .await;
-    let mut found = Vec::new();
     let mut ignored = Vec::new();
     for (name, r) in results {
         match r {
@@ -654,7 +665,8 @@ struct Marker<'a> {
     reader: &'a Reader,
     index: &'a ChunkIndex,
     refs: &'a RefCache,
-    report: &'a mut PruneReport,
+    trees_read: usize,
+    trees_cached: usize,
 }
 
 impl Marker<'_> {
@@ -683,12 +695,12 @@ impl Marker<'_> {
             }
             let ids = match self.refs.get(&f.id) {
                 Some(ids) => {
-                    self.report.trees_cached += 1;
+                    self.trees_cached += 1;
                     ids
                 }
                 None => match self.read_refs(m).await {
                     Ok(ids) => {
-                        self.report.trees_read += 1;
+                        self.trees_read += 1;
                         self.refs.put(&f.id, &ids);
                         ids
                     }
@@ -778,8 +790,43 @@ fn choose_repack(mut partial: Vec<([u8; 32], u64)>, used: u64, max_unused: f64) 
     out
 }
 
-/// Read the kept blobs of `packs`, verify each against its chunk id, and store them anew in
-/// a root session. Returns (bytes read, bytes written).
+/// Most bytes one ranged read of a pack being repacked covers.
+const REPACK_READ: u64 = 8 << 20;
+/// Unused bytes between two kept blobs that one read spans rather than make two requests.
+const REPACK_GAP: u64 = 256 << 10;
+/// Packs read at once while repacking.
+const REPACK_CONCURRENCY: usize = 4;
+
+/// The ranged reads that fetch the kept blobs of one pack: slots sorted by offset, blobs
+/// close together (at most [`REPACK_GAP`] apart) joined while a read stays within
+/// [`REPACK_READ`] (a single larger blob is a read of its own). Unused blobs far from kept
+/// ones are never read.
+fn repack_reads(mut slots: Vec<Slot>) -> Vec<Vec<Slot>> {
+    slots.sort_by_key(|s| s.offset);
+    let mut out: Vec<Vec<Slot>> = Vec::new();
+    for s in slots {
+        if let Some(run) = out.last_mut() {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let end = last.offset as u64 + last.len as u64;
+            let gap = (s.offset as u64).saturating_sub(end);
+            let span = s.offset as u64 + s.len as u64 - first.offset as u64;
+            // One blob named twice (by two indexes) is read once.
+            if (s.offset, s.len) == (last.offset, last.len) {
+                continue;
+            }
+            if s.offset as u64 >= end && gap <= REPACK_GAP && span <= REPACK_READ {
+                run.push(s);
+                continue;
+            }
+        }
+        out.push(vec![s]);
+    }
+    out
+}
+
+/// Read the kept blobs of `packs` (ranged reads of what stays, never whole packs), verify
+/// each against its chunk id, and store them anew in a root session. Returns (bytes read,
+/// bytes written).
 async fn repack(
     repo: &FullRepo,
     index: &Arc<ChunkIndex>,
@@ -788,12 +835,12 @@ async fn repack(
     repacked: &mut HashSet<ChunkId>,
 ) -> Result<(u64, u64)> {
     let targets: HashSet<[u8; 32]> = packs.iter().copied().collect();
-    // Kept slots by pack number (a pack id may have several numbers, one per key).
-    let mut by_pack: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    // Kept slots by pack id (a pack id may have several numbers, one per index naming it).
+    let mut by_pack: HashMap<[u8; 32], Vec<Slot>> = HashMap::new();
     for (n, s) in index.slots().iter().enumerate() {
         let id = index.pack(s.pack).id;
         if keep[n] && targets.contains(&id) {
-            by_pack.entry(id).or_default().push(n);
+            by_pack.entry(id).or_default().push(*s);
         }
     }
     let session = Arc::new(BackupSession::start(
@@ -801,40 +848,70 @@ async fn repack(
         Arc::new(ChunkIndex::empty()),
         SessionOptions::default(),
     ));
-    let mut read = 0;
-    for id in packs {
-        let name = format::pack_key_name(id);
-        let bytes = repo.store.get(&name).await?;
-        read += bytes.len() as u64;
-        let slots = by_pack.remove(id).unwrap_or_default();
-        let index = index.clone();
-        let repo2 = repo.clone();
-        let session2 = session.clone();
-        let ids = crate::blocking(move || {
-            let mut chunks = Vec::with_capacity(slots.len());
-            for n in slots {
-                let s = index.slots()[n];
-                let info = index.pack(s.pack);
-                let key = info
-                    .key
-                    .as_ref()
-                    .ok_or_else(|| RepoError::Internal("a full-key index without keys".into()))?;
-                let b = s.blob();
-                let ct = bytes
-                    .get(b.offset as usize..b.offset as usize + b.len as usize)
-                    .ok_or_else(|| RepoError::corrupt(&name, "blob outside the pack"))?;
-                let raw = format::open_blob(&name, info.key_id, key, &b, ct, repo2.id_key())?;
-                chunks.push((s.id, raw));
-            }
-            let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
-            session2.store_chunks(chunks)?;
-            Ok::<_, RepoError>(ids)
+    let reads: Vec<([u8; 32], Vec<Slot>)> = packs
+        .iter()
+        .flat_map(|id| {
+            repack_reads(by_pack.remove(id).unwrap_or_default())
+                .into_iter()
+                .map(move |r| (*id, r))
         })
-        .await?;
+        .collect();
+    let mut done = futures::stream::iter(reads.into_iter().map(|(id, slots)| {
+        let session = session.clone();
+        async move { repack_read(repo, index, &session, &id, slots).await }
+    }))
+    .buffer_unordered(REPACK_CONCURRENCY);
+    let mut read = 0;
+    while let Some(r) = done.next().await {
+        let (n, ids) = r?;
+        read += n;
         repacked.extend(ids);
     }
+    drop(done);
     let stats = session.finish().await?;
     Ok((read, stats.stored_bytes))
+}
+
+/// One ranged read of a pack being repacked: its blobs opened and verified, then stored in
+/// `session`. Returns (bytes read, chunk ids stored).
+async fn repack_read(
+    repo: &FullRepo,
+    index: &Arc<ChunkIndex>,
+    session: &Arc<BackupSession>,
+    pack: &[u8; 32],
+    slots: Vec<Slot>,
+) -> Result<(u64, Vec<ChunkId>)> {
+    let name = format::pack_key_name(pack);
+    let (first, last) = (slots[0], slots[slots.len() - 1]);
+    let base = first.offset as u64;
+    let bytes = repo
+        .store
+        .get_range(&name, base..last.offset as u64 + last.len as u64)
+        .await?;
+    let read = bytes.len() as u64;
+    let (index, repo2, session) = (index.clone(), repo.clone(), session.clone());
+    let ids = crate::blocking(move || {
+        let mut chunks = Vec::with_capacity(slots.len());
+        for s in slots {
+            let info = index.pack(s.pack);
+            let key = info
+                .key
+                .as_ref()
+                .ok_or_else(|| RepoError::Internal("a full-key index without keys".into()))?;
+            let b = s.blob();
+            let at = (b.offset as u64 - base) as usize;
+            let ct = bytes
+                .get(at..at + b.len as usize)
+                .ok_or_else(|| RepoError::corrupt(&name, "blob outside the pack"))?;
+            let raw = format::open_blob(&name, info.key_id, key, &b, ct, repo2.id_key())?;
+            chunks.push((s.id, raw));
+        }
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        session.store_chunks(chunks)?;
+        Ok::<_, RepoError>(ids)
+    })
+    .await?;
+    Ok((read, ids))
 }
 
 /// Prefixes of chunk ids that, once the condemned packs go, have no copy left (FORMAT.md
@@ -876,57 +953,64 @@ fn ended_sessions(found: &[Found]) -> HashSet<(String, String)> {
 /// Drop index entries of deleted packs: a root index is rewritten without them (the new one
 /// durable before the old one goes), an agent's index is removed once every pack it names
 /// is gone (it cannot be re-signed: the next plans keep its dead chunks hidden instead).
-async fn rewrite_indexes(repo: &FullRepo, deleted: &HashSet<[u8; 32]>) -> Result<(usize, usize)> {
-    if deleted.is_empty() {
-        return Ok((0, 0));
-    }
+/// Only the indexes this run loaded are considered, from its catalog, and only root indexes
+/// that need rewriting are downloaded again; one written since (by a writer fenced
+/// meanwhile) is the next run's, as after an interruption here.
+async fn rewrite_indexes(
+    repo: &FullRepo,
+    catalog: &IndexCatalog,
+    deleted: &HashSet<[u8; 32]>,
+) -> Result<(usize, usize)> {
     let mk = repo.master("prune")?;
-    let metas: Vec<ObjectMeta> = repo.store.list(INDEX_PREFIX).try_collect().await?;
     let (mut rewritten, mut removed) = (0, 0);
-    for meta in metas {
-        let raw = match repo.store.get(&meta.key).await {
+    let mut names: Vec<&String> = catalog
+        .iter()
+        .filter(|(_, c)| c.packs.iter().any(|id| deleted.contains(id)))
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    for name in names {
+        let entry = &catalog[name];
+        if !entry.root {
+            if entry.packs.iter().all(|id| deleted.contains(id)) {
+                repo.store.delete(name).await?;
+                removed += 1;
+            }
+            continue;
+        }
+        let raw = match repo.store.get(name).await {
             Ok(r) => r,
             Err(e) if e.kind == ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
-        let Ok(p) = format::parse_index(&meta.key, &raw) else {
-            continue;
-        };
-        let Ok((packs, entries)) =
-            format::open_index_locations(&meta.key, &raw, &p, &mk.repo_secret)
-        else {
-            continue;
-        };
-        if !packs.iter().any(|pk| deleted.contains(&pk.id)) {
+        // Content-addressed: the bytes are those the load verified, or another object.
+        if blake3::hash(&raw).to_hex().as_str() != name.trim_start_matches(INDEX_PREFIX) {
             continue;
         }
+        let p = format::parse_index(name, &raw)?;
+        let (packs, entries) = format::open_index_locations(name, &raw, &p, &mk.repo_secret)?;
         let alive: Vec<bool> = packs.iter().map(|pk| !deleted.contains(&pk.id)).collect();
-        if p.writer == ROOT_WRITER {
-            let mut new_packs: Vec<IndexPack> = Vec::new();
-            let mut renumber = vec![u32::MAX; packs.len()];
-            for (n, pk) in packs.iter().enumerate().filter(|(n, _)| alive[*n]) {
-                renumber[n] = new_packs.len() as u32;
-                new_packs.push(pk.clone());
-            }
-            let new_entries: Vec<IndexEntry> = entries
-                .iter()
-                .filter(|e| alive[e.pack as usize])
-                .map(|e| IndexEntry {
-                    pack: renumber[e.pack as usize],
-                    blob: e.blob,
-                })
-                .collect();
-            if !new_entries.is_empty() {
-                crate::write::write_index(repo, &new_packs, &new_entries).await?;
-                rewritten += 1;
-            } else {
-                removed += 1;
-            }
-            repo.store.delete(&meta.key).await?;
-        } else if alive.iter().all(|a| !a) {
-            repo.store.delete(&meta.key).await?;
+        let mut new_packs: Vec<IndexPack> = Vec::new();
+        let mut renumber = vec![u32::MAX; packs.len()];
+        for (n, pk) in packs.iter().enumerate().filter(|(n, _)| alive[*n]) {
+            renumber[n] = new_packs.len() as u32;
+            new_packs.push(pk.clone());
+        }
+        let new_entries: Vec<IndexEntry> = entries
+            .iter()
+            .filter(|e| alive[e.pack as usize])
+            .map(|e| IndexEntry {
+                pack: renumber[e.pack as usize],
+                blob: e.blob,
+            })
+            .collect();
+        if !new_entries.is_empty() {
+            crate::write::write_index(repo, &new_packs, &new_entries).await?;
+            rewritten += 1;
+        } else {
             removed += 1;
         }
+        repo.store.delete(name).await?;
     }
     Ok((rewritten, removed))
 }

@@ -167,6 +167,11 @@ async fn forget_then_prune_reclaims_repacks_and_keeps_the_rest() {
         "the pack shared by both is repacked: {r:?}"
     );
     assert_eq!(r.waiting_packs, 0);
+    // Only the kept blobs are read (whole packs would be about twice what is written).
+    assert!(
+        r.repack_read_bytes * 10 < r.repack_written_bytes * 11 + (1 << 20),
+        "{r:?}"
+    );
     assert_eq!(content(&f.repo, &ib).await, b);
     assert_clean(&f.repo).await;
 
@@ -338,4 +343,60 @@ async fn snapshot_references_are_cached_and_a_tampered_entry_is_read_again() {
         (0, 2),
         "{fourth:?}"
     );
+}
+
+fn slot(offset: u32, len: u32) -> Slot {
+    Slot {
+        id: [offset as u8; 32],
+        pack: 0,
+        offset,
+        len,
+        raw_len: len,
+        flags: 0,
+        trust: 0,
+        _pad: [0; 2],
+    }
+}
+
+fn spans(reads: &[Vec<Slot>]) -> Vec<Vec<u32>> {
+    reads
+        .iter()
+        .map(|r| r.iter().map(|s| s.offset).collect())
+        .collect()
+}
+
+#[test]
+fn repack_reads_join_close_blobs_and_skip_far_unused_bytes() {
+    let k = 1 << 10;
+    let gap = REPACK_GAP as u32;
+    // Out of order, one named twice, one exactly the gap away, one a byte further.
+    let slots = vec![
+        slot(10 * k, k),
+        slot(0, k),
+        slot(0, k),
+        slot(11 * k + gap, k),
+        slot(12 * k + 2 * gap + 1, k),
+        slot(40 << 20, k),
+    ];
+    let reads = repack_reads(slots);
+    assert_eq!(
+        spans(&reads),
+        vec![
+            vec![0, 10 * k, 11 * k + gap],
+            vec![12 * k + 2 * gap + 1],
+            vec![40 << 20]
+        ]
+    );
+    // Adjacent blobs up to REPACK_READ are one read; the next one starts another.
+    let n = (REPACK_READ / (1 << 20)) as u32;
+    let adjacent: Vec<Slot> = (0..=n).map(|i| slot(i << 20, 1 << 20)).collect();
+    let reads = repack_reads(adjacent);
+    assert_eq!(
+        reads.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![n as usize, 1]
+    );
+    // A blob overlapping the previous one (a damaged index) is read on its own, not dropped.
+    let reads = repack_reads(vec![slot(0, 4 * k), slot(2 * k, 4 * k)]);
+    assert_eq!(spans(&reads), vec![vec![0], vec![2 * k]]);
+    assert!(repack_reads(Vec::new()).is_empty());
 }
