@@ -83,6 +83,27 @@ pub enum Command {
     /// Import backups made by other systems
     #[command(subcommand)]
     Import(ImportCmd),
+    /// The configuration file of `arsip serve`: check it and print what runs when
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Validate the file (every error with its line) and print the resolved plan: each
+    /// job's next runs in its time zone and in UTC. Opens no repository, reads no secret
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigCheckArgs {
+    /// The configuration file
+    #[arg(long, env = "ARSIP_CONFIG", default_value = arsip_control::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// Next runs shown per job
+    #[arg(long, default_value_t = arsip_control::plan::NEXT_RUNS)]
+    pub runs: usize,
 }
 
 #[derive(Args, Debug)]

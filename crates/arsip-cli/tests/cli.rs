@@ -930,3 +930,104 @@ mod fixtures {
         );
     }
 }
+
+/// `arsip config check` on the shipped example and on broken copies of it.
+mod config {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use crate::support::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/arsip.toml");
+
+    /// The example with its `/etc/arsip/` files created, private, under `dir`.
+    fn example_in(dir: &Path) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("\"/etc/arsip/") {
+            let p = &rest[at + "\"/etc/arsip/".len()..];
+            let end = p.find('"').unwrap();
+            let path = dir.join(&p[..end]);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "s3cr3t-value\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            rest = &p[end..];
+        }
+        let file = dir.join("arsip.toml");
+        let text = text.replace("\"/etc/arsip/", &format!("\"{}/", dir.display()));
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    #[test]
+    fn the_example_checks_and_prints_its_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::local(tmp.path()).with_env("ARSIP_TEST_NOW", "2026-12-02T12:00:00Z");
+        let file = example_in(tmp.path());
+        let f = file.to_str().unwrap();
+        let out = a.run(&["config", "check", "--config", f]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(code(&out), 0, "{text}{}", stderr(&out));
+        assert!(text.contains("valid: 8 job(s), 3 source(s)"), "{text}");
+        // 02:00 WIB tomorrow is 19:00 UTC today.
+        assert!(
+            text.contains("2026-12-03 02:00 +07:00 (Thu)  2026-12-02 19:00Z"),
+            "{text}"
+        );
+        let plan = a.json(&["config", "check", "--config", f, "--runs", "5"]);
+        let jobs = plan["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 8);
+        let daily = jobs.iter().find(|j| j["name"] == "pg-main-daily").unwrap();
+        assert_eq!(daily["next"].as_array().unwrap().len(), 5);
+        assert_eq!(daily["next"][0]["utc"], "2026-12-02T19:00:00Z");
+        let all = format!("{text}{plan}");
+        assert!(!all.contains("s3cr3t"), "a secret was shown: {all}");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key_and_exit_2() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::local(tmp.path());
+        // The example as shipped names files this machine does not have.
+        let out = a.run(&["config", "check", "--config", EXAMPLE]);
+        assert_eq!(code(&out), 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("arsip.toml:28:12: repository.main.key_file: /etc/arsip/keys/main.key:"),
+            "{err}"
+        );
+        // One cause, one error: a missing key file is not also "no full key".
+        assert!(!err.contains("needs the repository's full key"), "{err}");
+
+        let file = example_in(tmp.path());
+        let text = std::fs::read_to_string(&file).unwrap();
+        let broken = text
+            .replace("schedule = \"0 2 * * *\"", "schedule = \"0 2 * *\"")
+            .replace(
+                "tls = \"starttls\"",
+                "tls = \"starttls\"\npassword = \"hunter2-inline\"",
+            );
+        std::fs::write(&file, broken).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = file.to_str().unwrap();
+        let out = a.run(&["config", "check", "--config", f]);
+        assert_eq!(code(&out), 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("job.pg-main-daily.schedule: \"0 2 * *\" has 4 field(s)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("channel.email.password: give exactly one of"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        let out = a.run(&["config", "check", "--config", f, "--json"]);
+        assert_eq!(code(&out), 2);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let errors = v["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 2, "{v}");
+        assert_eq!(errors[0]["key"], "job.pg-main-daily.schedule");
+        assert!(errors[0]["line"].as_u64().unwrap() > 0);
+    }
+}

@@ -4,6 +4,7 @@
 mod audit;
 mod backup;
 mod check;
+mod config;
 mod forget;
 mod import;
 mod init;
@@ -41,5 +42,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Wal(w) => wal::run(&ctx, w).await,
         Command::Quickstart(q) => quickstart::run(&ctx, q).await,
         Command::Import(i) => import::run(&ctx, i).await,
+        Command::Config(c) => config::run(&ctx, c).await,
     }
 }
