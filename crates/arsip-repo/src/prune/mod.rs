@@ -100,6 +100,10 @@ pub struct PruneReport {
     pub trees_cached: usize,
 }
 
+/// Snapshot trees read at once while marking (each is spooled to memory up to 64 MiB,
+/// beyond that to a temporary file).
+const TREE_CONCURRENCY: usize = 4;
+
 /// Packs deleted at once between two checks that the prune's session is fresh.
 const DELETE_BATCH: usize = 64;
 
@@ -686,29 +690,45 @@ impl Marker<'_> {
                 hex::encode(&id[..8])
             ))
         };
-        for f in found {
+        for f in &found {
             let m = &f.manifest;
             if strict {
                 if let Some(id) = m.tree_ids()?.iter().find(|id| index.all(id).is_empty()) {
                     return Err(unindexed(m, id));
                 }
             }
-            let ids = match self.refs.get(&f.id) {
-                Some(ids) => {
+        }
+        // What each snapshot references: from the cache, else its tree, a few trees at once.
+        let (refs, reader) = (self.refs, self.reader);
+        let mut listed = futures::stream::iter(found.into_iter().map(|f| async move {
+            if let Some(ids) = refs.get(&f.id) {
+                return (f, Ok((ids, true)));
+            }
+            let r = match read_refs(reader, &f.manifest).await {
+                Ok(ids) => {
+                    refs.put(&f.id, &ids);
+                    Ok((ids, false))
+                }
+                Err(e) => Err(e),
+            };
+            (f, r)
+        }))
+        .buffered(TREE_CONCURRENCY);
+        while let Some((f, r)) = listed.next().await {
+            let m = &f.manifest;
+            let ids = match r {
+                Ok((ids, true)) => {
                     self.trees_cached += 1;
                     ids
                 }
-                None => match self.read_refs(m).await {
-                    Ok(ids) => {
-                        self.trees_read += 1;
-                        self.refs.put(&f.id, &ids);
-                        ids
-                    }
-                    // A refused writer's tree may be unreadable (its indexes are refused
-                    // too); its tree chunks are still kept where an index knows them.
-                    Err(e) if !strict && !matches!(e, RepoError::Storage(_)) => m.tree_ids()?,
-                    Err(e) => return Err(e),
-                },
+                Ok((ids, false)) => {
+                    self.trees_read += 1;
+                    ids
+                }
+                // A refused writer's tree may be unreadable (its indexes are refused
+                // too); its tree chunks are still kept where an index knows them.
+                Err(e) if !strict && !matches!(e, RepoError::Storage(_)) => m.tree_ids()?,
+                Err(e) => return Err(e),
             };
             for id in &ids {
                 let all = index.all(id);
@@ -727,18 +747,18 @@ impl Marker<'_> {
         }
         Ok(())
     }
+}
 
-    /// Every chunk a snapshot references (its tree's and its files'), sorted and distinct.
-    async fn read_refs(&self, m: &Manifest) -> Result<Vec<ChunkId>> {
-        let mut ids = m.tree_ids()?;
-        let mut tree = self.reader.tree(m).await?;
-        while let Some((_, chunks)) = tree.next_node()? {
-            ids.extend(chunks);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+/// Every chunk a snapshot references (its tree's and its files'), sorted and distinct.
+async fn read_refs(reader: &Reader, m: &Manifest) -> Result<Vec<ChunkId>> {
+    let mut ids = m.tree_ids()?;
+    let mut tree = reader.tree(m).await?;
+    while let Some((_, chunks)) = tree.next_node()? {
+        ids.extend(chunks);
     }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// Which copies of referenced chunks stay: one root copy in a pack not condemned if there
