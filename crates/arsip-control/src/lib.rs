@@ -1,9 +1,11 @@
-//! arsip's control plane: the configuration file ([`config`]), schedules ([`schedule`]) and
-//! the resolved plan `arsip config check` prints ([`plan`]). The daemon (`arsip serve`) that
+//! arsip's control plane: the configuration file ([`config`]), schedules ([`schedule`]), the
+//! resolved plan `arsip config check` prints ([`plan`]) and the daemon's state journal
+//! ([`journal`]). The daemon (`arsip serve`) that
 //! runs the plan comes next (docs/design/CONTROL.md). This crate depends on `arsip-ops`
 //! only: every job it runs is an operation there.
 
 pub mod config;
+pub mod journal;
 pub mod plan;
 pub mod schedule;
 
