@@ -161,7 +161,7 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
             }
         }
     }
-    let index = Arc::new(repo.load_index().await?);
+    let index = Arc::new(repo.load_index_from_store().await?);
     report.chunks = index.len();
 
     // Packs: every pack an index names must exist and be large enough.
@@ -267,7 +267,7 @@ pub async fn check(repo: FullRepo, read_data: ReadData) -> Result<CheckReport> {
 
     // Snapshots: each manifest authenticates; each referenced chunk is indexed.
     let reader = Reader::new(&repo, index.clone())?;
-    let listing = repo.snapshot_listing().await?;
+    let listing = repo.snapshot_listing_from_store().await?;
     let (snaps, bad) = (listing.snapshots, listing.damaged);
     report.snapshots = snaps.len() + bad.len() + listing.revoked.len();
     for (name, e) in listing.revoked {
@@ -585,7 +585,7 @@ const REPAIR_FLUSH_ENTRIES: usize = 100_000;
 pub async fn repair_index(repo: FullRepo) -> Result<IndexRepair> {
     let mk = repo.master("repairing the index")?;
     let mut out = IndexRepair::default();
-    let index = repo.load_index().await?;
+    let index = repo.load_index_from_store().await?;
     let mut named: HashSet<String> = index
         .packs()
         .iter()

@@ -31,6 +31,7 @@ pub mod fuzzing;
 mod index;
 mod keys;
 mod maint;
+mod objcache;
 mod prune;
 mod read;
 mod record;

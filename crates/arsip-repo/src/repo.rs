@@ -544,6 +544,31 @@ impl Repository {
         };
         self.local.cache_dir.join(name)
     }
+    /// A content-addressed object (an index or a manifest), from this host's copy when it
+    /// matches its name, else from the store ([`crate::objcache`]).
+    pub(crate) async fn get_addressed(
+        &self,
+        name: &str,
+    ) -> std::result::Result<bytes::Bytes, arsip_storage::StorageError> {
+        self.object_cache().get(&self.store, name).await
+    }
+
+    /// [`Repository::get_addressed`], or straight from the store for `Fetch::Store`.
+    async fn fetch(
+        &self,
+        name: &str,
+        from: Fetch,
+    ) -> std::result::Result<bytes::Bytes, arsip_storage::StorageError> {
+        match from {
+            Fetch::Cached => self.get_addressed(name).await,
+            Fetch::Store => self.store.get(name).await,
+        }
+    }
+
+    pub(crate) fn object_cache(&self) -> crate::objcache::ObjectCache {
+        crate::objcache::ObjectCache::new(self.repo_cache_dir())
+    }
+
     /// This host's name, as the front end resolved it ([`LocalSettings::host`]).
     pub fn host(&self) -> &str {
         &self.local.host
@@ -940,6 +965,14 @@ impl Repository {
         self.load_index_with(&state, IndexUse::Normal).await
     }
 
+    /// [`Repository::load_index`] from the store itself, never this host's copies: what
+    /// `check` judges is the repository.
+    pub(crate) async fn load_index_from_store(&self) -> Result<ChunkIndex> {
+        let state = self.maint_state().await?;
+        self.load_indexes(&state, IndexUse::Normal, None, Fetch::Store)
+            .await
+    }
+
     /// [`Repository::load_index`] under a given plan: entries of packs prune deleted are left
     /// out (unless `skip_deleted` is false: prune itself needs them), chunks it hid are not
     /// deduplicable.
@@ -948,7 +981,7 @@ impl Repository {
         state: &crate::maint::MaintState,
         usage: IndexUse,
     ) -> Result<ChunkIndex> {
-        self.load_indexes(state, usage, None).await
+        self.load_indexes(state, usage, None, Fetch::Cached).await
     }
 
     /// [`Repository::load_index_with`] for maintenance, with the catalog of the index
@@ -960,7 +993,12 @@ impl Repository {
     ) -> Result<(ChunkIndex, IndexCatalog)> {
         let mut catalog = IndexCatalog::new();
         let index = self
-            .load_indexes(state, IndexUse::Maintenance, Some(&mut catalog))
+            .load_indexes(
+                state,
+                IndexUse::Maintenance,
+                Some(&mut catalog),
+                Fetch::Cached,
+            )
             .await?;
         Ok((index, catalog))
     }
@@ -970,16 +1008,21 @@ impl Repository {
         state: &crate::maint::MaintState,
         usage: IndexUse,
         mut catalog: Option<&mut IndexCatalog>,
+        from: Fetch,
     ) -> Result<ChunkIndex> {
         let skip = match usage {
             IndexUse::Normal => Some(&state.deleted),
             IndexUse::Maintenance => None,
         };
         let metas: Vec<ObjectMeta> = self.store.list(INDEX_PREFIX).try_collect().await?;
+        self.object_cache().retain(
+            INDEX_PREFIX,
+            &metas.iter().map(|m| m.key.as_str()).collect(),
+        );
         let mut builder =
             IndexBuilder::new(self.local.index_memory, self.cache_dir().join("spill"));
         let mut fetches = futures::stream::iter(metas.into_iter().map(|m| async move {
-            let b = self.store.get(&m.key).await;
+            let b = self.fetch(&m.key, from).await;
             (m, b)
         }))
         .buffer_unordered(FETCH_CONCURRENCY);
@@ -1125,11 +1168,24 @@ impl Repository {
     /// damaged manifests, and manifests of revoked writers (authentic, but no longer
     /// accepted: not damage). Needs a full key.
     pub(crate) async fn snapshot_listing(&self) -> Result<SnapshotListing> {
+        self.snapshot_listing_via(Fetch::Cached).await
+    }
+
+    /// [`Repository::snapshot_listing`] from the store itself (`check`).
+    pub(crate) async fn snapshot_listing_from_store(&self) -> Result<SnapshotListing> {
+        self.snapshot_listing_via(Fetch::Store).await
+    }
+
+    async fn snapshot_listing_via(&self, from: Fetch) -> Result<SnapshotListing> {
         let mk = self.master("listing snapshots")?;
         let metas: Vec<ObjectMeta> = self.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
+        self.object_cache().retain(
+            SNAPSHOTS_PREFIX,
+            &metas.iter().map(|m| m.key.as_str()).collect(),
+        );
         let results: Vec<(String, Result<Snapshot>)> =
             futures::stream::iter(metas.into_iter().map(|meta| async move {
-                let r = match self.store.get(&meta.key).await {
+                let r = match self.fetch(&meta.key, from).await {
                     Ok(raw) => {
                         self.open_manifest(&meta.key, &raw, mk, store_time(&meta))
                             .await
@@ -1239,6 +1295,15 @@ fn fence_verdict(fences: &crate::maint::Fences, name: &str, s: Snapshot) -> Resu
         }),
         _ => Ok(s),
     }
+}
+
+/// Where content-addressed objects are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// This host's copy when it matches its name (`objcache`), else the store.
+    Cached,
+    /// The store: what `check` judges.
+    Store,
 }
 
 /// The index objects a maintenance load accepted, by name.

@@ -596,6 +596,10 @@ async fn manifests(
     let known: HashMap<&str, &Found> = known.iter().map(|f| (f.id.as_str(), f)).collect();
     let mut found = Vec::new();
     let mut metas: Vec<ObjectMeta> = repo.store.list(SNAPSHOTS_PREFIX).try_collect().await?;
+    repo.object_cache().retain(
+        SNAPSHOTS_PREFIX,
+        &metas.iter().map(|m| m.key.as_str()).collect(),
+    );
     metas.retain(
         |m| match known.get(m.key.trim_start_matches(SNAPSHOTS_PREFIX)) {
             Some(f) => {
@@ -608,7 +612,7 @@ async fn manifests(
     let results: Vec<(String, Result<Option<Found>>)> =
         futures::stream::iter(metas.into_iter().map(|meta| async move {
             let r = async {
-                let raw = match repo.store.get(&meta.key).await {
+                let raw = match repo.get_addressed(&meta.key).await {
                     Ok(r) => r,
                     // Forgotten while we listed.
                     Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
@@ -811,7 +815,7 @@ fn choose_repack(mut partial: Vec<([u8; 32], u64)>, used: u64, max_unused: f64) 
 }
 
 /// Most bytes one ranged read of a pack being repacked covers.
-const REPACK_READ: u64 = 8 << 20;
+const REPACK_READ: u64 = 4 << 20;
 /// Unused bytes between two kept blobs that one read spans rather than make two requests.
 const REPACK_GAP: u64 = 256 << 10;
 /// Packs read at once while repacking.
@@ -998,7 +1002,7 @@ async fn rewrite_indexes(
             }
             continue;
         }
-        let raw = match repo.store.get(name).await {
+        let raw = match repo.get_addressed(name).await {
             Ok(r) => r,
             Err(e) if e.kind == ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
