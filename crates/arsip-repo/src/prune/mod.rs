@@ -867,10 +867,15 @@ async fn repack(
             by_pack.entry(id).or_default().push(*s);
         }
     }
+    // One packing thread and one upload: repacking is a small share of a prune, and each
+    // open or uploading pack is a pack's size in memory.
     let session = Arc::new(BackupSession::start(
         repo.shared(),
         Arc::new(ChunkIndex::empty()),
-        SessionOptions::default(),
+        SessionOptions {
+            workers: 1,
+            uploads: 1,
+        },
     ));
     let reads: Vec<([u8; 32], Vec<Slot>)> = packs
         .iter()
