@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// The plan's default: 30 days of backups.
 pub const DEFAULT_KEEP_WITHIN_DAYS: i64 = 30;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Policy {
     pub keep_last: Option<usize>,
     pub keep_hourly: Option<usize>,

@@ -175,34 +175,8 @@ pub struct Api {
     pub tokens: Vec<Token>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Retention {
-    pub keep_last: Option<usize>,
-    pub keep_hourly: Option<usize>,
-    pub keep_daily: Option<usize>,
-    pub keep_weekly: Option<usize>,
-    pub keep_monthly: Option<usize>,
-    pub keep_yearly: Option<usize>,
-    pub keep_within: Option<SignedDuration>,
-    pub keep_tags: Vec<String>,
-}
-
-impl Retention {
-    /// The forget policy (the plan's default, 30 days, when no rule is given).
-    pub fn policy(&self) -> arsip_ops::forget::Policy {
-        arsip_ops::forget::Policy {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-            keep_within: self.keep_within,
-            keep_tags: self.keep_tags.clone(),
-        }
-        .or_default()
-    }
-}
+/// Retention rules are `arsip forget`'s; none given means the plan's default (30 days).
+pub use arsip_ops::forget::Policy as Retention;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Price {
@@ -603,7 +577,7 @@ impl Checker<'_> {
             self.count(v, &format!("{key}.{k}"), 1, 1_000_000)
                 .map(|n| n as usize)
         };
-        let out = Retention {
+        let rules = Retention {
             keep_last: n(&r.keep_last, "keep_last"),
             keep_hourly: n(&r.keep_hourly, "keep_hourly"),
             keep_daily: n(&r.keep_daily, "keep_daily"),
@@ -615,7 +589,7 @@ impl Checker<'_> {
         };
         Retention {
             keep_within: self.duration(&r.keep_within, &format!("{key}.keep_within")),
-            ..out
+            ..rules
         }
     }
 

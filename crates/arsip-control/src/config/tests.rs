@@ -44,7 +44,11 @@ fn the_shipped_example_resolves_to_the_plan() {
     assert_eq!(c.daemon.time_zone, "Asia/Jakarta");
     assert_eq!(c.repositories["main"].quota, Some(2 << 40));
     assert_eq!(
-        c.repositories["main"].retention.policy().keep_within,
+        c.repositories["main"]
+            .retention
+            .clone()
+            .or_default()
+            .keep_within,
         Some(SignedDuration::from_hours(30 * 24))
     );
     assert_eq!(c.sources.len(), 3);
