@@ -818,8 +818,9 @@ fn choose_repack(mut partial: Vec<([u8; 32], u64)>, used: u64, max_unused: f64) 
 const REPACK_READ: u64 = 4 << 20;
 /// Unused bytes between two kept blobs that one read spans rather than make two requests.
 const REPACK_GAP: u64 = 256 << 10;
-/// Packs read at once while repacking.
-const REPACK_CONCURRENCY: usize = 4;
+/// Ranged reads at once while repacking (each read is held twice more, opened and queued
+/// for packing, until its blobs are packed).
+const REPACK_CONCURRENCY: usize = 2;
 
 /// The ranged reads that fetch the kept blobs of one pack: slots sorted by offset, blobs
 /// close together (at most [`REPACK_GAP`] apart) joined while a read stays within
