@@ -22,9 +22,12 @@ use crate::cap::FullRepo;
 use crate::crypto::{context, Key};
 use crate::error::Result;
 use crate::format::ChunkId;
+use crate::objcache::{own_dir, read_regular, MAX_COPY};
 
 pub(super) struct RefCache {
-    dir: PathBuf,
+    /// The repository's own cache directory; entries are in its `refs/`, used only when
+    /// that is a real directory of this user (`objcache::own_dir`).
+    base: PathBuf,
     key: Key,
 }
 
@@ -32,15 +35,20 @@ impl RefCache {
     pub(super) fn new(repo: &FullRepo) -> Result<RefCache> {
         let mk = repo.master("prune")?;
         Ok(RefCache {
-            dir: repo.repo_cache_dir().join("refs"),
+            base: repo.repo_cache_dir(),
             key: mk.master.derive(context::LOCAL_REFS, &[]),
         })
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
+        own_dir(&self.base, &["refs"])
     }
 
     fn path(&self, snapshot: &str) -> Option<PathBuf> {
         // Snapshot ids are hex hashes; anything else never names a file.
         (snapshot.len() == 64 && snapshot.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| self.dir.join(snapshot))
+            .then(|| self.dir().map(|d| d.join(snapshot)))
+            .flatten()
     }
 
     fn mac(&self, snapshot: &str, body: &[u8]) -> blake3::Hash {
@@ -53,7 +61,7 @@ impl RefCache {
 
     /// The chunks `snapshot` references, if an authentic entry holds them.
     pub(super) fn get(&self, snapshot: &str) -> Option<Vec<ChunkId>> {
-        let raw = std::fs::read(self.path(snapshot)?).ok()?;
+        let raw = read_regular(&self.path(snapshot)?, MAX_COPY)?;
         let (mac, body) = raw.split_at_checked(32)?;
         // blake3::Hash compares in constant time.
         if blake3::Hash::from_bytes(mac.try_into().ok()?) != self.mac(snapshot, body) {
@@ -79,11 +87,14 @@ impl RefCache {
         let Some(path) = self.path(snapshot) else {
             return;
         };
+        let dir = path
+            .parent()
+            .expect("an entry has a directory")
+            .to_path_buf();
         let r = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(&self.dir)?;
             let flat: Vec<u8> = ids.iter().flatten().copied().collect();
             let body = zstd::encode_all(&flat[..], 1)?;
-            let mut f = tempfile::NamedTempFile::new_in(&self.dir)?;
+            let mut f = tempfile::NamedTempFile::new_in(&dir)?;
             f.write_all(self.mac(snapshot, &body).as_bytes())?;
             f.write_all(&body)?;
             f.persist(path).map_err(|e| e.error)?;
@@ -96,7 +107,10 @@ impl RefCache {
 
     /// Remove the entries of snapshots that no longer exist (and stray files).
     pub(super) fn retain(&self, live: &HashSet<&str>) {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+        let Some(dir) = self.dir() else {
+            return;
+        };
+        let Ok(dir) = std::fs::read_dir(dir) else {
             return;
         };
         for e in dir.flatten() {
