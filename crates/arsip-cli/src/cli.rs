@@ -101,9 +101,9 @@ pub struct ConfigCheckArgs {
     #[arg(long, env = "ARSIP_CONFIG", default_value = arsip_control::config::DEFAULT_PATH)]
     pub config: PathBuf,
 
-    /// Next runs shown per job
-    #[arg(long, default_value_t = arsip_control::plan::NEXT_RUNS)]
-    pub runs: usize,
+    /// Next runs shown per job (at most 1000)
+    #[arg(long, default_value_t = arsip_control::plan::NEXT_RUNS, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub runs: u16,
 }
 
 #[derive(Args, Debug)]

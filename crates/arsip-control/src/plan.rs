@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::{Config, JobKind, Repository, Source};
 
 /// Runs of each job shown by default.
-pub const NEXT_RUNS: usize = 3;
+pub const NEXT_RUNS: u16 = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NextRun {

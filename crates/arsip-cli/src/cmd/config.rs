@@ -19,7 +19,7 @@ fn check(ctx: &Ctx<'_>, a: &ConfigCheckArgs) -> Result<u8> {
     match arsip_control::load(&a.config) {
         Ok(config) => {
             let now = arsip_ops::repo::clock::from_env().now();
-            ctx.emit(&Plan::new(&config, now, a.runs))?;
+            ctx.emit(&Plan::new(&config, now, a.runs.into()))?;
             Ok(exit::OK)
         }
         Err(errors) => {

@@ -357,9 +357,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message,
         }],
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
     let meta = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
+    // A FIFO or a device would block or never end; a pipe's owner says nothing of who wrote it.
+    if !meta.is_file() {
+        return Err(fail("the configuration is not a regular file".into()));
+    }
+    let text = std::fs::read_to_string(path)
         .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
     parse(path, &text, FileAccess::of(&meta))
 }
@@ -400,7 +404,7 @@ pub fn parse(path: &Path, text: &str, access: FileAccess) -> Result<Config, Conf
         Ok(r) => r,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            c.error(&span, "", e.message().trim_end().to_string());
+            c.error(&span, "", redact_values(e.message().trim_end()));
             return Err(c.finish());
         }
     };
@@ -722,8 +726,9 @@ impl Checker<'_> {
         }
         let mut names = std::collections::HashSet::new();
         for t in &a.tokens {
-            let key = format!("api.tokens.{}", t.get_ref().name.get_ref());
+            let key = format!("api.tokens.{}", t.get_ref().name.get_ref().escape_debug());
             let t = t.get_ref();
+            self.name(t.name.get_ref(), &t.name.span(), &key);
             if !names.insert(t.name.get_ref().clone()) {
                 self.error(&t.name.span(), &key, "a second token of this name".into());
             }
@@ -757,7 +762,21 @@ impl Checker<'_> {
         let location = r.location.get_ref().clone();
         let s3 = location.starts_with("s3://");
         let known = ["s3://", "gs://", "az://", "/"];
+        for (v, leaf) in [
+            (Some(&r.location), "location"),
+            (r.endpoint.as_ref(), "endpoint"),
+        ] {
+            if let Some(v) = v.filter(|v| has_userinfo(v.get_ref())) {
+                self.error(
+                    &v.span(),
+                    &format!("{key}.{leaf}"),
+                    "credentials in a URL; use access_key_id_file and secret_access_key_file"
+                        .into(),
+                );
+            }
+        }
         if !known.iter().any(|p| location.starts_with(p)) {
+            let location = redact_userinfo(&location);
             self.error(
                 &r.location.span(),
                 &format!("{key}.location"),
@@ -991,7 +1010,7 @@ impl Checker<'_> {
                     );
                 }
                 if let Some(d) = &s.dbname {
-                    if d.get_ref().contains("password=") {
+                    if has_password(d.get_ref()) {
                         self.error(
                             &d.span(),
                             &k("dbname"),
@@ -1245,6 +1264,14 @@ impl Checker<'_> {
                     &c.routing_key_env,
                     true,
                 )?;
+                if let Some(u) = c.url.as_ref().filter(|u| has_userinfo(u.get_ref())) {
+                    self.error(
+                        &u.span(),
+                        &k("url"),
+                        "credentials in a URL; the routing key is the secret (routing_key_file)"
+                            .into(),
+                    );
+                }
                 Some(Channel::Pagerduty {
                     routing_key,
                     url: c
@@ -1396,8 +1423,11 @@ fn secret_file_problem(p: &Path) -> Option<String> {
     if !meta.is_file() {
         return Some(format!("{} is not a file", p.display()));
     }
+    // Both resolved: `creds/../x` and links out of the directory are not exempt.
     let systemd = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .is_some_and(|d| !d.is_empty() && p.starts_with(d));
+        .filter(|d| !d.is_empty())
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .is_some_and(|d| std::fs::canonicalize(p).is_ok_and(|p| p.starts_with(d)));
     let access = FileAccess::of(&meta);
     if !systemd && !access.ours_alone() {
         return Some(format!(
@@ -1408,6 +1438,64 @@ fn secret_file_problem(p: &Path) -> Option<String> {
         ));
     }
     None
+}
+
+/// Whether a libpq connection string carries a password: the `password` keyword (spaces
+/// around `=` allowed, any case) or a URI with a password in its user part.
+fn has_password(conn: &str) -> bool {
+    let squeezed: String = conn
+        .to_ascii_lowercase()
+        .split('=')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("=");
+    squeezed
+        .split_whitespace()
+        .any(|w| w.starts_with("password="))
+        || squeezed.contains("?password=")
+        || squeezed.contains("&password=")
+        || has_userinfo(conn)
+}
+
+/// `scheme://user:secret@…`.
+fn has_userinfo(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(_, rest)| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'))
+    })
+}
+
+/// `s` with the user part of a URL's authority replaced by `***`.
+fn redact_userinfo(s: &str) -> String {
+    match s.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+                None => s.to_string(),
+            }
+        }
+        None => s.to_string(),
+    }
+}
+
+/// A parser message without the values it quotes (`invalid type: integer `8675309123``
+/// may be a secret typed without quotes); key names it quotes stay.
+fn redact_values(msg: &str) -> String {
+    if !(msg.starts_with("invalid type") || msg.starts_with("invalid value")) {
+        return msg.to_string();
+    }
+    let mut out = String::new();
+    for (n, part) in msg.split('`').enumerate() {
+        if n % 2 == 1 {
+            out.push_str("`…`");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// A size: a number with an optional unit (`K`, `M`, `G`, `T`, `P` with `B`, `iB` or

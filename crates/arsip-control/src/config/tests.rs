@@ -345,3 +345,44 @@ fn secrets_read_without_their_trailing_newline() {
         .unwrap_err();
     assert!(e.contains("ARSIP_TEST_SURELY_UNSET"), "{e}");
 }
+
+#[test]
+fn secrets_in_connection_strings_urls_and_parser_messages_are_refused_unshown() {
+    for dbname in [
+        "host=x user=a password = hunter2",
+        "host=x PASSWORD=hunter2",
+        "postgresql://arsip:hunter2@db/app",
+        "postgresql://db/app?sslmode=require&password=hunter2",
+    ] {
+        let text = BASE.replace("dbname = \"dbname=app\"", &format!("dbname = {dbname:?}"));
+        let e = check(&text, PRIVATE).unwrap_err();
+        assert!(e.to_string().contains("PGPASSFILE"), "{dbname}: {e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+    let text = BASE.replace(
+        "location = \"/var/backups/arsip\"",
+        "location = \"https://user:hunter2@host/repo\"",
+    );
+    let e = check(&text, PRIVATE).unwrap_err().to_string();
+    assert!(e.contains("credentials in a URL"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let text = BASE.replace("password_env = \"ARSIP_PASSWORD\"", "password = 8675309123");
+    let e = check(&text, PRIVATE).unwrap_err().to_string();
+    assert!(!e.contains("8675309123"), "{e}");
+    assert!(e.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn token_names_are_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t");
+    std::fs::write(&f, "x").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!(
+        "{BASE}[api]\ntokens = [{{ name = \"a\\nb\", role = \"read\", file = {:?} }}]\n",
+        f.display().to_string()
+    );
+    let e = check(&text, PRIVATE).unwrap_err().to_string();
+    assert!(e.contains("not a valid name"), "{e}");
+    assert_eq!(e.lines().count(), 1, "one error, one line: {e}");
+}
