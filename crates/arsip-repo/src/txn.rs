@@ -11,9 +11,9 @@ use std::sync::Arc;
 use crate::format::ChunkId;
 use crate::index::ChunkIndex;
 use crate::maint::{Purpose, Session};
-use crate::snapshot::{Manifest, Node, NodeType, TreeWriter};
+use crate::snapshot::{Manifest, Node, NodeType, TreeReader, TreeWriter};
 use crate::write::{BackupSession, Progress, SessionOptions};
-use crate::{Repository, Result};
+use crate::{RepoError, Repository, Result};
 
 /// What describes a snapshot apart from its content.
 #[derive(Debug, Clone, Default)]
@@ -148,9 +148,10 @@ impl SnapshotTxn {
     pub async fn commit(self, meta: SnapshotMeta) -> Result<BackupOutcome> {
         let session = self.session.clone();
         let mut tree = self.tree.into_inner();
-        let (tree_ids, tree_bytes) = crate::blocking(move || {
+        let (tree_ids, tree_bytes, tree) = crate::blocking(move || {
             std::io::Seek::rewind(&mut tree)?;
-            session.write_stream(tree)
+            let (ids, bytes) = session.write_stream(&mut tree)?;
+            Ok::<_, RepoError>((ids, bytes, tree))
         })
         .await?;
         let stats = self.session.finish().await?;
@@ -177,6 +178,7 @@ impl SnapshotTxn {
         let id = repo.commit_manifest(&manifest).await?;
         self.lease.confirm_commit(&id).await?;
         self.lease.end(Some(&id)).await;
+        remember_refs(&repo, &id, tree_ids.clone(), tree_bytes, tree).await;
         Ok(BackupOutcome {
             id,
             kind: meta.kind,
@@ -188,5 +190,39 @@ impl SnapshotTxn {
             new_chunks: stats.new_chunks,
             seconds: self.clock_start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// Trees up to this size have their references remembered at commit (about half of it in
+/// memory while that is computed).
+const REMEMBER_TREE_BYTES: u64 = 128 << 20;
+
+/// With a full key, fill this host's reference cache for the snapshot just committed, from
+/// the tree stream it wrote (the bytes a reader of the tree would get), so that a prune on
+/// this host need not read the tree back. Best effort: a missing entry costs that one read.
+async fn remember_refs(
+    repo: &Arc<Repository>,
+    id: &str,
+    tree_ids: Vec<ChunkId>,
+    tree_bytes: u64,
+    mut tree: tempfile::SpooledTempFile,
+) {
+    let Ok(cache) = crate::prune::RefCache::of(repo) else {
+        return;
+    };
+    if tree_bytes > REMEMBER_TREE_BYTES {
+        return;
+    }
+    let id = id.to_string();
+    let r = crate::blocking(move || {
+        std::io::Seek::rewind(&mut tree)?;
+        let reader = TreeReader::new(std::io::BufReader::new(tree));
+        let ids = crate::prune::tree_refs(tree_ids, reader)?;
+        cache.put(&id, &ids);
+        Ok::<_, RepoError>(())
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "snapshot references not remembered");
     }
 }

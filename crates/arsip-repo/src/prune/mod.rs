@@ -39,7 +39,7 @@ use crate::snapshot::{Manifest, SNAPSHOTS_PREFIX};
 use crate::write::{BackupSession, SessionOptions};
 
 mod refs;
-use refs::RefCache;
+pub(crate) use refs::RefCache;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -157,7 +157,7 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     report.ignored_manifests = ignored;
     report.snapshots = found.len();
     let reader = Reader::new(repo, index.clone())?;
-    let refs = RefCache::new(repo)?;
+    let refs = RefCache::of(repo)?;
     let mut marker = Marker {
         reader: &reader,
         index: &index,
@@ -755,8 +755,16 @@ impl Marker<'_> {
 
 /// Every chunk a snapshot references (its tree's and its files'), sorted and distinct.
 async fn read_refs(reader: &Reader, m: &Manifest) -> Result<Vec<ChunkId>> {
-    let mut ids = m.tree_ids()?;
-    let mut tree = reader.tree(m).await?;
+    tree_refs(m.tree_ids()?, reader.tree(m).await?)
+}
+
+/// Every chunk a snapshot with tree chunks `tree_ids` and tree stream `tree` references,
+/// sorted and distinct: what a reference cache entry holds.
+pub(crate) fn tree_refs<R: std::io::BufRead>(
+    tree_ids: Vec<ChunkId>,
+    mut tree: crate::snapshot::TreeReader<R>,
+) -> Result<Vec<ChunkId>> {
+    let mut ids = tree_ids;
     while let Some((_, chunks)) = tree.next_node()? {
         ids.extend(chunks);
     }

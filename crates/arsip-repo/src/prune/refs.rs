@@ -18,13 +18,13 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::cap::FullRepo;
 use crate::crypto::{context, Key};
 use crate::error::Result;
 use crate::format::ChunkId;
 use crate::objcache::{own_dir, read_regular, MAX_COPY};
+use crate::repo::Repository;
 
-pub(super) struct RefCache {
+pub(crate) struct RefCache {
     /// The repository's own cache directory; entries are in its `refs/`, used only when
     /// that is a real directory of this user (`objcache::own_dir`).
     base: PathBuf,
@@ -32,8 +32,9 @@ pub(super) struct RefCache {
 }
 
 impl RefCache {
-    pub(super) fn new(repo: &FullRepo) -> Result<RefCache> {
-        let mk = repo.master("prune")?;
+    /// The cache of a repository opened with a full key (agents cannot authenticate entries).
+    pub(crate) fn of(repo: &Repository) -> Result<RefCache> {
+        let mk = repo.master("the reference cache")?;
         Ok(RefCache {
             base: repo.repo_cache_dir(),
             key: mk.master.derive(context::LOCAL_REFS, &[]),
@@ -83,7 +84,7 @@ impl RefCache {
     }
 
     /// Best effort: a failed write only costs a tree read next time.
-    pub(super) fn put(&self, snapshot: &str, ids: &[ChunkId]) {
+    pub(crate) fn put(&self, snapshot: &str, ids: &[ChunkId]) {
         let Some(path) = self.path(snapshot) else {
             return;
         };

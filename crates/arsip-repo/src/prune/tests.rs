@@ -295,18 +295,31 @@ async fn one_prune_at_a_time() {
     run(&f.repo).await;
 }
 
-/// Each snapshot's tree is read once per host: later prunes take its references from the
-/// cache. A cache entry that was edited, swapped for another snapshot's or truncated is
-/// ignored and the tree read again, so no entry can make prune drop referenced data; the
-/// entries of forgotten snapshots go.
+/// A full-key backup remembers what its snapshot references on this host, and each other
+/// snapshot's tree is read once per host: prunes take references from the cache. A cache
+/// entry that was edited, swapped for another snapshot's or truncated is ignored and the
+/// tree read again, so no entry can make prune drop referenced data; the entries of
+/// forgotten snapshots go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_references_are_cached_and_a_tampered_entry_is_read_again() {
     let f = fixture().await;
     let (a, b, c) = (data(1, 3 << 20), data(2, 3 << 20), data(3, 3 << 20));
     let ia = backup(&f.repo, &a).await;
     let ib = backup(&f.repo, &b).await;
+    let dir = f.repo.repo_cache_dir().join("refs");
+    let entry = |id: &str| dir.join(id);
+    // The backups' own entries are exactly what reading their trees gives.
+    let cache = RefCache::of(&f.repo).unwrap();
+    let reader = Reader::open(&f.repo).await.unwrap();
+    for snap in f.repo.snapshot_listing().await.unwrap().snapshots {
+        let from_tree = read_refs(&reader, &snap.manifest).await.unwrap();
+        assert_eq!(cache.get(&snap.id), Some(from_tree), "{}", snap.id);
+    }
+    // So the prune reads no tree.
     let first = run(&f.repo).await;
-    assert_eq!((first.trees_read, first.trees_cached), (2, 0), "{first:?}");
+    assert_eq!((first.trees_read, first.trees_cached), (0, 2), "{first:?}");
+    // An entry the backup did not leave (another host's snapshot) is read once.
+    std::fs::remove_file(entry(&ia)).unwrap();
     let ic = backup(&f.repo, &c).await;
     let second = run(&f.repo).await;
     assert_eq!(
@@ -315,8 +328,6 @@ async fn snapshot_references_are_cached_and_a_tampered_entry_is_read_again() {
         "{second:?}"
     );
 
-    let dir = f.repo.repo_cache_dir().join("refs");
-    let entry = |id: &str| dir.join(id);
     // `a`'s entry replaced by `c`'s (both authentic, for another snapshot), `b`'s edited,
     // `c`'s truncated: all three trees are read again, nothing referenced goes.
     std::fs::copy(entry(&ic), entry(&ia)).unwrap();
