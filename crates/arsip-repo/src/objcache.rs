@@ -41,11 +41,16 @@ pub(crate) fn own_dir(base: &Path, parts: &[&str]) -> Option<PathBuf> {
         match std::fs::symlink_metadata(p) {
             Ok(m) if m.file_type().is_dir() && m.uid() == uid => true,
             _ => {
-                tracing::warn!(
-                    dir = %p.display(),
-                    "cache directory is a symbolic link, not a directory, or another user's: \
-                     not using it"
-                );
+                // Once per process: every object read would say it again.
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        dir = %p.display(),
+                        "cache directory is a symbolic link, not a directory, or another \
+                         user's: not using it"
+                    );
+                }
                 false
             }
         }
