@@ -2,8 +2,9 @@
 //! `@daily`-style nicknames too) in a time zone, evaluated on jiff's zoned times.
 //!
 //! Daylight saving, as classic (Vixie) cron does it: a fixed-time job whose time falls in a
-//! skipped hour runs at the first valid time after the gap, the same day; in a repeated hour
-//! a fixed-time job runs once, on the first pass. Day-of-month and day-of-week, when both are
+//! skipped hour runs at the first valid time after the gap, the same day, once however many
+//! of its times the gap holds; in a repeated hour a fixed-time job runs once, on the first
+//! pass. Day-of-month and day-of-week, when both are
 //! restricted, combine with OR.
 
 use std::fmt;
@@ -11,7 +12,7 @@ use std::fmt;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, Zoned};
+use jiff::{SignedDuration, Timestamp, Zoned};
 use serde::Serialize;
 
 /// A cron expression in a time zone.
@@ -108,7 +109,37 @@ impl Schedule {
     /// The first run strictly after `t`, in the schedule's zone.
     pub fn next_after(&self, t: Timestamp) -> Option<Zoned> {
         let from = t.to_zoned(self.tz.clone());
-        self.cron.find_next_occurrence(&from, false).ok()
+        let next = self.cron.find_next_occurrence(&from, false).ok();
+        // The cron library moves a single time in a skipped hour to just after the gap, but
+        // drops the times of a list (`0 2,14 * * *`) that fall in one: a clock change between
+        // `t` and its answer whose skipped minutes the schedule matches is a run, at the
+        // first valid time after the gap, once.
+        let limit = next.as_ref().map(|z| z.timestamp());
+        for tr in self.tz.following(t) {
+            let at = tr.timestamp();
+            if limit.is_some_and(|l| at >= l) || at.duration_since(t).as_hours() > 24 * 400 {
+                break;
+            }
+            if self.gap_matches(at, tr.offset()) {
+                return Some(at.to_zoned(self.tz.clone()));
+            }
+        }
+        next
+    }
+
+    /// Whether a clock change at `at` to `after` skips a civil minute the schedule matches.
+    fn gap_matches(&self, at: Timestamp, after: jiff::tz::Offset) -> bool {
+        let before = self.tz.to_offset(at - SignedDuration::from_nanos(1));
+        let skipped = after.seconds() - before.seconds();
+        if skipped <= 0 {
+            return false;
+        }
+        // The skipped civil times, as times of a fixed zone at the old offset.
+        let fixed = TimeZone::fixed(before);
+        (0..skipped / 60).any(|m| {
+            let civil = (at + SignedDuration::from_mins(m as i64)).to_zoned(fixed.clone());
+            self.cron.is_time_matching(&civil).unwrap_or(false)
+        })
     }
 
     /// The next `n` runs after `t`.
@@ -185,6 +216,42 @@ mod tests {
                 "2026-11-03T06:30:00Z"
             ]
         );
+    }
+
+    #[test]
+    fn list_schedules_keep_their_times_in_a_skipped_hour() {
+        // New York springs forward at 02:00 on 2027-03-14: 02:00-02:59 do not exist.
+        let runs = |expr: &str| -> Vec<String> {
+            Schedule::parse(expr, "America/New_York")
+                .unwrap()
+                .upcoming(ts("2027-03-13T12:00:00Z"), 4)
+                .iter()
+                .map(|z| z.timestamp().to_string())
+                .collect()
+        };
+        // 02:00 runs at 03:00 EDT (07:00Z), then 14:00 as usual.
+        assert_eq!(
+            runs("0 2,14 * * *"),
+            [
+                "2027-03-13T19:00:00Z",
+                "2027-03-14T07:00:00Z",
+                "2027-03-14T18:00:00Z",
+                "2027-03-15T06:00:00Z"
+            ]
+        );
+        // Both skipped times make one run after the gap.
+        assert_eq!(
+            runs("0,30 2 * * *"),
+            [
+                "2027-03-14T07:00:00Z",
+                "2027-03-15T06:00:00Z",
+                "2027-03-15T06:30:00Z",
+                "2027-03-16T06:00:00Z"
+            ]
+        );
+        // Times outside the gap are not pulled in by it.
+        assert_eq!(runs("0 4 * * *")[0], "2027-03-14T08:00:00Z");
+        assert_eq!(runs("0 2 15 3 *")[0], "2027-03-15T06:00:00Z");
     }
 
     #[test]
