@@ -962,7 +962,7 @@ impl Repository {
     /// make every snapshot look damaged.
     pub async fn load_index(&self) -> Result<ChunkIndex> {
         let state = self.maint_state().await?;
-        self.load_index_with(&state, IndexUse::Normal).await
+        self.load_index_with(&state).await
     }
 
     /// [`Repository::load_index`] from the store itself, never this host's copies: what
@@ -974,14 +974,14 @@ impl Repository {
     }
 
     /// [`Repository::load_index`] under a given plan: entries of packs prune deleted are left
-    /// out (unless `skip_deleted` is false: prune itself needs them), chunks it hid are not
-    /// deduplicable.
+    /// out, chunks it hid are not deduplicable (prune, which needs every entry, loads through
+    /// [`Repository::load_index_cataloged`]).
     pub(crate) async fn load_index_with(
         &self,
         state: &crate::maint::MaintState,
-        usage: IndexUse,
     ) -> Result<ChunkIndex> {
-        self.load_indexes(state, usage, None, Fetch::Cached).await
+        self.load_indexes(state, IndexUse::Normal, None, Fetch::Cached)
+            .await
     }
 
     /// [`Repository::load_index_with`] for maintenance, with the catalog of the index

@@ -66,10 +66,7 @@ impl SnapshotTxn {
         // The session exists before anything is read, so prune waits for it (or fences it)
         // before deleting what this backup might reference.
         let (lease, state) = Session::open(&repo, Purpose::Backup).await?;
-        let index = Arc::new(
-            repo.load_index_with(&state, crate::repo::IndexUse::Normal)
-                .await?,
-        );
+        let index = Arc::new(repo.load_index_with(&state).await?);
         let session = Arc::new(BackupSession::start(
             repo,
             index.clone(),
@@ -178,7 +175,7 @@ impl SnapshotTxn {
         let id = repo.commit_manifest(&manifest).await?;
         self.lease.confirm_commit(&id).await?;
         self.lease.end(Some(&id)).await;
-        remember_refs(&repo, &id, tree_ids.clone(), tree_bytes, tree).await;
+        remember_refs(&repo, &id, tree_ids, tree_bytes, tree).await;
         Ok(BackupOutcome {
             id,
             kind: meta.kind,
