@@ -60,12 +60,19 @@ pub fn parse_max_unused(s: &str) -> Result<f64> {
 
 pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
     let r = async {
-        let report = arsip_repo::prune(repo, &opts.repo).await?;
-        let wal = walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?;
+        // Three independent sets of objects: packs and indexes under prune's protocol, WAL
+        // and verification records by their own rules (deleting what none of them needs is
+        // safe beside anything), so they run at once.
         let before = repo.now() - opts.keep_verifications;
-        let verifications_removed = repo
-            .verification_expire(before, KEEP_VERIFICATIONS, opts.repo.dry_run)
-            .await?;
+        let (report, wal, verifications_removed) = tokio::try_join!(
+            async { Ok::<_, Error>(arsip_repo::prune(repo, &opts.repo).await?) },
+            async { Ok(walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?) },
+            async {
+                Ok(repo
+                    .verification_expire(before, KEEP_VERIFICATIONS, opts.repo.dry_run)
+                    .await?)
+            },
+        )?;
         Ok(PruneOutcome {
             repo: report,
             wal,

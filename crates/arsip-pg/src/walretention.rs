@@ -179,9 +179,10 @@ pub async fn show(repo: &FullRepo) -> Result<Vec<NamespaceShow>> {
     for ns in repo.wal_namespaces().await? {
         let (bases, seg) = bases_of(&snaps, &ns);
         let seg_size = seg.unwrap_or(16 << 20);
-        let archive = Archive::load(repo, &ns, seg_size).await?;
-        let stored: BTreeMap<String, jiff::Timestamp> =
-            repo.wal_list_times(&ns).await?.into_iter().collect();
+        let (archive, times) = futures::try_join!(Archive::load(repo, &ns, seg_size), async {
+            Ok(repo.wal_list_times(&ns).await?)
+        })?;
+        let stored: BTreeMap<String, jiff::Timestamp> = times.into_iter().collect();
         let mut runs: Vec<Run> = Vec::new();
         let mut gaps = Vec::new();
         for s in &archive.segments {
@@ -280,10 +281,11 @@ pub async fn apply(
     window: jiff::SignedDuration,
     dry_run: bool,
 ) -> Result<WalRetention> {
-    let snaps = repo.snapshot_listing().await?.snapshots;
+    let (listing, namespaces) = futures::try_join!(repo.snapshot_listing(), repo.wal_namespaces())?;
+    let snaps = listing.snapshots;
     let now = repo.now();
     let mut out = WalRetention::default();
-    for ns in repo.wal_namespaces().await? {
+    for ns in namespaces {
         let (bases, seg) = bases_of(&snaps, &ns);
         let Some(seg_size) = seg else {
             out.namespaces.push(NamespaceRetention {
@@ -294,9 +296,10 @@ pub async fn apply(
             });
             continue;
         };
-        let archive = Archive::load(repo, &ns, seg_size).await?;
-        let stored: BTreeMap<String, jiff::Timestamp> =
-            repo.wal_list_times(&ns).await?.into_iter().collect();
+        let (archive, times) = futures::try_join!(Archive::load(repo, &ns, seg_size), async {
+            Ok(repo.wal_list_times(&ns).await?)
+        })?;
+        let stored: BTreeMap<String, jiff::Timestamp> = times.into_iter().collect();
         let bases: Vec<Base> = bases.into_iter().map(|(b, _)| b).collect();
         let keep = needed(&archive, &stored, &bases, seg_size, window, now)?;
         let mut removed: Vec<String> = archive

@@ -148,12 +148,16 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     report.generation = g;
 
     // 2. Mark.
-    let store_packs = list_packs(repo).await?;
+    // The three listings are independent: any order of them is one a sequential prune could
+    // see, and a writer's pack, index and manifest are each handled whatever they miss.
+    let (store_packs, (index, catalog), (found, ignored)) = futures::try_join!(
+        list_packs(repo),
+        repo.load_index_cataloged(&state),
+        manifests(repo, &[]),
+    )?;
     report.packs = store_packs.len();
     report.stored_bytes = store_packs.values().sum();
-    let (index, catalog) = repo.load_index_cataloged(&state).await?;
     let index = Arc::new(index);
-    let (found, ignored) = manifests(repo, &[]).await?;
     report.ignored_manifests = ignored;
     report.snapshots = found.len();
     let reader = Reader::new(repo, index.clone())?;
@@ -261,10 +265,11 @@ pub async fn prune(repo: &FullRepo, opts: &PruneOptions) -> Result<PruneReport> 
     publish_plan(repo, &index, &publish).await?;
 
     // 5. Sessions: which may still reference condemned packs; fence the dead.
-    let (sessions, junk) = repo.sessions().await?;
-    let now = lease.renew_now().await?;
+    // A session listed before the renewal is judged by a later clock, one listed after it by
+    // an earlier one: neither can make a live writer look dead.
+    let ((sessions, junk), now, fences) =
+        futures::try_join!(repo.sessions(), lease.renew_now(), repo.fences())?;
     let ended = ended_sessions(&found);
-    let fences = repo.fences().await?;
     let mut blocking: Vec<SessionInfo> = Vec::new();
     let mut fence_now: Vec<&SessionInfo> = Vec::new();
     for s in sessions.iter().filter(|s| s.session != lease.id()) {
@@ -461,11 +466,10 @@ async fn clean_up(
 ) -> Result<u64> {
     let mut remove: Vec<String> = settled.iter().flat_map(|s| s.objects.clone()).collect();
     let junk: HashSet<&String> = junk.iter().collect();
-    let metas: Vec<ObjectMeta> = repo
-        .store
-        .list(maint::SESSIONS_PREFIX)
-        .try_collect()
-        .await?;
+    let (metas, prune_objs): (Vec<ObjectMeta>, Vec<ObjectMeta>) = futures::try_join!(
+        repo.store.list(maint::SESSIONS_PREFIX).try_collect(),
+        repo.store.list(maint::PRUNE_PREFIX).try_collect(),
+    )?;
     remove.extend(
         metas
             .iter()
@@ -474,18 +478,19 @@ async fn clean_up(
             })
             .map(|m| m.key.clone()),
     );
-    let prune_objs: Vec<ObjectMeta> = repo.store.list(maint::PRUNE_PREFIX).try_collect().await?;
     remove.extend(
         prune_objs
             .iter()
             .filter(|m| maint::parse_prune_name(&m.key).is_some_and(|(n, _)| n < g))
             .map(|m| m.key.clone()),
     );
-    repo.delete_all(remove).await?;
     let day_ago = now
         .checked_sub(jiff::SignedDuration::from_hours(24))
         .unwrap_or(now);
-    Ok(repo.store.sweep_staging(day_ago).await?)
+    let ((), swept) = futures::try_join!(repo.delete_all(remove), async {
+        Ok(repo.store.sweep_staging(day_ago).await?)
+    })?;
+    Ok(swept)
 }
 
 /// Claim generation `g` (FORMAT.md §17.3): refused while the newest claim without a plan
