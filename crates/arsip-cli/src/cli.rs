@@ -533,6 +533,10 @@ pub struct PruneArgs {
     /// Remove verification records older than this (the newest 30 always stay)
     #[arg(long, default_value = "90d", value_name = "DURATION")]
     pub keep_verifications: String,
+    /// Remove the claims of scheduled runs (`arsip serve`) older than this (the newest 30
+    /// of each job always stay)
+    #[arg(long, default_value = "90d", value_name = "DURATION")]
+    pub keep_jobs: String,
     /// Show what would be condemned and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,

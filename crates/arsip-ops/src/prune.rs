@@ -4,7 +4,7 @@
 //! (`arsip_pg::walretention`).
 
 use arsip_pg::walretention::{self, WalRetention};
-use arsip_repo::FullRepo;
+use arsip_repo::{FullRepo, JobsExpired};
 pub use arsip_repo::{PruneOptions, PruneReport};
 use serde::Serialize;
 
@@ -17,6 +17,9 @@ pub struct Options {
     pub pitr_window: jiff::SignedDuration,
     /// Keep verification records this long (and always the newest [`KEEP_VERIFICATIONS`]).
     pub keep_verifications: jiff::SignedDuration,
+    /// Keep the claims of scheduled runs this long (and always the newest [`KEEP_JOB_RUNS`]
+    /// of each job).
+    pub keep_jobs: jiff::SignedDuration,
 }
 
 /// Verification records are kept 90 days by default: three default read-data cycles.
@@ -24,6 +27,10 @@ pub const DEFAULT_KEEP_VERIFICATIONS: jiff::SignedDuration =
     jiff::SignedDuration::from_hours(90 * 24);
 /// The newest verification records always kept, whatever their age.
 pub const KEEP_VERIFICATIONS: usize = 30;
+/// Job runs' claims (FORMAT.md §20) are kept as long as verification records.
+pub const DEFAULT_KEEP_JOBS: jiff::SignedDuration = DEFAULT_KEEP_VERIFICATIONS;
+/// The newest runs of each job always kept.
+pub const KEEP_JOB_RUNS: usize = 30;
 
 impl Default for Options {
     fn default() -> Self {
@@ -31,6 +38,7 @@ impl Default for Options {
             repo: PruneOptions::default(),
             pitr_window: walretention::DEFAULT_PITR_WINDOW,
             keep_verifications: DEFAULT_KEEP_VERIFICATIONS,
+            keep_jobs: DEFAULT_KEEP_JOBS,
         }
     }
 }
@@ -42,6 +50,8 @@ pub struct PruneOutcome {
     pub wal: WalRetention,
     /// Verification records older than the kept period removed (or that would be).
     pub verifications_removed: usize,
+    /// Old job runs' claims and lease epochs removed (or that would be).
+    pub jobs: JobsExpired,
 }
 
 /// Parse `--max-unused`: a percentage (`5`, `5%`, `0.5`) in [0, 100].
@@ -60,16 +70,25 @@ pub fn parse_max_unused(s: &str) -> Result<f64> {
 
 pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
     let r = async {
-        // Three independent sets of objects: packs and indexes under prune's protocol, WAL
-        // and verification records by their own rules (deleting what none of them needs is
-        // safe beside anything), so they run at once.
-        let before = repo.now() - opts.keep_verifications;
-        let (report, wal, verifications_removed) = tokio::try_join!(
+        // Independent sets of objects: packs and indexes under prune's protocol, WAL,
+        // verification records and job claims by their own rules (deleting what none of
+        // them needs is safe beside anything), so they run at once.
+        let now = repo.now();
+        let (report, wal, verifications_removed, jobs) = tokio::try_join!(
             async { Ok::<_, Error>(arsip_repo::prune(repo, &opts.repo).await?) },
             async { Ok(walretention::apply(repo, opts.pitr_window, opts.repo.dry_run).await?) },
             async {
                 Ok(repo
-                    .verification_expire(before, KEEP_VERIFICATIONS, opts.repo.dry_run)
+                    .verification_expire(
+                        now - opts.keep_verifications,
+                        KEEP_VERIFICATIONS,
+                        opts.repo.dry_run,
+                    )
+                    .await?)
+            },
+            async {
+                Ok(repo
+                    .jobs_expire(now - opts.keep_jobs, KEEP_JOB_RUNS, opts.repo.dry_run)
                     .await?)
             },
         )?;
@@ -77,6 +96,7 @@ pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
             repo: report,
             wal,
             verifications_removed,
+            jobs,
         })
     }
     .await;
@@ -91,6 +111,7 @@ pub async fn run(repo: &FullRepo, opts: &Options) -> Result<PruneOutcome> {
                 "verifications_removed".into(),
                 o.verifications_removed.into(),
             );
+            d.insert("job_runs_removed".into(), o.jobs.runs.into());
         })
         .await;
     }

@@ -7,7 +7,7 @@
 //! `keys` (config, key slots, agents, writers) → `index` (chunk lookup) → `repo` (an opened
 //! repository; its capabilities as types: [`FullRepo`], [`AgentRepo`]) → `write` / `read`
 //! (sessions) → `txn` (the snapshot transaction every source commits through) → `check`,
-//! `prune`, `audit`, `verification`; beside them named records ([`RecordKind`]) and stream
+//! `prune`, `audit`, `verification`, `jobs`; beside them named records ([`RecordKind`]) and stream
 //! objects (`wal`).
 //!
 //! Every module is private: the public API is exactly what this file re-exports, grouped
@@ -29,6 +29,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod jobs;
 mod keys;
 mod maint;
 mod objcache;
@@ -75,3 +76,8 @@ pub use wal::PutOutcome;
 pub use audit::{AuditCheck, AuditEntry, AuditEvent, AuditRecord};
 pub use check::{check, repair_index, CheckReport, IndexRepair, ReadData};
 pub use prune::{prune, PruneOptions, PruneReport};
+// Coordination of daemons: job claims, leases and the commit guard of a claimant.
+pub use jobs::{
+    guarded, Attempt, Chain, ChainView, Claim, ClaimDoc, ClaimSpec, CommitGuard, DoneDoc, Finish,
+    JobResult, JobsExpired, Previous, RunState, MAX_ATTEMPT,
+};

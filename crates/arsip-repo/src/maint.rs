@@ -372,7 +372,7 @@ impl Repository {
     }
 
     /// The store's clock now: the time the store gives a fresh object of this session.
-    async fn stamp(&self, name: &str, body: Bytes) -> Result<jiff::Timestamp> {
+    pub(crate) async fn stamp(&self, name: &str, body: Bytes) -> Result<jiff::Timestamp> {
         let meta = self.store.create_with_meta(name, body).await?;
         Ok(meta.last_modified)
     }
@@ -388,20 +388,31 @@ pub struct Session {
     renewer: tokio::task::JoinHandle<()>,
 }
 
-/// The renewals of one session: the next sequence number, and when the last one was
-/// acknowledged ([`crate::clock::since_boot`]).
+/// The renewals of a session or a job claim (`<base>.<n>`, FORMAT.md §17.2, §20): the next
+/// sequence number, and when the last one was acknowledged ([`crate::clock::since_boot`],
+/// which counts while the machine sleeps, so a suspended holder sees its lease as stale).
 #[derive(Debug)]
-struct Renewals {
+pub(crate) struct Renewals {
+    base: String,
     next: std::sync::atomic::AtomicU64,
     last: std::sync::Mutex<std::time::Duration>,
 }
 
 impl Renewals {
+    /// Renewals of the object `base`, which was just created.
+    pub(crate) fn new(base: String) -> Arc<Renewals> {
+        Arc::new(Renewals {
+            base,
+            next: 1.into(),
+            last: std::sync::Mutex::new(crate::clock::since_boot()),
+        })
+    }
+
     /// Create the next renewal object; its store time.
-    async fn renew(&self, repo: &Repository, id: &str) -> Result<jiff::Timestamp> {
+    pub(crate) async fn renew(&self, repo: &Repository) -> Result<jiff::Timestamp> {
         loop {
             let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let name = format!("{SESSIONS_PREFIX}{id}.{n}");
+            let name = format!("{}.{n}", self.base);
             match repo
                 .store
                 .create_with_meta(&name, Bytes::from_static(b"1"))
@@ -417,8 +428,29 @@ impl Renewals {
         }
     }
 
-    fn age(&self) -> std::time::Duration {
+    /// Since the last acknowledged renewal (or the creation of the base object).
+    pub(crate) fn age(&self) -> std::time::Duration {
         crate::clock::since_boot().saturating_sub(*self.last.lock().unwrap())
+    }
+
+    /// Renew every `every` until the returned task is aborted. A failed renewal is retried
+    /// at the next tick: a holder that cannot renew expires, and its commit is then refused.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        repo: Arc<Repository>,
+        every: jiff::SignedDuration,
+    ) -> tokio::task::JoinHandle<()> {
+        let every =
+            std::time::Duration::try_from(every).unwrap_or(std::time::Duration::from_secs(60));
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = me.renew(&repo).await {
+                    tracing::warn!(object = %me.base, error = %e, "could not renew");
+                }
+            }
+        })
     }
 }
 
@@ -454,16 +486,8 @@ impl Session {
             .stamp(&format!("{SESSIONS_PREFIX}{id}"), Bytes::from(body))
             .await?;
         let state = repo.maint_state().await?;
-        let renewals = Arc::new(Renewals {
-            next: 1.into(),
-            last: std::sync::Mutex::new(crate::clock::since_boot()),
-        });
-        let renewer = tokio::spawn(renew(
-            repo.clone(),
-            id.clone(),
-            renewals.clone(),
-            timing.renew_every,
-        ));
+        let renewals = Renewals::new(format!("{SESSIONS_PREFIX}{id}"));
+        let renewer = renewals.spawn(repo.clone(), timing.renew_every);
         Ok((
             Session {
                 id,
@@ -478,7 +502,7 @@ impl Session {
 
     /// Renew now; the store's time of the renewal (the store's clock, now).
     pub(crate) async fn renew_now(&self) -> Result<jiff::Timestamp> {
-        self.renewals.renew(&self.repo, &self.id).await
+        self.renewals.renew(&self.repo).await
     }
 
     /// For a lease holder about to delete: renew when the last renewal is older than half
@@ -600,23 +624,6 @@ impl Session {
     }
 }
 
-/// Renew session `id` every `every` until aborted. A failed renewal is retried at the next
-/// tick: a session that cannot renew expires, and its commit is then refused.
-async fn renew(
-    repo: Arc<Repository>,
-    id: String,
-    renewals: Arc<Renewals>,
-    every: jiff::SignedDuration,
-) {
-    let every = std::time::Duration::try_from(every).unwrap_or(std::time::Duration::from_secs(60));
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = renewals.renew(&repo, &id).await {
-            tracing::warn!(session = %id, error = %e, "could not renew the session");
-        }
-    }
-}
-
 /// A session as prune sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionInfo {
@@ -717,7 +724,7 @@ impl Repository {
     }
 
     /// A document at `name` signed by `writer` (hex), if it verifies.
-    async fn read_signed_by<T: for<'de> Deserialize<'de>>(
+    pub(crate) async fn read_signed_by<T: for<'de> Deserialize<'de>>(
         &self,
         name: &str,
         writer: &str,

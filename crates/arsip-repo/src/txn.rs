@@ -54,6 +54,8 @@ pub struct SnapshotTxn {
     files: u64,
     started: jiff::Timestamp,
     clock_start: std::time::Instant,
+    /// The job claim this backup runs under, if any ([`crate::guarded`]).
+    guard: Option<crate::jobs::CommitGuard>,
 }
 
 impl SnapshotTxn {
@@ -80,6 +82,7 @@ impl SnapshotTxn {
             files: 0,
             started,
             clock_start: std::time::Instant::now(),
+            guard: crate::jobs::current_guard(),
         })
     }
 
@@ -172,6 +175,10 @@ impl SnapshotTxn {
             audit_head: repo.audit_head().await?,
         };
         self.lease.check_not_fenced().await?;
+        // Last: a claimant that lost its job claim adds no second snapshot of the run.
+        if let Some(guard) = &self.guard {
+            guard()?;
+        }
         let id = repo.commit_manifest(&manifest).await?;
         self.lease.confirm_commit(&id).await?;
         self.lease.end(Some(&id)).await;

@@ -107,6 +107,14 @@ impl Render for PruneOutcome {
                 self.verifications_removed
             );
         }
+        let j = &self.jobs;
+        if j.runs + j.renewals + j.epochs > 0 {
+            out += &format!(
+                "\njob claims: {verb} {} old run(s), {} renewal(s) of finished runs, {} old \
+                 lease epoch(s)",
+                j.runs, j.renewals, j.epochs
+            );
+        }
         out
     }
 }
@@ -120,6 +128,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<u8> {
         },
         pitr_window: arsip_ops::forget::parse_duration(&a.pitr_window)?,
         keep_verifications: arsip_ops::forget::parse_duration(&a.keep_verifications)?,
+        keep_jobs: arsip_ops::forget::parse_duration(&a.keep_jobs)?,
     };
     let repo = ctx.open_full(Access::Full, "prune").await?;
     ctx.emit(&prune::run(&repo, &opts).await?)?;

@@ -1154,6 +1154,17 @@ impl Checker<'_> {
             .duration(&j.retry_backoff, &k("retry_backoff"))
             .unwrap_or(SignedDuration::from_mins(2));
         let timeout = self.duration(&j.timeout, &k("timeout"));
+        // Job claims let an attempt run for at most its timeout (FORMAT.md §20.4 relies on
+        // no attempt outliving a day).
+        if let (Some(t), Some(v)) = (timeout, &j.timeout) {
+            if t > SignedDuration::from_hours(24) || t < SignedDuration::from_secs(60) {
+                self.error(
+                    &v.span(),
+                    &k("timeout"),
+                    format!("{:?} is out of range (1m–24h)", v.get_ref()),
+                );
+            }
+        }
         let cycle = self.duration(&j.cycle, &k("cycle"));
         let sql_checks = j
             .sql_checks

@@ -150,6 +150,13 @@ fn each_mistake_names_its_key_and_line() {
         ),
         ("rpo = \"24h\"\n", "", "source.app", 6, "missing rpo"),
         (
+            "schedule = \"0 2 * * *\"",
+            "schedule = \"0 2 * * *\"\ntimeout = \"2d\"",
+            "job.app-daily.timeout",
+            16,
+            "out of range (1m–24h)",
+        ),
+        (
             "kind = \"pg-logical\"",
             "kind = \"mysql\"",
             "source.app.kind",
