@@ -69,6 +69,7 @@ impl Ctx<'_> {
             location,
             backend,
             faults,
+            meter: None,
         })
     }
 

@@ -28,6 +28,17 @@ impl Error {
     pub fn usage(msg: impl Into<String>) -> Error {
         Error::Usage(msg.into())
     }
+
+    /// Worth another attempt as it is (a scheduler retries these, and only these): decided
+    /// by the lower layers where each error is built, never from a message.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Repo(e) => e.is_transient(),
+            Error::Pg(e) => e.is_transient(),
+            Error::Storage(e) => e.kind == arsip_storage::ErrorKind::Transient,
+            Error::Usage(_) | Error::Refused(_) => false,
+        }
+    }
 }
 
 impl Classify for Error {

@@ -1,5 +1,6 @@
 //! Opening a repository: the storage stack (backend, then the test-only fault wrapper, then
-//! retries, then the append-only guard for backup paths) and the repository on top of it.
+//! the request meter when asked for, then retries, then the append-only guard for backup
+//! paths) and the repository on top of it.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use arsip_repo::clock::Clock;
 use arsip_repo::{FullRepo, InitOptions, LocalSettings, OpenWith, Opened, Repository};
 use arsip_storage::backend::{self, Location};
 use arsip_storage::fault::{FaultPlan, Faulty};
+use arsip_storage::metered::{Meter, Metered};
 use arsip_storage::retry::{Retry, RetryPolicy};
 use arsip_storage::DynStore;
 
@@ -31,6 +33,8 @@ pub struct StoreSettings {
     pub backend: arsip_storage::StoreSettings,
     /// Faults to inject (test builds only; front ends pass `None` otherwise).
     pub faults: Option<FaultPlan>,
+    /// Count the requests sent (below retries: every attempt counts) into this meter.
+    pub meter: Option<Arc<Meter>>,
 }
 
 /// Open the store stack at `settings`; `create_dir` makes a missing local directory (init).
@@ -43,6 +47,9 @@ pub fn store(settings: &StoreSettings, create_dir: bool, access: Access) -> Resu
     let mut store: DynStore = backend::open_with(&loc, &settings.backend, create_dir)?;
     if let Some(plan) = &settings.faults {
         store = Arc::new(Faulty::new(store, plan.clone()));
+    }
+    if let Some(meter) = &settings.meter {
+        store = Arc::new(Metered::new(store, meter.clone()));
     }
     store = Arc::new(Retry::new(store, RetryPolicy::default()));
     if access == Access::AppendOnly {

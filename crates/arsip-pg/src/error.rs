@@ -48,6 +48,32 @@ impl PgError {
         }
     }
 
+    /// Worth another attempt as it is: the repository's transient errors, a server that
+    /// could not be reached or is starting or shutting down, too many connections, a
+    /// PostgreSQL program that failed (its server side went away mid-dump far more often than
+    /// it meets a permanent problem; a permanent one fails every attempt and is reported).
+    pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            PgError::Repo(r) => r.is_transient(),
+            PgError::Pg(e) => match e.as_db_error() {
+                // No answer from the server: connect refused, reset, closed.
+                None => true,
+                Some(db) => [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                ]
+                .contains(db.code()),
+            },
+            PgError::Tool(_) => true,
+            _ => false,
+        }
+    }
+
     /// A usage error (exit 2) with a hint.
     pub fn usage(msg: impl Into<String>, hint: impl Into<String>) -> PgError {
         PgError::Invalid {
@@ -90,5 +116,32 @@ impl Classify for PgError {
             ),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that does not answer is worth retrying; bad input and refusals are not.
+    #[tokio::test]
+    async fn an_unreachable_server_is_transient() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=x connect_timeout=5"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err();
+        assert!(PgError::Pg(e).is_transient());
+        assert!(PgError::Tool("pg_dump: connection lost".into()).is_transient());
+        assert!(!PgError::usage("bad time", "use RFC 3339").is_transient());
+        assert!(!PgError::refused("exists", "remove it").is_transient());
+        assert!(!PgError::WalMissing("000000010000000000000001".into()).is_transient());
     }
 }

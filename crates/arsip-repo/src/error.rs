@@ -131,6 +131,11 @@ pub enum RepoError {
     /// would write paths that exist); the message says what and what to do.
     #[error("{0}")]
     Refused(String),
+    /// Like [`RepoError::Refused`], but the condition passes by itself: another prune runs,
+    /// prune fenced this session, a lease or claim was lost. Nothing was done; running again
+    /// later is the remedy (a scheduler retries it).
+    #[error("{0}")]
+    Busy(String),
     #[error("unsupported repository format: {0}")]
     Unsupported(String),
     #[error("I/O error: {0}")]
@@ -145,6 +150,17 @@ pub enum RepoError {
 }
 
 impl RepoError {
+    /// Worth another attempt as it is: the store did not answer, the source failed (a
+    /// server restarting, a dump cut off), or a refusal that passes by itself
+    /// ([`RepoError::Busy`]). Set by what each error is, never read from its message.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RepoError::Storage(e) => e.kind == ErrorKind::Transient,
+            RepoError::Busy(_) | RepoError::Source(_) => true,
+            _ => false,
+        }
+    }
+
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
         RepoError::Corrupt {
             object: object.into(),
@@ -197,7 +213,8 @@ impl Classify for RepoError {
             | RepoError::AlreadyInitialized(_)
             | RepoError::LocationInUse { .. }
             | RepoError::Unsupported(_)
-            | RepoError::Refused(_) => ErrorClass::Refused,
+            | RepoError::Refused(_)
+            | RepoError::Busy(_) => ErrorClass::Refused,
             RepoError::Invalid(_) => ErrorClass::Usage,
             RepoError::Io(_) => ErrorClass::Storage,
             RepoError::Internal(_) => ErrorClass::Internal,
@@ -257,5 +274,31 @@ impl Classify for RepoError {
             RepoError::Internal(_) => "this is a defect in arsip; please report it".into(),
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_passes_by_itself_is_transient() {
+        let storage = |k| RepoError::Storage(StorageError::new(k, Some("x"), "m"));
+        assert!(storage(ErrorKind::Transient).is_transient());
+        assert!(RepoError::Busy("another prune is running".into()).is_transient());
+        assert!(RepoError::Source("pg_dump exited 1".into()).is_transient());
+        for e in [
+            storage(ErrorKind::PermissionDenied),
+            storage(ErrorKind::NotFound),
+            storage(ErrorKind::Truncated),
+            RepoError::Refused("a restore target exists".into()),
+            RepoError::corrupt("data/aa/bb", "bad tag"),
+            RepoError::WrongKey,
+            RepoError::Invalid("bad".into()),
+        ] {
+            assert!(!e.is_transient(), "{e}");
+        }
+        // A busy refusal is still a refusal to whoever reads the exit code.
+        assert_eq!(RepoError::Busy("x".into()).class(), ErrorClass::Refused);
     }
 }

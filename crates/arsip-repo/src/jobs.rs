@@ -593,7 +593,7 @@ impl Claim {
             if age <= ttl {
                 return Ok(());
             }
-            Err(RepoError::Refused(format!(
+            Err(RepoError::Busy(format!(
                 "attempt {attempt} of {chain} was not renewed for {} s (the process was paused \
                  or cut off from the store), longer than its lifetime, so another daemon may \
                  have taken the run over; nothing was committed",

@@ -512,7 +512,7 @@ impl Session {
         let age = self.renewals.age();
         let ttl = std::time::Duration::try_from(t.ttl).unwrap_or_default();
         if age > ttl {
-            return Err(RepoError::Refused(format!(
+            return Err(RepoError::Busy(format!(
                 "this prune's session {} was not renewed for {} s (the process was paused or \
                  cut off from the store), longer than its lifetime; it stops so that it cannot \
                  act on a stale view. Run prune again",
@@ -615,7 +615,7 @@ impl Session {
             }
             None => "nothing was committed".to_string(),
         };
-        RepoError::Refused(format!(
+        RepoError::Busy(format!(
             "this backup's session {} stopped renewing for longer than its lifetime (the process \
              was paused or cut off from the store) and prune fenced it, so data it references may \
              have been removed; {what}. Run the backup again",

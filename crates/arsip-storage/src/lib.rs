@@ -4,7 +4,7 @@
 //! Everything the repository layer needs from a place that holds bytes is the small
 //! [`Store`] trait. Backends come from the `object_store` crate ([`backend`]); behaviour
 //! that is not about where bytes live — retrying transient failures, refusing deletes and
-//! overwrites, injecting faults in tests — is a wrapper over the trait, one module each.
+//! overwrites, counting requests, injecting faults in tests — is a wrapper over the trait, one module each.
 //!
 //! Contract, per method (every backend and wrapper MUST honour it; the conformance suite in
 //! `tests/` checks it against local, memory and a real S3 server):
@@ -48,6 +48,7 @@ pub mod append_only;
 pub mod backend;
 pub mod error;
 pub mod fault;
+pub mod metered;
 pub mod retry;
 
 use std::ops::Range;

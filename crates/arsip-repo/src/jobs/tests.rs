@@ -306,9 +306,7 @@ async fn a_taker_that_misjudged_withdraws() {
     );
     a.finish(Finish::ok()).await.unwrap();
     let view = f.b.chain_view(&chain).await.unwrap();
-    assert!(
-        matches!(view.state(now(), margin()), RunState::Succeeded(x) if x.attempt == 1)
-    );
+    assert!(matches!(view.state(now(), margin()), RunState::Succeeded(x) if x.attempt == 1));
 }
 
 /// Claims that do not verify, or verify but belong to another run, count for nothing but
@@ -355,10 +353,7 @@ async fn planted_and_copied_claims_are_ignored() {
         .unwrap();
     let view = f.b.chain_view(&chain).await.unwrap();
     assert!(view.attempts.is_empty(), "{:?}", view.attempts);
-    assert!(matches!(
-        view.state(now(), margin()),
-        RunState::Free
-    ));
+    assert!(matches!(view.state(now(), margin()), RunState::Free));
     assert_eq!(view.next, 5);
     assert_eq!(view.ignored.len(), 5, "{:?}", view.ignored);
     // The numbers in use are skipped; the next one works.
@@ -407,10 +402,7 @@ async fn the_timeout_bounds_a_holder_that_renews_forever() {
     let view = f.b.chain_view(&chain).await.unwrap();
     let at = view.attempt(1).unwrap();
     assert!(now().duration_since(at.last_seen) < SignedDuration::from_secs(2));
-    assert!(matches!(
-        view.state(now(), margin()),
-        RunState::Lapsed(_)
-    ));
+    assert!(matches!(view.state(now(), margin()), RunState::Lapsed(_)));
 }
 
 /// Results: a transient failure ends the attempt and another may follow; `job_runs` lists

@@ -525,7 +525,7 @@ async fn claim(
         }
         if let Some(s) = sessions.iter().find(|s| s.session == doc.session) {
             if !s.dead(now, timing) {
-                return Err(RepoError::Refused(format!(
+                return Err(RepoError::Busy(format!(
                     "another prune is running (session {} on host {}, started {} by the \
                      store's clock); one prune runs at a time. If that process is gone, its \
                      claim lapses {} minutes after its last renewal",
@@ -560,7 +560,7 @@ async fn claim(
             Err(e) => return Err(e),
         }
     }
-    Err(RepoError::Refused(
+    Err(RepoError::Busy(
         "could not claim a prune generation: another prune claimed each one first".into(),
     ))
 }

@@ -267,7 +267,7 @@ async fn a_fenced_session_cannot_commit() {
     assert!(r.deleted_packs > 0, "{r:?}");
     let e = commit(w).await.unwrap_err();
     assert!(
-        matches!(&e, RepoError::Refused(m) if m.contains("fenced")),
+        matches!(&e, RepoError::Busy(m) if m.contains("fenced")) && e.is_transient(),
         "{e}"
     );
     let listing = f.repo.snapshot_listing().await.unwrap();
@@ -286,7 +286,7 @@ async fn one_prune_at_a_time() {
     claim(&f.repo, &lease, &state, &timing).await.unwrap();
     let e = prune(&f.repo, &PruneOptions::default()).await.unwrap_err();
     assert!(
-        matches!(&e, RepoError::Refused(m) if m.contains("another prune")),
+        matches!(&e, RepoError::Busy(m) if m.contains("another prune")) && e.is_transient(),
         "{e}"
     );
     // Once that prune's session is gone for longer than its lifetime, the claim lapses.
