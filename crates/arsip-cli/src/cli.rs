@@ -520,10 +520,26 @@ pub struct ForgetArgs {
     /// Show what would be forgotten and which rule keeps each survivor; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Then prune, in the same run (one opening of the repository); with --dry-run, prune's
+    /// figures do not count what forget would remove
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_settings: PruneSettings,
 }
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
+    #[command(flatten)]
+    pub settings: PruneSettings,
+    /// Show what would be condemned and repacked; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// How prune works (shared by `prune` and `forget --prune`).
+#[derive(Args, Debug)]
+pub struct PruneSettings {
     /// Repack until unused bytes are at most this share of the packs that stay
     #[arg(long, default_value = "5%", value_name = "PERCENT")]
     pub max_unused: String,
@@ -537,9 +553,6 @@ pub struct PruneArgs {
     /// of each job always stay)
     #[arg(long, default_value = "90d", value_name = "DURATION")]
     pub keep_jobs: String,
-    /// Show what would be condemned and repacked; change nothing
-    #[arg(long)]
-    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -83,7 +83,7 @@ fn setup(dir: &Path, s3: bool) -> (Arsip, Arsip, Arsip) {
 }
 
 /// A month of churn in miniature: three writers back up while forget and prune run, more
-/// than once; afterwards every retained snapshot restores exactly and `check --read-data`
+/// than once (as two commands and as `forget --prune`); afterwards every retained snapshot restores exactly and `check --read-data`
 /// is clean.
 #[test]
 fn prune_beside_a_password_writer_and_two_agents() {
@@ -280,8 +280,15 @@ fn a_month_of_daily_backups_forget_and_prune() {
         kept.push((now, db.clone()));
         // A daily verification record (its verdict does not matter here).
         let _ = at.run(&["verify", "--json"]);
-        at.ok(&["forget"]);
-        at.ok(&["prune", "--keep-verifications", "20d"]);
+        if day % 2 == 0 {
+            at.ok(&["forget"]);
+            at.ok(&["prune", "--keep-verifications", "20d"]);
+        } else {
+            // The same in one run.
+            let both = at.json(&["forget", "--prune", "--keep-verifications", "20d"]);
+            assert!(both["forget"]["kept"].as_u64().unwrap() >= 1, "{both}");
+            assert!(both["prune"]["generation"].as_u64().unwrap() >= 1, "{both}");
+        }
     }
     let end = start + jiff::SignedDuration::from_hours(24 * 39);
     let at = root

@@ -72,6 +72,9 @@ pub enum Event {
         job: String,
         scheduled: Timestamp,
         outcome: Outcome,
+        /// Another daemon ran it (its id): this one watched its claim in the repository.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
 }
 

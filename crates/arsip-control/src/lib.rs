@@ -8,6 +8,7 @@
 pub mod config;
 pub mod journal;
 pub mod plan;
+pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 

@@ -45,32 +45,38 @@ pub struct History {
 pub fn histories(entries: &[Entry]) -> BTreeMap<String, History> {
     let mut out: BTreeMap<String, History> = BTreeMap::new();
     for e in entries {
-        let (job, scheduled, outcome) = match &e.event {
-            Event::RunFinished {
-                job,
-                scheduled,
-                outcome,
-            } => (job, *scheduled, *outcome),
-            Event::AttemptStarted { job, .. } | Event::AttemptFinished { job, .. } => {
-                out.entry(job.clone())
-                    .or_default()
-                    .known_since
-                    .get_or_insert(e.at);
-                continue;
-            }
-            Event::ConfigLoaded { .. } => continue,
-        };
-        let h = out.entry(job.clone()).or_default();
-        h.known_since.get_or_insert(e.at);
-        if h.last_handled.is_none_or(|t| scheduled >= t) {
-            h.last_handled = Some(scheduled);
-            h.last_outcome = Some(outcome);
-        }
-        if outcome.succeeded() && h.last_success.is_none_or(|(t, _)| scheduled >= t) {
-            h.last_success = Some((scheduled, e.at));
-        }
+        apply(&mut out, e);
     }
     out
+}
+
+/// Fold one more journal entry into the histories.
+pub fn apply(out: &mut BTreeMap<String, History>, e: &Entry) {
+    let (job, scheduled, outcome) = match &e.event {
+        Event::RunFinished {
+            job,
+            scheduled,
+            outcome,
+            ..
+        } => (job, *scheduled, *outcome),
+        Event::AttemptStarted { job, .. } | Event::AttemptFinished { job, .. } => {
+            out.entry(job.clone())
+                .or_default()
+                .known_since
+                .get_or_insert(e.at);
+            return;
+        }
+        Event::ConfigLoaded { .. } => return,
+    };
+    let h = out.entry(job.clone()).or_default();
+    h.known_since.get_or_insert(e.at);
+    if h.last_handled.is_none_or(|t| scheduled >= t) {
+        h.last_handled = Some(scheduled);
+        h.last_outcome = Some(outcome);
+    }
+    if outcome.succeeded() && h.last_success.is_none_or(|(t, _)| scheduled >= t) {
+        h.last_success = Some((scheduled, e.at));
+    }
 }
 
 /// What is due for one job at `now`.
@@ -159,6 +165,7 @@ mod tests {
                 job: job.into(),
                 scheduled: t(scheduled),
                 outcome,
+                peer: None,
             },
         }
     }

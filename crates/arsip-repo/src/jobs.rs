@@ -375,12 +375,14 @@ impl Repository {
         prefix: &str,
         metas: Vec<ObjectMeta>,
     ) -> Result<ChainView> {
-        let mut parts: BTreeMap<u64, Vec<(Part, &ObjectMeta)>> = BTreeMap::new();
+        // Owned metadata: a closure over borrowed parts makes a future rustc cannot prove
+        // `Send` for every lifetime, and daemons list chains in spawned tasks.
+        let mut parts: BTreeMap<u64, Vec<(Part, ObjectMeta)>> = BTreeMap::new();
         let mut ignored = Vec::new();
-        for m in &metas {
+        for m in metas {
             match m.key.strip_prefix(prefix).and_then(parse_part) {
                 Some((a, p)) => parts.entry(a).or_default().push((p, m)),
-                None => ignored.push(m.key.clone()),
+                None => ignored.push(m.key),
             }
         }
         // Past every number with any object: a result planted for a future attempt must

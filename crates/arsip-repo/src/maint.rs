@@ -777,9 +777,9 @@ pub(crate) async fn create_signed<T: Serialize>(
     repo: &Repository,
     name: &str,
     doc: &T,
-) -> Result<jiff::Timestamp> {
+) -> Result<()> {
     let body = keys::sign_doc(repo.signer(), doc);
-    repo.stamp(name, Bytes::from(body)).await
+    Ok(repo.store.create(name, Bytes::from(body)).await?)
 }
 
 #[cfg(test)]

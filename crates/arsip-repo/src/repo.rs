@@ -524,7 +524,8 @@ impl Repository {
     pub(crate) fn signer(&self) -> &WriterKey {
         &self.signer
     }
-    pub(crate) fn session_timing(&self) -> crate::maint::SessionTiming {
+    /// How long this handle's sessions and job claims live without renewal.
+    pub fn session_timing(&self) -> crate::maint::SessionTiming {
         self.local.sessions
     }
 

@@ -272,6 +272,25 @@ impl ObjectStoreBackend {
     /// for; if a maintenance update came between the two requests, `head` shows the newer
     /// revision: the write's own e_tag, version and size are returned then (its time is the
     /// newer one's, an upper bound), so that a later conditional write naming it fails.
+    /// PUT `key` only if no object of that name exists.
+    async fn put_create(&self, key: &str, data: Bytes) -> Result<object_store::PutResult> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
+            .await
+        {
+            Ok(r) => {
+                self.seen();
+                Ok(r)
+            }
+            Err(e) => Err(self.err(key, e).await),
+        }
+    }
+
     async fn meta_after_put(
         &self,
         key: &str,
@@ -299,25 +318,15 @@ impl ObjectStoreBackend {
 
 #[async_trait]
 impl Store for ObjectStoreBackend {
+    /// One conditional PUT: no metadata is read back (that costs a HEAD per object, which
+    /// only callers of `create_with_meta` need).
     async fn create(&self, key: &str, data: Bytes) -> Result<()> {
-        self.create_with_meta(key, data).await.map(|_| ())
+        self.put_create(key, data).await.map(|_| ())
     }
 
     async fn create_with_meta(&self, key: &str, data: Bytes) -> Result<ObjectMeta> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
         let size = data.len() as u64;
-        let put = match self
-            .inner
-            .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Err(self.err(key, e).await),
-        };
-        self.seen();
+        let put = self.put_create(key, data).await?;
         self.meta_after_put(key, size, put).await
     }
 

@@ -3,10 +3,29 @@
 use anyhow::Result;
 use arsip_ops::forget::{self, ForgetOptions, ForgetOutcome, Policy};
 use arsip_ops::open::Access;
+use arsip_ops::prune::{self, PruneOutcome};
 
 use crate::cli::ForgetArgs;
 use crate::ctx::{Ctx, Render};
 use crate::{exit, usage};
+
+/// `forget --prune`: both outcomes.
+#[derive(serde::Serialize)]
+struct ForgetPrune {
+    forget: ForgetOutcome,
+    prune: PruneOutcome,
+}
+
+impl Render for ForgetPrune {
+    fn human(&self) -> String {
+        let note = if self.forget.dry_run {
+            "\n(a dry run: prune's figures do not count the snapshots forget would remove)"
+        } else {
+            ""
+        };
+        format!("{}\n{}{note}", self.forget.human(), self.prune.human())
+    }
+}
 
 impl Render for ForgetOutcome {
     fn human(&self) -> String {
@@ -87,7 +106,19 @@ pub async fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<u8> {
         revoked: a.revoked,
         time_zone,
     };
+    // Checked before anything is forgotten: a bad prune option must not leave half the job done.
+    let prune_opts = a
+        .prune
+        .then(|| super::prune::options(&a.prune_settings, a.dry_run))
+        .transpose()?;
     let repo = ctx.open_full(Access::Full, "forget").await?;
-    ctx.emit(&forget::run(&repo, &opts).await?)?;
+    let forget = forget::run(&repo, &opts).await?;
+    match prune_opts {
+        None => ctx.emit(&forget)?,
+        Some(p) => {
+            let prune = prune::run(&repo, &p).await?;
+            ctx.emit(&ForgetPrune { forget, prune })?
+        }
+    }
     Ok(exit::OK)
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use arsip_ops::open::Access;
 use arsip_ops::prune::{self, PruneOptions, PruneOutcome, PruneReport};
 
-use crate::cli::PruneArgs;
+use crate::cli::{PruneArgs, PruneSettings};
 use crate::ctx::{human, Ctx, Render};
 use crate::exit;
 
@@ -119,17 +119,22 @@ impl Render for PruneOutcome {
     }
 }
 
-pub async fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<u8> {
-    let opts = prune::Options {
+/// Prune's options from the command line.
+pub fn options(a: &PruneSettings, dry_run: bool) -> Result<prune::Options> {
+    Ok(prune::Options {
         repo: PruneOptions {
             max_unused: prune::parse_max_unused(&a.max_unused)?,
-            dry_run: a.dry_run,
+            dry_run,
             ..Default::default()
         },
         pitr_window: arsip_ops::forget::parse_duration(&a.pitr_window)?,
         keep_verifications: arsip_ops::forget::parse_duration(&a.keep_verifications)?,
         keep_jobs: arsip_ops::forget::parse_duration(&a.keep_jobs)?,
-    };
+    })
+}
+
+pub async fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<u8> {
+    let opts = options(&a.settings, a.dry_run)?;
     let repo = ctx.open_full(Access::Full, "prune").await?;
     ctx.emit(&prune::run(&repo, &opts).await?)?;
     Ok(exit::OK)

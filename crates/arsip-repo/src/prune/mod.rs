@@ -832,8 +832,9 @@ const REPACK_READ: u64 = 4 << 20;
 /// Unused bytes between two kept blobs that one read spans rather than make two requests.
 const REPACK_GAP: u64 = 256 << 10;
 /// Ranged reads at once while repacking (each read is held twice more, opened and queued
-/// for packing, until its blobs are packed).
-const REPACK_CONCURRENCY: usize = 2;
+/// for packing, until its blobs are packed): at most 12 × 4 MiB in memory. Repacks are bound
+/// by the store's time per request, not by bytes.
+const REPACK_CONCURRENCY: usize = 4;
 
 /// The ranged reads that fetch the kept blobs of one pack: slots sorted by offset, blobs
 /// close together (at most [`REPACK_GAP`] apart) joined while a read stays within

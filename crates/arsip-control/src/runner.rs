@@ -1,0 +1,613 @@
+//! The scheduler's engine: it turns what [`scheduler::due`] says into runs, each run into
+//! attempts coordinated with other daemons through job claims in the repository
+//! (FORMAT.md §20), and every step into journal entries, durably, before acting on them.
+//!
+//! Rules (docs/design/CONTROL.md §3.2), each tested in `tests`:
+//! - **exclusion**: never two jobs of one source at once; a repository-wide job (forget,
+//!   prune, verify) excludes every job of its repository; at most `max_concurrent_jobs` run;
+//!   a run that must wait starts as soon as what it waits for is free;
+//! - **coalescing**: an occurrence that comes due while the job's previous run is still
+//!   pending or running is `skipped`;
+//! - **retries**: only transient failures ([`arsip_ops::Error::is_transient`]) are tried
+//!   again, after `retry_backoff × 2^(n−1)` (±20 %, at most an hour), at most `retries`
+//!   times, and never past the job's next occurrence; the run is then `failed`;
+//! - **timeouts**: an attempt that outlives the job's `timeout` (default 6 h) is dropped
+//!   (child processes die with it) and counts as interrupted, which is transient;
+//! - **a failure never counts as a success**: only `ok` and `warnings` move the job's last
+//!   success (see [`scheduler::histories`]);
+//! - **one code path with or without peers**: every attempt claims its run in the
+//!   repository first; a run a peer already finished, or is running, is watched, and
+//!   journaled with the peer's outcome.
+//!
+//! The engine is driven by [`Runner::step`] (start what is due at a time) and
+//! [`Runner::finish_one`] (take in one ended attempt); `arsip serve` loops over both on the
+//! real clock, tests on a made-up timeline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arsip_ops::repo::{
+    guarded, Chain, ClaimSpec, Finish, JobResult, Previous, Repository, RunState,
+};
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::mpsc;
+
+use crate::config::{CatchUp, Config, Job, JobKind};
+use crate::journal::{Event, Journal, JournalError, Outcome};
+use crate::scheduler::{self, History};
+
+/// An attempt with no `timeout` configured is stopped after this long.
+pub const DEFAULT_TIMEOUT: SignedDuration = SignedDuration::from_hours(6);
+/// Backoff between attempts is capped here.
+pub const MAX_BACKOFF: SignedDuration = SignedDuration::from_hours(1);
+
+/// What one attempt of a job did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    /// `Ok`, `Warnings`, `Failed` or `Interrupted`.
+    pub outcome: Outcome,
+    pub transient: bool,
+    pub message: Option<String>,
+    pub snapshots: Vec<String>,
+    pub verification: Option<String>,
+}
+
+impl AttemptResult {
+    pub fn ok() -> AttemptResult {
+        AttemptResult {
+            outcome: Outcome::Ok,
+            transient: false,
+            message: None,
+            snapshots: Vec::new(),
+            verification: None,
+        }
+    }
+
+    /// A failed attempt, transient when the error says so.
+    pub fn failed(e: &arsip_ops::Error) -> AttemptResult {
+        AttemptResult {
+            outcome: Outcome::Failed,
+            transient: e.is_transient(),
+            message: Some(e.to_string()),
+            ..AttemptResult::ok()
+        }
+    }
+}
+
+pub type ExecFuture = Pin<Box<dyn Future<Output = AttemptResult> + Send>>;
+
+/// Runs one attempt of a job (the executors of `arsip serve`; tests give their own).
+pub trait Executor: Send + Sync {
+    fn run(&self, job: &str, def: &Job, scheduled: Timestamp) -> ExecFuture;
+}
+
+/// How an attempt task ended.
+#[derive(Debug)]
+enum TaskEnd {
+    /// This daemon ran it.
+    Ran(AttemptResult),
+    /// Another daemon's attempt decided the run (`transient`: its failure may be retried).
+    Peer {
+        outcome: Outcome,
+        transient: bool,
+        daemon: String,
+    },
+    /// The run could not be coordinated (the repository did not answer): transient.
+    Coordination(String),
+}
+
+/// A run that is due, waiting, running, or waiting to be retried.
+#[derive(Debug)]
+struct Run {
+    scheduled: Timestamp,
+    /// Local attempts made so far.
+    attempts: u32,
+    /// When the next attempt may start.
+    start_at: Timestamp,
+    running: bool,
+}
+
+/// What an attempt task sends back.
+struct Ended {
+    job: String,
+    end: TaskEnd,
+}
+
+pub struct Runner {
+    config: Config,
+    daemon: String,
+    repos: BTreeMap<String, Arc<Repository>>,
+    executor: Arc<dyn Executor>,
+    journal: Journal,
+    histories: BTreeMap<String, History>,
+    runs: BTreeMap<String, Run>,
+    done_tx: mpsc::UnboundedSender<Ended>,
+    done_rx: mpsc::UnboundedReceiver<Ended>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("job {job}: repository {repository} is not open")]
+    NoRepository { job: String, repository: String },
+}
+
+impl Runner {
+    /// An engine for `config`'s jobs, journaling into `journal` (opened, with the entries
+    /// it recovered in `entries`), claiming runs as `daemon` in `repos` (every repository
+    /// the jobs name, opened).
+    pub fn new(
+        config: Config,
+        daemon: String,
+        repos: BTreeMap<String, Arc<Repository>>,
+        executor: Arc<dyn Executor>,
+        journal: Journal,
+        entries: &[crate::journal::Entry],
+    ) -> Result<Runner, RunnerError> {
+        for (job, j) in &config.jobs {
+            if !repos.contains_key(&j.repository) {
+                return Err(RunnerError::NoRepository {
+                    job: job.clone(),
+                    repository: j.repository.clone(),
+                });
+            }
+        }
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Ok(Runner {
+            histories: scheduler::histories(entries),
+            config,
+            daemon,
+            repos,
+            executor,
+            journal,
+            runs: BTreeMap::new(),
+            done_tx,
+            done_rx,
+        })
+    }
+
+    pub fn histories(&self) -> &BTreeMap<String, History> {
+        &self.histories
+    }
+
+    /// Attempts running now.
+    pub fn running(&self) -> usize {
+        self.runs.values().filter(|r| r.running).count()
+    }
+
+    /// Runs due, waiting or running.
+    pub fn pending(&self) -> usize {
+        self.runs.len()
+    }
+
+    fn journal(&mut self, at: Timestamp, event: Event) -> Result<(), RunnerError> {
+        let e = self.journal.append(at, event)?;
+        scheduler::apply(&mut self.histories, &e);
+        Ok(())
+    }
+
+    /// At `now`: record what was missed and what coalesced, take up what is due, start
+    /// every attempt whose time has come and whose source is free.
+    pub fn step(&mut self, now: Timestamp) -> Result<(), RunnerError> {
+        let jobs: Vec<(String, Job)> = self
+            .config
+            .jobs
+            .iter()
+            .map(|(n, j)| (n.clone(), j.clone()))
+            .collect();
+        for (name, job) in &jobs {
+            let mut h = self.histories.get(name).cloned().unwrap_or_default();
+            if let Some(r) = self.runs.get(name) {
+                h.last_handled = h.last_handled.max(Some(r.scheduled));
+            }
+            let d = scheduler::due(
+                &job.schedule,
+                &h,
+                now,
+                self.config.daemon.catch_up,
+                self.catch_up_within(),
+            );
+            for t in d.missed {
+                self.finish_run(now, name, t, Outcome::Missed, None)?;
+            }
+            let Some(t) = d.run else { continue };
+            if self.runs.contains_key(name) {
+                self.finish_run(now, name, t, Outcome::Skipped, None)?;
+                continue;
+            }
+            self.runs.insert(
+                name.clone(),
+                Run {
+                    scheduled: t,
+                    attempts: 0,
+                    start_at: t,
+                    running: false,
+                },
+            );
+        }
+        self.start_ready(now)
+    }
+
+    fn catch_up_within(&self) -> SignedDuration {
+        match self.config.daemon.catch_up {
+            CatchUp::Once => self.config.daemon.catch_up_within,
+            CatchUp::Skip => SignedDuration::ZERO,
+        }
+    }
+
+    /// What a job holds while it runs: its source, or its whole repository.
+    fn resources(&self, job: &Job) -> BTreeSet<String> {
+        match (&job.source, job.kind) {
+            (Some(s), JobKind::Backup | JobKind::WalCheck) => [format!("source:{s}")].into(),
+            _ => {
+                let mut r: BTreeSet<String> = self
+                    .config
+                    .sources
+                    .iter()
+                    .filter(|(_, s)| s.repository == job.repository)
+                    .map(|(n, _)| format!("source:{n}"))
+                    .collect();
+                r.insert(format!("repository:{}", job.repository));
+                r
+            }
+        }
+    }
+
+    fn start_ready(&mut self, now: Timestamp) -> Result<(), RunnerError> {
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        for (name, r) in &self.runs {
+            if r.running {
+                held.extend(self.resources(&self.config.jobs[name]));
+            }
+        }
+        let mut ready: Vec<(Timestamp, String)> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.running && r.start_at <= now)
+            .map(|(n, r)| (r.start_at, n.clone()))
+            .collect();
+        ready.sort();
+        for (_, name) in ready {
+            if self.running() >= self.config.daemon.max_concurrent_jobs.max(1) {
+                break;
+            }
+            let needs = self.resources(&self.config.jobs[&name]);
+            if !held.is_disjoint(&needs) {
+                continue;
+            }
+            held.extend(needs);
+            self.start_attempt(now, &name)?;
+        }
+        Ok(())
+    }
+
+    fn start_attempt(&mut self, now: Timestamp, name: &str) -> Result<(), RunnerError> {
+        let job = self.config.jobs[name].clone();
+        let (scheduled, attempt) = {
+            let r = self.runs.get_mut(name).expect("a run to start");
+            r.attempts += 1;
+            r.running = true;
+            (r.scheduled, r.attempts)
+        };
+        self.journal(
+            now,
+            Event::AttemptStarted {
+                job: name.to_string(),
+                scheduled,
+                attempt,
+            },
+        )?;
+        let ctx = AttemptCtx {
+            repo: self.repos[&job.repository].clone(),
+            executor: self.executor.clone(),
+            daemon: self.daemon.clone(),
+            name: name.to_string(),
+            job,
+            scheduled,
+            retry: attempt > 1,
+        };
+        let tx = self.done_tx.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let end = ctx.attempt().await;
+            let _ = tx.send(Ended { job: name, end });
+        });
+        Ok(())
+    }
+
+    /// Wait for one attempt to end and take it in at the time `now()` gives then; `false`
+    /// when none runs.
+    pub async fn finish_one(&mut self, now: impl Fn() -> Timestamp) -> Result<bool, RunnerError> {
+        if self.running() == 0 {
+            return Ok(false);
+        }
+        let Some(e) = self.done_rx.recv().await else {
+            return Ok(false);
+        };
+        self.ended(now(), e)?;
+        Ok(true)
+    }
+
+    /// Take in every attempt that has ended, without waiting.
+    pub fn finish_ready(&mut self, now: Timestamp) -> Result<usize, RunnerError> {
+        let mut n = 0;
+        while let Ok(e) = self.done_rx.try_recv() {
+            self.ended(now, e)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Run everything due at `now` to its end (retries included, each at its time as far as
+    /// `now` allows): the driver of tests on a made-up timeline.
+    pub async fn settle(&mut self, now: Timestamp) -> Result<(), RunnerError> {
+        self.step(now)?;
+        while self.finish_one(|| now).await? {
+            self.step(now)?;
+        }
+        Ok(())
+    }
+
+    /// When the engine next has something to do by the clock: the next occurrence of any
+    /// job or the next retry.
+    pub fn next_wakeup(&self, now: Timestamp) -> Option<Timestamp> {
+        let retries = self
+            .runs
+            .values()
+            .filter(|r| !r.running)
+            .map(|r| r.start_at);
+        let occurrences = self
+            .config
+            .jobs
+            .values()
+            .filter_map(|j| j.schedule.next_after(now).map(|z| z.timestamp()));
+        retries.chain(occurrences).min()
+    }
+
+    fn ended(&mut self, now: Timestamp, e: Ended) -> Result<(), RunnerError> {
+        let Some(run) = self.runs.get_mut(&e.job) else {
+            return Ok(());
+        };
+        run.running = false;
+        let (scheduled, attempt) = (run.scheduled, run.attempts);
+        let (result, peer) = match e.end {
+            TaskEnd::Ran(r) => (r, None),
+            TaskEnd::Peer {
+                outcome,
+                transient,
+                daemon,
+            } => (
+                AttemptResult {
+                    outcome,
+                    transient,
+                    message: Some(format!("run by daemon {daemon}")),
+                    ..AttemptResult::ok()
+                },
+                Some(daemon),
+            ),
+            TaskEnd::Coordination(m) => (
+                AttemptResult {
+                    outcome: Outcome::Failed,
+                    transient: true,
+                    message: Some(m),
+                    ..AttemptResult::ok()
+                },
+                None,
+            ),
+        };
+        self.journal(
+            now,
+            Event::AttemptFinished {
+                job: e.job.clone(),
+                scheduled,
+                attempt,
+                outcome: result.outcome,
+                transient: result.transient,
+                message: result.message.clone(),
+                produced: result
+                    .snapshots
+                    .first()
+                    .cloned()
+                    .or(result.verification.clone()),
+            },
+        )?;
+        let job = &self.config.jobs[&e.job];
+        if result.outcome.succeeded() || !result.transient || attempt > job.retries {
+            // An attempt cut off (a timeout) that ends the run leaves it failed.
+            let outcome = match result.outcome {
+                Outcome::Interrupted => Outcome::Failed,
+                o => o,
+            };
+            return self.finish_run(now, &e.job, scheduled, outcome, peer);
+        }
+        let at = now + backoff(job.retry_backoff, &e.job, scheduled, attempt);
+        let next = job.schedule.next_after(scheduled).map(|z| z.timestamp());
+        if next.is_some_and(|n| at >= n) {
+            tracing::warn!(job = %e.job, %scheduled, "no time to retry before the next run");
+            return self.finish_run(now, &e.job, scheduled, Outcome::Failed, peer);
+        }
+        if let Some(run) = self.runs.get_mut(&e.job) {
+            run.start_at = at;
+        }
+        Ok(())
+    }
+
+    fn finish_run(
+        &mut self,
+        now: Timestamp,
+        job: &str,
+        scheduled: Timestamp,
+        outcome: Outcome,
+        peer: Option<String>,
+    ) -> Result<(), RunnerError> {
+        if self.runs.get(job).is_some_and(|r| r.scheduled == scheduled) {
+            self.runs.remove(job);
+        }
+        self.journal(
+            now,
+            Event::RunFinished {
+                job: job.to_string(),
+                scheduled,
+                outcome,
+                peer,
+            },
+        )
+    }
+}
+
+/// The wait before local attempt `attempt + 1`: `base × 2^(attempt−1)`, ±20 % (the same for
+/// every daemon, from the run's identity), at most [`MAX_BACKOFF`].
+pub fn backoff(
+    base: SignedDuration,
+    job: &str,
+    scheduled: Timestamp,
+    attempt: u32,
+) -> SignedDuration {
+    let exp = base.saturating_mul(1i32 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(MAX_BACKOFF);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (job, scheduled.as_second(), attempt).hash(&mut h);
+    // 0.8 … 1.2
+    let f = 0.8 + (h.finish() % 401) as f64 / 1000.0;
+    SignedDuration::from_secs_f64(capped.as_secs_f64() * f).min(MAX_BACKOFF)
+}
+
+/// Everything an attempt task needs.
+struct AttemptCtx {
+    repo: Arc<Repository>,
+    executor: Arc<dyn Executor>,
+    daemon: String,
+    name: String,
+    job: Job,
+    scheduled: Timestamp,
+    /// A retry after a failure (ours or a peer's): an ended chain is claimed again.
+    retry: bool,
+}
+
+impl AttemptCtx {
+    async fn attempt(self) -> TaskEnd {
+        match self.claim_and_run().await {
+            Ok(end) => end,
+            Err(e) => TaskEnd::Coordination(format!(
+                "could not coordinate the run through the repository: {e}"
+            )),
+        }
+    }
+
+    async fn claim_and_run(&self) -> arsip_ops::repo::Result<TaskEnd> {
+        let chain = Chain::run(&self.name, self.scheduled)?;
+        let timing = self.repo.session_timing();
+        let timeout = self.job.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        loop {
+            let view = self.repo.chain_view(&chain).await?;
+            let (previous, lapsed) = match view.state(self.repo.now(), timing.margin) {
+                RunState::Succeeded(a) => {
+                    return Ok(TaskEnd::Peer {
+                        outcome: outcome_of(a.result()),
+                        transient: false,
+                        daemon: a.claim.daemon.clone(),
+                    })
+                }
+                RunState::Live(_) => {
+                    // A peer runs it: watch until it ends or lapses.
+                    let every = (timing.ttl / 5).min(SignedDuration::from_secs(60));
+                    tokio::time::sleep(every.try_into().unwrap_or_default()).await;
+                    continue;
+                }
+                RunState::Free => (None, None),
+                RunState::Lapsed(a) => (
+                    Some(Previous {
+                        attempt: a.attempt,
+                        result: None,
+                    }),
+                    Some(a.attempt),
+                ),
+                RunState::Ended(a) => {
+                    let made = view
+                        .attempts
+                        .iter()
+                        .filter(|x| x.result() != Some(JobResult::Withdrawn))
+                        .count() as u32;
+                    let transient = a.done.as_ref().is_some_and(|d| d.transient);
+                    if !self.retry || !transient || made > self.job.retries {
+                        return Ok(TaskEnd::Peer {
+                            outcome: outcome_of(a.result()),
+                            transient,
+                            daemon: a.claim.daemon.clone(),
+                        });
+                    }
+                    (
+                        Some(Previous {
+                            attempt: a.attempt,
+                            result: a.result(),
+                        }),
+                        None,
+                    )
+                }
+            };
+            let spec = ClaimSpec {
+                daemon: self.daemon.clone(),
+                timeout,
+                config_digest: None,
+                previous,
+            };
+            let Some(claim) = self.repo.claim(&chain, view.next, &spec).await? else {
+                continue; // a peer took that number first: look again
+            };
+            if let Some(prev) = lapsed {
+                if !claim.confirm_lapse(prev).await? {
+                    claim.withdraw().await?;
+                    continue;
+                }
+            }
+            let run = self.executor.run(&self.name, &self.job, self.scheduled);
+            let dur = std::time::Duration::try_from(timeout).unwrap_or(std::time::Duration::MAX);
+            let result = match tokio::time::timeout(dur, guarded(claim.guard(), run)).await {
+                Ok(r) => r,
+                Err(_) => AttemptResult {
+                    outcome: Outcome::Interrupted,
+                    transient: true,
+                    message: Some(format!("timed out after {}", fmt_duration(timeout))),
+                    ..AttemptResult::ok()
+                },
+            };
+            let finish = Finish {
+                result: match result.outcome {
+                    Outcome::Ok => JobResult::Ok,
+                    Outcome::Warnings => JobResult::Warnings,
+                    Outcome::Interrupted => JobResult::Interrupted,
+                    _ => JobResult::Failed,
+                },
+                transient: result.transient,
+                snapshots: result.snapshots.clone(),
+                verification: result.verification.clone(),
+                error_class: None,
+                message: result.message.clone(),
+            };
+            if let Err(e) = claim.finish(finish).await {
+                tracing::warn!(job = %self.name, error = %e, "could not record the attempt's result in the repository");
+            }
+            return Ok(TaskEnd::Ran(result));
+        }
+    }
+}
+
+fn outcome_of(r: Option<JobResult>) -> Outcome {
+    match r {
+        Some(JobResult::Ok) => Outcome::Ok,
+        Some(JobResult::Warnings) => Outcome::Warnings,
+        Some(JobResult::Interrupted) => Outcome::Interrupted,
+        _ => Outcome::Failed,
+    }
+}
+
+fn fmt_duration(d: SignedDuration) -> String {
+    format!("{:#}", d)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,551 @@
+//! The engine on a made-up timeline, claiming runs in real local repositories: two weeks
+//! of daily runs, retries of transient failures only, exclusion per source and per
+//! repository, coalescing, catch-up once, timeouts, and two daemons sharing runs.
+//!
+//! The executor is scripted (what each attempt returns, how long it takes): what is under
+//! test is the scheduling, and the claims it makes in the repository are real.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arsip_ops::repo::{clock::SystemClock, LocalSettings, SessionTiming};
+
+use super::*;
+use crate::config::FileAccess;
+use crate::journal::Entry;
+
+/// One scripted attempt: how long it takes, what it returns.
+#[derive(Clone)]
+struct Step {
+    takes: Duration,
+    result: AttemptResult,
+}
+
+fn ok() -> Step {
+    Step {
+        takes: Duration::ZERO,
+        result: AttemptResult::ok(),
+    }
+}
+
+fn fail(transient: bool) -> Step {
+    Step {
+        takes: Duration::ZERO,
+        result: AttemptResult {
+            outcome: Outcome::Failed,
+            transient,
+            message: Some(
+                if transient {
+                    "store unreachable"
+                } else {
+                    "bad input"
+                }
+                .into(),
+            ),
+            ..AttemptResult::ok()
+        },
+    }
+}
+
+fn slow(d: Duration) -> Step {
+    Step { takes: d, ..ok() }
+}
+
+#[derive(Default)]
+struct Script {
+    steps: Mutex<HashMap<String, VecDeque<Step>>>,
+    /// Every attempt: job, scheduled time, real start and end.
+    calls: Mutex<Vec<(String, Timestamp, Instant, Instant)>>,
+}
+
+impl Script {
+    fn then(&self, job: &str, steps: impl IntoIterator<Item = Step>) {
+        self.steps
+            .lock()
+            .unwrap()
+            .entry(job.into())
+            .or_default()
+            .extend(steps);
+    }
+
+    fn calls(&self, job: &str) -> Vec<Timestamp> {
+        let c = self.calls.lock().unwrap();
+        c.iter().filter(|c| c.0 == job).map(|c| c.1).collect()
+    }
+}
+
+impl Executor for Arc<Script> {
+    fn run(&self, job: &str, _def: &Job, scheduled: Timestamp) -> ExecFuture {
+        let step = self
+            .steps
+            .lock()
+            .unwrap()
+            .get_mut(job)
+            .and_then(|q| q.pop_front())
+            .unwrap_or_else(ok);
+        let me = self.clone();
+        let job = job.to_string();
+        Box::pin(async move {
+            let start = Instant::now();
+            tokio::time::sleep(step.takes).await;
+            me.calls
+                .lock()
+                .unwrap()
+                .push((job, scheduled, start, Instant::now()));
+            step.result
+        })
+    }
+}
+
+/// A configuration: one repository `main` with sources `db` and `files`, and `jobs`.
+fn config(dir: &Path, jobs: &str) -> Config {
+    let text = format!(
+        r#"version = 1
+[daemon]
+state_dir = "{state}"
+catch_up = "once"
+catch_up_within = "24h"
+max_concurrent_jobs = 4
+
+[repository.main]
+location = "{repo}"
+password_env = "ARSIP_PASSWORD"
+
+[source.db]
+kind = "pg-physical"
+stanza = "db"
+repository = "main"
+dbname = "dbname=app"
+rpo = "24h"
+
+[source.files]
+kind = "files"
+repository = "main"
+paths = ["/etc"]
+rpo = "24h"
+{jobs}"#,
+        state = dir.join("state").display(),
+        repo = dir.join("repo").display(),
+    );
+    crate::config::parse(
+        &dir.join("arsip.toml"),
+        &text,
+        FileAccess {
+            owner_is_us: true,
+            private: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+const TTL: SignedDuration = SignedDuration::from_secs(3);
+
+async fn repo(dir: &Path, init: bool) -> Arc<Repository> {
+    std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
+    let settings = arsip_ops::open::StoreSettings {
+        location: dir.join("repo").display().to_string(),
+        backend: Default::default(),
+        faults: None,
+        meter: None,
+    };
+    let local = LocalSettings {
+        cache_dir: dir.join("cache"),
+        sessions: SessionTiming::with_ttl(TTL),
+        ..Default::default()
+    };
+    if init {
+        arsip_ops::open::init(
+            &settings,
+            b"pw",
+            &Default::default(),
+            local.clone(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+    }
+    let with = arsip_ops::repo::OpenWith::Password(zeroize::Zeroizing::new(b"pw".to_vec()));
+    arsip_ops::open::repository(
+        &settings,
+        with,
+        arsip_ops::open::Access::Full,
+        local,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap()
+    .into()
+}
+
+struct Daemon {
+    runner: Runner,
+    state: std::path::PathBuf,
+}
+
+async fn daemon(
+    dir: &Path,
+    name: &str,
+    config: &Config,
+    script: &Arc<Script>,
+    init: bool,
+) -> Daemon {
+    let state = dir.join(format!("state-{name}"));
+    let (journal, rec) = Journal::open(&state, t("2026-11-30T00:00:00Z")).unwrap();
+    let repo = repo(dir, init).await;
+    let runner = Runner::new(
+        config.clone(),
+        name.into(),
+        [("main".to_string(), repo)].into(),
+        Arc::new(script.clone()),
+        journal,
+        &rec.entries,
+    )
+    .unwrap();
+    Daemon { runner, state }
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn finished(state: &Path) -> Vec<(String, Timestamp, Outcome, Option<String>)> {
+    let mut out = Vec::new();
+    let mut segments: Vec<_> = std::fs::read_dir(state.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    for path in segments {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
+            let e: Entry = serde_json::from_str(line).unwrap();
+            if let Event::RunFinished {
+                job,
+                scheduled,
+                outcome,
+                peer,
+            } = e.event
+            {
+                out.push((job, scheduled, outcome, peer));
+            }
+        }
+    }
+    out
+}
+
+const DAILY: &str = r#"
+[job.db-daily]
+type = "backup"
+source = "db"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+retries = 2
+retry_backoff = "2m"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_weeks_of_daily_runs_each_once_and_claimed_in_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), DAILY);
+    let script = Arc::new(Script::default());
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    d.runner.step(t("2026-12-01T00:00:00Z")).unwrap(); // the job becomes known
+    for day in 1..=14 {
+        let at = t("2026-12-01T02:00:10Z") + SignedDuration::from_hours(24 * (day - 1));
+        d.runner.settle(at).await.unwrap();
+        // Looking again within the hour changes nothing.
+        d.runner
+            .settle(at + SignedDuration::from_mins(30))
+            .await
+            .unwrap();
+    }
+    let calls = script.calls("db-daily");
+    assert_eq!(calls.len(), 14, "{calls:?}");
+    assert_eq!(calls[0], t("2026-12-01T02:00:00Z"));
+    assert_eq!(calls[13], t("2026-12-14T02:00:00Z"));
+    let h = &d.runner.histories()["db-daily"];
+    assert_eq!(h.last_success.unwrap().0, t("2026-12-14T02:00:00Z"));
+    let runs = d.runner.repos["main"].job_runs("db-daily").await.unwrap();
+    assert_eq!(runs.len(), 14);
+    assert!(runs.iter().all(|r| r.attempts.len() == 1
+        && r.attempts[0].result() == Some(JobResult::Ok)
+        && r.attempts[0].claim.daemon == "a"));
+    assert_eq!(finished(&d.state).len(), 14);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_with_backoff_and_never_count_as_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), DAILY);
+    let script = Arc::new(Script::default());
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    // Day 1: two transient failures, then success on the third attempt.
+    script.then("db-daily", [fail(true), fail(true), ok()]);
+    let t0 = t("2026-12-01T02:00:05Z");
+    d.runner.settle(t0).await.unwrap();
+    assert_eq!(script.calls("db-daily").len(), 1);
+    // Not before the backoff (2 min ±20 %).
+    d.runner
+        .settle(t0 + SignedDuration::from_secs(90))
+        .await
+        .unwrap();
+    assert_eq!(script.calls("db-daily").len(), 1);
+    d.runner
+        .settle(t0 + SignedDuration::from_mins(3))
+        .await
+        .unwrap();
+    assert_eq!(script.calls("db-daily").len(), 2);
+    assert!(d.runner.histories()["db-daily"].last_success.is_none());
+    // The second backoff doubles: 4 min ±20 %.
+    d.runner
+        .settle(t0 + SignedDuration::from_mins(6))
+        .await
+        .unwrap();
+    assert_eq!(script.calls("db-daily").len(), 2);
+    d.runner
+        .settle(t0 + SignedDuration::from_mins(9))
+        .await
+        .unwrap();
+    assert_eq!(script.calls("db-daily").len(), 3);
+    assert_eq!(
+        d.runner.histories()["db-daily"].last_success.unwrap().0,
+        t("2026-12-01T02:00:00Z")
+    );
+    let chain = Chain::run("db-daily", t("2026-12-01T02:00:00Z")).unwrap();
+    let view = d.runner.repos["main"].chain_view(&chain).await.unwrap();
+    let results: Vec<_> = view.attempts.iter().map(|a| a.result()).collect();
+    assert_eq!(
+        results,
+        [
+            Some(JobResult::Failed),
+            Some(JobResult::Failed),
+            Some(JobResult::Ok)
+        ]
+    );
+    assert_eq!(
+        view.attempts[2].claim.previous,
+        Some(Previous {
+            attempt: 2,
+            result: Some(JobResult::Failed)
+        })
+    );
+    // Day 2: a permanent failure is not retried, and the last success stays day 1's.
+    script.then("db-daily", [fail(false)]);
+    let t1 = t("2026-12-02T02:00:05Z");
+    d.runner.settle(t1).await.unwrap();
+    d.runner
+        .settle(t1 + SignedDuration::from_hours(1))
+        .await
+        .unwrap();
+    assert_eq!(script.calls("db-daily").len(), 4);
+    let h = &d.runner.histories()["db-daily"];
+    assert_eq!(h.last_outcome, Some(Outcome::Failed));
+    assert_eq!(h.last_success.unwrap().0, t("2026-12-01T02:00:00Z"));
+    // Day 3: transient failures beyond the retries end the run failed.
+    script.then("db-daily", [fail(true), fail(true), fail(true), ok()]);
+    let t2 = t("2026-12-03T02:00:05Z");
+    for m in [0, 3, 9, 20, 60] {
+        d.runner
+            .settle(t2 + SignedDuration::from_mins(m))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        script.calls("db-daily").len(),
+        7,
+        "1 + retries = 3 attempts"
+    );
+    assert_eq!(
+        d.runner.histories()["db-daily"].last_outcome,
+        Some(Outcome::Failed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_per_source_and_repository_wide_jobs_exclude_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = r#"
+[job.db-daily]
+type = "backup"
+source = "db"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+
+[job.db-wal]
+type = "wal-check"
+source = "db"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+
+[job.files-daily]
+type = "backup"
+source = "files"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+
+[job.prune]
+type = "prune"
+repository = "main"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+"#;
+    let c = config(dir.path(), jobs);
+    let script = Arc::new(Script::default());
+    for j in ["db-daily", "db-wal", "files-daily", "prune"] {
+        script.then(j, [slow(Duration::from_millis(300))]);
+    }
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    // Different sources run together: one job of db, the files backup; prune waits.
+    d.runner.step(t("2026-12-01T02:00:01Z")).unwrap();
+    assert_eq!((d.runner.running(), d.runner.pending()), (2, 4));
+    d.runner.settle(t("2026-12-01T02:00:01Z")).await.unwrap();
+    let calls = script.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4);
+    let span = |j: &str| {
+        let c = calls.iter().find(|c| c.0 == j).unwrap();
+        (c.2, c.3)
+    };
+    let overlap = |a: &str, b: &str| {
+        let (x, y) = (span(a), span(b));
+        x.0 < y.1 && y.0 < x.1
+    };
+    assert!(
+        !overlap("db-daily", "db-wal"),
+        "two jobs of one source at once"
+    );
+    for j in ["db-daily", "db-wal", "files-daily"] {
+        assert!(!overlap(j, "prune"), "{j} beside the repository's prune");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_due_while_the_previous_one_runs_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = r#"
+[job.db-often]
+type = "backup"
+source = "db"
+schedule = "*/5 * * * *"
+time_zone = "UTC"
+"#;
+    let c = config(dir.path(), jobs);
+    let script = Arc::new(Script::default());
+    script.then("db-often", [slow(Duration::from_millis(800))]);
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    d.runner.step(t("2026-12-01T00:02:00Z")).unwrap();
+    d.runner.step(t("2026-12-01T00:05:01Z")).unwrap();
+    assert_eq!(d.runner.running(), 1);
+    // 00:10 comes while 00:05 still runs.
+    d.runner.step(t("2026-12-01T00:10:01Z")).unwrap();
+    assert!(d
+        .runner
+        .finish_one(|| t("2026-12-01T00:10:02Z"))
+        .await
+        .unwrap());
+    d.runner.settle(t("2026-12-01T00:10:03Z")).await.unwrap();
+    let f = finished(&d.state);
+    assert_eq!(
+        f.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(),
+        [
+            (t("2026-12-01T00:10:00Z"), Outcome::Skipped),
+            (t("2026-12-01T00:05:00Z"), Outcome::Ok)
+        ]
+    );
+    assert_eq!(script.calls("db-often"), [t("2026-12-01T00:05:00Z")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_downtime_the_newest_missed_run_is_caught_up_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), DAILY);
+    let script = Arc::new(Script::default());
+    {
+        let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+        d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+        d.runner.settle(t("2026-12-01T02:00:03Z")).await.unwrap();
+    }
+    // Down from the 1st to the 4th, 10:00: the 2nd, 3rd and 4th passed.
+    let mut d = daemon(dir.path(), "a", &c, &script, false).await;
+    d.runner.settle(t("2026-12-04T10:00:00Z")).await.unwrap();
+    d.runner.settle(t("2026-12-04T11:00:00Z")).await.unwrap();
+    assert_eq!(
+        script.calls("db-daily"),
+        [t("2026-12-01T02:00:00Z"), t("2026-12-04T02:00:00Z")]
+    );
+    let f = finished(&d.state);
+    let missed: Vec<_> = f
+        .iter()
+        .filter(|x| x.2 == Outcome::Missed)
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(
+        missed,
+        [t("2026-12-02T02:00:00Z"), t("2026-12-03T02:00:00Z")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_timeout_is_stopped_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), DAILY);
+    c.jobs.get_mut("db-daily").unwrap().timeout = Some(SignedDuration::from_millis(300));
+    let script = Arc::new(Script::default());
+    script.then("db-daily", [slow(Duration::from_secs(30)), ok()]);
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    let started = Instant::now();
+    d.runner.settle(t("2026-12-01T02:00:01Z")).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the attempt was not stopped"
+    );
+    // The slow attempt never finished: only the retry is recorded as a call.
+    d.runner.settle(t("2026-12-01T02:10:00Z")).await.unwrap();
+    assert_eq!(script.calls("db-daily"), [t("2026-12-01T02:00:00Z")]);
+    let chain = Chain::run("db-daily", t("2026-12-01T02:00:00Z")).unwrap();
+    let view = d.runner.repos["main"].chain_view(&chain).await.unwrap();
+    let first = view.attempts[0].done.as_ref().unwrap();
+    assert_eq!(
+        (first.result, first.transient),
+        (JobResult::Interrupted, true)
+    );
+    assert!(
+        first.message.as_deref().unwrap().contains("timed out"),
+        "{first:?}"
+    );
+    assert_eq!(view.attempts[1].result(), Some(JobResult::Ok));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_repository_run_each_occurrence_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), DAILY);
+    let script = Arc::new(Script::default());
+    script.then("db-daily", (0..3).map(|_| slow(Duration::from_millis(500))));
+    let mut a = daemon(dir.path(), "a", &c, &script, true).await;
+    let mut b = daemon(dir.path(), "b", &c, &script, false).await;
+    a.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    b.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    for day in 1..=3 {
+        let at = t("2026-12-01T02:00:02Z") + SignedDuration::from_hours(24 * (day - 1));
+        let (ra, rb) = tokio::join!(a.runner.settle(at), b.runner.settle(at));
+        ra.unwrap();
+        rb.unwrap();
+    }
+    assert_eq!(
+        script.calls("db-daily").len(),
+        3,
+        "one attempt per occurrence"
+    );
+    let (fa, fb) = (finished(&a.state), finished(&b.state));
+    assert_eq!(fa.len(), 3);
+    assert_eq!(fb.len(), 3);
+    for ((_, ta, oa, pa), (_, tb, ob, pb)) in fa.iter().zip(&fb) {
+        assert_eq!((ta, oa, ob), (tb, &Outcome::Ok, &Outcome::Ok));
+        assert!(pa.is_some() != pb.is_some(), "exactly one daemon ran {ta}");
+    }
+}
