@@ -320,9 +320,10 @@ measure() {
 }
 
 arsip_forget_prune() {  # arsip_forget_prune TAG REPO BUCKET CACHE
+    # one command, as restic's `forget --prune` is (one opening of the repository)
     local tag=$1 repo=$2 bucket=$3 cache=$4
-    measure "${tag}_forget" "$bucket" arsip_ "$repo" "$cache" --json forget --keep-within "$KEEP"
-    measure "${tag}_prune" "$bucket" arsip_ "$repo" "$cache" --json prune --pitr-window "$PITR"
+    measure "${tag}_forget_prune" "$bucket" arsip_ "$repo" "$cache" --json forget --keep-within "$KEEP" \
+        --prune --pitr-window "$PITR"
 }
 restic_forget_prune() {
     # shellcheck disable=SC2086
