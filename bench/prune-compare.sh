@@ -24,6 +24,10 @@
 #                                 second forget+prune of each tool (a daily prune in steady state)
 #   COLD=1                        also run the first forget+prune with empty caches (after the warm one,
 #                                 from the pristine store again)
+#   CRED=password                 how arsip's forget --prune opens each repository: the password
+#                                 (Argon2id, as restic's password goes through scrypt), or
+#                                 `keyfile`: a full key file, as scheduled maintenance runs
+#                                 (docs/CONFIG.md `key_file`), which derives no key
 #
 # The store: moto (the S3-protocol server the tests use) run in-process by bench/prune-s3.py,
 # which stamps Last-Modified from a settable clock (real time + an offset in $W/clock), counts
@@ -50,6 +54,7 @@ PITR=${PITR:-7d}
 RESTIC_KEEP=${RESTIC_KEEP:---keep-last 30}
 NEXT_DAY=${NEXT_DAY:-1}
 COLD=${COLD:-1}
+CRED=${CRED:-password}
 MOTO_PY=${MOTO_PY:-$HOME/.cache/arsip-tools/moto-venv/bin/python}
 S3PORT=${S3PORT:-18601}
 PGPORT_=${PGPORT_:-5497}
@@ -322,8 +327,19 @@ measure() {
 arsip_forget_prune() {  # arsip_forget_prune TAG REPO BUCKET CACHE
     # one command, as restic's `forget --prune` is (one opening of the repository)
     local tag=$1 repo=$2 bucket=$3 cache=$4
-    measure "${tag}_forget_prune" "$bucket" arsip_ "$repo" "$cache" --json forget --keep-within "$KEEP" \
-        --prune --pitr-window "$PITR"
+    if [[ $CRED == keyfile ]]; then
+        # a full key file of this repository, made before the counters start (anew each
+        # time: loading the pristine store drops the slot of an earlier one)
+        local key=$W/secrets/$bucket.maint.key
+        rm -f "$key"
+        arsip_ "$repo" "$cache" -q key add --keyfile --out "$key" > /dev/null
+        measure "${tag}_forget_prune" "$bucket" env -u ARSIP_PASSWORD_FILE ARSIP_KEY_FILE="$key" \
+            bash -c 'arsip_ "$@"' _ "$repo" "$cache" --json forget --keep-within "$KEEP" --prune \
+            --pitr-window "$PITR"
+    else
+        measure "${tag}_forget_prune" "$bucket" arsip_ "$repo" "$cache" --json forget \
+            --keep-within "$KEEP" --prune --pitr-window "$PITR"
+    fi
 }
 restic_forget_prune() {
     # shellcheck disable=SC2086
@@ -380,6 +396,7 @@ measure_main() {
         echo "moto: $("$MOTO_PY" -c 'import moto; print(moto.__version__)')"
         echo "postgresql: $("$PGBIN/postgres" --version)"
         echo "keep: arsip --keep-within $KEEP, restic $RESTIC_KEEP, pitr-window: $PITR, days: $(cat "$W/pristine/days")"
+        echo "arsip credential: $CRED"
     } > "$RES/machine.txt"
     restore_pristine
     psql_ -d postgres -Atc "select 'database dealer: ' || pg_size_pretty(pg_database_size('dealer'))" >> "$RES/machine.txt"

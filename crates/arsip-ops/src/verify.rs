@@ -70,6 +70,11 @@ pub struct VerifyOptions {
     pub history: usize,
     /// A fraction (0.10 = 10 %).
     pub row_drop: f64,
+    /// Size anomaly: the newest logical size this fraction away from the median.
+    pub size_tolerance: f64,
+    /// Duration anomaly: above this multiple of the median (and longer by at least a
+    /// minute).
+    pub duration_factor: f64,
     /// A server to measure the WAL archive's lag against (libpq connection string).
     pub dbname: Option<String>,
     pub restore_test: Option<RestoreTest>,
@@ -96,6 +101,8 @@ impl Default for VerifyOptions {
             cycle: DEFAULT_CYCLE,
             history: DEFAULT_HISTORY,
             row_drop: DEFAULT_ROW_DROP,
+            size_tolerance: SIZE_TOLERANCE,
+            duration_factor: DURATION_FACTOR,
             dbname: None,
             restore_test: None,
             sql_checks: Vec::new(),
@@ -334,7 +341,7 @@ async fn verify(repo: &FullRepo, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
         let start = snaps.len().saturating_sub(opts.history + 1);
         let history = &snaps[start..snaps.len() - 1];
-        anomalies(&newest, history, opts, &mut f);
+        anomalies_into(&newest, history, opts, &mut f);
         let wal_status = if kind == arsip_pg::physical::KIND {
             PhysicalFacts::of(&newest).ok().map(|pf| {
                 let w = wal_status(&wal, &pf, now, server.as_ref());
@@ -521,7 +528,22 @@ pub fn table_rows(s: &Snapshot) -> Option<BTreeMap<String, i64>> {
     None
 }
 
-fn anomalies(newest: &Snapshot, history: &[Snapshot], opts: &VerifyOptions, f: &mut Vec<Finding>) {
+/// The anomalies of `newest` against `history`, the same source's snapshots before it
+/// (oldest first): size and duration against their medians, and per-table row counts that
+/// drop or vanish since the previous one. A pure function of the snapshots: `verify` runs
+/// it, and so does the daemon after each backup, so that an anomaly alerts the same day.
+pub fn anomalies(newest: &Snapshot, history: &[Snapshot], opts: &VerifyOptions) -> Vec<Finding> {
+    let mut f = Vec::new();
+    anomalies_into(newest, history, opts, &mut f);
+    f
+}
+
+fn anomalies_into(
+    newest: &Snapshot,
+    history: &[Snapshot],
+    opts: &VerifyOptions,
+    f: &mut Vec<Finding>,
+) {
     let warn = |check: &str, message: String| Finding {
         status: Status::Warnings,
         check: check.into(),
@@ -535,7 +557,7 @@ fn anomalies(newest: &Snapshot, history: &[Snapshot], opts: &VerifyOptions, f: &
                 .collect(),
         );
         let size = newest.manifest.logical_bytes as f64;
-        if med > 0.0 && (size - med).abs() > SIZE_TOLERANCE * med {
+        if med > 0.0 && (size - med).abs() > opts.size_tolerance * med {
             f.push(warn(
                 "size",
                 format!(
@@ -549,11 +571,12 @@ fn anomalies(newest: &Snapshot, history: &[Snapshot], opts: &VerifyOptions, f: &
         let dur = |s: &Snapshot| s.manifest.end_time.duration_since(s.manifest.time);
         let med = median(history.iter().map(|s| dur(s).as_secs_f64()).collect());
         let d = dur(newest).as_secs_f64();
-        if d > DURATION_FACTOR * med && d - med >= MIN_DURATION_EXCESS.as_secs_f64() {
+        if d > opts.duration_factor * med && d - med >= MIN_DURATION_EXCESS.as_secs_f64() {
             f.push(warn(
                 "duration",
                 format!(
-                    "took {d:.0}s, more than {DURATION_FACTOR}× the median {med:.0}s of the last {}",
+                    "took {d:.0}s, more than {}× the median {med:.0}s of the last {}",
+                    opts.duration_factor,
                     history.len()
                 ),
             ));
@@ -1046,13 +1069,36 @@ mod tests {
         }
     }
 
+    /// Thresholds come from the options (the daemon's configuration), not constants.
+    #[test]
+    fn size_and_duration_thresholds_are_options() {
+        let snap = |bytes: u64, secs: i64| {
+            let mut s = physical(&"c".repeat(64), serde_json::json!({}));
+            s.manifest.logical_bytes = bytes;
+            s.manifest.end_time = s.manifest.time + SignedDuration::from_secs(secs);
+            s
+        };
+        let history = [snap(100, 100), snap(100, 100), snap(100, 100)];
+        let newest = snap(120, 250);
+        let checks = |o: &VerifyOptions| -> Vec<String> {
+            anomalies(&newest, &history, o).into_iter().map(|f| f.check).collect()
+        };
+        assert_eq!(checks(&VerifyOptions::default()), ["duration"]);
+        let strict = VerifyOptions {
+            size_tolerance: 0.10,
+            duration_factor: 3.0,
+            ..Default::default()
+        };
+        assert_eq!(checks(&strict), ["size"]);
+    }
+
     fn row_findings(prev: serde_json::Value, now: serde_json::Value) -> Vec<String> {
         let mut f = Vec::new();
         let (p, n) = (
             physical(&"a".repeat(64), prev),
             physical(&"b".repeat(64), now),
         );
-        anomalies(&n, &[p], &VerifyOptions::default(), &mut f);
+        anomalies_into(&n, &[p], &VerifyOptions::default(), &mut f);
         f.into_iter().map(|f| f.message).collect()
     }
 

@@ -162,6 +162,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
             .collect(),
         settings: ctx.pg_settings(),
         record: !a.no_record,
+        ..Default::default()
     };
     let repo = if a.restore_test {
         let (repo, credential) = super::pg::open_for_recovery(ctx).await?;
