@@ -1081,7 +1081,10 @@ mod tests {
         let history = [snap(100, 100), snap(100, 100), snap(100, 100)];
         let newest = snap(120, 250);
         let checks = |o: &VerifyOptions| -> Vec<String> {
-            anomalies(&newest, &history, o).into_iter().map(|f| f.check).collect()
+            anomalies(&newest, &history, o)
+                .into_iter()
+                .map(|f| f.check)
+                .collect()
         };
         assert_eq!(checks(&VerifyOptions::default()), ["duration"]);
         let strict = VerifyOptions {
