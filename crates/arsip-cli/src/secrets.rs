@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 
 use crate::usage;
 use arsip_ops::repo::OpenWith;
-use arsip_ops::repo::{AgentFile, KeyFile};
 use zeroize::Zeroizing;
 
 /// Read the repository password.
@@ -83,29 +82,10 @@ pub fn open_with(key_file: Option<&Path>) -> Result<OpenWith> {
                 std::fs::read(path)
                     .map_err(|e| usage!("cannot read key file {}: {e}", path.display()))?,
             );
-            let not_a_key = |why: String| {
-                usage!(
-                    "{} is not an arsip key file or agent file ({why})",
-                    path.display()
-                )
-            };
-            let v: serde_json::Value =
-                serde_json::from_slice(&raw).map_err(|_| not_a_key("not JSON".into()))?;
-            if v.get("arsip_agent_file").is_some() {
-                Ok(OpenWith::Agent(
-                    serde_json::from_value::<AgentFile>(v)
-                        .map_err(|_| not_a_key("a malformed agent file".into()))?,
-                ))
-            } else if v.get("arsip_key_file").is_some() {
-                Ok(OpenWith::KeyFile(
-                    serde_json::from_value::<KeyFile>(v)
-                        .map_err(|_| not_a_key("a malformed key file".into()))?,
-                ))
-            } else {
-                Err(not_a_key(
-                    "no arsip_key_file or arsip_agent_file member".into(),
-                ))
-            }
+            Ok(arsip_ops::open::credentials(
+                &raw,
+                &path.display().to_string(),
+            )?)
         }
         None => Ok(OpenWith::Password(password(
             "repository password: ",

@@ -6,11 +6,14 @@
 //! only: every job it runs is an operation there.
 
 pub mod config;
+pub mod executor;
 pub mod journal;
 pub mod plan;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+#[cfg(test)]
+mod testutil;
 
 pub use config::{load, Config, ConfigError, ConfigErrors};
 pub use plan::Plan;

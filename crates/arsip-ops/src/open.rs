@@ -58,6 +58,28 @@ pub fn store(settings: &StoreSettings, create_dir: bool, access: Access) -> Resu
     Ok(store)
 }
 
+/// What a key file or an agent file (its bytes; `origin` names it in errors) opens the
+/// repository with.
+pub fn credentials(raw: &[u8], origin: &str) -> Result<OpenWith> {
+    let not_a_key = |why: &str| {
+        Error::usage(format!(
+            "{origin} is not an arsip key file or agent file ({why})"
+        ))
+    };
+    let v: serde_json::Value = serde_json::from_slice(raw).map_err(|_| not_a_key("not JSON"))?;
+    if v.get("arsip_agent_file").is_some() {
+        Ok(OpenWith::Agent(
+            serde_json::from_value(v).map_err(|_| not_a_key("a malformed agent file"))?,
+        ))
+    } else if v.get("arsip_key_file").is_some() {
+        Ok(OpenWith::KeyFile(
+            serde_json::from_value(v).map_err(|_| not_a_key("a malformed key file"))?,
+        ))
+    } else {
+        Err(not_a_key("no arsip_key_file or arsip_agent_file member"))
+    }
+}
+
 /// Open the repository at `settings` with `with`, using `local` for caches and memory.
 pub async fn repository(
     settings: &StoreSettings,

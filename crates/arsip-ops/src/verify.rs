@@ -661,6 +661,51 @@ struct ServerWal {
     segment: String,
 }
 
+/// How far the WAL archive is behind the server (a `wal-check` job).
+#[derive(Debug, Clone, Serialize)]
+pub struct WalLag {
+    /// `<system identifier>-<major version>`: the stream's namespace in the repository.
+    pub namespace: String,
+    pub server_segment: String,
+    pub newest_archived: Option<String>,
+    /// Segments the server has finished or is writing that the archive lacks (`None`: the
+    /// archive holds none of this timeline's log files yet).
+    pub lag_segments: Option<u64>,
+}
+
+impl WalLag {
+    /// More than [`MAX_WAL_LAG_SEGMENTS`] behind, or nothing archived.
+    pub fn behind(&self) -> bool {
+        self.lag_segments.is_none_or(|l| l > MAX_WAL_LAG_SEGMENTS)
+    }
+}
+
+/// Compare the server's current WAL segment with the newest one archived in the repository.
+/// Agent credentials suffice: it lists names, it reads nothing sealed.
+pub async fn wal_lag(
+    repo: &arsip_repo::Repository,
+    dbname: &str,
+    settings: &PgSettings,
+) -> Result<WalLag> {
+    let server = server_wal(dbname, settings).await?;
+    let names = repo.wal_list(&server.namespace).await?;
+    let (tli, _) = segno(&server.segment).unwrap_or((0, 0));
+    let newest = names
+        .into_iter()
+        .filter(|n| segno(n).is_some_and(|(t, _)| t == tli))
+        .max();
+    let lag = match (segno(&server.segment), newest.as_deref().and_then(segno)) {
+        (Some((_, cur)), Some((_, have))) => Some(cur.saturating_sub(have)),
+        _ => None,
+    };
+    Ok(WalLag {
+        namespace: server.namespace,
+        server_segment: server.segment,
+        newest_archived: newest,
+        lag_segments: lag,
+    })
+}
+
 async fn server_wal(dbname: &str, settings: &PgSettings) -> Result<ServerWal> {
     let cfg = arsip_pg::conn::config(Some(dbname), &settings.libpq)?;
     let c = arsip_pg::conn::connect(&cfg).await?;

@@ -355,8 +355,9 @@ pub async fn guarded<F: Future>(guard: CommitGuard, f: F) -> F::Output {
     COMMIT_GUARD.scope(guard, f).await
 }
 
-/// The guard in force for the current task, if any (taken when a transaction starts).
-pub(crate) fn current_guard() -> Option<CommitGuard> {
+/// The guard in force for the current task, if any (taken when a transaction starts; a
+/// caller that moves work to another thread carries it over with [`guarded`]).
+pub fn current_commit_guard() -> Option<CommitGuard> {
     COMMIT_GUARD.try_with(|g| g.clone()).ok()
 }
 
@@ -753,8 +754,10 @@ impl FullRepo {
             }
         }
         if !dry_run {
-            futures::stream::iter(remove.iter().map(|name| async move {
-                match self.store.delete(name).await {
+            // Owned names: a closure over borrowed ones makes a future rustc cannot prove
+            // `Send` for every lifetime (daemons run prune in a task).
+            futures::stream::iter(remove.clone().into_iter().map(|name| async move {
+                match self.store.delete(&name).await {
                     Err(e) if e.kind != ErrorKind::NotFound => Err(e),
                     _ => Ok(()),
                 }

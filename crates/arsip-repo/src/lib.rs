@@ -78,6 +78,6 @@ pub use check::{check, repair_index, CheckReport, IndexRepair, ReadData};
 pub use prune::{prune, PruneOptions, PruneReport};
 // Coordination of daemons: job claims, leases and the commit guard of a claimant.
 pub use jobs::{
-    guarded, Attempt, Chain, ChainView, Claim, ClaimDoc, ClaimSpec, CommitGuard, DoneDoc, Finish,
-    JobResult, JobsExpired, Previous, RunState, MAX_ATTEMPT,
+    current_commit_guard, guarded, Attempt, Chain, ChainView, Claim, ClaimDoc, ClaimSpec,
+    CommitGuard, DoneDoc, Finish, JobResult, JobsExpired, Previous, RunState, MAX_ATTEMPT,
 };

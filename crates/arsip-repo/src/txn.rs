@@ -82,7 +82,7 @@ impl SnapshotTxn {
             files: 0,
             started,
             clock_start: std::time::Instant::now(),
-            guard: crate::jobs::current_guard(),
+            guard: crate::jobs::current_commit_guard(),
         })
     }
 

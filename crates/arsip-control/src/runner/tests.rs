@@ -10,11 +10,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arsip_ops::repo::{clock::SystemClock, LocalSettings, SessionTiming};
-
 use super::*;
-use crate::config::FileAccess;
-use crate::journal::Entry;
+use crate::testutil::{config, finished, repo, t};
 
 /// One scripted attempt: how long it takes, what it returns.
 #[derive(Clone)]
@@ -99,86 +96,6 @@ impl Executor for Arc<Script> {
     }
 }
 
-/// A configuration: one repository `main` with sources `db` and `files`, and `jobs`.
-fn config(dir: &Path, jobs: &str) -> Config {
-    let text = format!(
-        r#"version = 1
-[daemon]
-state_dir = "{state}"
-catch_up = "once"
-catch_up_within = "24h"
-max_concurrent_jobs = 4
-
-[repository.main]
-location = "{repo}"
-password_env = "ARSIP_PASSWORD"
-
-[source.db]
-kind = "pg-physical"
-stanza = "db"
-repository = "main"
-dbname = "dbname=app"
-rpo = "24h"
-
-[source.files]
-kind = "files"
-repository = "main"
-paths = ["/etc"]
-rpo = "24h"
-{jobs}"#,
-        state = dir.join("state").display(),
-        repo = dir.join("repo").display(),
-    );
-    crate::config::parse(
-        &dir.join("arsip.toml"),
-        &text,
-        FileAccess {
-            owner_is_us: true,
-            private: true,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-const TTL: SignedDuration = SignedDuration::from_secs(3);
-
-async fn repo(dir: &Path, init: bool) -> Arc<Repository> {
-    std::env::set_var("ARSIP_TEST_WEAK_KDF", "1");
-    let settings = arsip_ops::open::StoreSettings {
-        location: dir.join("repo").display().to_string(),
-        backend: Default::default(),
-        faults: None,
-        meter: None,
-    };
-    let local = LocalSettings {
-        cache_dir: dir.join("cache"),
-        sessions: SessionTiming::with_ttl(TTL),
-        ..Default::default()
-    };
-    if init {
-        arsip_ops::open::init(
-            &settings,
-            b"pw",
-            &Default::default(),
-            local.clone(),
-            Arc::new(SystemClock),
-        )
-        .await
-        .unwrap();
-    }
-    let with = arsip_ops::repo::OpenWith::Password(zeroize::Zeroizing::new(b"pw".to_vec()));
-    arsip_ops::open::repository(
-        &settings,
-        with,
-        arsip_ops::open::Access::Full,
-        local,
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap()
-    .into()
-}
-
 struct Daemon {
     runner: Runner,
     state: std::path::PathBuf,
@@ -204,35 +121,6 @@ async fn daemon(
     )
     .unwrap();
     Daemon { runner, state }
-}
-
-fn t(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
-
-fn finished(state: &Path) -> Vec<(String, Timestamp, Outcome, Option<String>)> {
-    let mut out = Vec::new();
-    let mut segments: Vec<_> = std::fs::read_dir(state.join("journal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    segments.sort();
-    for path in segments {
-        let text = std::fs::read_to_string(path).unwrap();
-        for line in text.lines() {
-            let e: Entry = serde_json::from_str(line).unwrap();
-            if let Event::RunFinished {
-                job,
-                scheduled,
-                outcome,
-                peer,
-            } = e.event
-            {
-                out.push((job, scheduled, outcome, peer));
-            }
-        }
-    }
-    out
 }
 
 const DAILY: &str = r#"

@@ -688,7 +688,8 @@ impl Marker<'_> {
     /// `repair index` recovers it.
     async fn mark(&mut self, found: Vec<&Found>, used: &mut [bool], strict: bool) -> Result<()> {
         let index = self.index;
-        let base = index.slots().as_ptr();
+        // An address, not a pointer: the future stays `Send` (daemons run prune in a task).
+        let base = index.slots().as_ptr() as usize;
         let unindexed = |m: &Manifest, id: &ChunkId| {
             RepoError::NotFound(format!(
                 "snapshot of {} at {} references chunk {} that no index holds; nothing was \
@@ -747,8 +748,8 @@ impl Marker<'_> {
                 if all.is_empty() {
                     return Err(unindexed(m, id));
                 }
-                // SAFETY: `all` is a subslice of `index.slots()`.
-                let start = unsafe { all.as_ptr().offset_from(base) } as usize;
+                // `all` is a subslice of `index.slots()`: its offset in slots.
+                let start = (all.as_ptr() as usize - base) / std::mem::size_of::<Slot>();
                 used[start..start + all.len()]
                     .iter_mut()
                     .for_each(|u| *u = true);

@@ -1,0 +1,143 @@
+//! The executors against a real local repository, driven by the engine over a made-up day:
+//! a files backup tagged with its job and occurrence, forget, prune and verify; a claim
+//! lost before the commit leaves no snapshot, across the thread the attempt runs on.
+
+use std::sync::Arc;
+
+use arsip_ops::repo::{clock::SystemClock, RepoError};
+use jiff::Timestamp;
+
+use super::*;
+use crate::journal::Journal;
+use crate::runner::Runner;
+use crate::testutil::{config, finished, repo, t};
+
+const JOBS: &str = r#"
+[job.files-daily]
+type = "backup"
+source = "files"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+
+[job.retention]
+type = "forget"
+repository = "main"
+schedule = "0 3 * * *"
+time_zone = "UTC"
+
+[job.prune]
+type = "prune"
+repository = "main"
+schedule = "0 4 * * *"
+time_zone = "UTC"
+
+[job.verify]
+type = "verify"
+repository = "main"
+schedule = "0 5 * * *"
+time_zone = "UTC"
+"#;
+
+fn executors(c: &Config) -> Arc<Executors> {
+    Arc::new(Executors::new(
+        c.clone(),
+        Arc::new(SystemClock),
+        PathBuf::from("/nonexistent/arsip"),
+        Default::default(),
+        "host-a".into(),
+        "arsip".into(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_day_backs_up_forgets_prunes_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/app.env"), "JWT_SECRET=x\n").unwrap();
+    let c = config(dir.path(), JOBS);
+    let repo = repo(dir.path(), true).await;
+    let state = dir.path().join("state-a");
+    let (journal, rec) = Journal::open(&state, t("2026-11-30T00:00:00Z")).unwrap();
+    let mut runner = Runner::new(
+        c.clone(),
+        "a".into(),
+        [("main".to_string(), repo.clone())].into(),
+        Arc::new(executors(&c)),
+        journal,
+        &rec.entries,
+    )
+    .unwrap();
+    runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    for at in ["02:00:05", "03:00:05", "04:00:05", "05:00:05"] {
+        runner
+            .settle(t(&format!("2026-12-01T{at}Z")))
+            .await
+            .unwrap();
+    }
+    let runs = finished(&state);
+    let journal: String = std::fs::read_dir(state.join("journal"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let outcomes: Vec<(&str, Outcome)> = runs.iter().map(|r| (r.0.as_str(), r.2)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("files-daily", Outcome::Ok),
+            ("retention", Outcome::Ok),
+            ("prune", Outcome::Ok),
+            // The configuration's PostgreSQL source has no server here: verify cannot
+            // measure the WAL archive's lag, and says so as a warning.
+            ("verify", Outcome::Warnings)
+        ],
+        "{journal}"
+    );
+    assert!(journal.contains("could not be asked for its current WAL"), "{journal}");
+    // The snapshot says which job and occurrence made it.
+    let full = executors(&c).full("main").await.unwrap();
+    let snaps = full.snapshot_listing().await.unwrap().snapshots;
+    assert_eq!(snaps.len(), 1);
+    let tags = &snaps[0].manifest.tags;
+    assert_eq!(tags[TAG_JOB], "files-daily");
+    assert_eq!(
+        tags[TAG_SCHEDULED].parse::<Timestamp>().unwrap(),
+        t("2026-12-01T02:00:00Z")
+    );
+    assert_eq!(snaps[0].manifest.kind, "files");
+    // The claim records what the attempt committed; verify stored its record.
+    let chain = arsip_ops::repo::Chain::run("files-daily", t("2026-12-01T02:00:00Z")).unwrap();
+    let view = repo.chain_view(&chain).await.unwrap();
+    assert_eq!(
+        view.attempts[0].done.as_ref().unwrap().snapshots,
+        [snaps[0].id.clone()]
+    );
+    assert_eq!(full.verification_names().await.unwrap().len(), 1);
+}
+
+/// The commit guard of the claim reaches the thread the attempt runs on: a claim that is
+/// no longer held commits no snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_commits_nothing_from_the_attempts_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/f"), "x").unwrap();
+    let c = config(dir.path(), JOBS);
+    repo(dir.path(), true).await;
+    let ex = executors(&c);
+    let lost: arsip_ops::repo::CommitGuard =
+        Arc::new(|| Err(RepoError::Busy("the claim was taken over".into())));
+    let def = c.jobs["files-daily"].clone();
+    let r = arsip_ops::repo::guarded(lost, ex.run("files-daily", &def, t("2026-12-01T02:00:00Z")))
+        .await;
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert!(r.transient, "a lost claim is worth another attempt: {r:?}");
+    assert!(
+        r.message.as_deref().unwrap().contains("taken over"),
+        "{r:?}"
+    );
+    let full = ex.full("main").await.unwrap();
+    assert!(full.snapshot_listing().await.unwrap().snapshots.is_empty());
+    // Without the guard the same attempt commits.
+    let r = ex.run("files-daily", &def, t("2026-12-01T02:00:00Z")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+}
