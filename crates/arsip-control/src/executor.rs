@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, Job, JobKind, Repository, Secret, SourceKind};
 use crate::journal::Outcome;
-use crate::runner::{AttemptResult, ExecFuture, Executor};
+use crate::runner::{AdoptFuture, AttemptResult, ExecFuture, Executor};
 
 /// Tags every scheduled snapshot carries.
 pub const TAG_JOB: &str = "arsip.job";
@@ -350,6 +350,30 @@ impl Executors {
 /// operation and kills its child processes. The commit guard of the claim the future runs
 /// under (a task-local) is carried over.
 impl Executor for Arc<Executors> {
+    /// With a full key only (agents cannot list snapshots): a snapshot tagged with this
+    /// job and occurrence.
+    fn adopt(&self, job: &str, def: &Job, scheduled: Timestamp) -> AdoptFuture {
+        let me = self.clone();
+        let (job, repo) = (job.to_string(), def.repository.clone());
+        Box::pin(async move {
+            let full = me.full(&repo).await.ok()?;
+            let listing = full.snapshot_listing().await.ok()?;
+            let when = scheduled.to_string();
+            let found = listing.snapshots.into_iter().find(|s| {
+                s.manifest.tags.get(TAG_JOB) == Some(&job)
+                    && s.manifest.tags.get(TAG_SCHEDULED) == Some(&when)
+            })?;
+            Some(AttemptResult {
+                message: Some(format!(
+                    "adopted snapshot {}, committed by the attempt that lapsed",
+                    found.id
+                )),
+                snapshots: vec![found.id],
+                ..AttemptResult::ok()
+            })
+        })
+    }
+
     fn run(&self, job: &str, def: &Job, scheduled: Timestamp) -> ExecFuture {
         let me = self.clone();
         let (job, def) = (job.to_string(), def.clone());

@@ -82,7 +82,17 @@ pub type ExecFuture = Pin<Box<dyn Future<Output = AttemptResult> + Send>>;
 /// Runs one attempt of a job (the executors of `arsip serve`; tests give their own).
 pub trait Executor: Send + Sync {
     fn run(&self, job: &str, def: &Job, scheduled: Timestamp) -> ExecFuture;
+
+    /// Before taking over a run whose claimant lapsed: what that claimant committed before
+    /// it died, if it can be found (a snapshot tagged with the run), so that the run is
+    /// recorded instead of made twice (FORMAT.md §20.2). `None`: nothing found, run it.
+    fn adopt(&self, job: &str, def: &Job, scheduled: Timestamp) -> AdoptFuture {
+        let _ = (job, def, scheduled);
+        Box::pin(async { None })
+    }
 }
+
+pub type AdoptFuture = Pin<Box<dyn Future<Output = Option<AttemptResult>> + Send>>;
 
 /// How an attempt task ended.
 #[derive(Debug)]
@@ -564,7 +574,18 @@ impl AttemptCtx {
                     continue;
                 }
             }
-            let run = self.executor.run(&self.name, &self.job, self.scheduled);
+            let adopted = match lapsed {
+                Some(_) => {
+                    self.executor
+                        .adopt(&self.name, &self.job, self.scheduled)
+                        .await
+                }
+                None => None,
+            };
+            let run: ExecFuture = match adopted {
+                Some(r) => Box::pin(async move { r }),
+                None => self.executor.run(&self.name, &self.job, self.scheduled),
+            };
             let dur = std::time::Duration::try_from(timeout).unwrap_or(std::time::Duration::MAX);
             let result = match tokio::time::timeout(dur, guarded(claim.guard(), run)).await {
                 Ok(r) => r,

@@ -92,7 +92,10 @@ async fn a_scheduled_day_backs_up_forgets_prunes_and_verifies() {
         ],
         "{journal}"
     );
-    assert!(journal.contains("could not be asked for its current WAL"), "{journal}");
+    assert!(
+        journal.contains("could not be asked for its current WAL"),
+        "{journal}"
+    );
     // The snapshot says which job and occurrence made it.
     let full = executors(&c).full("main").await.unwrap();
     let snaps = full.snapshot_listing().await.unwrap().snapshots;
@@ -140,4 +143,58 @@ async fn a_lost_claim_commits_nothing_from_the_attempts_thread() {
     // Without the guard the same attempt commits.
     let r = ex.run("files-daily", &def, t("2026-12-01T02:00:00Z")).await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+}
+
+/// A claimant that committed its snapshot and died before recording its result: the daemon
+/// that takes the run over adopts that snapshot instead of backing up a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_adopts_what_the_lapsed_claimant_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/f"), "x").unwrap();
+    let c = config(dir.path(), JOBS);
+    let repo = repo(dir.path(), true).await;
+    let ex = executors(&c);
+    let when = t("2026-12-01T02:00:00Z");
+    let def = c.jobs["files-daily"].clone();
+    // Daemon "dead" claims the run, commits, and dies without a result.
+    let chain = arsip_ops::repo::Chain::run("files-daily", when).unwrap();
+    let spec = arsip_ops::repo::ClaimSpec {
+        daemon: "dead".into(),
+        timeout: jiff::SignedDuration::from_hours(1),
+        config_digest: None,
+        previous: None,
+    };
+    let claim = repo.claim(&chain, 1, &spec).await.unwrap().unwrap();
+    let r = arsip_ops::repo::guarded(claim.guard(), ex.run("files-daily", &def, when)).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    drop(claim);
+    let timing = repo.session_timing();
+    tokio::time::sleep((timing.ttl + timing.margin * 2).try_into().unwrap()).await;
+    // Daemon "a" comes up, finds the claim lapsed, and adopts the snapshot.
+    let state = dir.path().join("state-a");
+    let (journal, rec) = Journal::open(&state, t("2026-11-30T00:00:00Z")).unwrap();
+    let mut runner = Runner::new(
+        c.clone(),
+        "a".into(),
+        [("main".to_string(), repo.clone())].into(),
+        Arc::new(ex.clone()),
+        journal,
+        &rec.entries,
+    )
+    .unwrap();
+    runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    runner.settle(t("2026-12-01T02:00:05Z")).await.unwrap();
+    let full = ex.full("main").await.unwrap();
+    let snaps = full.snapshot_listing().await.unwrap().snapshots;
+    assert_eq!(snaps.len(), 1, "no second backup of the run");
+    let view = repo.chain_view(&chain).await.unwrap();
+    let second = view.attempt(2).unwrap();
+    assert_eq!(second.claim.daemon, "a");
+    let done = second.done.as_ref().unwrap();
+    assert_eq!(done.snapshots, [snaps[0].id.clone()]);
+    assert!(
+        done.message.as_deref().unwrap().contains("adopted"),
+        "{done:?}"
+    );
 }
