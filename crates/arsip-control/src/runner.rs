@@ -365,10 +365,11 @@ impl Runner {
     /// When the engine next has something to do by the clock: the next occurrence of any
     /// job or the next retry.
     pub fn next_wakeup(&self, now: Timestamp) -> Option<Timestamp> {
+        // Runs due and waiting for a source start when an attempt ends, not by the clock.
         let retries = self
             .runs
             .values()
-            .filter(|r| !r.running)
+            .filter(|r| !r.running && r.start_at > now)
             .map(|r| r.start_at);
         let occurrences = self
             .config
@@ -537,13 +538,8 @@ impl AttemptCtx {
                     Some(a.attempt),
                 ),
                 RunState::Ended(a) => {
-                    let made = view
-                        .attempts
-                        .iter()
-                        .filter(|x| x.result() != Some(JobResult::Withdrawn))
-                        .count() as u32;
                     let transient = a.done.as_ref().is_some_and(|d| d.transient);
-                    if !self.retry || !transient || made > self.job.retries {
+                    if !self.retry || !transient || made(&view) > self.job.retries {
                         return Ok(TaskEnd::Peer {
                             outcome: outcome_of(a.result()),
                             transient,
@@ -568,11 +564,12 @@ impl AttemptCtx {
             let Some(claim) = self.repo.claim(&chain, view.next, &spec).await? else {
                 continue; // a peer took that number first: look again
             };
-            if let Some(prev) = lapsed {
-                if !claim.confirm_lapse(prev).await? {
-                    claim.withdraw().await?;
-                    continue;
-                }
+            if !claim.confirm().await? {
+                // Another attempt decides the run (or one claimed at the same instant):
+                // step back, and look again after a moment, not at once.
+                claim.withdraw().await?;
+                tokio::time::sleep(withdraw_pause(&self.daemon, view.next)).await;
+                continue;
             }
             let adopted = match lapsed {
                 Some(_) => {
@@ -582,8 +579,23 @@ impl AttemptCtx {
                 }
                 None => None,
             };
+            // Attempts that died count against the retries too (this claim is one more):
+            // a job that kills its daemon is not taken over forever. Adopting what the dead
+            // one committed is no new attempt.
+            let exhausted = lapsed.is_some() && made(&view) > self.job.retries;
             let run: ExecFuture = match adopted {
                 Some(r) => Box::pin(async move { r }),
+                None if exhausted => Box::pin(async {
+                    AttemptResult {
+                        outcome: Outcome::Failed,
+                        transient: false,
+                        message: Some(
+                            "the previous attempt died without a result and no retry is left"
+                                .into(),
+                        ),
+                        ..AttemptResult::ok()
+                    }
+                }),
                 None => self.executor.run(&self.name, &self.job, self.scheduled),
             };
             let dur = std::time::Duration::try_from(timeout).unwrap_or(std::time::Duration::MAX);
@@ -615,6 +627,22 @@ impl AttemptCtx {
             return Ok(TaskEnd::Ran(result));
         }
     }
+}
+
+/// Attempts made in a chain, withdrawals aside.
+fn made(view: &arsip_ops::repo::ChainView) -> u32 {
+    view.attempts
+        .iter()
+        .filter(|x| x.result() != Some(JobResult::Withdrawn))
+        .count() as u32
+}
+
+/// 1–3 s, different per daemon and attempt: two daemons that stepped back together do
+/// not claim together again.
+fn withdraw_pause(daemon: &str, attempt: u64) -> std::time::Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (daemon, attempt).hash(&mut h);
+    std::time::Duration::from_millis(1000 + h.finish() % 2000)
 }
 
 fn outcome_of(r: Option<JobResult>) -> Outcome {

@@ -38,10 +38,34 @@ impl Clock for FixedClock {
     }
 }
 
+/// A clock that reads the time from a file (RFC 3339) whenever asked, so that a test can
+/// move a running daemon from one day to the next. Only built with `test-hooks`.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug)]
+pub struct FileClock(std::path::PathBuf);
+
+#[cfg(feature = "test-hooks")]
+impl Clock for FileClock {
+    fn now(&self) -> jiff::Timestamp {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        text.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "ARSIP_TEST_CLOCK_FILE {} holds no RFC 3339 time: {text:?}",
+                self.0.display()
+            )
+        })
+    }
+}
+
 /// The process clock. In builds with the `test-hooks` feature (test builds only; see
-/// `scripts/test`), `ARSIP_TEST_NOW` (RFC 3339) pins it for end-to-end tests; every other
-/// build ignores the variable, so no one can date a snapshot by setting it.
+/// `scripts/test`), `ARSIP_TEST_NOW` (RFC 3339) pins it, and `ARSIP_TEST_CLOCK_FILE` (a file
+/// holding an RFC 3339 time, read at every call) lets a test move it while a daemon runs;
+/// every other build ignores both variables, so no one can date a snapshot by setting them.
 pub fn from_env() -> std::sync::Arc<dyn Clock> {
+    #[cfg(feature = "test-hooks")]
+    if let Some(path) = std::env::var_os("ARSIP_TEST_CLOCK_FILE") {
+        return std::sync::Arc::new(FileClock(path.into()));
+    }
     #[cfg(feature = "test-hooks")]
     if let Some(t) = std::env::var("ARSIP_TEST_NOW")
         .ok()
@@ -50,6 +74,18 @@ pub fn from_env() -> std::sync::Arc<dyn Clock> {
         return std::sync::Arc::new(FixedClock::new(t));
     }
     std::sync::Arc::new(SystemClock)
+}
+
+/// Whether the process clock is a test's ([`from_env`] honoured a hook): a daemon then
+/// looks at it often, since it may jump.
+pub fn is_test_clock() -> bool {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("ARSIP_TEST_CLOCK_FILE").is_some()
+        || std::env::var_os("ARSIP_TEST_NOW").is_some()
+    {
+        return true;
+    }
+    false
 }
 
 /// Time since boot, counting time the machine was suspended or the process stopped

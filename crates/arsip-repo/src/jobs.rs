@@ -39,6 +39,9 @@ const DONE: &str = "done";
 /// Attempt numbers above this are never created by arsip: a name that says more was
 /// planted, and occupies nothing.
 pub const MAX_ATTEMPT: u64 = 9_999;
+/// Attempt numbers this far above the newest claim of a chain are not counted when choosing
+/// the next one.
+const PLANTED_WINDOW: u64 = 64;
 /// `<T>` in `jobs/<job>/<T>/`.
 const RUN_TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
@@ -250,16 +253,22 @@ pub struct Attempt {
     pub done_at: Option<Timestamp>,
 }
 
+/// A claim's own TTL and timeout count up to these: a claimant that names longer ones
+/// (a hostile agent) cannot hold a run beyond them.
+pub const MAX_CLAIM_TTL: SignedDuration = SignedDuration::from_hours(1);
+pub const MAX_CLAIM_TIMEOUT: SignedDuration = SignedDuration::from_hours(24);
+
 impl Attempt {
     fn ttl(&self) -> SignedDuration {
-        secs(self.claim.ttl_secs)
+        secs(self.claim.ttl_secs).min(MAX_CLAIM_TTL)
     }
 
     /// Without a result and dead at store time `now` (see the module docs).
     pub fn lapsed(&self, now: Timestamp, margin: SignedDuration) -> bool {
+        let timeout = secs(self.claim.timeout_secs).min(MAX_CLAIM_TIMEOUT);
         self.done.is_none()
             && (now.duration_since(self.last_seen) > self.ttl() + margin
-                || now.duration_since(self.claimed_at) > secs(self.claim.timeout_secs) + self.ttl())
+                || now.duration_since(self.claimed_at) > timeout + self.ttl())
     }
 
     pub fn result(&self) -> Option<JobResult> {
@@ -301,7 +310,7 @@ pub enum RunState<'a> {
 
 impl ChainView {
     /// Where the chain stands at store time `now` (a taker's own clock first; see
-    /// [`Claim::confirm_lapse`]).
+    /// [`Claim::confirm`]).
     pub fn state(&self, now: Timestamp, margin: SignedDuration) -> RunState<'_> {
         if let Some(a) = self
             .attempts
@@ -386,9 +395,22 @@ impl Repository {
                 None => ignored.push(m.key),
             }
         }
-        // Past every number with any object: a result planted for a future attempt must
-        // not be there when that attempt is made.
-        let next = parts.keys().max().unwrap_or(&0) + 1;
+        // Past every number with any object, so that a result planted for a future attempt
+        // is not there when that attempt is made; but numbers far above the newest claim
+        // are planted and occupy nothing (or one planted name would end the chain).
+        let claims_max = parts
+            .iter()
+            .filter(|(_, ps)| ps.iter().any(|(p, _)| *p == Part::Claim))
+            .map(|(a, _)| *a)
+            .max()
+            .unwrap_or(0);
+        let next = parts
+            .keys()
+            .copied()
+            .filter(|a| *a <= claims_max + PLANTED_WINDOW)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let read = futures::stream::iter(parts.into_iter().map(|(a, ps)| async move {
             let Some((_, claim_meta)) = ps.iter().find(|(p, _)| *p == Part::Claim) else {
                 return Ok::<_, RepoError>(Err(ps
@@ -396,7 +418,10 @@ impl Repository {
                     .map(|(_, m)| m.key.clone())
                     .collect::<Vec<_>>()));
             };
-            let Some(claim) = self.read_claim(chain, a, &claim_meta.key).await? else {
+            let Some(claim) = self
+                .read_claim(chain, a, &claim_meta.key, claim_meta.last_modified)
+                .await?
+            else {
                 return Ok(Err(ps.iter().map(|(_, m)| m.key.clone()).collect()));
             };
             let last_seen = ps
@@ -411,7 +436,11 @@ impl Repository {
                     .read_signed_by::<DoneDoc>(&m.key, &claim.writer)
                     .await?
                 {
-                    if d.chain == chain.0 && d.attempt == a && d.writer == claim.writer {
+                    if d.chain == chain.0
+                        && d.attempt == a
+                        && d.writer == claim.writer
+                        && self.stood(&claim.writer, m.last_modified).await?
+                    {
                         done = Some(d);
                         done_at = Some(m.last_modified);
                     }
@@ -445,7 +474,25 @@ impl Repository {
         })
     }
 
-    async fn read_claim(&self, chain: &Chain, a: u64, name: &str) -> Result<Option<ClaimDoc>> {
+    /// Whether writer `writer` (hex) stood so that the store's acceptance of an object at
+    /// `stored` counts (a compromised writer's never do, a retired one's only from before).
+    async fn stood(&self, writer: &str, stored: Timestamp) -> Result<bool> {
+        let Some(id) = hex::decode(writer)
+            .ok()
+            .and_then(|v| <crate::format::WriterId>::try_from(v).ok())
+        else {
+            return Ok(false);
+        };
+        Ok(self.writer_verdict(&id).await?.1.accepts(Some(stored)))
+    }
+
+    async fn read_claim(
+        &self,
+        chain: &Chain,
+        a: u64,
+        name: &str,
+        stored: Timestamp,
+    ) -> Result<Option<ClaimDoc>> {
         let raw = match self.store.get(name).await {
             Ok(r) => r,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
@@ -459,7 +506,14 @@ impl Repository {
             .verify_signed_by::<ClaimDoc>(name, &raw, &claimed.writer)
             .await
         {
-            Ok(doc) if doc.chain == chain.0 && doc.attempt == a => Ok(Some(doc)),
+            Ok(doc) if doc.chain == chain.0 && doc.attempt == a => {
+                if self.stood(&doc.writer, stored).await? {
+                    Ok(Some(doc))
+                } else {
+                    tracing::warn!(object = %name, "ignoring a claim of a revoked writer");
+                    Ok(None)
+                }
+            }
             Ok(_) => {
                 tracing::warn!(object = %name, "ignoring a claim copied from elsewhere");
                 Ok(None)
@@ -529,14 +583,16 @@ impl Repository {
             Err(RepoError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => return Ok(None),
             Err(e) => return Err(e),
         };
-        let renewals = Renewals::new(name);
+        let renewals = Renewals::new(name, timing.ttl);
         let renewer = renewals.spawn(self.clone(), timing.renew_every);
         Ok(Some(Claim {
             repo: self.clone(),
             chain: chain.clone(),
             doc,
             claimed_at,
-            ttl: timing.ttl,
+            deadline: crate::clock::since_boot()
+                + std::time::Duration::try_from(spec.timeout.min(MAX_CLAIM_TIMEOUT))
+                    .unwrap_or_default(),
             margin: timing.margin,
             renewals,
             renewer,
@@ -551,7 +607,8 @@ pub struct Claim {
     chain: Chain,
     doc: ClaimDoc,
     claimed_at: Timestamp,
-    ttl: SignedDuration,
+    /// Past this (boot clock), the attempt's timeout: peers count it as lapsed.
+    deadline: std::time::Duration,
     margin: SignedDuration,
     renewals: Arc<Renewals>,
     renewer: tokio::task::JoinHandle<()>,
@@ -560,6 +617,7 @@ pub struct Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         self.renewer.abort();
+        self.renewals.lose();
     }
 }
 
@@ -577,30 +635,31 @@ impl Claim {
         self.claimed_at
     }
 
-    /// Still held: a renewal was acknowledged within the TTL, measured on this machine's
-    /// boot clock (a process stopped, suspended or cut off from the store for longer has
-    /// perhaps been taken over and must act no more).
+    /// Still held: no gap between renewals (measured on this machine's boot clock) ever
+    /// exceeded the TTL, the attempt's timeout has not passed, and it was not finished or
+    /// dropped. Once false, false for good: a process stopped, suspended or cut off from the
+    /// store for longer has perhaps been taken over, and must act no more even after it
+    /// renews again.
     pub fn held(&self) -> bool {
-        let ttl = std::time::Duration::try_from(self.ttl).unwrap_or_default();
-        self.renewals.age() <= ttl
+        held(&self.renewals, self.deadline)
     }
 
-    /// The commit guard of this claim ([`guarded`]): it fails once [`Claim::held`] does.
+    /// The commit guard of this claim ([`guarded`]): it fails once [`Claim::held`] does,
+    /// including after the claim is finished or dropped (work it started must not commit
+    /// late).
     pub fn guard(&self) -> CommitGuard {
         let renewals = self.renewals.clone();
-        let ttl = std::time::Duration::try_from(self.ttl).unwrap_or_default();
+        let deadline = self.deadline;
         let chain = self.chain.clone();
         let attempt = self.doc.attempt;
         Arc::new(move || {
-            let age = renewals.age();
-            if age <= ttl {
+            if held(&renewals, deadline) {
                 return Ok(());
             }
             Err(RepoError::Busy(format!(
-                "attempt {attempt} of {chain} was not renewed for {} s (the process was paused \
-                 or cut off from the store), longer than its lifetime, so another daemon may \
-                 have taken the run over; nothing was committed",
-                age.as_secs()
+                "attempt {attempt} of {chain} is no longer held (it went unrenewed for longer \
+                 than its lifetime, passed its timeout, or ended), so another daemon may have \
+                 taken the run over; nothing was committed"
             )))
         })
     }
@@ -610,14 +669,24 @@ impl Claim {
         self.renewals.renew(&self.repo).await
     }
 
-    /// After claiming the attempt after `prev` because it looked lapsed: list the chain
-    /// again and judge `prev` at this claim's store time. `false`: it is alive after all
-    /// (or has a result): [`Claim::withdraw`] and watch again.
-    pub async fn confirm_lapse(&self, prev: u64) -> Result<bool> {
+    /// After claiming: list the chain again and check, at this claim's store time, that
+    /// no other attempt decides the run: none succeeded, and none that is neither ended,
+    /// lapsed nor withdrawn was claimed at the same time as this one or earlier (by the
+    /// store's clock). `false`: [`Claim::withdraw`] and watch again. Every claimant checks
+    /// this, whatever made it claim (a free chain, a retry, a lapse), so two daemons that
+    /// chose different numbers (a planted object between their listings) never both run:
+    /// the later one sees the earlier; at the same instant both step back.
+    pub async fn confirm(&self) -> Result<bool> {
         let view = self.repo.chain_view(&self.chain).await?;
-        Ok(view
-            .attempt(prev)
-            .is_none_or(|p| p.lapsed(self.claimed_at, self.margin)))
+        let mine = self.doc.attempt;
+        Ok(
+            !view.attempts.iter().filter(|a| a.attempt != mine).any(|a| {
+                a.result().is_some_and(JobResult::succeeded)
+                    || (a.done.is_none()
+                        && !a.lapsed(self.claimed_at, self.margin)
+                        && a.claimed_at <= self.claimed_at)
+            }),
+        )
     }
 
     /// Step back from the run: `.done withdrawn`.
@@ -628,6 +697,7 @@ impl Claim {
     /// Record the result (`<a>.done`) and stop renewing.
     pub async fn finish(self, f: Finish) -> Result<()> {
         self.renewer.abort();
+        self.renewals.lose();
         let doc = DoneDoc {
             version: 1,
             chain: self.chain.0.clone(),
@@ -655,6 +725,10 @@ impl Claim {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+fn held(renewals: &Renewals, deadline: std::time::Duration) -> bool {
+    !renewals.lost() && crate::clock::since_boot() <= deadline
 }
 
 /// What [`FullRepo::jobs_expire`] removed (or would).

@@ -394,24 +394,32 @@ pub struct Session {
 #[derive(Debug)]
 pub(crate) struct Renewals {
     base: String,
-    next: std::sync::atomic::AtomicU64,
+    /// The lifetime without renewal: once a gap between acknowledgements exceeded it, the
+    /// holder is [`Renewals::lost`] for good, whatever later renewals say (another holder
+    /// may have taken over meanwhile).
+    ttl: std::time::Duration,
     last: std::sync::Mutex<std::time::Duration>,
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl Renewals {
-    /// Renewals of the object `base`, which was just created.
-    pub(crate) fn new(base: String) -> Arc<Renewals> {
+    /// Renewals of the object `base`, which was just created, by a holder that promised to
+    /// renew within `ttl`.
+    pub(crate) fn new(base: String, ttl: jiff::SignedDuration) -> Arc<Renewals> {
         Arc::new(Renewals {
             base,
-            next: 1.into(),
+            ttl: std::time::Duration::try_from(ttl).unwrap_or_default(),
             last: std::sync::Mutex::new(crate::clock::since_boot()),
+            lost: false.into(),
         })
     }
 
-    /// Create the next renewal object; its store time.
+    /// Create a renewal object; its store time. Names are `<base>.<random>`, so that
+    /// objects planted under the next names cannot make a renewal loop.
     pub(crate) async fn renew(&self, repo: &Repository) -> Result<jiff::Timestamp> {
+        self.check_gap();
         loop {
-            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = u64::from_le_bytes(crypto::random_bytes::<8>()) >> 1;
             let name = format!("{}.{n}", self.base);
             match repo
                 .store
@@ -419,6 +427,7 @@ impl Renewals {
                 .await
             {
                 Ok(meta) => {
+                    self.check_gap();
                     *self.last.lock().unwrap() = crate::clock::since_boot();
                     return Ok(meta.last_modified);
                 }
@@ -428,9 +437,28 @@ impl Renewals {
         }
     }
 
+    /// Latch [`Renewals::lost`] when the time since the last acknowledgement exceeds the TTL.
+    fn check_gap(&self) {
+        if self.age() > self.ttl {
+            self.lose();
+        }
+    }
+
     /// Since the last acknowledged renewal (or the creation of the base object).
     pub(crate) fn age(&self) -> std::time::Duration {
         crate::clock::since_boot().saturating_sub(*self.last.lock().unwrap())
+    }
+
+    /// The holder stops holding (it finished, dropped its claim, or missed a renewal).
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Not held any more: a renewal gap exceeded the TTL at some point (now included), or
+    /// the holder let go. Never becomes false again.
+    pub(crate) fn lost(&self) -> bool {
+        self.check_gap();
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Renew every `every` until the returned task is aborted. A failed renewal is retried
@@ -486,7 +514,7 @@ impl Session {
             .stamp(&format!("{SESSIONS_PREFIX}{id}"), Bytes::from(body))
             .await?;
         let state = repo.maint_state().await?;
-        let renewals = Renewals::new(format!("{SESSIONS_PREFIX}{id}"));
+        let renewals = Renewals::new(format!("{SESSIONS_PREFIX}{id}"), timing.ttl);
         let renewer = renewals.spawn(repo.clone(), timing.renew_every);
         Ok((
             Session {
@@ -506,18 +534,19 @@ impl Session {
     }
 
     /// For a lease holder about to delete: renew when the last renewal is older than half
-    /// the TTL, and refuse when it is older than the TTL (this process was stopped or cut
-    /// off long enough for another prune to take over).
+    /// the TTL, and refuse once any gap between renewals exceeded the TTL (this process was
+    /// stopped or cut off long enough for another prune to take over; a renewal after that
+    /// does not make its view fresh again).
     pub(crate) async fn fresh(&self, t: &SessionTiming) -> Result<()> {
         let age = self.renewals.age();
         let ttl = std::time::Duration::try_from(t.ttl).unwrap_or_default();
-        if age > ttl {
+        if self.renewals.lost() {
             return Err(RepoError::Busy(format!(
-                "this prune's session {} was not renewed for {} s (the process was paused or \
-                 cut off from the store), longer than its lifetime; it stops so that it cannot \
-                 act on a stale view. Run prune again",
+                "this prune's session {} went unrenewed for longer than its lifetime ({} s) at \
+                 some point (the process was paused or cut off from the store); it stops so \
+                 that it cannot act on a stale view. Run prune again",
                 self.id,
-                age.as_secs()
+                ttl.as_secs()
             )));
         }
         if age > ttl / 2 {

@@ -232,11 +232,17 @@ async fn takeover(at: Where) {
         .unwrap()
         .unwrap();
     assert!(
-        b.confirm_lapse(1).await.unwrap(),
+        b.confirm().await.unwrap(),
         "the store's clock confirms the lapse"
     );
-    // A wakes up: its claim is no longer held, and its backup commits nothing.
+    // A wakes up: its claim is no longer held, even once it renews again, and its backup
+    // commits nothing.
     assert!(!a.held());
+    a.renew_now().await.unwrap();
+    assert!(
+        !a.held(),
+        "a renewal after the gap does not make the claim held again"
+    );
     let before = f.a.snapshot_listing().await.unwrap().snapshots.len();
     let err = backup_under(&f.a, a.guard()).await.unwrap_err();
     assert!(err.to_string().contains("nothing was committed"), "{err}");
@@ -295,7 +301,7 @@ async fn a_taker_that_misjudged_withdraws() {
             .await
             .unwrap()
             .unwrap();
-    assert!(!b.confirm_lapse(1).await.unwrap());
+    assert!(!b.confirm().await.unwrap());
     b.withdraw().await.unwrap();
     let view = f.b.chain_view(&chain).await.unwrap();
     assert!(matches!(view.state(now(), margin()), RunState::Live(x) if x.attempt == 1));
@@ -582,4 +588,59 @@ async fn housekeeping_keeps_the_newest_and_trims_what_decides_nothing() {
             .collect::<Vec<_>>(),
         vec![3, 4, 5]
     );
+}
+
+/// Two daemons that chose different numbers for one run (a planted object between their
+/// listings made one of them skip a number) never both go on: the later claim sees the
+/// earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_numbers_claimed_for_one_run_do_not_both_run() {
+    let f = fixture(Where::Local).await;
+    let chain = run_at("db.backup", "2026-12-03T02:00:00Z");
+    let a = f.a.claim(&chain, 1, &spec("A")).await.unwrap().unwrap();
+    let b = f.b.claim(&chain, 2, &spec("B")).await.unwrap().unwrap();
+    let (ra, rb) = (a.confirm().await.unwrap(), b.confirm().await.unwrap());
+    assert!(!(ra && rb), "both claimants would run");
+    assert!(ra, "the earlier claim goes on");
+    // Once A succeeded, a later claimant steps back too.
+    a.finish(Finish::ok()).await.unwrap();
+    let c = f.b.claim(&chain, 3, &spec("C")).await.unwrap().unwrap();
+    assert!(!c.confirm().await.unwrap());
+    drop(b);
+}
+
+/// Whatever TTL and timeout a claim names, it lapses by the caps: a hostile claimant
+/// cannot hold a run for ever by naming huge ones and renewing.
+#[test]
+fn a_claims_own_ttl_and_timeout_are_capped() {
+    let t0: Timestamp = "2026-12-03T02:00:00Z".parse().unwrap();
+    let claim = ClaimDoc {
+        version: 1,
+        chain: "jobs/x/20261203T020000Z".into(),
+        attempt: 1,
+        daemon: "evil".into(),
+        host: "h".into(),
+        writer: "00".into(),
+        ttl_secs: u64::MAX,
+        timeout_secs: u64::MAX,
+        config_digest: None,
+        previous: None,
+        started: t0,
+    };
+    let at = |renewed: SignedDuration| Attempt {
+        attempt: 1,
+        claim: claim.clone(),
+        claimed_at: t0,
+        last_seen: t0 + renewed,
+        done: None,
+        done_at: None,
+    };
+    let m = SignedDuration::from_mins(2);
+    // Not renewed for more than the capped TTL: lapsed.
+    assert!(at(SignedDuration::ZERO).lapsed(t0 + MAX_CLAIM_TTL + m * 2, m));
+    // Renewing all along, but past the capped timeout plus TTL: lapsed.
+    let late = t0 + MAX_CLAIM_TIMEOUT + MAX_CLAIM_TTL + SignedDuration::from_mins(1);
+    assert!(at(late.duration_since(t0) - SignedDuration::from_secs(5)).lapsed(late, m));
+    // Renewing, within both: live.
+    assert!(!at(SignedDuration::from_hours(2)).lapsed(t0 + SignedDuration::from_hours(2), m));
 }
