@@ -352,15 +352,19 @@ impl Executors {
 impl Executor for Arc<Executors> {
     /// With a full key only (agents cannot list snapshots): a snapshot tagged with this
     /// job and occurrence.
-    fn adopt(&self, job: &str, def: &Job, scheduled: Timestamp) -> AdoptFuture {
+    fn adopt(&self, job: &str, def: &Job, scheduled: Timestamp, claimant: &str) -> AdoptFuture {
         let me = self.clone();
         let (job, repo) = (job.to_string(), def.repository.clone());
+        let claimant = claimant.to_string();
         Box::pin(async move {
             let full = me.full(&repo).await.ok()?;
             let listing = full.snapshot_listing().await.ok()?;
             let when = scheduled.to_string();
+            // Only the dead claimant's own snapshot: another writer's tagged one proves
+            // nothing about this run.
             let found = listing.snapshots.into_iter().find(|s| {
-                s.manifest.tags.get(TAG_JOB) == Some(&job)
+                s.writer == claimant
+                    && s.manifest.tags.get(TAG_JOB) == Some(&job)
                     && s.manifest.tags.get(TAG_SCHEDULED) == Some(&when)
             })?;
             Some(AttemptResult {

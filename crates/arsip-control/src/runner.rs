@@ -83,11 +83,12 @@ pub type ExecFuture = Pin<Box<dyn Future<Output = AttemptResult> + Send>>;
 pub trait Executor: Send + Sync {
     fn run(&self, job: &str, def: &Job, scheduled: Timestamp) -> ExecFuture;
 
-    /// Before taking over a run whose claimant lapsed: what that claimant committed before
-    /// it died, if it can be found (a snapshot tagged with the run), so that the run is
-    /// recorded instead of made twice (FORMAT.md §20.2). `None`: nothing found, run it.
-    fn adopt(&self, job: &str, def: &Job, scheduled: Timestamp) -> AdoptFuture {
-        let _ = (job, def, scheduled);
+    /// Before taking over a run whose claimant (writer `claimant`, hex) lapsed: what that
+    /// claimant committed before it died, if it can be found (its snapshot tagged with the
+    /// run), so that the run is recorded instead of made twice (FORMAT.md §20.2). `None`:
+    /// nothing found, run it.
+    fn adopt(&self, job: &str, def: &Job, scheduled: Timestamp, claimant: &str) -> AdoptFuture {
+        let _ = (job, def, scheduled, claimant);
         Box::pin(async { None })
     }
 }
@@ -107,6 +108,9 @@ enum TaskEnd {
     },
     /// The run could not be coordinated (the repository did not answer): transient.
     Coordination(String),
+    /// A peer's result that does not hold up (its snapshot does not exist): a failure,
+    /// and looking again would find the same.
+    Unproven(String),
 }
 
 /// A run that is due, waiting, running, or waiting to be retried.
@@ -286,10 +290,13 @@ impl Runner {
                 break;
             }
             let needs = self.resources(&self.config.jobs[&name]);
-            if !held.is_disjoint(&needs) {
+            let blocked = !held.is_disjoint(&needs);
+            // Held either way: a run that waits keeps later ones that need the same
+            // sources from going first (a prune is not starved by frequent backups).
+            held.extend(needs);
+            if blocked {
                 continue;
             }
-            held.extend(needs);
             self.start_attempt(now, &name)?;
         }
         Ok(())
@@ -409,6 +416,15 @@ impl Runner {
                 },
                 None,
             ),
+            TaskEnd::Unproven(m) => (
+                AttemptResult {
+                    outcome: Outcome::Failed,
+                    transient: false,
+                    message: Some(m),
+                    ..AttemptResult::ok()
+                },
+                None,
+            ),
         };
         self.journal(
             now,
@@ -470,8 +486,8 @@ impl Runner {
     }
 }
 
-/// The wait before local attempt `attempt + 1`: `base × 2^(attempt−1)`, ±20 % (the same for
-/// every daemon, from the run's identity), at most [`MAX_BACKOFF`].
+/// The wait before local attempt `attempt + 1`: `base × 2^(attempt−1)`, ±20 % (a jitter
+/// from the run's identity), at most [`MAX_BACKOFF`].
 pub fn backoff(
     base: SignedDuration,
     job: &str,
@@ -517,11 +533,25 @@ impl AttemptCtx {
             let view = self.repo.chain_view(&chain).await?;
             let (previous, lapsed) = match view.state(self.repo.now(), timing.margin) {
                 RunState::Succeeded(a) => {
+                    // A result is the claimant's word: a backup's counts only if the
+                    // snapshots it names exist (a planted `ok` must not silence alerts).
+                    let named = &a.done.as_ref().expect("a result").snapshots;
+                    let mut proven = self.job.kind != JobKind::Backup || !named.is_empty();
+                    for id in named {
+                        proven &= self.repo.snapshot_exists(id).await?;
+                    }
+                    if !proven {
+                        return Ok(TaskEnd::Unproven(format!(
+                            "daemon {} recorded this run as done, but the snapshot it names \
+                             does not exist; the run is counted as failed",
+                            a.claim.daemon
+                        )));
+                    }
                     return Ok(TaskEnd::Peer {
                         outcome: outcome_of(a.result()),
                         transient: false,
                         daemon: a.claim.daemon.clone(),
-                    })
+                    });
                 }
                 RunState::Live(_) => {
                     // A peer runs it: watch until it ends or lapses.
@@ -571,10 +601,10 @@ impl AttemptCtx {
                 tokio::time::sleep(withdraw_pause(&self.daemon, view.next)).await;
                 continue;
             }
-            let adopted = match lapsed {
-                Some(_) => {
+            let adopted = match lapsed.and_then(|p| view.attempt(p)) {
+                Some(dead) => {
                     self.executor
-                        .adopt(&self.name, &self.job, self.scheduled)
+                        .adopt(&self.name, &self.job, self.scheduled, &dead.claim.writer)
                         .await
                 }
                 None => None,

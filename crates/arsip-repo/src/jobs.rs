@@ -526,6 +526,23 @@ impl Repository {
         }
     }
 
+    /// Whether snapshot `id` (a hex id) exists: what a result that names it is checked
+    /// against (agent credentials suffice: one HEAD, nothing read).
+    pub async fn snapshot_exists(&self, id: &str) -> Result<bool> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        match self
+            .store
+            .head(&format!("{}{id}", crate::snapshot::SNAPSHOTS_PREFIX))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Every run of `job` kept in the repository, oldest first.
     pub async fn job_runs(&self, job: &str) -> Result<Vec<ChainView>> {
         check_name(job, "job name")?;
@@ -740,6 +757,8 @@ pub struct JobsExpired {
     pub renewals: usize,
     /// Old epochs of leases.
     pub epochs: usize,
+    /// Old objects under `jobs/` that belong to no run (planted).
+    pub planted: usize,
 }
 
 /// Renewals only decide lapses; once every attempt is older than any timeout could be, they
@@ -775,12 +794,23 @@ impl FullRepo {
         let mut remove = Vec::new();
         // job → run → objects
         let mut runs: BTreeMap<&str, BTreeMap<&str, Vec<&ObjectMeta>>> = BTreeMap::new();
+        let mut junk = 0;
         for m in &jobs {
             let mut it = m.key[JOBS_PREFIX.len()..].splitn(3, '/');
-            if let (Some(job), Some(t), Some(_)) = (it.next(), it.next(), it.next()) {
-                runs.entry(job).or_default().entry(t).or_default().push(m);
+            match (it.next(), it.next(), it.next()) {
+                (Some(job), Some(t), Some(_)) if parse_run_time(t).is_some() => {
+                    runs.entry(job).or_default().entry(t).or_default().push(m);
+                }
+                // Not a run of any job (planted): it never counts among the kept runs, and
+                // goes once it is old.
+                _ if now.duration_since(m.last_modified) > RENEWALS_DECIDE_FOR => {
+                    junk += 1;
+                    remove.push(m.key.clone());
+                }
+                _ => {}
             }
         }
+        out.planted = junk;
         for per_job in runs.values() {
             for (i, objs) in per_job.values().rev().enumerate() {
                 let newest = objs.iter().map(|m| m.last_modified).max();

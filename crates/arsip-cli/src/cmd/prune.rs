@@ -108,11 +108,11 @@ impl Render for PruneOutcome {
             );
         }
         let j = &self.jobs;
-        if j.runs + j.renewals + j.epochs > 0 {
+        if j.runs + j.renewals + j.epochs + j.planted > 0 {
             out += &format!(
                 "\njob claims: {verb} {} old run(s), {} renewal(s) of finished runs, {} old \
-                 lease epoch(s)",
-                j.runs, j.renewals, j.epochs
+                 lease epoch(s), {} planted object(s)",
+                j.runs, j.renewals, j.epochs, j.planted
             );
         }
         out

@@ -411,7 +411,18 @@ async fn an_attempt_past_its_timeout_is_stopped_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_one_repository_run_each_occurrence_once() {
     let dir = tempfile::tempdir().unwrap();
-    let c = config(dir.path(), DAILY);
+    // A repository-wide job: a peer's backup result must name a snapshot that exists, which
+    // the scripted executor makes none of (the executors' tests cover that).
+    let c = config(
+        dir.path(),
+        r#"
+[job.db-daily]
+type = "prune"
+repository = "main"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+"#,
+    );
     let script = Arc::new(Script::default());
     script.then("db-daily", (0..3).map(|_| slow(Duration::from_millis(500))));
     let mut a = daemon(dir.path(), "a", &c, &script, true).await;
@@ -436,4 +447,36 @@ async fn two_daemons_on_one_repository_run_each_occurrence_once() {
         assert_eq!((ta, oa, ob), (tb, &Outcome::Ok, &Outcome::Ok));
         assert!(pa.is_some() != pb.is_some(), "exactly one daemon ran {ta}");
     }
+}
+
+/// A result that says `ok` for a backup but names no snapshot that exists (planted by a
+/// registered writer) does not count as a success: the run is recorded as failed, so the
+/// alerts that watch it fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_ok_without_its_snapshot_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), DAILY);
+    let script = Arc::new(Script::default());
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    let chain = Chain::run("db-daily", t("2026-12-01T02:00:00Z")).unwrap();
+    let spec = ClaimSpec {
+        daemon: "liar".into(),
+        timeout: SignedDuration::from_hours(1),
+        config_digest: None,
+        previous: None,
+    };
+    let repo = d.runner.repos["main"].clone();
+    let liar = repo.claim(&chain, 1, &spec).await.unwrap().unwrap();
+    liar.finish(Finish {
+        snapshots: vec!["ab".repeat(32)],
+        ..Finish::ok()
+    })
+    .await
+    .unwrap();
+    d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    d.runner.settle(t("2026-12-01T02:00:05Z")).await.unwrap();
+    let h = &d.runner.histories()["db-daily"];
+    assert_eq!(h.last_outcome, Some(Outcome::Failed));
+    assert!(h.last_success.is_none());
+    assert!(script.calls("db-daily").is_empty());
 }

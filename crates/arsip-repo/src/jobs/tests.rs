@@ -552,7 +552,8 @@ async fn housekeeping_keeps_the_newest_and_trims_what_decides_nothing() {
         JobsExpired {
             runs: 3,
             renewals: 4,
-            epochs: 2
+            epochs: 2,
+            planted: 0,
         }
     );
     let count = || async {
