@@ -86,6 +86,16 @@ pub enum Command {
     /// The configuration file of `arsip serve`: check it and print what runs when
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run the configuration's schedules (backups, forget, prune, verify, WAL checks) until
+    /// SIGTERM; several daemons may share a repository and run each job once
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The configuration file
+    #[arg(long, env = "ARSIP_CONFIG", default_value = arsip_control::config::DEFAULT_PATH)]
+    pub config: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 //! only: every job it runs is an operation there.
 
 pub mod config;
+pub mod daemon;
 pub mod executor;
 pub mod journal;
 pub mod plan;

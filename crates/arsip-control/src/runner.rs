@@ -138,6 +138,8 @@ pub struct Runner {
     journal: Journal,
     histories: BTreeMap<String, History>,
     runs: BTreeMap<String, Run>,
+    /// The task of each running attempt, to stop it at shutdown.
+    tasks: BTreeMap<String, tokio::task::JoinHandle<()>>,
     done_tx: mpsc::UnboundedSender<Ended>,
     done_rx: mpsc::UnboundedReceiver<Ended>,
 }
@@ -179,6 +181,7 @@ impl Runner {
             executor,
             journal,
             runs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             done_tx,
             done_rx,
         })
@@ -328,11 +331,12 @@ impl Runner {
             retry: attempt > 1,
         };
         let tx = self.done_tx.clone();
-        let name = name.to_string();
-        tokio::spawn(async move {
+        let job = name.to_string();
+        let task = tokio::spawn(async move {
             let end = ctx.attempt().await;
-            let _ = tx.send(Ended { job: name, end });
+            let _ = tx.send(Ended { job, end });
         });
+        self.tasks.insert(name.to_string(), task);
         Ok(())
     }
 
@@ -386,7 +390,39 @@ impl Runner {
         retries.chain(occurrences).min()
     }
 
+    /// Shutdown: stop every running attempt (its claim lapses; a peer takes the run over,
+    /// or this daemon catches it up when it starts again) and journal it `interrupted`.
+    /// Returns how many were stopped.
+    pub fn stop_all(&mut self, now: Timestamp) -> Result<usize, RunnerError> {
+        let running: Vec<(String, Timestamp, u32)> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.running)
+            .map(|(n, r)| (n.clone(), r.scheduled, r.attempts))
+            .collect();
+        for (job, scheduled, attempt) in &running {
+            if let Some(t) = self.tasks.remove(job) {
+                t.abort();
+            }
+            self.journal(
+                now,
+                Event::AttemptFinished {
+                    job: job.clone(),
+                    scheduled: *scheduled,
+                    attempt: *attempt,
+                    outcome: Outcome::Interrupted,
+                    transient: true,
+                    message: Some("stopped at shutdown".into()),
+                    produced: None,
+                },
+            )?;
+            self.runs.remove(job);
+        }
+        Ok(running.len())
+    }
+
     fn ended(&mut self, now: Timestamp, e: Ended) -> Result<(), RunnerError> {
+        self.tasks.remove(&e.job);
         let Some(run) = self.runs.get_mut(&e.job) else {
             return Ok(());
         };

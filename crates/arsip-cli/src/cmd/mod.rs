@@ -14,6 +14,7 @@ mod prune;
 mod quickstart;
 mod repair;
 mod restore;
+mod serve;
 mod snapshots;
 mod stats;
 mod verify;
@@ -43,5 +44,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Quickstart(q) => quickstart::run(&ctx, q).await,
         Command::Import(i) => import::run(&ctx, i).await,
         Command::Config(c) => config::run(&ctx, c).await,
+        Command::Serve(a) => serve::run(&ctx, a).await,
     }
 }
