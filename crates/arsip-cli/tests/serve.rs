@@ -1,12 +1,15 @@
-//! `arsip serve` end to end: the daemon started as users start it, its clock moved by the
-//! test (`ARSIP_TEST_CLOCK_FILE`, test-hooks builds only), a scheduled backup made at its
-//! time with its job's tags, and a clean stop on SIGTERM.
+//! `arsip serve` end to end: daemons started as users start them, their clock moved by the
+//! test (`ARSIP_TEST_CLOCK_FILE`, test-hooks builds only). A scheduled backup is made at its
+//! time with its job's tags and the daemon stops cleanly on SIGTERM; two daemons on one S3
+//! repository make one snapshot per occurrence; a daemon killed (`kill -9`) mid-backup is
+//! taken over by the other; a daemon stopped (SIGSTOP) past its claim's lifetime commits
+//! nothing when it resumes.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Arsip;
@@ -19,6 +22,21 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_for`] a condition on daemon journals; a timeout shows them.
+fn wait_journals(what: &str, states: &[&Path], mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(180);
+    while !f() {
+        if Instant::now() >= end {
+            let all: Vec<String> = states
+                .iter()
+                .map(|s| format!("== {}\n{}", s.display(), journal(s)))
+                .collect();
+            panic!("timed out waiting for {what}\n{}", all.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn journal(state: &Path) -> String {
     let Ok(dir) = std::fs::read_dir(state.join("journal")) else {
         return String::new();
@@ -27,22 +45,105 @@ fn journal(state: &Path) -> String {
         .collect()
 }
 
-#[test]
-fn serve_runs_a_scheduled_backup_at_its_time_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Arsip::local(dir.path());
-    a.ok(&["init"]);
-    let password = dir.path().join("password");
-    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("app.env"), "JWT_SECRET=not-in-any-log\n").unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("arsip.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"version = 1
+/// The journal's run_finished entries of `scheduled`: (outcome, the peer that ran it).
+fn finished(state: &Path, scheduled: &str) -> Vec<(String, Option<String>)> {
+    journal(state)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "run_finished" && e["scheduled"] == scheduled)
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap().to_string(),
+                e["peer"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// Days (`YYYY-MM-DD`) from a month after today on: a daemon's test clock must run ahead of
+/// the store's (real) clock, as the tests move it on by days, whatever day they run on.
+fn days(n: usize) -> Vec<String> {
+    let first = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        + jiff::Span::new().days(30);
+    (0..n)
+        .map(|i| (first + jiff::Span::new().days(i as i64)).to_string())
+        .collect()
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_child(child), sig).unwrap();
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < end, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A site: one repository, the `config` source (a directory), a daily backup at 02:00
+/// Jakarta time, and the clock file every daemon reads.
+struct Site {
+    dir: PathBuf,
+    a: Arsip,
+    clock: PathBuf,
+    data: PathBuf,
+}
+
+impl Site {
+    fn new(dir: &Path, s3: bool) -> Site {
+        let a = if s3 {
+            Arsip::s3(dir)
+        } else {
+            Arsip::local(dir)
+        };
+        a.ok(&["init"]);
+        let password = dir.join("password");
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let data = dir.join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("app.env"), "JWT_SECRET=not-in-any-log\n").unwrap();
+        let clock = dir.join("clock");
+        Site {
+            dir: dir.into(),
+            a,
+            clock,
+            data,
+        }
+    }
+
+    /// Move every daemon's clock (atomically: a daemon never reads a half-written file).
+    fn set_clock(&self, t: &str) {
+        let tmp = self.clock.with_extension("new");
+        std::fs::write(&tmp, format!("{t}\n")).unwrap();
+        std::fs::rename(&tmp, &self.clock).unwrap();
+    }
+
+    /// The configuration of daemon `name` (its own state directory).
+    fn config(&self, name: &str) -> (PathBuf, PathBuf) {
+        let state = self.dir.join(format!("state-{name}"));
+        let mut s3 = String::new();
+        if let Some(endpoint) = self.a.env.iter().find(|(k, _)| k == "ARSIP_S3_ENDPOINT") {
+            let key = self.dir.join("s3-key");
+            std::fs::write(&key, "testing\n").unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            s3 = format!(
+                "endpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id_file = \"{k}\"\nsecret_access_key_file = \"{k}\"\n",
+                endpoint.1,
+                k = key.display()
+            );
+        }
+        let path = self.dir.join(format!("arsip-{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"version = 1
 [daemon]
 state_dir = "{state}"
 shutdown_grace = "10s"
@@ -50,7 +151,7 @@ shutdown_grace = "10s"
 [repository.main]
 location = "{repo}"
 password_file = "{password}"
-
+{s3}
 [source.config]
 kind = "files"
 repository = "main"
@@ -62,58 +163,71 @@ type = "backup"
 source = "config"
 schedule = "0 2 * * *"
 time_zone = "Asia/Jakarta"
+retries = 2
+retry_backoff = "1m"
 "#,
-            state = state.display(),
-            repo = a.repo,
-            password = password.display(),
-            data = data.display(),
-        ),
-    )
-    .unwrap();
-    // 01:59 in Jakarta: a minute before the job.
-    let clock = dir.path().join("clock");
-    std::fs::write(&clock, "2026-11-30T18:59:00Z\n").unwrap();
-    let mut child = a
-        .with_env("ARSIP_TEST_CLOCK_FILE", clock.to_str().unwrap())
-        .with_env("ARSIP_LOG", "info")
-        .cmd(&["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+                state = state.display(),
+                repo = self.a.repo,
+                password = self.dir.join("password").display(),
+                data = self.data.display(),
+            ),
+        )
         .unwrap();
-    wait_for("the daemon to start", Duration::from_secs(60), || {
-        journal(&state).contains("config_loaded")
-    });
+        (path, state)
+    }
+
+    fn serve(&self, name: &str) -> (Child, PathBuf) {
+        let (config, state) = self.config(name);
+        let started = journal(&state).matches("config_loaded").count();
+        let child = self
+            .a
+            .with_env("ARSIP_TEST_CLOCK_FILE", self.clock.to_str().unwrap())
+            .with_env("ARSIP_TEST_SESSION_TTL", "3")
+            .with_env("ARSIP_LOG", "info")
+            .cmd(&["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the daemon to start", Duration::from_secs(60), || {
+            journal(&state).matches("config_loaded").count() > started
+        });
+        (child, state)
+    }
+
+    fn snapshots_of(&self, scheduled: &str) -> usize {
+        let s = self.a.json(&["snapshots"]);
+        s.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["tags"]["arsip.scheduled"] == scheduled)
+            .count()
+    }
+}
+
+#[test]
+fn serve_runs_a_scheduled_backup_at_its_time_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let day = &days(1)[0];
+    let at = format!("{day}T19:00:00Z");
+    site.set_clock(&format!("{day}T18:59:00Z")); // 01:59 in Jakarta
+    let (mut child, state) = site.serve("a");
     assert!(
-        a.json(&["snapshots"]).as_array().unwrap().is_empty(),
+        site.a.json(&["snapshots"]).as_array().unwrap().is_empty(),
         "nothing before its time"
     );
-    std::fs::write(&clock, "2026-11-30T19:00:01Z\n").unwrap();
+    site.set_clock(&format!("{day}T19:00:01Z"));
     wait_for("the scheduled run", Duration::from_secs(120), || {
-        journal(&state).contains("run_finished")
+        !finished(&state, &at).is_empty()
     });
-    let snaps = a.json(&["snapshots"]);
+    let snaps = site.a.json(&["snapshots"]);
     let snaps = snaps.as_array().unwrap();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
-    let tags = &snaps[0]["tags"];
-    assert_eq!(tags["arsip.job"], "config-daily", "{tags}");
-    assert_eq!(tags["arsip.scheduled"], "2026-11-30T19:00:00Z", "{tags}");
-    let j = journal(&state);
-    assert!(j.contains(r#""kind":"run_finished","job":"config-daily","scheduled":"2026-11-30T19:00:00Z","outcome":"ok""#), "{j}");
-    // SIGTERM: a clean stop, exit 0.
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let end = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < end, "the daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    assert_eq!(snaps[0]["tags"]["arsip.job"], "config-daily");
+    assert_eq!(finished(&state, &at), [("ok".to_string(), None)]);
+    signal(&child, rustix::process::Signal::TERM);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
@@ -125,4 +239,121 @@ time_zone = "Asia/Jakarta"
         !err.contains("correct horse"),
         "the password in the log: {err}"
     );
+}
+
+/// High availability on the S3 server: two daemons with the same jobs make one snapshot per
+/// occurrence over three days; then one is killed mid-backup and the other takes the run
+/// over once the claim lapses; then one is stopped past its claim's lifetime and commits
+/// nothing when it resumes.
+#[test]
+fn two_daemons_on_one_s3_repository_run_each_occurrence_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), true);
+    let days = days(5);
+    site.set_clock(&format!("{}T18:00:00Z", days[0]));
+    let (mut a, state_a) = site.serve("a");
+    let (mut b, state_b) = site.serve("b");
+    for day in &days[..3] {
+        let at = format!("{day}T19:00:00Z");
+        site.set_clock(&format!("{day}T19:00:01Z"));
+        wait_for(
+            &format!("both daemons to finish {at}"),
+            Duration::from_secs(120),
+            || !finished(&state_a, &at).is_empty() && !finished(&state_b, &at).is_empty(),
+        );
+        let (fa, fb) = (finished(&state_a, &at), finished(&state_b, &at));
+        assert_eq!(
+            (fa[0].0.as_str(), fb[0].0.as_str()),
+            ("ok", "ok"),
+            "{fa:?} {fb:?}"
+        );
+        assert!(
+            fa[0].1.is_some() != fb[0].1.is_some(),
+            "exactly one daemon ran {at}: {fa:?} {fb:?}"
+        );
+        assert_eq!(site.snapshots_of(&at), 1, "{at}");
+    }
+    // Day 4: a big file makes the backup take a while; B is stopped first, so A runs it,
+    // and A is killed in the middle.
+    signal(&b, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut b, Duration::from_secs(30)).success());
+    std::fs::write(
+        site.data.join("big.bin"),
+        arsip_testkit::sample_data(96 << 20, 7),
+    )
+    .unwrap();
+    let day4 = &format!("{}T19:00:00Z", days[3]);
+    site.set_clock(&format!("{}T19:00:01Z", days[3]));
+    wait_for("A to start day 4", Duration::from_secs(60), || {
+        journal(&state_a).contains(&format!(
+            r#""kind":"attempt_started","job":"config-daily","scheduled":"{day4}""#
+        ))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&a, rustix::process::Signal::KILL);
+    let _ = a.wait();
+    assert!(
+        finished(&state_a, day4).is_empty(),
+        "A was killed before it finished"
+    );
+    // B comes back (still within the catch-up window), waits for A's claim to lapse on the
+    // store's clock, and takes the run over.
+    let (mut b, state_b) = site.serve("b");
+    wait_journals("B to take day 4 over", &[&state_a, &state_b], || {
+        !finished(&state_b, day4).is_empty()
+    });
+    // `warnings`: the day's backup is 96 MiB larger than the median, a size anomaly.
+    assert_eq!(finished(&state_b, day4), [("warnings".to_string(), None)]);
+    assert!(journal(&state_b).contains("size: "), "the anomaly is named");
+    assert_eq!(site.snapshots_of(day4), 1);
+    // Day 5: A (restarted) runs it and is stopped mid-backup past its claim's lifetime; B
+    // takes over and commits; A, resumed, must not commit a second snapshot.
+    signal(&b, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut b, Duration::from_secs(30)).success());
+    let (mut a, state_a) = site.serve("a");
+    // New data again, so that this backup takes a while too.
+    std::fs::write(
+        site.data.join("big.bin"),
+        arsip_testkit::sample_data(96 << 20, 8),
+    )
+    .unwrap();
+    let day5 = &format!("{}T19:00:00Z", days[4]);
+    site.set_clock(&format!("{}T19:00:01Z", days[4]));
+    wait_journals("A to start day 5", &[&state_a, &state_b], || {
+        journal(&state_a).contains(&format!(
+            r#""kind":"attempt_started","job":"config-daily","scheduled":"{day5}""#
+        ))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&a, rustix::process::Signal::STOP);
+    let (mut b, state_b) = site.serve("b");
+    wait_journals("B to take day 5 over", &[&state_a, &state_b], || {
+        !finished(&state_b, day5).is_empty()
+    });
+    let f = finished(&state_b, day5);
+    assert!(
+        matches!(f[0].0.as_str(), "ok" | "warnings") && f[0].1.is_none(),
+        "{f:?}"
+    );
+    signal(&a, rustix::process::Signal::CONT);
+    // A's attempt fails at its commit (its claim is no longer held) and is retried after
+    // the backoff; the retry finds B's result. Both need A's clock to move on.
+    wait_journals("A's attempt to be refused", &[&state_a, &state_b], || {
+        journal(&state_a).contains("no longer held")
+    });
+    site.set_clock(&format!("{}T19:10:00Z", days[4]));
+    wait_journals("A to give day 5 up", &[&state_a, &state_b], || {
+        !finished(&state_a, day5).is_empty()
+    });
+    let f = finished(&state_a, day5);
+    assert!(f[0].1.is_some(), "A records B's run: {f:?}");
+    assert_eq!(
+        site.snapshots_of(day5),
+        1,
+        "the resumed daemon committed a second snapshot"
+    );
+    for c in [&mut a, &mut b] {
+        signal(c, rustix::process::Signal::TERM);
+        assert!(wait_exit(c, Duration::from_secs(30)).success());
+    }
 }

@@ -42,18 +42,24 @@ impl Clock for FixedClock {
 /// move a running daemon from one day to the next. Only built with `test-hooks`.
 #[cfg(feature = "test-hooks")]
 #[derive(Debug)]
-pub struct FileClock(std::path::PathBuf);
+pub struct FileClock(std::path::PathBuf, Mutex<Option<jiff::Timestamp>>);
 
 #[cfg(feature = "test-hooks")]
 impl Clock for FileClock {
+    /// The file's time; while the file is being rewritten (empty or partial), the last
+    /// time read.
     fn now(&self) -> jiff::Timestamp {
         let text = std::fs::read_to_string(&self.0).unwrap_or_default();
-        text.trim().parse().unwrap_or_else(|_| {
-            panic!(
+        let mut last = self.1.lock().unwrap();
+        match text.trim().parse() {
+            Ok(t) => *last = Some(t),
+            Err(_) if last.is_some() => {}
+            Err(_) => panic!(
                 "ARSIP_TEST_CLOCK_FILE {} holds no RFC 3339 time: {text:?}",
                 self.0.display()
-            )
-        })
+            ),
+        }
+        last.expect("a time")
     }
 }
 
@@ -64,7 +70,7 @@ impl Clock for FileClock {
 pub fn from_env() -> std::sync::Arc<dyn Clock> {
     #[cfg(feature = "test-hooks")]
     if let Some(path) = std::env::var_os("ARSIP_TEST_CLOCK_FILE") {
-        return std::sync::Arc::new(FileClock(path.into()));
+        return std::sync::Arc::new(FileClock(path.into(), Mutex::new(None)));
     }
     #[cfg(feature = "test-hooks")]
     if let Some(t) = std::env::var("ARSIP_TEST_NOW")
