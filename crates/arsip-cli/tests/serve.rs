@@ -62,6 +62,7 @@ fn finished(state: &Path, scheduled: &str) -> Vec<(String, Option<String>)> {
 
 /// Days (`YYYY-MM-DD`) from a month after today on: a daemon's test clock must run ahead of
 /// the store's (real) clock, as the tests move it on by days, whatever day they run on.
+#[allow(clippy::disallowed_methods)] // the real clock is the point
 fn days(n: usize) -> Vec<String> {
     let first = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
