@@ -89,6 +89,22 @@ pub enum Command {
     /// Run the configuration's schedules (backups, forget, prune, verify, WAL checks) until
     /// SIGTERM; several daemons may share a repository and run each job once
     Serve(ServeArgs),
+    /// Tokens of the HTTP API of `arsip serve`
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Write a new random token into FILE (mode 0600; never printed); name the file in the
+    /// configuration's api.tokens with a role (read or operator)
+    Generate {
+        /// Where to write the token
+        file: PathBuf,
+        /// Replace the token in an existing file
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -127,7 +127,7 @@ impl Site {
     }
 
     /// The configuration of daemon `name` (its own state directory).
-    fn config(&self, name: &str) -> (PathBuf, PathBuf) {
+    fn config(&self, name: &str, extra: &str) -> (PathBuf, PathBuf) {
         let state = self.dir.join(format!("state-{name}"));
         let mut s3 = String::new();
         if let Some(endpoint) = self.a.env.iter().find(|(k, _)| k == "ARSIP_S3_ENDPOINT") {
@@ -166,6 +166,7 @@ schedule = "0 2 * * *"
 time_zone = "Asia/Jakarta"
 retries = 2
 retry_backoff = "1m"
+{extra}
 "#,
                 state = state.display(),
                 repo = self.a.repo,
@@ -178,7 +179,12 @@ retry_backoff = "1m"
     }
 
     fn serve(&self, name: &str) -> (Child, PathBuf) {
-        let (config, state) = self.config(name);
+        self.serve_with(name, "")
+    }
+
+    /// A daemon whose configuration has `extra` at its end.
+    fn serve_with(&self, name: &str, extra: &str) -> (Child, PathBuf) {
+        let (config, state) = self.config(name, extra);
         let started = journal(&state).matches("config_loaded").count();
         let child = self
             .a
@@ -356,5 +362,118 @@ fn two_daemons_on_one_s3_repository_run_each_occurrence_once() {
     for c in [&mut a, &mut b] {
         signal(c, rustix::process::Signal::TERM);
         assert!(wait_exit(c, Duration::from_secs(30)).success());
+    }
+}
+
+/// The HTTP API of a running daemon: every request needs a token, `/metrics` tells "never
+/// succeeded" from "succeeded" without touching the repository, a read token cannot trigger,
+/// an operator's trigger runs the job once (claimed like a scheduled run) and is audited
+/// with the token's name, never the token.
+#[test]
+fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let (read, operator) = (
+        dir.path().join("read.token"),
+        dir.path().join("oncall.token"),
+    );
+    for f in [&read, &operator] {
+        site.a.ok(&["token", "generate", f.to_str().unwrap()]);
+        let mode = std::fs::metadata(f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = site.a.run(&["token", "generate", read.to_str().unwrap()]);
+    assert!(!again.status.success(), "an existing token file is kept");
+    let token = |f: &Path| std::fs::read_to_string(f).unwrap().trim().to_string();
+    let (read_token, operator_token) = (token(&read), token(&operator));
+    let day = &days(1)[0];
+    site.set_clock(&format!("{day}T10:00:00Z"));
+    let api = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ name = \"prometheus\", role = \"read\", file = \"{}\" }}, {{ name = \"oncall\", role = \"operator\", file = \"{}\" }}]\n",
+        read.display(),
+        operator.display()
+    );
+    let (mut child, state) = site.serve_with("a", &api);
+    let base = std::fs::read_to_string(state.join("api-address")).unwrap();
+    let base = base.trim();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = c.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        rt.block_on(async {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let post = |path: &str, token: &str| {
+        let r = c.post(format!("{base}{path}")).bearer_auth(token);
+        rt.block_on(async {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    assert_eq!(get("/metrics", None).0, 401);
+    let (status, text) = get("/metrics", Some(&read_token));
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"arsip_source_configured{repo="main",source="config",kind="files"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("arsip_source_backup_last_success_timestamp_seconds"),
+        "{text}"
+    );
+    let trigger = "/api/v1/jobs/config-daily/trigger";
+    assert_eq!(post(trigger, &read_token).0, 403);
+    let (status, body) = post(trigger, &operator_token);
+    assert_eq!(status, 202, "{body}");
+    let scheduled = format!("{day}T10:00:00Z");
+    assert!(body.contains(&scheduled), "{body}");
+    wait_for("the triggered run", Duration::from_secs(120), || {
+        !finished(&state, &scheduled).is_empty()
+    });
+    assert_eq!(finished(&state, &scheduled), [("ok".to_string(), None)]);
+    assert_eq!(site.snapshots_of(&scheduled), 1);
+    let (_, text) = get("/metrics", Some(&read_token));
+    assert!(
+        text.contains(r#"arsip_source_backup_last_run_ok{repo="main",source="config"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"arsip_source_backup_last_success_timestamp_seconds{repo="main",source="config"}"#
+        ),
+        "{text}"
+    );
+    let (_, runs) = get("/api/v1/jobs/config-daily/runs", Some(&read_token));
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs[0]["triggered_by"], "oncall", "{runs}");
+    assert!(
+        runs[0]["facts"]["logical_bytes"].as_u64().unwrap() > 0,
+        "{runs}"
+    );
+    // The audit log has the trigger, with the token's name and never its value.
+    let audit = site.a.json(&["audit"]);
+    let text = audit.to_string();
+    assert!(
+        text.contains("api.trigger") && text.contains("oncall"),
+        "{text}"
+    );
+    for secret in [&read_token, &operator_token] {
+        assert!(!text.contains(secret.as_str()), "a token in the audit log");
+        assert!(
+            !journal(&state).contains(secret.as_str()),
+            "a token in the journal"
+        );
+    }
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    for secret in [&read_token, &operator_token] {
+        assert!(!err.contains(secret.as_str()), "a token in the log");
     }
 }

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use arsip_ops::repo::clock::Clock;
 
+use crate::api::{self, Command, TriggerRefused};
 use crate::config::Config;
 use crate::executor::Executors;
 use crate::journal::{Event, Journal};
-use crate::runner::{Runner, RunnerError};
+use crate::runner::{Runner, RunnerError, TriggerError};
 
 /// How a daemon runs.
 pub struct ServeOptions {
@@ -86,6 +87,7 @@ pub async fn serve(
         now,
         Event::ConfigLoaded {
             path: config.path.clone(),
+            sources: config.sources.keys().cloned().collect(),
         },
     )?;
     let daemon = daemon_id(&state)?;
@@ -100,14 +102,29 @@ pub async fn serve(
     }
     let grace = std::time::Duration::try_from(config.daemon.shutdown_grace)
         .unwrap_or(Duration::from_secs(300));
+    let config = Arc::new(config);
     let mut runner = Runner::new(
-        config,
+        (*config).clone(),
         daemon.clone(),
-        repos,
+        repos.clone(),
         Arc::new(executors),
         journal,
         &rec.entries,
     )?;
+    let shared = runner.state();
+    let (commands, mut command_rx) = tokio::sync::mpsc::channel(16);
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = start_api(
+        &config,
+        shared.clone(),
+        commands,
+        repos,
+        opts.clock.clone(),
+        async {
+            let _ = api_stopped.await;
+        },
+    )
+    .await?;
     tracing::info!(daemon = %daemon, state_dir = %state.display(), "arsip serve: running");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -122,9 +139,11 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             r = runner.finish_one(|| clock.now()), if runner.running() > 0 => { r?; }
+            Some(c) = command_rx.recv() => command(&mut runner, clock.now(), c),
             _ = tokio::time::sleep(wait) => {}
         }
     }
+    shared.write().unwrap_or_else(|p| p.into_inner()).stopping = true;
     tracing::info!(
         running = runner.running(),
         grace_secs = grace.as_secs(),
@@ -133,11 +152,10 @@ pub async fn serve(
     let deadline = tokio::time::Instant::now() + grace;
     while runner.running() > 0 {
         let clock = opts.clock.clone();
-        match tokio::time::timeout_at(deadline, runner.finish_one(|| clock.now())).await {
-            Ok(r) => {
-                r?;
-            }
-            Err(_) => break,
+        tokio::select! {
+            r = runner.finish_one(|| clock.now()) => { r?; }
+            Some(c) = command_rx.recv() => refuse(c),
+            _ = tokio::time::sleep_until(deadline) => break,
         }
     }
     let stopped = runner.stop_all(opts.clock.now())?;
@@ -147,5 +165,79 @@ pub async fn serve(
             "arsip serve: stopped jobs still running after the grace period"
         );
     }
+    let _ = api_stop.send(());
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     Ok(())
+}
+
+fn command(runner: &mut Runner, now: jiff::Timestamp, c: Command) {
+    match c {
+        Command::Trigger { job, by, reply } => {
+            let r = runner.trigger(now, &job, &by).map_err(|e| match e {
+                TriggerError::NoSuchJob => TriggerRefused::NoSuchJob,
+                TriggerError::Busy(t) => TriggerRefused::Busy(t),
+                TriggerError::Runner(e) => TriggerRefused::Failed(e.to_string()),
+            });
+            if let Ok(t) = &r {
+                tracing::info!(%job, scheduled = %t, token = %by, "run triggered through the API");
+            }
+            let _ = reply.send(r);
+        }
+    }
+}
+
+fn refuse(c: Command) {
+    match c {
+        Command::Trigger { reply, .. } => {
+            let _ = reply.send(Err(TriggerRefused::Stopping));
+        }
+    }
+}
+
+/// Start the HTTP API when the configuration has tokens (every request needs one): bind,
+/// record the address bound in `STATE_DIR/api-address` (port 0 picks a free one), serve
+/// until `stop`.
+async fn start_api(
+    config: &Arc<Config>,
+    state: crate::state::Shared,
+    commands: tokio::sync::mpsc::Sender<Command>,
+    repos: BTreeMap<String, Arc<arsip_ops::repo::Repository>>,
+    clock: Arc<dyn Clock>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    if config.api.tokens.is_empty() {
+        tracing::info!("arsip serve: no api.tokens configured; the HTTP API and /metrics are off");
+        return Ok(None);
+    }
+    let tokens = api::load_tokens(config).map_err(DaemonError::Setup)?;
+    let tls = match &config.api.tls {
+        Some((cert, key)) => {
+            let key = zeroize::Zeroizing::new(key.read().map_err(DaemonError::Setup)?);
+            Some(api::tls_acceptor(cert, key.as_bytes()).map_err(DaemonError::Setup)?)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|e| DaemonError::Setup(format!("api.listen {}: {e}", config.api.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Setup(format!("api.listen: {e}")))?;
+    let path = config.daemon.state_dir.join("api-address");
+    let tmp = path.with_extension("tmp");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    std::fs::write(&tmp, format!("{scheme}://{addr}\n"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| DaemonError::Setup(format!("{}: {e}", path.display())))?;
+    tracing::info!(address = %format!("{scheme}://{addr}"), "arsip serve: API listening");
+    let router = api::Api::new(config.clone(), state, commands, tokens, repos, clock).router();
+    Ok(Some(tokio::spawn(api::serve(
+        listener,
+        tls,
+        router,
+        stop,
+        Duration::from_secs(5),
+    ))))
 }

@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, Job, JobKind, Repository, Secret, SourceKind};
-use crate::journal::Outcome;
+use crate::journal::{Facts, Outcome, RestoreTestFact};
 use crate::runner::{AdoptFuture, AttemptResult, ExecFuture, Executor};
 
 /// Tags every scheduled snapshot carries.
@@ -124,7 +124,7 @@ impl Executors {
         .into();
         let repo = self.open(&job.repository, true).await.map_err(setup)?;
         let shared = repo.shared().clone();
-        let id = match source.kind {
+        let done = match source.kind {
             SourceKind::Files => {
                 let f = arsip_ops::backup::Files {
                     paths: source.paths.clone(),
@@ -136,7 +136,6 @@ impl Executors {
                     .await
                     .map_err(|e| AttemptResult::failed(&e))?
                     .backup
-                    .id
             }
             SourceKind::PgLogical | SourceKind::PgPhysical => {
                 let method = match source.kind {
@@ -158,11 +157,19 @@ impl Executors {
                 arsip_ops::pg::backup(shared, &b)
                     .await
                     .map_err(|e| AttemptResult::failed(&e))?
-                    .id
             }
         };
+        let id = done.id.clone();
         let mut result = AttemptResult {
             snapshots: vec![id.clone()],
+            facts: Facts {
+                logical_bytes: Some(done.logical_bytes),
+                added_bytes: Some(done.added_bytes),
+                stored_bytes: Some(done.stored_bytes),
+                files: Some(done.files),
+                seconds: Some(done.seconds),
+                ..Facts::default()
+            },
             ..AttemptResult::ok()
         };
         // The anomaly checks need to read manifests: only with a full key.
@@ -218,10 +225,16 @@ impl Executors {
             revoked: false,
             time_zone: zone,
         };
-        arsip_ops::forget::run(&repo, &opts)
+        let done = arsip_ops::forget::run(&repo, &opts)
             .await
             .map_err(|e| AttemptResult::failed(&e))?;
-        Ok(AttemptResult::ok())
+        Ok(AttemptResult {
+            facts: Facts {
+                removed_snapshots: Some(done.removed as u64),
+                ..Facts::default()
+            },
+            ..AttemptResult::ok()
+        })
     }
 
     async fn prune(&self, job: &Job) -> Result<AttemptResult, AttemptResult> {
@@ -231,10 +244,18 @@ impl Executors {
             pitr_window: r.pitr_window,
             ..Default::default()
         };
-        arsip_ops::prune::run(&repo, &opts)
+        let done = arsip_ops::prune::run(&repo, &opts)
             .await
             .map_err(|e| AttemptResult::failed(&e))?;
-        Ok(AttemptResult::ok())
+        Ok(AttemptResult {
+            facts: Facts {
+                deleted_bytes: Some(done.repo.deleted_bytes),
+                deleted_packs: Some(done.repo.deleted_packs as u64),
+                repository_bytes: Some(done.repo.stored_bytes),
+                ..Facts::default()
+            },
+            ..AttemptResult::ok()
+        })
     }
 
     async fn verify(&self, job: &Job) -> Result<AttemptResult, AttemptResult> {
@@ -310,6 +331,19 @@ impl Executors {
             transient: false,
             message: (!problems.is_empty()).then(|| problems.join("; ")),
             snapshots: Vec::new(),
+            facts: Facts {
+                damaged_objects: Some(report.integrity.problems.len() as u64),
+                restore_tests: report
+                    .restore_tests
+                    .iter()
+                    .map(|t| RestoreTestFact {
+                        kind: t.kind.clone(),
+                        ok: t.ok,
+                        rto_seconds: t.rto_ms as f64 / 1000.0,
+                    })
+                    .collect(),
+                ..Facts::default()
+            },
             verification: report.record,
         })
     }
@@ -338,6 +372,10 @@ impl Executors {
                 Outcome::Ok
             },
             message: Some(message),
+            facts: Facts {
+                wal_lag_segments: lag.lag_segments,
+                ..Facts::default()
+            },
             ..AttemptResult::ok()
         })
     }

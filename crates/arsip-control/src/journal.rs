@@ -43,12 +43,67 @@ impl Outcome {
     }
 }
 
+/// What one attempt measured; every field is optional (each job type fills its own).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Facts {
+    /// Backups: the snapshot's bytes as read, new bytes after dedup, bytes written to the
+    /// store, entries, seconds the backup took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Prune: what it deleted, and the repository's packed bytes it found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_packs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_bytes: Option<u64>,
+    /// Forget: snapshots removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_snapshots: Option<u64>,
+    /// Verify: integrity problems found (damaged or missing objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_objects: Option<u64>,
+    /// Verify: each restore test, by snapshot kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_tests: Vec<RestoreTestFact>,
+    /// Wal-check: segments the archive is behind the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_lag_segments: Option<u64>,
+}
+
+impl Facts {
+    pub fn is_empty(&self) -> bool {
+        *self == Facts::default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTestFact {
+    pub kind: String,
+    pub ok: bool,
+    /// From the start of the restore to the end of its last step.
+    pub rto_seconds: f64,
+}
+
 /// One journaled event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     ConfigLoaded {
         path: PathBuf,
+        /// The configuration's sources (so that "configured since" survives restarts).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<String>,
     },
     AttemptStarted {
         job: String,
@@ -67,6 +122,17 @@ pub enum Event {
         /// What the attempt produced: a snapshot or verification record id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         produced: Option<String>,
+        /// What the attempt measured (for `/metrics` and `status`).
+        #[serde(default, skip_serializing_if = "Facts::is_empty")]
+        facts: Box<Facts>,
+    },
+    /// A run asked for through the API (`POST /api/v1/jobs/{job}/trigger`): `scheduled` is
+    /// the time it was asked for, claimed like an occurrence.
+    Triggered {
+        job: String,
+        scheduled: Timestamp,
+        /// The API token's name.
+        by: String,
     },
     RunFinished {
         job: String,
@@ -210,6 +276,7 @@ impl Journal {
                     transient: true,
                     message: Some("the daemon stopped while it ran".into()),
                     produced: None,
+                    facts: Box::default(),
                 },
             )?;
             rec.entries.push(e);
@@ -349,6 +416,7 @@ mod tests {
             transient: false,
             message: None,
             produced: Some("ab12".into()),
+            facts: Box::default(),
         }
     }
 
@@ -457,6 +525,7 @@ mod tests {
                         transient: true,
                         message: Some(long.clone()),
                         produced: None,
+                        facts: Box::default(),
                     },
                 )
                 .unwrap();

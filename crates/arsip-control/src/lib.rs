@@ -5,14 +5,17 @@
 //! runs the plan comes next (docs/design/CONTROL.md). This crate depends on `arsip-ops`
 //! only: every job it runs is an operation there.
 
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod executor;
 pub mod journal;
+pub mod metrics;
 pub mod plan;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod state;
 #[cfg(test)]
 mod testutil;
 

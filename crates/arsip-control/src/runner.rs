@@ -36,8 +36,9 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::config::{CatchUp, Config, Job, JobKind};
-use crate::journal::{Event, Journal, JournalError, Outcome};
+use crate::journal::{Event, Facts, Journal, JournalError, Outcome};
 use crate::scheduler::{self, History};
+use crate::state::{Shared, State};
 
 /// An attempt with no `timeout` configured is stopped after this long.
 pub const DEFAULT_TIMEOUT: SignedDuration = SignedDuration::from_hours(6);
@@ -53,6 +54,7 @@ pub struct AttemptResult {
     pub message: Option<String>,
     pub snapshots: Vec<String>,
     pub verification: Option<String>,
+    pub facts: Facts,
 }
 
 impl AttemptResult {
@@ -63,6 +65,7 @@ impl AttemptResult {
             message: None,
             snapshots: Vec::new(),
             verification: None,
+            facts: Facts::default(),
         }
     }
 
@@ -99,7 +102,7 @@ pub type AdoptFuture = Pin<Box<dyn Future<Output = Option<AttemptResult>> + Send
 #[derive(Debug)]
 enum TaskEnd {
     /// This daemon ran it.
-    Ran(AttemptResult),
+    Ran(Box<AttemptResult>),
     /// Another daemon's attempt decided the run (`transient`: its failure may be retried).
     Peer {
         outcome: Outcome,
@@ -137,11 +140,23 @@ pub struct Runner {
     executor: Arc<dyn Executor>,
     journal: Journal,
     histories: BTreeMap<String, History>,
+    /// What the API and `/metrics` read: updated with every journal entry.
+    state: Shared,
     runs: BTreeMap<String, Run>,
     /// The task of each running attempt, to stop it at shutdown.
     tasks: BTreeMap<String, tokio::task::JoinHandle<()>>,
     done_tx: mpsc::UnboundedSender<Ended>,
     done_rx: mpsc::UnboundedReceiver<Ended>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("no such job")]
+    NoSuchJob,
+    #[error("the job has a run pending or running (scheduled {0})")]
+    Busy(Timestamp),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +188,11 @@ impl Runner {
             }
         }
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        // The daemon journals `config_loaded` first: the newest entry is its start.
+        let started = entries.last().map_or(Timestamp::UNIX_EPOCH, |e| e.at);
         Ok(Runner {
             histories: scheduler::histories(entries),
+            state: State::new(daemon.clone(), started, entries).shared(),
             config,
             daemon,
             repos,
@@ -191,6 +209,11 @@ impl Runner {
         &self.histories
     }
 
+    /// The state the journal adds up to, kept current.
+    pub fn state(&self) -> Shared {
+        self.state.clone()
+    }
+
     /// Attempts running now.
     pub fn running(&self) -> usize {
         self.runs.values().filter(|r| r.running).count()
@@ -204,6 +227,10 @@ impl Runner {
     fn journal(&mut self, at: Timestamp, event: Event) -> Result<(), RunnerError> {
         let e = self.journal.append(at, event)?;
         scheduler::apply(&mut self.histories, &e);
+        self.state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&e);
         Ok(())
     }
 
@@ -247,6 +274,43 @@ impl Runner {
             );
         }
         self.start_ready(now)
+    }
+
+    /// Run `job` now, as asked by `by` (an API token's name): the run is the occurrence
+    /// `now` (to the second), claimed in the repository like a scheduled one, so a trigger
+    /// sent to two daemons runs once. Refused while the job has a run pending or running.
+    pub fn trigger(
+        &mut self,
+        now: Timestamp,
+        job: &str,
+        by: &str,
+    ) -> Result<Timestamp, TriggerError> {
+        if !self.config.jobs.contains_key(job) {
+            return Err(TriggerError::NoSuchJob);
+        }
+        if let Some(r) = self.runs.get(job) {
+            return Err(TriggerError::Busy(r.scheduled));
+        }
+        let t = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        self.journal(
+            now,
+            Event::Triggered {
+                job: job.to_string(),
+                scheduled: t,
+                by: by.to_string(),
+            },
+        )?;
+        self.runs.insert(
+            job.to_string(),
+            Run {
+                scheduled: t,
+                attempts: 0,
+                start_at: t,
+                running: false,
+            },
+        );
+        self.start_ready(now)?;
+        Ok(t)
     }
 
     fn catch_up_within(&self) -> SignedDuration {
@@ -414,6 +478,7 @@ impl Runner {
                     transient: true,
                     message: Some("stopped at shutdown".into()),
                     produced: None,
+                    facts: Box::default(),
                 },
             )?;
             self.runs.remove(job);
@@ -429,7 +494,7 @@ impl Runner {
         run.running = false;
         let (scheduled, attempt) = (run.scheduled, run.attempts);
         let (result, peer) = match e.end {
-            TaskEnd::Ran(r) => (r, None),
+            TaskEnd::Ran(r) => (*r, None),
             TaskEnd::Peer {
                 outcome,
                 transient,
@@ -476,6 +541,7 @@ impl Runner {
                     .first()
                     .cloned()
                     .or(result.verification.clone()),
+                facts: Box::new(result.facts.clone()),
             },
         )?;
         let job = &self.config.jobs[&e.job];
@@ -690,7 +756,7 @@ impl AttemptCtx {
             if let Err(e) = claim.finish(finish).await {
                 tracing::warn!(job = %self.name, error = %e, "could not record the attempt's result in the repository");
             }
-            return Ok(TaskEnd::Ran(result));
+            return Ok(TaskEnd::Ran(Box::new(result)));
         }
     }
 }

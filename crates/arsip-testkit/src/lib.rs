@@ -50,17 +50,36 @@ pub fn spawn_tied(mut cmd: Command) -> std::io::Result<u32> {
     rx.recv().expect("spawner thread")
 }
 
-fn moto_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ARSIP_MOTO_SERVER") {
-        return p.into();
-    }
-    let tools = std::env::var_os("ARSIP_TOOLS_DIR")
+/// Where `scripts/test` installs the test tools: `$ARSIP_TOOLS_DIR`, else
+/// `~/.cache/arsip-tools`.
+fn tools_dir() -> PathBuf {
+    std::env::var_os("ARSIP_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
                 .join(".cache/arsip-tools")
-        });
-    tools.join("moto-venv/bin/moto_server")
+        })
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ARSIP_MOTO_SERVER") {
+        return p.into();
+    }
+    tools_dir().join("moto-venv/bin/moto_server")
+}
+
+/// Prometheus's `promtool` (`$ARSIP_PROMTOOL`, else where `scripts/test` unpacks Debian's
+/// package). Missing, the test fails: it never skips.
+pub fn promtool() -> PathBuf {
+    let bin = std::env::var_os("ARSIP_PROMTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tools_dir().join("prometheus/usr/bin/promtool"));
+    assert!(
+        bin.exists(),
+        "promtool not found at {} — run ./scripts/test (it installs it), or set ARSIP_PROMTOOL",
+        bin.display()
+    );
+    bin
 }
 
 fn free_port() -> u16 {
@@ -162,4 +181,77 @@ pub fn sample_data(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A test CA and a server certificate it signed for `localhost` and 127.0.0.1, made with
+/// the openssl CLI in `dir`: (CA certificate PEM path, server chain PEM path, server key
+/// PEM path, mode 0600).
+pub fn tls_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=arsip test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ];
+    ca.extend(ec);
+    run(&ca);
+    let mut req = vec![
+        "req",
+        "-new",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    req.extend(ec);
+    run(&req);
+    std::fs::write(p("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    std::fs::set_permissions(p("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    (p("ca.pem"), p("server.pem"), p("server.key"))
 }

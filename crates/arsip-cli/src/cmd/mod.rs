@@ -45,5 +45,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Import(i) => import::run(&ctx, i).await,
         Command::Config(c) => config::run(&ctx, c).await,
         Command::Serve(a) => serve::run(&ctx, a).await,
+        Command::Token(crate::cli::TokenCmd::Generate { file, force }) => {
+            arsip_control::api::write_new_token(file, *force).map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "arsip: wrote a new API token to {} (mode 0600); add it to api.tokens with a role",
+                file.display()
+            );
+            Ok(crate::exit::OK)
+        }
     }
 }

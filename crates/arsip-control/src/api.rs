@@ -1,0 +1,644 @@
+//! The daemon's HTTP API (JSON under `/api/v1`), `/metrics` and `/health`, read from the
+//! daemon's state ([`crate::state`]): no request lists a repository.
+//!
+//! - **Every request is authenticated** with `Authorization: Bearer <token>`; tokens come
+//!   from files (`api.tokens`), only their blake3 hashes are kept, and comparing hashes is
+//!   constant-time. `read` tokens may GET; `operator` tokens may also trigger. A missing or
+//!   unknown token is 401, a read token on a mutating call 403; both are counted
+//!   (`arsip_api_auth_failures_total`) and never audited (anyone can make them).
+//! - **Every authenticated mutating call is audited** in the repository's hash-chained log
+//!   (op `api.trigger`, with the token's name and role and the caller's address, never the
+//!   token), refused ones included, and journaled.
+//! - **The listener** is the daemon's own accept loop: TLS (rustls on ring, TLS 1.2+) when
+//!   `api.tls_cert_file` and `api.tls_key_file` are set, the handshake in each connection's
+//!   own task with a 10 s limit (a slow client holds up nobody); connections are drained on
+//!   shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State as Axum};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use std::collections::BTreeMap;
+
+use arsip_ops::repo::clock::Clock;
+use arsip_ops::repo::Repository;
+
+use crate::config::{Config, Role};
+use crate::metrics;
+use crate::state::{RunRecord, Shared, SourceState};
+
+/// What the API asks of the daemon's loop (the only writer of its state).
+#[derive(Debug)]
+pub enum Command {
+    Trigger {
+        job: String,
+        by: String,
+        reply: oneshot::Sender<Result<Timestamp, TriggerRefused>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TriggerRefused {
+    #[error("no such job")]
+    NoSuchJob,
+    #[error("a run is pending or running (scheduled {0})")]
+    Busy(Timestamp),
+    #[error("the daemon is stopping")]
+    Stopping,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A token as the API keeps it: never the token itself.
+#[derive(Clone)]
+struct Token {
+    hash: blake3::Hash,
+    name: String,
+    role: Role,
+}
+
+/// The shortest token accepted (`arsip token generate` makes 64 characters).
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// Write a new API token (256 random bits, hex) into `path`, created with mode 0600; an
+/// existing file is kept unless `replace`. The token is never printed.
+pub fn write_new_token(path: &std::path::Path, replace: bool) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw[..]))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let token = zeroize::Zeroizing::new(hex(&raw[..]) + "\n");
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let tmp = path.with_extension("new");
+    if !replace && path.exists() {
+        return Err(format!(
+            "{} exists; pass --force to replace the token in it (clients using it stop working)",
+            path.display()
+        ));
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(token.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The tokens of `config.api`, read from their files.
+pub fn load_tokens(config: &Config) -> Result<Vec<(String, Role, blake3::Hash)>, String> {
+    let mut out = Vec::new();
+    for t in &config.api.tokens {
+        let value = zeroize::Zeroizing::new(t.file.read()?);
+        let value = value.trim();
+        if value.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "api.tokens.{}: the token in {} is shorter than {MIN_TOKEN_LEN} characters; make one with `arsip token generate`",
+                t.name,
+                t.file.describe()
+            ));
+        }
+        out.push((t.name.clone(), t.role, blake3::hash(value.as_bytes())));
+    }
+    Ok(out)
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Api {
+    config: Arc<Config>,
+    state: Shared,
+    commands: mpsc::Sender<Command>,
+    tokens: Arc<Vec<Token>>,
+    auth_failures: Arc<AtomicU64>,
+    /// Where mutating calls are audited: the handles the daemon claims runs with.
+    repos: Arc<BTreeMap<String, Arc<Repository>>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Who called, once authenticated.
+#[derive(Clone, Debug)]
+struct Caller {
+    name: String,
+    role: Role,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Remote(SocketAddr);
+
+impl Api {
+    pub fn new(
+        config: Arc<Config>,
+        state: Shared,
+        commands: mpsc::Sender<Command>,
+        tokens: Vec<(String, Role, blake3::Hash)>,
+        repos: BTreeMap<String, Arc<Repository>>,
+        clock: Arc<dyn Clock>,
+    ) -> Api {
+        Api {
+            config,
+            state,
+            commands,
+            tokens: Arc::new(
+                tokens
+                    .into_iter()
+                    .map(|(name, role, hash)| Token { hash, name, role })
+                    .collect(),
+            ),
+            auth_failures: Arc::new(AtomicU64::new(0)),
+            repos: Arc::new(repos),
+            clock,
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/metrics", get(metrics_text))
+            .route("/api/v1/sources", get(sources))
+            .route("/api/v1/sources/{source}", get(source))
+            .route("/api/v1/jobs", get(jobs))
+            .route("/api/v1/jobs/{job}", get(job))
+            .route("/api/v1/jobs/{job}/runs", get(runs))
+            .route("/api/v1/jobs/{job}/trigger", post(trigger))
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(self.clone(), authenticate))
+            .with_state(self.clone())
+    }
+}
+
+fn error(status: StatusCode, class: &str, message: impl Into<String>, hint: &str) -> Response {
+    let mut body = json!({ "error": message.into(), "class": class });
+    if !hint.is_empty() {
+        body["hint"] = json!(hint);
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn authenticate(Axum(api): Axum<Api>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| blake3::hash(t.trim().as_bytes()));
+    // blake3::Hash's equality is constant-time; every token is compared.
+    let found = presented.and_then(|h| {
+        let mut hit = None;
+        for t in api.tokens.iter() {
+            if t.hash == h {
+                hit = Some(t.clone());
+            }
+        }
+        hit
+    });
+    let Some(token) = found else {
+        api.auth_failures.fetch_add(1, Ordering::Relaxed);
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is needed",
+            "send Authorization: Bearer <token> with a token from api.tokens",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    };
+    let mutating = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if mutating && token.role != Role::Operator {
+        api.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token {:?} is read-only", token.name),
+            "use an operator token",
+        );
+    }
+    req.extensions_mut().insert(Caller {
+        name: token.name,
+        role: token.role,
+    });
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+        "see docs/API.md",
+    )
+}
+
+async fn health(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    Json(json!({
+        "status": if s.stopping { "stopping" } else { "ok" },
+        "daemon": s.daemon,
+        "started": s.started,
+    }))
+    .into_response()
+}
+
+async fn metrics_text(Axum(api): Axum<Api>) -> Response {
+    let extra = metrics::Extra {
+        auth_failures: api.auth_failures.load(Ordering::Relaxed),
+    };
+    let text = {
+        let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+        metrics::render(&api.config, &s, &extra)
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct SourceView {
+    name: String,
+    kind: &'static str,
+    repository: String,
+    rpo_seconds: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rto_seconds: Option<i64>,
+    /// `ok`, `failed` (the last run failed), `stale` (no success within the RPO),
+    /// `never` (no success yet), `running`.
+    status: &'static str,
+    /// The newest success is younger than the RPO.
+    rpo_ok: bool,
+    #[serde(flatten)]
+    state: SourceState,
+}
+
+fn source_view(
+    config: &Config,
+    state: &crate::state::State,
+    name: &str,
+    now: Timestamp,
+) -> Option<SourceView> {
+    let s = config.sources.get(name)?;
+    let st = state.source(config, name);
+    let rpo_ok = st
+        .last_success
+        .as_ref()
+        .is_some_and(|r| now.duration_since(r.finished) <= s.rpo);
+    let status = if st.last_run.as_ref().is_some_and(|r| !r.outcome.succeeded()) {
+        "failed"
+    } else if st.last_success.is_none() {
+        if st.running_since.is_some() {
+            "running"
+        } else {
+            "never"
+        }
+    } else if !rpo_ok {
+        "stale"
+    } else if st.running_since.is_some() {
+        "running"
+    } else {
+        "ok"
+    };
+    Some(SourceView {
+        name: name.to_string(),
+        kind: metrics::kind_name(s.kind),
+        repository: s.repository.clone(),
+        rpo_seconds: s.rpo.as_secs(),
+        rto_seconds: s.rto.map(|d| d.as_secs()),
+        status,
+        rpo_ok,
+        state: st,
+    })
+}
+
+async fn sources(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    let now = api.clock.now();
+    let all: Vec<SourceView> = api
+        .config
+        .sources
+        .keys()
+        .filter_map(|n| source_view(&api.config, &s, n, now))
+        .collect();
+    Json(all).into_response()
+}
+
+async fn source(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    match source_view(&api.config, &s, &name, api.clock.now()) {
+        Some(v) => Json(v).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no source {name:?}"),
+            "",
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct JobView {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    target: String,
+    schedule: String,
+    time_zone: String,
+    next_run: Option<Timestamp>,
+    running: Option<crate::state::Running>,
+    last_run: Option<RunRecord>,
+    last_success: Option<RunRecord>,
+    consecutive_failures: u32,
+    runs_total: std::collections::BTreeMap<String, u64>,
+}
+
+fn job_view(config: &Config, state: &crate::state::State, name: &str) -> Option<JobView> {
+    let def = config.jobs.get(name)?;
+    let j = state.jobs.get(name).cloned().unwrap_or_default();
+    Some(JobView {
+        name: name.to_string(),
+        kind: metrics::job_type(def.kind),
+        target: def.source.clone().unwrap_or_else(|| def.repository.clone()),
+        schedule: def.schedule.expr().to_string(),
+        time_zone: def.schedule.zone_name().to_string(),
+        next_run: metrics::next_due(config, state, name),
+        running: j.running,
+        last_run: j.last_run,
+        last_success: j.last_success,
+        consecutive_failures: j.consecutive_failures,
+        runs_total: j.runs_total,
+    })
+}
+
+async fn jobs(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    let all: Vec<JobView> = api
+        .config
+        .jobs
+        .keys()
+        .filter_map(|n| job_view(&api.config, &s, n))
+        .collect();
+    Json(all).into_response()
+}
+
+async fn job(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    match job_view(&api.config, &s, &name) {
+        Some(v) => Json(v).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no job {name:?}"),
+            "",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+    before: Option<Timestamp>,
+}
+
+/// A job's runs, newest first (`limit`, default 50; `before`: scheduled before this time).
+async fn runs(
+    Axum(api): Axum<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    if !api.config.jobs.contains_key(&name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no job {name:?}"),
+            "",
+        );
+    }
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    let limit = q.limit.unwrap_or(50).min(crate::state::HISTORY);
+    let runs: Vec<&RunRecord> = s
+        .jobs
+        .get(&name)
+        .into_iter()
+        .flat_map(|j| j.history.iter().rev())
+        .filter(|r| q.before.is_none_or(|b| r.scheduled < b))
+        .take(limit)
+        .collect();
+    Json(runs).into_response()
+}
+
+async fn trigger(
+    Axum(api): Axum<Api>,
+    Path(name): Path<String>,
+    Extension(caller): Extension<Caller>,
+    remote: Option<Extension<Remote>>,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let sent = api
+        .commands
+        .send(Command::Trigger {
+            job: name.clone(),
+            by: caller.name.clone(),
+            reply: tx,
+        })
+        .await;
+    let result = match sent {
+        Ok(()) => rx.await.unwrap_or(Err(TriggerRefused::Stopping)),
+        Err(_) => Err(TriggerRefused::Stopping),
+    };
+    // Audited in the job's repository (an unknown job has none: journaled only by the
+    // refusal's log line).
+    if let Some(repo) = api
+        .config
+        .jobs
+        .get(&name)
+        .and_then(|j| api.repos.get(&j.repository))
+    {
+        let mut details = arsip_ops::audit::details([
+            ("job", json!(name)),
+            ("token", json!(caller.name)),
+            (
+                "role",
+                json!(match caller.role {
+                    Role::Read => "read",
+                    Role::Operator => "operator",
+                }),
+            ),
+        ]);
+        if let Some(Extension(Remote(a))) = remote {
+            details.insert("remote".into(), json!(a.to_string()));
+        }
+        let (outcome, message) = match &result {
+            Ok(t) => {
+                details.insert("run".into(), json!(t));
+                ("ok".to_string(), None)
+            }
+            Err(e) => ("refused".to_string(), Some(e.to_string())),
+        };
+        let event = arsip_ops::audit::AuditEvent {
+            op: "api.trigger".into(),
+            details,
+            result: outcome,
+            message,
+        };
+        if let Err(e) = repo.audit_append(event).await {
+            tracing::warn!(job = %name, error = %e, "api: could not append the trigger to the audit log");
+        }
+    } else {
+        tracing::info!(job = %name, token = %caller.name, "api: trigger of an unknown job refused");
+    }
+    match result {
+        Ok(t) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "job": name, "scheduled": t })),
+        )
+            .into_response(),
+        Err(TriggerRefused::NoSuchJob) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no job {name:?}"),
+            "",
+        ),
+        Err(TriggerRefused::Busy(t)) => error(
+            StatusCode::CONFLICT,
+            "busy",
+            format!("job {name:?} has a run pending or running (scheduled {t})"),
+            "wait for it to end (GET /api/v1/jobs/{job})",
+        ),
+        Err(TriggerRefused::Stopping) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the daemon is stopping",
+            "trigger the job on a running daemon",
+        ),
+        Err(TriggerRefused::Failed(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", m, ""),
+    }
+}
+
+// ---- the listener ---------------------------------------------------------------------
+
+/// A TLS acceptor for `cert` (PEM chain) and `key` (PEM private key).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &[u8],
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect())
+        .map_err(|e| format!("api.tls_cert_file {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "api.tls_cert_file {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| format!("api.tls_key_file: no private key in it ({e})"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("api TLS: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve `router` on `listener` (through `tls` when given) until `stop` completes, then
+/// drain open connections for up to `drain`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    stop: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let app = router.clone().layer(Extension(Remote(remote)));
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => connection(stream, app, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => connection(s, app, watcher).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "api: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%remote, "api: TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("api: connections still open after the drain period; closing them");
+    }
+}
+
+async fn connection<IO>(io: IO, app: Router, watcher: hyper_util::server::graceful::Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "api: connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests;
