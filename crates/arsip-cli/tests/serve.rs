@@ -477,3 +477,170 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
         assert!(!err.contains(secret.as_str()), "a token in the log");
     }
 }
+
+/// A receiver on 127.0.0.1 for the webhook, Slack and PagerDuty channels: it records every
+/// request (path, JSON body) and answers 500 to the first `fail_webhook` webhook requests.
+struct Receiver {
+    base: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start(fail_webhook: usize) -> Receiver {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failures = std::sync::Arc::new(AtomicUsize::new(fail_webhook));
+        let record = got.clone();
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                let (record, failures) = (record.clone(), failures.clone());
+                async move {
+                    let path = uri.path().to_string();
+                    if path == "/webhook"
+                        && failures
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                    {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    record.lock().unwrap().push((path, v));
+                    axum::http::StatusCode::ACCEPTED
+                }
+            });
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { base, got, _rt: rt }
+    }
+
+    /// The bodies posted to `path` about ArsipBackupFailed (the day's clock jump may also
+    /// open, and then resolve, ArsipBackupNeverSucceeded for a moment: it holds then).
+    fn bodies(&self, path: &str) -> Vec<serde_json::Value> {
+        let got = self.got.lock().unwrap();
+        got.iter()
+            .filter(|(p, v)| p == path && v.to_string().contains("ArsipBackupFailed"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// The daemon's own alerts: a failed backup opens ArsipBackupFailed, notified once to each
+/// channel (the webhook retried through two 500s), and the next good backup resolves it
+/// everywhere (PagerDuty with the same dedup key). No secret reaches a receiver.
+#[test]
+fn a_failed_backup_alerts_every_channel_once_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let rx = Receiver::start(2);
+    let secret = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p.display().to_string()
+    };
+    let hook = secret("hook-url", &format!("{}/webhook", rx.base));
+    let slack = secret("slack-url", &format!("{}/slack", rx.base));
+    let pd_key = secret("pd-key", "routing-key-not-in-any-log");
+    let broken = dir.path().join("broken");
+    let extra = format!(
+        r#"
+[source.broken]
+kind = "files"
+repository = "main"
+paths = ["{broken}"]
+rpo = "24h"
+
+[job.broken-daily]
+type = "backup"
+source = "broken"
+schedule = "0 2 * * *"
+time_zone = "Asia/Jakarta"
+retries = 0
+
+[alerts]
+routes = {{ critical = ["hook", "pd", "slack"], warning = ["hook"] }}
+
+[channel.hook]
+type = "webhook"
+url_file = "{hook}"
+
+[channel.slack]
+type = "slack"
+url_file = "{slack}"
+
+[channel.pd]
+type = "pagerduty"
+routing_key_file = "{pd_key}"
+url = "{base}/pd"
+"#,
+        broken = broken.display(),
+        base = rx.base,
+    );
+    let days = days(2);
+    site.set_clock(&format!("{}T18:59:00Z", days[0]));
+    let (mut child, state) = site.serve_with("a", &extra);
+    site.set_clock(&format!("{}T19:00:01Z", days[0]));
+    let day1 = format!("{}T19:00:00Z", days[0]);
+    wait_journals("the broken backup to fail", &[&state], || {
+        journal(&state).contains(&format!(
+            r#""job":"broken-daily","scheduled":"{day1}","outcome":"failed""#
+        ))
+    });
+    wait_journals("a notification at every channel", &[&state], || {
+        !rx.bodies("/pd").is_empty()
+            && !rx.bodies("/slack").is_empty()
+            && !rx.bodies("/webhook").is_empty()
+    });
+    let pd = rx.bodies("/pd");
+    assert_eq!(pd[0]["event_action"], "trigger", "{pd:?}");
+    assert_eq!(pd[0]["dedup_key"], "arsip:main:ArsipBackupFailed:broken");
+    assert_eq!(pd[0]["payload"]["severity"], "critical");
+    assert_eq!(pd[0]["routing_key"], "routing-key-not-in-any-log");
+    let hook_body = &rx.bodies("/webhook")[0];
+    assert_eq!(hook_body["status"], "firing");
+    assert_eq!(hook_body["rule"], "ArsipBackupFailed");
+    assert!(rx.bodies("/slack")[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("ArsipBackupFailed"));
+    let j = journal(&state);
+    assert!(
+        j.contains(r#""channel":"hook","status":"firing","result":"failed""#),
+        "the 500s are journaled"
+    );
+    // The next day's run succeeds: the alert resolves at every channel, once.
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("f"), "x").unwrap();
+    site.set_clock(&format!("{}T19:00:01Z", days[1]));
+    wait_journals("the resolves", &[&state], || {
+        rx.bodies("/pd").len() >= 2
+            && rx.bodies("/slack").len() >= 2
+            && rx.bodies("/webhook").len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let pd = rx.bodies("/pd");
+    assert_eq!(pd.len(), 2, "one trigger and one resolve: {pd:?}");
+    assert_eq!(pd[1]["event_action"], "resolve");
+    assert_eq!(pd[1]["dedup_key"], "arsip:main:ArsipBackupFailed:broken");
+    assert_eq!(rx.bodies("/webhook").len(), 2);
+    assert_eq!(rx.bodies("/webhook")[1]["status"], "resolved");
+    assert_eq!(rx.bodies("/slack").len(), 2);
+    assert!(rx.bodies("/slack")[1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("RESOLVED"));
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        !err.contains("routing-key-not-in-any-log") && !err.contains("/webhook"),
+        "a secret in the log: {err}"
+    );
+    assert!(!journal(&state).contains("routing-key-not-in-any-log"));
+}

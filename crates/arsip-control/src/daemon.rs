@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use arsip_ops::repo::clock::Clock;
 
+use crate::alerts::Notifier;
 use crate::api::{self, Command, TriggerRefused};
 use crate::config::Config;
 use crate::executor::Executors;
@@ -29,6 +30,8 @@ pub struct ServeOptions {
     pub clock: Arc<dyn Clock>,
     /// The longest the loop sleeps without looking at the clock.
     pub tick: Duration,
+    /// This host's name, in alert messages.
+    pub host: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +78,7 @@ pub async fn serve(
 ) -> Result<(), DaemonError> {
     let state = config.daemon.state_dir.clone();
     let now = opts.clock.now();
-    let (mut journal, rec) = Journal::open(&state, now)?;
+    let (mut journal, mut rec) = Journal::open(&state, now)?;
     if rec.truncated > 0 || !rec.interrupted.is_empty() {
         tracing::warn!(
             truncated_bytes = rec.truncated,
@@ -83,13 +86,15 @@ pub async fn serve(
             "the journal shows that the daemon stopped abruptly; unfinished attempts are recorded as interrupted"
         );
     }
-    journal.append(
+    // The state folds this entry too: it dates the daemon's start and new sources.
+    let loaded = journal.append(
         now,
         Event::ConfigLoaded {
             path: config.path.clone(),
             sources: config.sources.keys().cloned().collect(),
         },
     )?;
+    rec.entries.push(loaded);
     let daemon = daemon_id(&state)?;
     // One handle per repository for the claims: agent credentials are enough.
     let mut repos = BTreeMap::new();
@@ -125,11 +130,13 @@ pub async fn serve(
         },
     )
     .await?;
+    let mut notifier = Notifier::new(daemon.clone(), opts.host.clone());
     tracing::info!(daemon = %daemon, state_dir = %state.display(), "arsip serve: running");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let now = opts.clock.now();
         runner.step(now)?;
+        alerting(&mut runner, &shared, &config, &mut notifier, now)?;
         let wait = runner
             .next_wakeup(now)
             .map(|t| std::time::Duration::try_from(t.duration_since(now)).unwrap_or_default())
@@ -140,6 +147,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
             r = runner.finish_one(|| clock.now()), if runner.running() > 0 => { r?; }
             Some(c) = command_rx.recv() => command(&mut runner, clock.now(), c),
+            e = notifier.finished() => runner.record(clock.now(), e)?,
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -169,6 +177,33 @@ pub async fn serve(
     if let Some(api) = api {
         let _ = api.await;
     }
+    Ok(())
+}
+
+/// Journal the alerts that opened and cleared, then send what is owed.
+fn alerting(
+    runner: &mut Runner,
+    shared: &crate::state::Shared,
+    config: &Config,
+    notifier: &mut Notifier,
+    now: jiff::Timestamp,
+) -> Result<(), DaemonError> {
+    let events = notifier.evaluate(
+        config,
+        &shared.read().unwrap_or_else(|p| p.into_inner()),
+        now,
+    );
+    for e in events {
+        if let Event::AlertOpened { alert } = &e {
+            tracing::warn!(rule = %alert.rule, subject = %alert.subject, "alert: {}", alert.summary);
+        }
+        runner.record(now, e)?;
+    }
+    notifier.send_owed(
+        config,
+        &mut shared.write().unwrap_or_else(|p| p.into_inner()),
+        now,
+    );
     Ok(())
 }
 

@@ -126,6 +126,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Facts::is_empty")]
         facts: Box<Facts>,
     },
+    /// An alert began to hold (its notifications are owed to its routes' channels).
+    AlertOpened { alert: crate::alerts::Firing },
+    /// An alert stopped holding (a resolve is owed where its opening was delivered).
+    AlertResolved { rule: String, subject: String },
+    /// A delivery to a channel ended: `sent`, `failed` (will be retried) or `dropped`
+    /// (permanent: a 4xx, a channel that cannot work).
+    Notified {
+        rule: String,
+        subject: String,
+        channel: String,
+        status: crate::alerts::Status,
+        result: String,
+    },
     /// A run asked for through the API (`POST /api/v1/jobs/{job}/trigger`): `scheduled` is
     /// the time it was asked for, claimed like an occurrence.
     Triggered {

@@ -5,6 +5,7 @@
 //! runs the plan comes next (docs/design/CONTROL.md). This crate depends on `arsip-ops`
 //! only: every job it runs is an operation there.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod daemon;

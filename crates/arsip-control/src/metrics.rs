@@ -117,6 +117,8 @@ pub const METRICS: &[Metric] = &[
     gauge("arsip_job_running_since_timestamp_seconds", JOB, "When the job's running attempt started.", "only while one runs"),
     counter("arsip_job_runs_total", &["job", "result"], "Runs by how they ended: ok, warnings, failed, interrupted, missed, skipped; ran_by_peer counts runs a peer daemon made.", "after the first run"),
     counter("arsip_job_attempts_total", &["job", "result"], "Attempts by how they ended.", "after the first attempt"),
+    gauge("arsip_alerts_open", &["rule", "severity"], "Alerts of the rule open now (the daemon's own alerting, docs/API.md).", "always, for every rule"),
+    counter("arsip_alert_notifications_total", &["channel", "result"], "Alert deliveries by channel and result: sent, failed (retried), dropped (permanent).", "after the channel's first delivery"),
     counter("arsip_api_auth_failures_total", &[], "API requests refused for a missing or wrong token, or a role without the right.", "always"),
 ];
 
@@ -217,6 +219,26 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
         &[],
         extra.auth_failures as f64,
     );
+
+    for (rule, severity) in crate::alerts::RULES {
+        let open = state.alerts.open.keys().filter(|(r, _)| r == rule).count();
+        let sev = match severity {
+            crate::config::Severity::Critical => "critical",
+            crate::config::Severity::Warning => "warning",
+        };
+        o.add(
+            "arsip_alerts_open",
+            &[("rule", rule), ("severity", sev)],
+            open as f64,
+        );
+    }
+    for ((channel, result), n) in &state.alerts.notifications {
+        o.add(
+            "arsip_alert_notifications_total",
+            &[("channel", channel), ("result", result)],
+            *n as f64,
+        );
+    }
 
     for (name, s) in &config.sources {
         let l = [("repo", s.repository.as_str()), ("source", name.as_str())];

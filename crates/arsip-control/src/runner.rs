@@ -224,6 +224,12 @@ impl Runner {
         self.runs.len()
     }
 
+    /// Journal an event that is not the engine's own (alerts, deliveries), folded into the
+    /// state like the rest.
+    pub fn record(&mut self, at: Timestamp, event: Event) -> Result<(), RunnerError> {
+        self.journal(at, event)
+    }
+
     fn journal(&mut self, at: Timestamp, event: Event) -> Result<(), RunnerError> {
         let e = self.journal.append(at, event)?;
         scheduler::apply(&mut self.histories, &e);

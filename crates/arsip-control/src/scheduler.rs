@@ -66,7 +66,11 @@ pub fn apply(out: &mut BTreeMap<String, History>, e: &Entry) {
                 .get_or_insert(e.at);
             return;
         }
-        Event::ConfigLoaded { .. } | Event::Triggered { .. } => return,
+        Event::ConfigLoaded { .. }
+        | Event::Triggered { .. }
+        | Event::AlertOpened { .. }
+        | Event::AlertResolved { .. }
+        | Event::Notified { .. } => return,
     };
     let h = out.entry(job.clone()).or_default();
     h.known_since.get_or_insert(e.at);

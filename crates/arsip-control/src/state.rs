@@ -29,6 +29,8 @@ pub struct State {
     pub jobs: BTreeMap<String, JobState>,
     /// When the journal first named each source (a `config_loaded` listing it).
     pub sources_seen: BTreeMap<String, Timestamp>,
+    /// Open alerts and the notifications owed.
+    pub alerts: crate::alerts::Book,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -124,6 +126,7 @@ impl State {
             stopping: false,
             jobs: BTreeMap::new(),
             sources_seen: BTreeMap::new(),
+            alerts: Default::default(),
         };
         for e in entries {
             s.apply(e);
@@ -142,6 +145,9 @@ impl State {
                 for s in sources {
                     self.sources_seen.entry(s.clone()).or_insert(e.at);
                 }
+            }
+            Event::AlertOpened { .. } | Event::AlertResolved { .. } | Event::Notified { .. } => {
+                self.alerts.apply(e)
             }
             Event::Triggered { job, scheduled, by } => {
                 let j = self.jobs.entry(job.clone()).or_default();

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &ServeArgs) -> Result<u8> {
         clock.clone(),
         std::env::current_exe()?,
         ctx.pg_settings(),
-        local.host,
+        local.host.clone(),
         local.user,
     ));
     // A test's clock may jump at any moment: look at it often.
@@ -54,6 +54,16 @@ pub async fn run(ctx: &Ctx<'_>, a: &ServeArgs) -> Result<u8> {
             _ = int.recv() => {}
         }
     };
-    daemon::serve(config, executors, ServeOptions { clock, tick }, shutdown).await?;
+    daemon::serve(
+        config,
+        executors,
+        ServeOptions {
+            clock,
+            tick,
+            host: local.host,
+        },
+        shutdown,
+    )
+    .await?;
     Ok(exit::OK)
 }

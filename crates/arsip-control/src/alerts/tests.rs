@@ -1,0 +1,143 @@
+//! The alert book: an alert opens once, is owed once per routed channel, and its resolve is
+//! owed only where its opening arrived; a permanent failure is not retried.
+
+use super::*;
+use crate::testutil::{config, t};
+
+const SITE: &str = r#"
+[alerts]
+routes = { critical = ["hook", "slack"], warning = ["hook"] }
+
+[channel.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[channel.slack]
+type = "slack"
+url = "http://127.0.0.1:9/slack"
+"#;
+
+fn firing() -> Firing {
+    Firing {
+        rule: "ArsipBackupFailed".into(),
+        severity: Severity::Critical,
+        subject: "db".into(),
+        repository: "main".into(),
+        summary: "backup of db failed".into(),
+    }
+}
+
+fn entry(at: &str, event: Event) -> Entry {
+    Entry { at: t(at), event }
+}
+
+fn notified(channel: &str, status: Status, result: &str) -> Event {
+    Event::Notified {
+        rule: "ArsipBackupFailed".into(),
+        subject: "db".into(),
+        channel: channel.into(),
+        status,
+        result: result.into(),
+    }
+}
+
+#[test]
+fn an_alert_is_owed_once_per_channel_and_its_resolve_where_it_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), SITE);
+    let mut b = Book::default();
+    let f = firing();
+    let opened = b.diff(std::slice::from_ref(&f));
+    assert_eq!(opened.len(), 1);
+    for e in opened {
+        b.apply(&entry("2026-12-01T02:00:00Z", e));
+    }
+    assert!(
+        b.diff(std::slice::from_ref(&f)).is_empty(),
+        "a repeat opens nothing"
+    );
+    let owed = b.owed(&c, t("2026-12-01T02:00:01Z"));
+    let channels: Vec<&str> = owed.iter().map(|o| o.0.as_str()).collect();
+    assert_eq!(channels, ["hook", "slack"]);
+    b.apply(&entry(
+        "2026-12-01T02:00:02Z",
+        notified("hook", Status::Firing, "failed"),
+    ));
+    b.apply(&entry(
+        "2026-12-01T02:00:03Z",
+        notified("hook", Status::Firing, "sent"),
+    ));
+    b.apply(&entry(
+        "2026-12-01T02:00:03Z",
+        notified("slack", Status::Firing, "dropped"),
+    ));
+    assert!(b.owed(&c, t("2026-12-01T02:00:04Z")).is_empty());
+    assert_eq!(
+        b.notifications[&("hook".to_string(), "failed".to_string())],
+        1
+    );
+    // It clears: the resolve is owed to both (the slack opening was given up on, and
+    // counts as delivered so that it is not retried; its resolve is tried once too).
+    for e in b.diff(&[]) {
+        b.apply(&entry("2026-12-01T03:00:00Z", e));
+    }
+    let owed = b.owed(&c, t("2026-12-01T03:00:01Z"));
+    assert!(owed.iter().all(|o| o.1 == Status::Resolved), "{owed:?}");
+    b.apply(&entry(
+        "2026-12-01T03:00:02Z",
+        notified("hook", Status::Resolved, "sent"),
+    ));
+    b.apply(&entry(
+        "2026-12-01T03:00:02Z",
+        notified("slack", Status::Resolved, "sent"),
+    ));
+    assert!(b.owed(&c, t("2026-12-01T03:00:03Z")).is_empty());
+    assert!(b.resolving.is_empty() && b.open.is_empty());
+}
+
+#[test]
+fn nothing_is_owed_after_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), SITE);
+    let mut b = Book::default();
+    for e in b.diff(&[firing()]) {
+        b.apply(&entry("2026-12-01T02:00:00Z", e));
+    }
+    assert_eq!(b.owed(&c, t("2026-12-02T01:59:00Z")).len(), 2);
+    assert!(b.owed(&c, t("2026-12-02T02:00:01Z")).is_empty());
+}
+
+#[test]
+fn pagerduty_events_carry_the_dedup_key_and_resolve_with_it() {
+    let ch = Channel::Pagerduty {
+        routing_key: crate::config::Secret::Inline("rk".into()),
+        url: "http://127.0.0.1:9/pd".into(),
+    };
+    let mut n = Notification {
+        channel: "pd".into(),
+        status: Status::Firing,
+        firing: Firing {
+            summary: "é".repeat(2000),
+            ..firing()
+        },
+        opened: t("2026-12-01T02:00:00Z"),
+        at: t("2026-12-01T02:00:00Z"),
+        daemon: "d1".into(),
+        host: "backup-1".into(),
+    };
+    let (_, body) = request(&ch, &n).unwrap().unwrap();
+    assert_eq!(body["event_action"], "trigger");
+    assert_eq!(body["dedup_key"], "arsip:main:ArsipBackupFailed:db");
+    assert!(body["payload"]["summary"].as_str().unwrap().len() <= 1024);
+    n.status = Status::Resolved;
+    let (_, body) = request(&ch, &n).unwrap().unwrap();
+    assert_eq!(body["event_action"], "resolve");
+    assert_eq!(body["dedup_key"], "arsip:main:ArsipBackupFailed:db");
+}
+
+#[test]
+fn retries_back_off_to_ten_minutes() {
+    assert_eq!(retry_wait(1), Duration::from_secs(5));
+    assert_eq!(retry_wait(2), Duration::from_secs(10));
+    assert_eq!(retry_wait(30), Duration::from_secs(600));
+}
