@@ -1,7 +1,7 @@
 //! Alerts from the daemon itself, for sites without Prometheus: the plan's rules, evaluated
 //! over the same state `/metrics` renders, under the same names as
 //! `deploy/prometheus/arsip-rules.yml`, sent to the configured channels (generic webhook,
-//! Slack incoming webhook, PagerDuty Events API v2).
+//! Slack incoming webhook, PagerDuty Events API v2, e-mail over SMTP with STARTTLS or TLS).
 //!
 //! - An alert is `(rule, subject)`; its dedup key `arsip:<repository>:<rule>:<subject>` is
 //!   the same across restarts and across the daemons of an HA pair (PagerDuty folds their
@@ -492,7 +492,7 @@ pub fn request(
             };
             (url.clone(), body)
         }
-        // Email is sent by the SMTP sender (not yet built): nothing to POST.
+        // E-mail goes over SMTP (`send_email`): nothing to POST.
         Channel::Email { .. } => return Ok(None),
     }))
 }
@@ -508,13 +508,121 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// POST one notification once.
+/// The subject and text of a notification's e-mail.
+pub fn email_text(n: &Notification) -> (String, String) {
+    let f = &n.firing;
+    let head = match (n.status, f.severity) {
+        (Status::Resolved, _) => "RESOLVED",
+        (Status::Firing, Severity::Critical) => "CRITICAL",
+        (Status::Firing, Severity::Warning) => "WARNING",
+    };
+    let subject = format!("[arsip {head}] {}: {}", f.rule, f.subject);
+    let mut body = format!(
+        "{}\n\nrule: {}\nsubject: {}\nrepository: {}\nsince: {}\n",
+        f.summary, f.rule, f.subject, f.repository, n.opened
+    );
+    if n.status == Status::Resolved {
+        body.push_str(&format!("resolved: {}\n", n.at));
+    }
+    body.push_str(&format!(
+        "daemon: {} on {}\ndedup key: {}\n",
+        n.daemon,
+        n.host,
+        f.dedup_key()
+    ));
+    (subject, body)
+}
+
+/// Send one notification as e-mail: STARTTLS (required: a server that does not offer it
+/// gets nothing, credentials included) or TLS from the first byte; AUTH only inside TLS.
+async fn send_email(channel: &Channel, n: &Notification) -> Delivery {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let Channel::Email {
+        host,
+        port,
+        tls,
+        ca_file,
+        username,
+        password,
+        from,
+        to,
+    } = channel
+    else {
+        return Delivery::Permanent("not an e-mail channel".into());
+    };
+    let (subject, body) = email_text(n);
+    let id = blake3::hash(format!("{}:{:?}", n.firing.dedup_key(), n.status).as_bytes());
+    let mut m = Message::builder()
+        .subject(subject)
+        .message_id(Some(format!("<{}@arsip>", &id.to_hex()[..32])));
+    match from.parse() {
+        Ok(a) => m = m.from(a),
+        Err(_) => return Delivery::Permanent(format!("from {from:?} is not an address")),
+    }
+    for t in to {
+        match t.parse() {
+            Ok(a) => m = m.to(a),
+            Err(_) => return Delivery::Permanent(format!("to {t:?} is not an address")),
+        }
+    }
+    let message = match m.body(body) {
+        Ok(m) => m,
+        Err(e) => return Delivery::Permanent(format!("cannot build the message: {e}")),
+    };
+    let mut params = TlsParameters::builder(host.clone());
+    if let Some(ca) = ca_file {
+        let pem = match std::fs::read(ca) {
+            Ok(p) => p,
+            Err(e) => return Delivery::Retry(format!("ca_file {}: {e}", ca.display()), None),
+        };
+        match Certificate::from_pem(&pem) {
+            Ok(c) => params = params.add_root_certificate(c),
+            Err(e) => return Delivery::Permanent(format!("ca_file {}: {e}", ca.display())),
+        }
+    }
+    let params = match params.build_rustls() {
+        Ok(p) => p,
+        Err(e) => return Delivery::Permanent(format!("TLS set-up: {e}")),
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+        .port(*port)
+        .timeout(Some(Duration::from_secs(30)))
+        .tls(match tls {
+            crate::config::SmtpTls::Starttls => Tls::Required(params),
+            crate::config::SmtpTls::Tls => Tls::Wrapper(params),
+        });
+    if let Some(user) = username {
+        let pass = match password.as_ref().map(|p| p.read()).transpose() {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => return Delivery::Retry(e, None),
+        };
+        // PLAIN inside TLS: the one mechanism every server has.
+        b = b
+            .credentials(Credentials::new(user.clone(), pass))
+            .authentication(vec![Mechanism::Plain]);
+    }
+    match b.build().send(message).await {
+        Ok(_) => Delivery::Sent,
+        Err(e) if e.is_permanent() => {
+            Delivery::Permanent(format!("the SMTP server refused it: {e}"))
+        }
+        Err(e) if e.is_tls() => Delivery::Retry(
+            format!(
+                "TLS with the SMTP server failed (STARTTLS required, certificate checked): {e}"
+            ),
+            None,
+        ),
+        Err(e) => Delivery::Retry(format!("SMTP: {e}"), None),
+    }
+}
+
+/// Send one notification once.
 pub async fn deliver(client: &reqwest::Client, channel: &Channel, n: &Notification) -> Delivery {
     let (url, body) = match request(channel, n) {
         Ok(Some(x)) => x,
-        Ok(None) => {
-            return Delivery::Permanent("email channels are not sent yet (SMTP comes next)".into())
-        }
+        Ok(None) => return send_email(channel, n).await,
         Err(e) => return Delivery::Retry(e, None),
     };
     let r = client

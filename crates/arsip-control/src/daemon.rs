@@ -131,11 +131,6 @@ pub async fn serve(
     )
     .await?;
     let mut notifier = Notifier::new(daemon.clone(), opts.host.clone());
-    for (name, c) in &config.channels {
-        if matches!(c, crate::config::Channel::Email { .. }) {
-            tracing::warn!(channel = %name, "email channels are not sent yet (SMTP comes next): alerts routed to it are journaled as dropped; route them to a webhook, Slack or PagerDuty channel too");
-        }
-    }
     tracing::info!(daemon = %daemon, state_dir = %state.display(), "arsip serve: running");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -255,3 +255,91 @@ pub fn tls_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::set_permissions(p("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     (p("ca.pem"), p("server.pem"), p("server.key"))
 }
+
+/// A real SMTP server (aiosmtpd, `tools/smtp_server.py`, run by the venv's Python that
+/// `scripts/test` installs it into) on a free loopback port: STARTTLS required with
+/// `cert`/`key` (or not offered at all when `!starttls`), AUTH only after TLS as
+/// `user`/`password`; each message is stored in `spool` as an `.eml` file. Stopped on drop.
+pub struct SmtpServer {
+    pub port: u16,
+    pub spool: PathBuf,
+    child: Child,
+}
+
+impl SmtpServer {
+    pub fn start(
+        spool: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        user: &str,
+        password: &str,
+        starttls: bool,
+    ) -> SmtpServer {
+        use std::io::BufRead;
+        std::fs::create_dir_all(spool).unwrap();
+        let python = tools_dir().join("moto-venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} not found — run ./scripts/test (it installs aiosmtpd there)",
+            python.display()
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/smtp_server.py");
+        let mut cmd = Command::new(&python);
+        cmd.arg(script)
+            .arg("--spool")
+            .arg(spool)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+        cmd.args(["--user", user, "--password", password]);
+        if !starttls {
+            cmd.arg("--no-starttls");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the SMTP server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP server did not start: {line:?}"));
+        SmtpServer {
+            port,
+            spool: spool.to_path_buf(),
+            child,
+        }
+    }
+
+    /// The messages received, as raw text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.spool)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// One line per AUTH attempt: mechanism, ok/refused, whether it came inside TLS.
+    pub fn auth_log(&self) -> String {
+        std::fs::read_to_string(self.spool.join("auth.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

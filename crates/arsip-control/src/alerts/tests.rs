@@ -141,3 +141,96 @@ fn retries_back_off_to_ten_minutes() {
     assert_eq!(retry_wait(2), Duration::from_secs(10));
     assert_eq!(retry_wait(30), Duration::from_secs(600));
 }
+
+fn email(port: u16, ca: &std::path::Path, password: &str) -> Channel {
+    Channel::Email {
+        host: "localhost".into(),
+        port,
+        tls: crate::config::SmtpTls::Starttls,
+        ca_file: Some(ca.to_path_buf()),
+        username: Some("arsip".into()),
+        password: Some(crate::config::Secret::Inline(password.into())),
+        from: "arsip@autolumiku.test".into(),
+        to: vec!["devops@autolumiku.test".into()],
+    }
+}
+
+fn notification(status: Status) -> Notification {
+    Notification {
+        channel: "email".into(),
+        status,
+        firing: firing(),
+        opened: t("2026-12-01T02:00:00Z"),
+        at: t("2026-12-01T03:00:00Z"),
+        daemon: "d1".into(),
+        host: "backup-1".into(),
+    }
+}
+
+/// Against a real SMTP server (aiosmtpd): STARTTLS, then AUTH, then the message; a
+/// resolve follows; a wrong password is a permanent refusal; a server that offers no
+/// STARTTLS gets neither the password nor the message.
+#[tokio::test]
+async fn email_goes_over_starttls_with_auth_inside_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = arsip_testkit::tls_certificates(dir.path());
+    let smtp = arsip_testkit::SmtpServer::start(
+        &dir.path().join("spool"),
+        &cert,
+        &key,
+        "arsip",
+        "smtp-secret-value",
+        true,
+    );
+    let client = reqwest::Client::new();
+    let ch = email(smtp.port, &ca, "smtp-secret-value");
+    assert_eq!(
+        deliver(&client, &ch, &notification(Status::Firing)).await,
+        Delivery::Sent
+    );
+    assert_eq!(
+        deliver(&client, &ch, &notification(Status::Resolved)).await,
+        Delivery::Sent
+    );
+    let msgs = smtp.messages();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    let all = msgs.join("\n");
+    assert!(
+        all.contains("Subject: [arsip CRITICAL] ArsipBackupFailed: db"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Subject: [arsip RESOLVED] ArsipBackupFailed: db"),
+        "{all}"
+    );
+    assert!(all.contains("arsip:main:ArsipBackupFailed:db"), "{all}");
+    assert!(!all.contains("smtp-secret-value"));
+    let auth = smtp.auth_log();
+    assert!(
+        auth.lines().count() >= 2 && auth.lines().all(|l| l.ends_with("ok tls=true")),
+        "{auth}"
+    );
+
+    let wrong = email(smtp.port, &ca, "not-the-password");
+    match deliver(&client, &wrong, &notification(Status::Firing)).await {
+        Delivery::Permanent(m) => assert!(!m.contains("not-the-password"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    let plain_dir = dir.path().join("plain");
+    let plain = arsip_testkit::SmtpServer::start(
+        &plain_dir,
+        &cert,
+        &key,
+        "arsip",
+        "smtp-secret-value",
+        false,
+    );
+    let ch = email(plain.port, &ca, "smtp-secret-value");
+    match deliver(&client, &ch, &notification(Status::Firing)).await {
+        Delivery::Retry(m, _) => assert!(m.contains("TLS") || m.contains("STARTTLS"), "{m}"),
+        other => panic!("a server without STARTTLS: {other:?}"),
+    }
+    assert!(plain.messages().is_empty(), "nothing sent in clear");
+    assert!(plain.auth_log().is_empty(), "no password sent in clear");
+}
