@@ -89,9 +89,29 @@ pub enum Command {
     /// Run the configuration's schedules (backups, forget, prune, verify, WAL checks) until
     /// SIGTERM; several daemons may share a repository and run each job once
     Serve(ServeArgs),
+    /// What every source's backups look like: last backup, RPO, 7-day success rate, size
+    /// trend, storage, growth and cost, open alerts (from the running daemon)
+    Status(StatusArgs),
     /// Tokens of the HTTP API of `arsip serve`
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The daemon's configuration (its state directory names its API address, its
+    /// api.tokens a token)
+    #[arg(long, env = "ARSIP_CONFIG", default_value = arsip_control::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Ask the daemon at this URL instead (e.g. https://backup-1:9851)
+    #[arg(long, requires = "token_file")]
+    pub daemon: Option<String>,
+    /// A file holding an API token (read role is enough)
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Trust this CA for the daemon's TLS certificate
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -426,6 +426,18 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
         !text.contains("arsip_source_backup_last_success_timestamp_seconds"),
         "{text}"
     );
+    // `arsip status` finds the daemon through its configuration: never backed up, exit 1.
+    let config_file = dir.path().join("arsip-a.toml");
+    let cfg = config_file.to_str().unwrap();
+    let out = site.a.run(&["status", "--config", cfg, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sources"][0]["status"], "never", "{report}");
     let trigger = "/api/v1/jobs/config-daily/trigger";
     assert_eq!(post(trigger, &read_token).0, 403);
     let (status, body) = post(trigger, &operator_token);
@@ -448,6 +460,20 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
         ),
         "{text}"
     );
+    let human = site.a.ok(&["status", "--config", cfg]);
+    assert!(
+        human.contains("config") && human.contains(" OK "),
+        "{human}"
+    );
+    let report = site.a.json(&[
+        "status",
+        "--daemon",
+        base,
+        "--token-file",
+        read.to_str().unwrap(),
+    ]);
+    assert_eq!(report["sources"][0]["status"], "ok", "{report}");
+    assert_eq!(report["sources"][0]["ok_7d"], 1);
     let (_, runs) = get("/api/v1/jobs/config-daily/runs", Some(&read_token));
     let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
     assert_eq!(runs[0]["triggered_by"], "oncall", "{runs}");

@@ -177,6 +177,8 @@ impl Api {
         Router::new()
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
+            .route("/api/v1/status", get(status))
+            .route("/api/v1/alerts", get(alerts))
             .route("/api/v1/sources", get(sources))
             .route("/api/v1/sources/{source}", get(source))
             .route("/api/v1/jobs", get(jobs))
@@ -308,25 +310,7 @@ fn source_view(
 ) -> Option<SourceView> {
     let s = config.sources.get(name)?;
     let st = state.source(config, name);
-    let rpo_ok = st
-        .last_success
-        .as_ref()
-        .is_some_and(|r| now.duration_since(r.finished) <= s.rpo);
-    let status = if st.last_run.as_ref().is_some_and(|r| !r.outcome.succeeded()) {
-        "failed"
-    } else if st.last_success.is_none() {
-        if st.running_since.is_some() {
-            "running"
-        } else {
-            "never"
-        }
-    } else if !rpo_ok {
-        "stale"
-    } else if st.running_since.is_some() {
-        "running"
-    } else {
-        "ok"
-    };
+    let (status, rpo_ok) = crate::status::word(&st, s.rpo, now);
     Some(SourceView {
         name: name.to_string(),
         kind: metrics::kind_name(s.kind),
@@ -337,6 +321,21 @@ fn source_view(
         rpo_ok,
         state: st,
     })
+}
+
+async fn status(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    Json(crate::status::report(&api.config, &s, api.clock.now())).into_response()
+}
+
+/// Open alerts, and cleared ones whose resolve is still owed somewhere.
+async fn alerts(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    Json(json!({
+        "open": s.alerts.open.values().collect::<Vec<_>>(),
+        "resolving": s.alerts.resolving.values().collect::<Vec<_>>(),
+    }))
+    .into_response()
 }
 
 async fn sources(Axum(api): Axum<Api>) -> Response {

@@ -31,6 +31,12 @@ use crate::config::{Config, Job, JobKind, Repository, Secret, SourceKind};
 use crate::journal::{Facts, Outcome, RestoreTestFact};
 use crate::runner::{AdoptFuture, AttemptResult, ExecFuture, Executor};
 
+tokio::task_local! {
+    /// The request meter of the attempt running in this task: every repository the attempt
+    /// opens counts into it, and its usage is journaled with the attempt's facts.
+    static METER: Arc<arsip_ops::storage::metered::Meter>;
+}
+
 /// Tags every scheduled snapshot carries.
 pub const TAG_JOB: &str = "arsip.job";
 pub const TAG_SCHEDULED: &str = "arsip.scheduled";
@@ -85,7 +91,8 @@ impl Executors {
             Access::Full
         };
         let with = credentials(r, agent_ok)?;
-        let settings = store_settings(r)?;
+        let mut settings = store_settings(r)?;
+        settings.meter = METER.try_with(|m| m.clone()).ok();
         arsip_ops::open::repository(&settings, with, access, self.local(), self.clock.clone())
             .await
             .map_err(|e| format!("repository {name}: {e}"))
@@ -99,14 +106,22 @@ impl Executors {
     }
 
     async fn attempt(&self, name: &str, job: &Job, scheduled: Timestamp) -> AttemptResult {
-        let r = match job.kind {
-            JobKind::Backup => self.backup(name, job, scheduled).await,
-            JobKind::Forget => self.forget(job).await,
-            JobKind::Prune => self.prune(job).await,
-            JobKind::Verify => self.verify(job).await,
-            JobKind::WalCheck => self.wal_check(job).await,
+        let meter = Arc::new(arsip_ops::storage::metered::Meter::default());
+        let work = async {
+            match job.kind {
+                JobKind::Backup => self.backup(name, job, scheduled).await,
+                JobKind::Forget => self.forget(job).await,
+                JobKind::Prune => self.prune(job).await,
+                JobKind::Verify => self.verify(job).await,
+                JobKind::WalCheck => self.wal_check(job).await,
+            }
         };
-        r.unwrap_or_else(|e| e)
+        let mut r = METER.scope(meter.clone(), work).await.unwrap_or_else(|e| e);
+        let used = meter.usage();
+        if used != Default::default() {
+            r.facts.requests = Some(used);
+        }
+        r
     }
 
     async fn backup(

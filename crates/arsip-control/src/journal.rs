@@ -78,6 +78,9 @@ pub struct Facts {
     /// Wal-check: segments the archive is behind the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_lag_segments: Option<u64>,
+    /// Requests the attempt sent to the store (every try of every request: what is billed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<arsip_ops::storage::metered::Usage>,
 }
 
 impl Facts {

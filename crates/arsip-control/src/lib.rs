@@ -17,6 +17,7 @@ pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod state;
+pub mod status;
 #[cfg(test)]
 mod testutil;
 

@@ -109,6 +109,9 @@ pub const METRICS: &[Metric] = &[
     gauge("arsip_repository_stored_bytes", REPO, "Packed bytes in the repository, as the last successful prune counted them.", "after a successful prune"),
     gauge("arsip_forget_last_removed_snapshots", REPO, "Snapshots the last successful forget removed.", "after a successful forget"),
     gauge("arsip_repository_quota_bytes", REPO, "The repository's configured quota.", "when configured"),
+    counter("arsip_storage_requests_total", &["repo", "op"], "Requests the daemon's jobs sent to the repository's store, by op (put, get, head, list, delete), every retry counted.", "after a job's first attempt"),
+    counter("arsip_storage_request_errors_total", REPO, "Of those, requests that ended in an error.", "after a job's first attempt"),
+    counter("arsip_storage_transferred_bytes_total", &["repo", "direction"], "Bytes the daemon's jobs uploaded to and downloaded from the store.", "after a job's first attempt"),
     gauge("arsip_job_configured", &["job", "type", "target"], "Always 1, one series per configured job.", "always"),
     gauge("arsip_job_next_run_timestamp_seconds", JOB, "The job's next occurrence not yet handled (in the past when the job is overdue).", "always"),
     gauge("arsip_job_timeout_seconds", JOB, "How long an attempt may run before it is stopped.", "always"),
@@ -196,6 +199,27 @@ pub fn next_due(config: &Config, state: &State, job: &str) -> Option<Timestamp> 
     });
     let from = handled.unwrap_or(state.started - crate::scheduler::ON_TIME);
     def.schedule.next_after(from).map(|z| z.timestamp())
+}
+
+/// The store requests of every job of repository `repo`, once one of them has run.
+pub fn repository_requests(
+    config: &Config,
+    state: &State,
+    repo: &str,
+) -> Option<arsip_ops::storage::metered::Usage> {
+    let mut total = None;
+    for (job, def) in &config.jobs {
+        if def.repository != repo {
+            continue;
+        }
+        if let Some(j) = state.jobs.get(job).filter(|j| !j.attempts_total.is_empty()) {
+            crate::state::add_usage(
+                total.get_or_insert_with(Default::default),
+                &j.requests_total,
+            );
+        }
+    }
+    total
 }
 
 /// The Prometheus text of `state` under `config`.
@@ -404,6 +428,31 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
         }
         if let Some(n) = last_ok(JobKind::Forget).and_then(|f| f.facts.removed_snapshots) {
             o.add("arsip_forget_last_removed_snapshots", &l, n as f64);
+        }
+        if let Some(u) = repository_requests(config, state, name) {
+            let ops = [
+                ("put", u.put),
+                ("get", u.get),
+                ("head", u.head),
+                ("list", u.list),
+                ("delete", u.delete),
+            ];
+            for (op, n) in ops {
+                o.add(
+                    "arsip_storage_requests_total",
+                    &[l[0], ("op", op)],
+                    n as f64,
+                );
+            }
+            o.add("arsip_storage_request_errors_total", &l, u.failed as f64);
+            let bytes = [("up", u.uploaded_bytes), ("down", u.downloaded_bytes)];
+            for (direction, n) in bytes {
+                o.add(
+                    "arsip_storage_transferred_bytes_total",
+                    &[l[0], ("direction", direction)],
+                    n as f64,
+                );
+            }
         }
     }
 

@@ -49,6 +49,8 @@ pub struct JobState {
     /// outcome), and attempts by outcome.
     pub runs_total: BTreeMap<String, u64>,
     pub attempts_total: BTreeMap<String, u64>,
+    /// Store requests of every attempt journaled (never shortened: a counter).
+    pub requests_total: arsip_ops::storage::metered::Usage,
     /// The newest [`HISTORY`] runs, oldest first.
     pub history: VecDeque<RunRecord>,
     /// The run in progress: what its attempts reported so far.
@@ -185,6 +187,9 @@ impl State {
                 *j.attempts_total
                     .entry(outcome_name(*outcome).into())
                     .or_default() += 1;
+                if let Some(u) = &facts.requests {
+                    add_usage(&mut j.requests_total, u);
+                }
                 let r = j.current_run(*scheduled, e.at);
                 r.message.clone_from(message);
                 r.produced.clone_from(produced);
@@ -299,6 +304,20 @@ impl State {
             .filter_map(|(j, _)| self.jobs.get(j)?.last_run.as_ref())
             .max_by_key(|r| r.finished)
     }
+}
+
+pub fn add_usage(
+    to: &mut arsip_ops::storage::metered::Usage,
+    u: &arsip_ops::storage::metered::Usage,
+) {
+    to.put += u.put;
+    to.get += u.get;
+    to.head += u.head;
+    to.list += u.list;
+    to.delete += u.delete;
+    to.failed += u.failed;
+    to.uploaded_bytes += u.uploaded_bytes;
+    to.downloaded_bytes += u.downloaded_bytes;
 }
 
 impl JobState {

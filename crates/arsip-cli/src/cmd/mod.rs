@@ -17,6 +17,7 @@ mod restore;
 mod serve;
 mod snapshots;
 mod stats;
+mod status;
 mod verify;
 mod wal;
 
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Import(i) => import::run(&ctx, i).await,
         Command::Config(c) => config::run(&ctx, c).await,
         Command::Serve(a) => serve::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
         Command::Token(crate::cli::TokenCmd::Generate { file, force }) => {
             arsip_control::api::write_new_token(file, *force).map_err(anyhow::Error::msg)?;
             eprintln!(
