@@ -136,7 +136,18 @@ pub struct Api {
     /// Where mutating calls are audited: the handles the daemon claims runs with.
     repos: Arc<BTreeMap<String, Arc<Repository>>>,
     clock: Arc<dyn Clock>,
+    /// Dashboard sessions, by the hash of their cookie.
+    sessions: Arc<Sessions>,
+    /// Served over TLS: session cookies are `Secure`.
+    tls: bool,
 }
+
+/// The dashboard's session cookie, and how long a session lasts.
+pub const SESSION_COOKIE: &str = "arsip_session";
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+type Sessions =
+    std::sync::Mutex<std::collections::HashMap<blake3::Hash, (Caller, std::time::Instant)>>;
 
 /// Who called, once authenticated.
 #[derive(Clone, Debug)]
@@ -170,7 +181,15 @@ impl Api {
             auth_failures: Arc::new(AtomicU64::new(0)),
             repos: Arc::new(repos),
             clock,
+            sessions: Arc::new(Default::default()),
+            tls: false,
         }
+    }
+
+    /// Served over TLS (session cookies get `Secure`).
+    pub fn with_tls(mut self, tls: bool) -> Api {
+        self.tls = tls;
+        self
     }
 
     pub fn router(&self) -> Router {
@@ -185,6 +204,13 @@ impl Api {
             .route("/api/v1/jobs/{job}", get(job))
             .route("/api/v1/jobs/{job}/runs", get(runs))
             .route("/api/v1/jobs/{job}/trigger", post(trigger))
+            .route("/", get(page_overview))
+            .route("/source/{source}", get(page_source))
+            .route("/alerts", get(page_alerts))
+            .route("/storage", get(page_storage))
+            .route("/verify", get(page_verify))
+            .route("/login", get(login_form).post(login))
+            .route("/static/arsip.css", get(css))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), authenticate))
             .with_state(self.clone())
@@ -199,25 +225,73 @@ fn error(status: StatusCode, class: &str, message: impl Into<String>, hint: &str
     (status, Json(body)).into_response()
 }
 
+/// The token `presented` names, if any: every token is compared (blake3::Hash's equality is
+/// constant-time).
+fn token_of(api: &Api, presented: &str) -> Option<Token> {
+    let h = blake3::hash(presented.trim().as_bytes());
+    let mut hit = None;
+    for t in api.tokens.iter() {
+        if t.hash == h {
+            hit = Some(t.clone());
+        }
+    }
+    hit
+}
+
+/// The dashboard session a request's cookie names, if live.
+fn session_of(api: &Api, req: &Request) -> Option<Caller> {
+    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    let id = cookies
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix(&format!("{SESSION_COOKIE}=")))?;
+    let mut sessions = api.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let now = std::time::Instant::now();
+    sessions.retain(|_, (_, until)| *until > now);
+    sessions
+        .get(&blake3::hash(id.as_bytes()))
+        .map(|(c, _)| c.clone())
+}
+
+/// Pages of the dashboard (HTML): an unauthenticated browser is sent to the login page.
+fn is_page(path: &str) -> bool {
+    !(path.starts_with("/api/") || path == "/metrics" || path == "/health")
+}
+
 async fn authenticate(Axum(api): Axum<Api>, mut req: Request, next: Next) -> Response {
-    let presented = req
+    let path = req.uri().path().to_string();
+    // The login page and the stylesheet are open: nothing in them is the site's.
+    if path == "/login" || path == "/static/arsip.css" {
+        return next.run(req).await;
+    }
+    let mutating = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| blake3::hash(t.trim().as_bytes()));
-    // blake3::Hash's equality is constant-time; every token is compared.
-    let found = presented.and_then(|h| {
-        let mut hit = None;
-        for t in api.tokens.iter() {
-            if t.hash == h {
-                hit = Some(t.clone());
-            }
-        }
-        hit
-    });
-    let Some(token) = found else {
+        .map(str::to_string);
+    let caller = match &bearer {
+        Some(b) => token_of(&api, b).map(|t| Caller {
+            name: t.name,
+            role: t.role,
+        }),
+        // A session cookie reads; it never changes anything (no CSRF to defend against).
+        None if !mutating => session_of(&api, &req),
+        None => None,
+    };
+    let Some(caller) = caller else {
         api.auth_failures.fetch_add(1, Ordering::Relaxed);
+        if bearer.is_none() && !mutating && is_page(&path) {
+            return (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, "/login")],
+                "sign in at /login",
+            )
+                .into_response();
+        }
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -228,23 +302,16 @@ async fn authenticate(Axum(api): Axum<Api>, mut req: Request, next: Next) -> Res
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
-    let mutating = !matches!(
-        *req.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD
-    );
-    if mutating && token.role != Role::Operator {
+    if mutating && caller.role != Role::Operator {
         api.auth_failures.fetch_add(1, Ordering::Relaxed);
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("token {:?} is read-only", token.name),
+            format!("token {:?} is read-only", caller.name),
             "use an operator token",
         );
     }
-    req.extensions_mut().insert(Caller {
-        name: token.name,
-        role: token.role,
-    });
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
@@ -255,6 +322,130 @@ async fn not_found() -> Response {
         "no such endpoint",
         "see docs/API.md",
     )
+}
+
+fn html(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, crate::dashboard::CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page_overview(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    html(crate::dashboard::overview(&api.config, &s, api.clock.now()))
+}
+
+async fn page_source(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    match crate::dashboard::source(&api.config, &s, &name, api.clock.now()) {
+        Some(p) => html(p),
+        None => (
+            StatusCode::NOT_FOUND,
+            html(format!("no source {}", crate::dashboard::esc(&name))),
+        )
+            .into_response(),
+    }
+}
+
+async fn page_alerts(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    html(crate::dashboard::alerts(&api.config, &s, api.clock.now()))
+}
+
+async fn page_storage(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    html(crate::dashboard::storage(&api.config, &s, api.clock.now()))
+}
+
+async fn page_verify(Axum(api): Axum<Api>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    html(crate::dashboard::verify(&api.config, &s, api.clock.now()))
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        crate::dashboard::CSS,
+    )
+        .into_response()
+}
+
+async fn login_form() -> Response {
+    html(crate::dashboard::login(None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Trade a token for a session cookie (HttpOnly, SameSite=Strict, Secure under TLS, 12 h).
+async fn login(Axum(api): Axum<Api>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+    let form = zeroize::Zeroizing::new(form.token);
+    let Some(t) = token_of(&api, &form) else {
+        api.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::UNAUTHORIZED,
+            html(crate::dashboard::login(Some(
+                "That is not one of this daemon's tokens.",
+            ))),
+        )
+            .into_response();
+    };
+    let mut raw = [0u8; 32];
+    if std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+        &mut raw,
+    )
+    .is_err()
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            "no randomness",
+            "",
+        );
+    }
+    let id = hex(&raw);
+    api.sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            blake3::hash(id.as_bytes()),
+            (
+                Caller {
+                    name: t.name,
+                    role: Role::Read,
+                },
+                std::time::Instant::now() + SESSION_TTL,
+            ),
+        );
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if api.tls { "; Secure" } else { "" }
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_string()),
+            (header::SET_COOKIE, cookie),
+        ],
+        "signed in",
+    )
+        .into_response()
 }
 
 async fn health(Axum(api): Axum<Api>) -> Response {

@@ -267,7 +267,9 @@ async fn start_api(
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| DaemonError::Setup(format!("{}: {e}", path.display())))?;
     tracing::info!(address = %format!("{scheme}://{addr}"), "arsip serve: API listening");
-    let router = api::Api::new(config.clone(), state, commands, tokens, repos, clock).router();
+    let router = api::Api::new(config.clone(), state, commands, tokens, repos, clock)
+        .with_tls(tls.is_some())
+        .router();
     Ok(Some(tokio::spawn(api::serve(
         listener,
         tls,

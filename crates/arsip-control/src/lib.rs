@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod executor;
 pub mod journal;
 pub mod metrics;

@@ -110,7 +110,7 @@ async fn every_request_needs_a_token_and_mutations_an_operator() {
         "/metrics",
         "/api/v1/sources",
         "/api/v1/jobs",
-        "/nope",
+        "/api/v1/status",
     ] {
         let (status, body) = get(&c, &format!("{base}{path}"), None).await;
         assert_eq!(status, 401, "{path}: {body}");
@@ -148,6 +148,65 @@ async fn every_request_needs_a_token_and_mutations_an_operator() {
         text.contains("arsip_api_auth_failures_total 11\n"),
         "{text}"
     );
+
+    // The dashboard: a browser without a session is sent to /login; a token buys a
+    // read-only session cookie; the cookie never mutates.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    let r = browser.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = browser
+        .post(format!("{base}/login"))
+        .form(&[("token", "wrong-token-wrong-token-wrong-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = browser
+        .post(format!("{base}/login"))
+        .form(&[("token", OPERATOR)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(OPERATOR));
+    let session = cookie.split(';').next().unwrap().to_string();
+    let r = browser
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    assert!(r.text().await.unwrap().contains("data-test=\"sources\""));
+    let r = browser
+        .post(format!("{base}/api/v1/jobs/db-daily/trigger"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a session cookie cannot trigger");
+    let r = browser
+        .get(format!("{base}/"))
+        .header("cookie", "arsip_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
 }
 
 #[tokio::test]
