@@ -390,7 +390,7 @@ pub fn storage(config: &Config, state: &State, now: Timestamp) -> String {
     }
     b.push_str("</table>");
     // Stored bytes of backups per day, over the repository's history.
-    for (name, _) in &config.repositories {
+    for name in config.repositories.keys() {
         let mut daily: std::collections::BTreeMap<i64, f64> = Default::default();
         for (j, d) in &config.jobs {
             if &d.repository != name {
