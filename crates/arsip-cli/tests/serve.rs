@@ -670,3 +670,138 @@ url = "{base}/pd"
     );
     assert!(!journal(&state).contains("routing-key-not-in-any-log"));
 }
+
+/// The dashboard in headless Chromium against a daemon with real history (four days of a
+/// good source that grew on the last day, a source that always fails): every page loads
+/// with no error, no failed request and no CSP violation, and holds its elements; the
+/// screenshots go to `$ARSIP_SCREENSHOTS_DIR` when set (`scripts/screenshots` refreshes
+/// docs/screenshots/ with them).
+#[test]
+fn the_dashboard_loads_every_page_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let token_file = dir.path().join("read.token");
+    site.a
+        .ok(&["token", "generate", token_file.to_str().unwrap()]);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let extra = format!(
+        r#"
+[source.tenant-media]
+kind = "files"
+repository = "main"
+paths = ["{broken}"]
+rpo = "24h"
+
+[job.tenant-media-daily]
+type = "backup"
+source = "tenant-media"
+schedule = "30 2 * * *"
+time_zone = "Asia/Jakarta"
+retries = 0
+
+[api]
+listen = "127.0.0.1:0"
+tokens = [{{ name = "oncall", role = "read", file = "{token}" }}]
+"#,
+        broken = dir.path().join("missing").display(),
+        token = token_file.display(),
+    );
+    let days = days(4);
+    site.set_clock(&format!("{}T18:59:00Z", days[0]));
+    let (mut child, state) = site.serve_with("a", &extra);
+    for (i, day) in days.iter().enumerate() {
+        if i == 3 {
+            std::fs::write(
+                site.data.join("grown.bin"),
+                arsip_testkit::sample_data(256 << 10, 3),
+            )
+            .unwrap();
+        }
+        site.set_clock(&format!("{day}T19:40:00Z"));
+        wait_journals(&format!("day {day}"), &[&state], || {
+            finished(&state, &format!("{day}T19:00:00Z")).len() == 1
+                && finished(&state, &format!("{day}T19:30:00Z")).len() == 1
+        });
+    }
+    let base = std::fs::read_to_string(state.join("api-address")).unwrap();
+    let base = base.trim();
+    let shots = std::env::var_os("ARSIP_SCREENSHOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut browser = arsip_testkit::browser::Browser::launch(&dir.path().join("chromium"));
+    let auth = serde_json::json!({ "Authorization": format!("Bearer {token}") });
+    let pages: [(&str, &[&str], &str); 7] = [
+        (
+            "/",
+            &[
+                "summary",
+                "alerts",
+                "sources",
+                "source-config",
+                "source-tenant-media",
+            ],
+            "overview",
+        ),
+        (
+            "/source/config",
+            &["source-summary", "chart", "runs"],
+            "source",
+        ),
+        (
+            "/source/tenant-media",
+            &["source-summary", "runs"],
+            "source-failed",
+        ),
+        ("/alerts", &["alerts", "deliveries"], "alerts"),
+        ("/storage", &["storage", "chart"], "storage"),
+        ("/verify", &["no-verify"], "verify"),
+        ("/login", &[], "login"),
+    ];
+    let mut problems = Vec::new();
+    for (path, expect, name) in pages {
+        let headers = if path == "/login" {
+            serde_json::json!({})
+        } else {
+            auth.clone()
+        };
+        let shot = shots.join(format!("{name}.png"));
+        let r = browser.check(&format!("{base}{path}"), headers, expect, Some(&shot));
+        problems.extend(r.problems);
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 1000,
+            "{name}: no screenshot"
+        );
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // A page that does not exist is caught as broken (the check can fail).
+    let r = browser.check(&format!("{base}/source/nope"), auth.clone(), &[], None);
+    assert!(!r.problems.is_empty(), "a 404 must be reported");
+    drop(browser);
+    // The overview says what is wrong: the failing source first, the anomaly alerted.
+    let html = String::from_utf8(
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("{base}/"),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let failed = html.find("data-test=\"source-tenant-media\"").unwrap();
+    let ok = html.find("data-test=\"source-config\"").unwrap();
+    assert!(failed < ok, "the failing source comes first");
+    assert!(
+        html.contains("ArsipBackupFailed") && html.contains("ArsipBackupSizeAnomaly"),
+        "{html}"
+    );
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}

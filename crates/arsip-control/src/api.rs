@@ -211,6 +211,7 @@ impl Api {
             .route("/verify", get(page_verify))
             .route("/login", get(login_form).post(login))
             .route("/static/arsip.css", get(css))
+            .route("/static/favicon.svg", get(favicon))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), authenticate))
             .with_state(self.clone())
@@ -259,8 +260,8 @@ fn is_page(path: &str) -> bool {
 
 async fn authenticate(Axum(api): Axum<Api>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    // The login page and the stylesheet are open: nothing in them is the site's.
-    if path == "/login" || path == "/static/arsip.css" {
+    // The login page, the stylesheet and the icon are open: nothing in them is the site's.
+    if path == "/login" || path.starts_with("/static/") {
         return next.run(req).await;
     }
     let mutating = !matches!(
@@ -378,6 +379,17 @@ async fn css() -> Response {
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
         crate::dashboard::CSS,
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        crate::dashboard::FAVICON,
     )
         .into_response()
 }

@@ -16,6 +16,9 @@ use crate::status::{self, Report};
 /// The stylesheet, served as `/static/arsip.css`.
 pub const CSS: &str = include_str!("dashboard.css");
 
+/// The icon, served as `/static/favicon.svg`.
+pub const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#24292f\"/><path d=\"M4 12V6h8v6zM3 4h10v2H3z\" fill=\"#d0d7de\"/></svg>";
+
 /// The Content-Security-Policy of every page: no script, no outside fetch.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -55,7 +58,7 @@ fn page_with(title: &str, nav: &str, body: &str, refresh: bool) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          {refresh}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · arsip</title><link rel=\"stylesheet\" href=\"/static/arsip.css\"></head>\
+         <title>{} · arsip</title><link rel=\"stylesheet\" href=\"/static/arsip.css\"><link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\"></head>\
          <body><header><span class=\"brand\">arsip</span><nav>{n}</nav></header><main>{body}</main></body></html>",
         esc(title),
         refresh = if refresh { "<meta http-equiv=\"refresh\" content=\"60\">" } else { "" },
@@ -99,6 +102,28 @@ fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds, with decimals when short.
+fn secs(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2} s")
+    } else if v < 600.0 {
+        format!("{v:.0} s")
+    } else {
+        format!("{:.1} min", v / 60.0)
+    }
+}
+
+/// The CSS class of a run's outcome.
+fn outcome_class(o: crate::journal::Outcome) -> &'static str {
+    use crate::journal::Outcome::*;
+    match o {
+        Ok => "ok",
+        Warnings => "warning",
+        Skipped => "running",
+        Failed | Interrupted | Missed => "failed",
     }
 }
 
@@ -182,7 +207,7 @@ pub fn overview(config: &Config, state: &State, now: Timestamp) -> String {
             .last_backup
             .as_ref()
             .and_then(|l| l.seconds)
-            .map(|x| format!("{x:.0} s"))
+            .map(secs)
             .unwrap_or_else(|| "–".into());
         let rpo = format!(
             "{} <span class=\"quiet\">{:#}</span>",
@@ -266,13 +291,7 @@ fn runs_table(runs: &[&RunRecord], z: &jiff::tz::TimeZone) -> String {
     let mut b = String::from("<table data-test=\"runs\"><tr><th>outcome</th><th>scheduled</th><th>finished</th><th>attempts</th><th>size</th><th>took</th><th>by</th><th>message</th></tr>");
     for r in runs {
         let o = crate::state::outcome_name(r.outcome);
-        let word = if r.outcome.succeeded() {
-            "ok"
-        } else if matches!(o, "skipped") {
-            "running"
-        } else {
-            "failed"
-        };
+        let word = outcome_class(r.outcome);
         let by = match (&r.peer, &r.triggered_by) {
             (Some(p), _) => format!("peer {}", esc(p)),
             (None, Some(t)) => format!("trigger ({})", esc(t)),
@@ -286,7 +305,7 @@ fn runs_table(runs: &[&RunRecord], z: &jiff::tz::TimeZone) -> String {
             time(r.finished, z),
             r.attempts,
             r.facts.logical_bytes.map(bytes).unwrap_or_else(|| "–".into()),
-            r.facts.seconds.or(r.elapsed()).map(|x| format!("{x:.0} s")).unwrap_or_else(|| "–".into()),
+            r.facts.seconds.or(r.elapsed()).map(secs).unwrap_or_else(|| "–".into()),
             esc(r.message.as_deref().unwrap_or("")),
         );
     }
@@ -334,9 +353,7 @@ pub fn source(config: &Config, state: &State, name: &str, now: Timestamp) -> Opt
     );
     b.push_str("<div class=\"charts\">");
     b.push_str(&chart("Backup size", &sizes, |v| bytes(v as u64)));
-    b.push_str(&chart("Backup duration", &durations, |v| {
-        format!("{v:.0} s")
-    }));
+    b.push_str(&chart("Backup duration", &durations, secs));
     b.push_str("</div><h2>Runs</h2>");
     b.push_str(&runs_table(
         &runs.iter().take(100).copied().collect::<Vec<_>>(),
@@ -433,11 +450,7 @@ pub fn verify(config: &Config, state: &State, _now: Timestamp) -> String {
         b.push_str("<table data-test=\"verify\"><tr><th>outcome</th><th>finished</th><th>damaged objects</th><th>restore tests (RTO)</th><th>message</th></tr>");
         for r in runs.iter().take(100) {
             let o = crate::state::outcome_name(r.outcome);
-            let word = if r.outcome.succeeded() {
-                "ok"
-            } else {
-                "failed"
-            };
+            let word = outcome_class(r.outcome);
             let tests: Vec<String> = r
                 .facts
                 .restore_tests

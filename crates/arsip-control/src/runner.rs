@@ -190,8 +190,21 @@ impl Runner {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // The daemon journals `config_loaded` first: the newest entry is its start.
         let started = entries.last().map_or(Timestamp::UNIX_EPOCH, |e| e.at);
+        let mut histories = scheduler::histories(entries);
+        // Every configured job is known from this start on at the latest: an occurrence
+        // after it that the loop did not wake for (a suspend, a clock step) is caught up or
+        // recorded missed, never passed over.
+        if !entries.is_empty() {
+            for job in config.jobs.keys() {
+                histories
+                    .entry(job.clone())
+                    .or_default()
+                    .known_since
+                    .get_or_insert(started);
+            }
+        }
         Ok(Runner {
-            histories: scheduler::histories(entries),
+            histories,
             state: State::new(daemon.clone(), started, entries).shared(),
             config,
             daemon,

@@ -5,6 +5,8 @@
 //! (default tools dir `~/.cache/arsip-tools`), which `scripts/test` installs. A test that
 //! cannot find or start it fails; it never skips.
 
+pub mod browser;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
