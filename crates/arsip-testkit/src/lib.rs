@@ -70,6 +70,17 @@ fn moto_binary() -> PathBuf {
     tools_dir().join("moto-venv/bin/moto_server")
 }
 
+/// The Python of the tools venv `scripts/test` makes (moto, aiosmtpd and PyYAML are in it).
+pub fn venv_python() -> PathBuf {
+    let python = tools_dir().join("moto-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} not found — run ./scripts/test (it makes the tools venv)",
+        python.display()
+    );
+    python
+}
+
 /// Prometheus's `promtool` (`$ARSIP_PROMTOOL`, else where `scripts/test` unpacks Debian's
 /// package). Missing, the test fails: it never skips.
 pub fn promtool() -> PathBuf {
@@ -279,12 +290,7 @@ impl SmtpServer {
     ) -> SmtpServer {
         use std::io::BufRead;
         std::fs::create_dir_all(spool).unwrap();
-        let python = tools_dir().join("moto-venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} not found — run ./scripts/test (it installs aiosmtpd there)",
-            python.display()
-        );
+        let python = venv_python();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/smtp_server.py");
         let mut cmd = Command::new(&python);
         cmd.arg(script)
