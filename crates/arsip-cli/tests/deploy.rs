@@ -179,8 +179,8 @@ fn the_containerfile_builds_a_non_root_image_with_the_tools_arsip_needs() {
     assert!(text.contains("--no-install-recommends") && text.contains("rm -rf /var/lib/apt/lists"));
     let user = text
         .lines()
-        .filter(|l| l.starts_with("USER "))
-        .last()
+        .rev()
+        .find(|l| l.starts_with("USER "))
         .expect("a USER line");
     assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
     assert!(
