@@ -805,3 +805,94 @@ tokens = [{{ name = "oncall", role = "read", file = "{token}" }}]
     signal(&child, rustix::process::Signal::TERM);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
+
+/// Two daemons on one repository page once: the failed run's alert comes from the daemon
+/// that ran it, the condition (never backed up within the RPO) from the alert leader.
+#[test]
+fn two_daemons_send_each_alert_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let rx = Receiver::start(0);
+    let key = dir.path().join("pd-key");
+    std::fs::write(&key, "rk\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        r#"
+[source.broken]
+kind = "files"
+repository = "main"
+paths = ["{broken}"]
+rpo = "24h"
+
+[job.broken-daily]
+type = "backup"
+source = "broken"
+schedule = "0 2 * * *"
+time_zone = "Asia/Jakarta"
+retries = 0
+
+[alerts]
+routes = {{ critical = ["pd"], warning = ["pd"] }}
+
+[channel.pd]
+type = "pagerduty"
+routing_key_file = "{key}"
+url = "{base}/pd"
+"#,
+        broken = dir.path().join("missing").display(),
+        key = key.display(),
+        base = rx.base,
+    );
+    let days = days(2);
+    site.set_clock(&format!("{}T18:59:00Z", days[0]));
+    let (mut a, state_a) = site.serve_with("a", &extra);
+    let (mut b, state_b) = site.serve_with("b", &extra);
+    let failed = format!(
+        r#""job":"broken-daily","scheduled":"{}T19:00:00Z","outcome":"failed""#,
+        days[0]
+    );
+    site.set_clock(&format!("{}T19:00:01Z", days[0]));
+    wait_journals("both to see the failure", &[&state_a, &state_b], || {
+        journal(&state_a).contains(&failed) && journal(&state_b).contains(&failed)
+    });
+    // A day later: never backed up for longer than the RPO (a condition alert).
+    site.set_clock(&format!("{}T20:00:00Z", days[1]));
+    let all = |rx: &Receiver| -> Vec<serde_json::Value> {
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    wait_journals("both alerts sent", &[&state_a, &state_b], || {
+        let got = all(&rx)
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        got.contains("ArsipBackupFailed:broken") && got.contains("ArsipBackupNeverSucceeded:broken")
+    });
+    // Give a second sender time to show itself, then count.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut triggers: std::collections::BTreeMap<String, usize> = Default::default();
+    for v in all(&rx) {
+        if v["event_action"] == "trigger" {
+            *triggers
+                .entry(v["dedup_key"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert!(
+        triggers.values().all(|n| *n == 1),
+        "each alert once: {triggers:?}"
+    );
+    assert!(
+        triggers.contains_key("arsip:main:ArsipBackupNeverSucceeded:broken"),
+        "{triggers:?}"
+    );
+    for c in [&mut a, &mut b] {
+        signal(c, rustix::process::Signal::TERM);
+        assert!(wait_exit(c, Duration::from_secs(30)).success());
+    }
+}

@@ -36,9 +36,35 @@ pub struct Firing {
     pub subject: String,
     pub repository: String,
     pub summary: String,
+    /// The run this alert is about ran here (or it is a condition, not a run's outcome):
+    /// only then may this daemon notify it (another daemon's run is its to report).
+    #[serde(default = "yes")]
+    pub ours: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// Rules about conditions that hold whoever ran what: sent by the alert leader only.
+pub const CONDITION_RULES: &[&str] = &[
+    "ArsipNoBackupWithinRPO",
+    "ArsipBackupNeverSucceeded",
+    "ArsipBackupStuck",
+    "ArsipJobOverdue",
+];
+
 impl Firing {
+    /// Whether this daemon sends it: conditions from the leader, a run's alerts from the
+    /// daemon that ran it.
+    pub fn sent_here(&self, leader: bool) -> bool {
+        if CONDITION_RULES.contains(&self.rule.as_str()) {
+            leader
+        } else {
+            self.ours
+        }
+    }
+
     pub fn key(&self) -> (String, String) {
         (self.rule.clone(), self.subject.clone())
     }
@@ -77,6 +103,7 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
             subject: subject.into(),
             repository: repository.into(),
             summary,
+            ours: true,
         })
     };
     use Severity::{Critical, Warning};
@@ -242,6 +269,19 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
                 format!("job {name} was due at {due} and has not started"),
             );
         }
+    }
+    // The alerts about a run's outcome that every daemon knows (a peer's result is
+    // journaled too): this daemon's to send only if it ran the run. The others come from
+    // facts only the runner has.
+    for f in &mut out {
+        let run = match f.rule.as_str() {
+            "ArsipBackupFailed" => state.source(config, &f.subject).last_run,
+            "ArsipVerificationFailed" => state
+                .repository_job(config, &f.repository, JobKind::Verify)
+                .cloned(),
+            _ => continue,
+        };
+        f.ours = run.is_none_or(|r| r.peer.is_none());
     }
     out
 }
@@ -709,8 +749,9 @@ impl Notifier {
 
     /// Start a delivery task for every notification owed that is neither on its way nor
     /// waiting for its retry time.
-    pub fn send_owed(&mut self, config: &Config, state: &mut State, now: Timestamp) {
-        let owed = state.alerts.owed(config, now);
+    pub fn send_owed(&mut self, config: &Config, state: &mut State, now: Timestamp, leader: bool) {
+        let mut owed = state.alerts.owed(config, now);
+        owed.retain(|(_, _, f, _)| f.sent_here(leader));
         let live: BTreeSet<Key> = owed
             .iter()
             .map(|(c, s, f, _)| (c.clone(), *s, f.rule.clone(), f.subject.clone()))
@@ -794,5 +835,100 @@ impl Notifier {
             status,
             result: result.into(),
         }
+    }
+}
+
+/// Whether this daemon is the alert leader: it holds the lease chain `leases/alerts/` of the
+/// configuration's first repository (FORMAT.md §20), claimed, renewed and lapsing like a
+/// job's run. Condition alerts (RPO, never succeeded, overdue, stuck) are sent by the
+/// leader only, so an HA pair never pages twice; a run's own alerts (failed, anomalies,
+/// verification) by the daemon that ran it. A lone daemon leads once its first claim lands.
+pub struct Leadership {
+    leader: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    pub fn start(
+        repo: std::sync::Arc<arsip_ops::repo::Repository>,
+        daemon: String,
+        clock: std::sync::Arc<dyn arsip_ops::repo::clock::Clock>,
+    ) -> Leadership {
+        use std::sync::atomic::Ordering;
+        let leader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = leader.clone();
+        let task = tokio::spawn(async move {
+            let chain = arsip_ops::repo::Chain::lease("alerts").expect("a valid lease name");
+            let timing = repo.session_timing();
+            let pause = std::time::Duration::try_from(timing.ttl / 5)
+                .unwrap_or(Duration::from_secs(60))
+                .clamp(Duration::from_millis(200), Duration::from_secs(60));
+            let mut held: Option<arsip_ops::repo::Claim> = None;
+            loop {
+                if held.as_ref().is_some_and(|c| c.held()) {
+                    flag.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                flag.store(false, Ordering::Relaxed);
+                held = None;
+                match Self::try_lead(&repo, &chain, &daemon, clock.now()).await {
+                    Ok(Some(c)) => {
+                        tracing::info!(
+                            epoch = c.attempt(),
+                            "alerts: this daemon leads (it sends the condition alerts)"
+                        );
+                        held = Some(c);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "alerts: cannot reach the lease; condition alerts wait"
+                    ),
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Leadership { leader, task }
+    }
+
+    async fn try_lead(
+        repo: &std::sync::Arc<arsip_ops::repo::Repository>,
+        chain: &arsip_ops::repo::Chain,
+        daemon: &str,
+        now: Timestamp,
+    ) -> arsip_ops::repo::Result<Option<arsip_ops::repo::Claim>> {
+        use arsip_ops::repo::RunState;
+        let view = repo.chain_view(chain).await?;
+        let timing = repo.session_timing();
+        if let RunState::Live(_) = view.state(now, timing.margin) {
+            return Ok(None);
+        }
+        let spec = arsip_ops::repo::ClaimSpec {
+            daemon: daemon.to_string(),
+            // Capped at the claims' longest timeout: the leader then claims a new epoch.
+            timeout: SignedDuration::from_hours(24),
+            config_digest: None,
+            previous: None,
+        };
+        let Some(claim) = repo.claim(chain, view.next, &spec).await? else {
+            return Ok(None);
+        };
+        if claim.confirm().await? {
+            return Ok(Some(claim));
+        }
+        claim.withdraw().await?;
+        Ok(None)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

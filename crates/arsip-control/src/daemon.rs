@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arsip_ops::repo::clock::Clock;
 
-use crate::alerts::Notifier;
+use crate::alerts::{Leadership, Notifier};
 use crate::api::{self, Command, TriggerRefused};
 use crate::config::Config;
 use crate::executor::Executors;
@@ -123,7 +123,7 @@ pub async fn serve(
         &config,
         shared.clone(),
         commands,
-        repos,
+        repos.clone(),
         opts.clock.clone(),
         async {
             let _ = api_stopped.await;
@@ -131,12 +131,20 @@ pub async fn serve(
     )
     .await?;
     let mut notifier = Notifier::new(daemon.clone(), opts.host.clone());
+    // The alert lease lives in the first repository (every daemon of a site names it).
+    let lease_repo = config
+        .repositories
+        .keys()
+        .next()
+        .and_then(|r| repos.get(r).cloned())
+        .ok_or_else(|| DaemonError::Setup("the configuration names no repository".into()))?;
+    let leader = Leadership::start(lease_repo, daemon.clone(), opts.clock.clone());
     tracing::info!(daemon = %daemon, state_dir = %state.display(), "arsip serve: running");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let now = opts.clock.now();
         runner.step(now)?;
-        alerting(&mut runner, &shared, &config, &mut notifier, now)?;
+        alerting(&mut runner, &shared, &config, &mut notifier, &leader, now)?;
         let wait = runner
             .next_wakeup(now)
             .map(|t| std::time::Duration::try_from(t.duration_since(now)).unwrap_or_default())
@@ -186,6 +194,7 @@ fn alerting(
     shared: &crate::state::Shared,
     config: &Config,
     notifier: &mut Notifier,
+    leader: &Leadership,
     now: jiff::Timestamp,
 ) -> Result<(), DaemonError> {
     let events = notifier.evaluate(
@@ -203,6 +212,7 @@ fn alerting(
         config,
         &mut shared.write().unwrap_or_else(|p| p.into_inner()),
         now,
+        leader.is_leader(),
     );
     Ok(())
 }

@@ -24,6 +24,7 @@ fn firing() -> Firing {
         subject: "db".into(),
         repository: "main".into(),
         summary: "backup of db failed".into(),
+        ours: true,
     }
 }
 
