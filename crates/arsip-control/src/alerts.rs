@@ -48,6 +48,7 @@ fn yes() -> bool {
 
 /// Rules about conditions that hold whoever ran what: sent by the alert leader only.
 pub const CONDITION_RULES: &[&str] = &[
+    "ArsipKeyRotationDue",
     "ArsipNoBackupWithinRPO",
     "ArsipBackupNeverSucceeded",
     "ArsipBackupStuck",
@@ -79,6 +80,7 @@ pub const RULES: &[(&str, Severity)] = &[
     ("ArsipBackupFailed", Severity::Critical),
     ("ArsipBackupCorrupted", Severity::Critical),
     ("ArsipStorageQuotaHigh", Severity::Critical),
+    ("ArsipKeyRotationDue", Severity::Critical),
     ("ArsipRestoreTestFailed", Severity::Critical),
     ("ArsipNoBackupWithinRPO", Severity::Critical),
     ("ArsipBackupNeverSucceeded", Severity::Critical),
@@ -245,6 +247,22 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
                     );
                 }
             }
+        }
+    }
+    for (name, r) in &config.repositories {
+        let (Some(every), Some(oldest)) = (r.key_rotation, state.oldest_key.get(name)) else {
+            continue;
+        };
+        if now.duration_since(*oldest) > every {
+            fire(
+                "ArsipKeyRotationDue",
+                Critical,
+                name,
+                name,
+                format!(
+                    "a key of repository {name} was made {oldest}, longer than key_rotation ({every:#}) ago: add a new one (`arsip key add`), then remove the old (`arsip key remove`)"
+                ),
+            );
         }
     }
     for (name, def) in &config.jobs {
@@ -931,4 +949,45 @@ impl Drop for Leadership {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// How often the daemon lists each repository's keys for [`Leadership`]'s condition rules
+/// (`ArsipKeyRotationDue`) and `/metrics`.
+pub const KEY_LISTING_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// List the keys of every repository with `key_rotation` now and every
+/// [`KEY_LISTING_EVERY`], recording the oldest in `state`.
+pub fn watch_keys(
+    config: std::sync::Arc<Config>,
+    repos: std::collections::BTreeMap<String, std::sync::Arc<arsip_ops::repo::Repository>>,
+    state: crate::state::Shared,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for (name, r) in &config.repositories {
+                let (true, Some(repo)) = (r.key_rotation.is_some(), repos.get(name)) else {
+                    continue;
+                };
+                match arsip_ops::keys::list(repo).await {
+                    Ok(list) => {
+                        let agents = list
+                            .agents
+                            .iter()
+                            .filter(|a| a.revoked.is_none())
+                            .map(|a| a.created);
+                        let oldest = list.slots.iter().map(|s| s.created).chain(agents).min();
+                        let mut s = state.write().unwrap_or_else(|p| p.into_inner());
+                        match oldest {
+                            Some(t) => s.oldest_key.insert(name.clone(), t),
+                            None => s.oldest_key.remove(name),
+                        };
+                    }
+                    Err(e) => {
+                        tracing::warn!(repository = %name, error = %e, "cannot list the keys (key rotation is not checked)")
+                    }
+                }
+            }
+            tokio::time::sleep(KEY_LISTING_EVERY).await;
+        }
+    })
 }

@@ -139,6 +139,7 @@ pub async fn serve(
         .and_then(|r| repos.get(r).cloned())
         .ok_or_else(|| DaemonError::Setup("the configuration names no repository".into()))?;
     let leader = Leadership::start(lease_repo, daemon.clone(), opts.clock.clone());
+    let keys = crate::alerts::watch_keys(config.clone(), repos.clone(), shared.clone());
     tracing::info!(daemon = %daemon, state_dir = %state.display(), "arsip serve: running");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -181,6 +182,7 @@ pub async fn serve(
             "arsip serve: stopped jobs still running after the grace period"
         );
     }
+    keys.abort();
     let _ = api_stop.send(());
     if let Some(api) = api {
         let _ = api.await;

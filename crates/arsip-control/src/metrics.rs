@@ -109,6 +109,8 @@ pub const METRICS: &[Metric] = &[
     gauge("arsip_repository_stored_bytes", REPO, "Packed bytes in the repository, as the last successful prune counted them.", "after a successful prune"),
     gauge("arsip_forget_last_removed_snapshots", REPO, "Snapshots the last successful forget removed.", "after a successful forget"),
     gauge("arsip_repository_quota_bytes", REPO, "The repository's configured quota.", "when configured"),
+    gauge("arsip_repository_key_oldest_created_timestamp_seconds", REPO, "When the repository's oldest key (slot or unrevoked agent) was made.", "when key_rotation is configured, once listed"),
+    gauge("arsip_repository_key_rotation_seconds", REPO, "The configured key_rotation period.", "when configured"),
     counter("arsip_storage_requests_total", &["repo", "op"], "Requests the daemon's jobs sent to the repository's store, by op (put, get, head, list, delete), every retry counted.", "after a job's first attempt"),
     counter("arsip_storage_request_errors_total", REPO, "Of those, requests that ended in an error.", "after a job's first attempt"),
     counter("arsip_storage_transferred_bytes_total", &["repo", "direction"], "Bytes the daemon's jobs uploaded to and downloaded from the store.", "after a job's first attempt"),
@@ -364,6 +366,18 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
         if let Some(q) = r.quota {
             o.add("arsip_repository_quota_bytes", &l, q as f64);
         }
+        if let Some(every) = r.key_rotation {
+            o.add(
+                "arsip_repository_key_rotation_seconds",
+                &l,
+                every.as_secs_f64(),
+            );
+        }
+        o.time(
+            "arsip_repository_key_oldest_created_timestamp_seconds",
+            &l,
+            state.oldest_key.get(name).copied(),
+        );
         if let Some(v) = state.repository_job(config, name, JobKind::Verify) {
             o.time("arsip_verify_last_timestamp_seconds", &l, Some(v.finished));
             let status = match v.outcome {

@@ -31,6 +31,9 @@ pub struct State {
     pub sources_seen: BTreeMap<String, Timestamp>,
     /// Open alerts and the notifications owed.
     pub alerts: crate::alerts::Book,
+    /// Per repository, when its oldest key (password or key-file slot, unrevoked agent) was
+    /// made: listed at start and every few hours, not journaled.
+    pub oldest_key: BTreeMap<String, Timestamp>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -129,6 +132,7 @@ impl State {
             jobs: BTreeMap::new(),
             sources_seen: BTreeMap::new(),
             alerts: Default::default(),
+            oldest_key: BTreeMap::new(),
         };
         for e in entries {
             s.apply(e);

@@ -235,3 +235,23 @@ async fn email_goes_over_starttls_with_auth_inside_tls() {
     assert!(plain.messages().is_empty(), "nothing sent in clear");
     assert!(plain.auth_log().is_empty(), "no password sent in clear");
 }
+
+#[test]
+fn a_key_older_than_key_rotation_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), SITE);
+    c.repositories.get_mut("main").unwrap().key_rotation =
+        Some(SignedDuration::from_hours(24 * 365));
+    let mut s = State::new("d1".into(), t("2026-01-01T00:00:00Z"), &[]);
+    s.oldest_key
+        .insert("main".into(), t("2025-11-01T00:00:00Z"));
+    let due = |s: &State| {
+        evaluate(&c, s, t("2026-12-01T00:00:00Z"))
+            .into_iter()
+            .any(|f| f.rule == "ArsipKeyRotationDue" && f.subject == "main")
+    };
+    assert!(due(&s));
+    s.oldest_key
+        .insert("main".into(), t("2026-06-01T00:00:00Z"));
+    assert!(!due(&s));
+}
