@@ -896,3 +896,109 @@ url = "{base}/pd"
         assert!(wait_exit(c, Duration::from_secs(30)).success());
     }
 }
+
+/// The daemon backs up a real PostgreSQL database on its schedule, then verifies the
+/// repository with a restore test: the logical backup restored into a scratch database, its
+/// row counts compared, the configured SQL check run there.
+#[test]
+fn the_daemon_backs_up_postgres_and_its_restore_test_passes() {
+    use arsip_pg::cluster::{Cluster, ClusterOptions};
+    let cluster = Cluster::init(&ClusterOptions {
+        settings: arsip_pg::PgSettings::from_vars(std::env::vars_os()),
+        ..Default::default()
+    })
+    .unwrap();
+    cluster.start().unwrap();
+    cluster.psql("postgres", "CREATE DATABASE app").unwrap();
+    cluster
+        .psql(
+            "app",
+            "CREATE TABLE tenants (id int PRIMARY KEY, name text); \
+             INSERT INTO tenants SELECT g, 'tenant ' || g FROM generate_series(1, 500) g",
+        )
+        .unwrap();
+    // Verification judges freshness against the store's times: here the test clock runs
+    // with the real one (minutes ahead at most), the jobs at the next minutes.
+    #[allow(clippy::disallowed_methods)]
+    let now = jiff::Timestamp::now();
+    let t0 = jiff::Timestamp::from_second((now.as_second() / 60 + 2) * 60).unwrap();
+    let t1 = t0 + jiff::SignedDuration::from_mins(1);
+    let cron = |t: jiff::Timestamp| {
+        let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+        format!("{} {} * * *", z.minute(), z.hour())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::new(dir.path(), false);
+    if let Some(bin) = std::env::var_os("ARSIP_PG_BIN") {
+        site.a = site.a.with_env("ARSIP_PG_BIN", bin.to_str().unwrap());
+    }
+    let extra = format!(
+        r#"
+[source.app-db]
+kind = "pg-logical"
+repository = "main"
+dbname = "{dbname}"
+rpo = "26h"
+
+[job.app-db-daily]
+type = "backup"
+source = "app-db"
+schedule = "{backup_cron}"
+time_zone = "UTC"
+
+[job.verify-restore]
+type = "verify"
+repository = "main"
+schedule = "{verify_cron}"
+time_zone = "UTC"
+restore_test = true
+sql_checks = [{{ database = "app", sql = "SELECT count(*) = 500 FROM tenants" }}]
+"#,
+        dbname = cluster.conninfo("app"),
+        backup_cron = cron(t0),
+        verify_cron = cron(t1),
+    );
+    site.set_clock(&(t0 - jiff::SignedDuration::from_secs(30)).to_string());
+    let (mut child, state) = site.serve_with("a", &extra);
+    site.set_clock(&(t1 + jiff::SignedDuration::from_secs(20)).to_string());
+    let backup = t0.to_string();
+    let verify = t1.to_string();
+    wait_journals("the backup and the verification", &[&state], || {
+        finished(&state, &verify).len() == 1
+    });
+    let j = journal(&state);
+    let line = |job: &str, at: &str| {
+        j.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["kind"] == "attempt_finished" && e["job"] == job && e["scheduled"] == at)
+            .unwrap_or_else(|| panic!("no attempt of {job}: {j}"))
+    };
+    let b = line("app-db-daily", &backup);
+    assert_eq!(b["outcome"], "ok", "{b}");
+    assert!(b["facts"]["logical_bytes"].as_u64().unwrap() > 0, "{b}");
+    let v = line("verify-restore", &verify);
+    assert!(
+        matches!(v["outcome"].as_str(), Some("ok" | "warnings")),
+        "{v}"
+    );
+    let tests = v["facts"]["restore_tests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"));
+    let logical = tests
+        .iter()
+        .find(|t| t["kind"] == "pg-logical")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(logical["ok"], true, "{v}");
+    assert!(logical["rto_seconds"].as_f64().unwrap() > 0.0);
+    let snaps = site.a.json(&["snapshots"]);
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "pg-logical" && s["tags"]["arsip.job"] == "app-db-daily"),
+        "{snaps}"
+    );
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
