@@ -112,6 +112,10 @@ pub struct StatusArgs {
     /// Trust this CA for the daemon's TLS certificate
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Read the repositories the configuration names instead of asking a daemon: the runs
+    /// from their job claims, sizes from the snapshots (with a full key)
+    #[arg(long, conflicts_with = "daemon")]
+    pub from_repository: bool,
 }
 
 #[derive(Subcommand, Debug)]

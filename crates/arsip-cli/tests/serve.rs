@@ -474,6 +474,20 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
     ]);
     assert_eq!(report["sources"][0]["status"], "ok", "{report}");
     assert_eq!(report["sources"][0]["ok_7d"], 1);
+    // Without the daemon: the same from the repository's job claims and snapshots.
+    let report = site
+        .a
+        .json(&["status", "--config", cfg, "--from-repository"]);
+    let src = &report["sources"][0];
+    assert_eq!(
+        (src["status"].as_str(), src["ok_7d"].as_u64()),
+        (Some("ok"), Some(1)),
+        "{report}"
+    );
+    assert!(
+        src["last_backup"]["logical_bytes"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     let (_, runs) = get("/api/v1/jobs/config-daily/runs", Some(&read_token));
     let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
     assert_eq!(runs[0]["triggered_by"], "oncall", "{runs}");

@@ -333,3 +333,112 @@ pub async fn fetch(
     }
     serde_json::from_str(&text).map_err(|e| format!("the daemon's answer is not JSON: {e}"))
 }
+
+/// The state a daemon would have, read straight from the repositories (for `arsip status`
+/// without a daemon): every job's runs from its claims (`jobs/`, FORMAT.md §20: results
+/// are recorded there, failures included, so the success rate stays honest), sizes and
+/// durations from the snapshots the runs made (`full`: repositories opened with a full key,
+/// by name; without one, the runs alone).
+pub async fn state_from_repositories(
+    config: &Config,
+    repos: &std::collections::BTreeMap<String, std::sync::Arc<arsip_ops::repo::Repository>>,
+    full: &std::collections::BTreeMap<String, arsip_ops::repo::FullRepo>,
+    now: Timestamp,
+) -> Result<State, String> {
+    use crate::journal::{Entry, Event, Facts};
+    use arsip_ops::repo::{JobResult, RunState};
+    let mut manifests = std::collections::BTreeMap::new();
+    for (name, repo) in full {
+        let listing = repo
+            .snapshot_listing()
+            .await
+            .map_err(|e| format!("repository {name}: {e}"))?;
+        for s in listing.snapshots {
+            manifests.insert(s.id.clone(), s.manifest);
+        }
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    for (job, def) in &config.jobs {
+        let Some(repo) = repos.get(&def.repository) else {
+            continue;
+        };
+        let runs = repo
+            .job_runs(job)
+            .await
+            .map_err(|e| format!("repository {}: {e}", def.repository))?;
+        let margin = repo.session_timing().margin;
+        for view in runs {
+            let Some((_, scheduled)) = view.chain.job_run() else {
+                continue;
+            };
+            let (attempt, running) = match view.state(now, margin) {
+                RunState::Free => continue,
+                RunState::Live(a) => (a, true),
+                RunState::Succeeded(a) | RunState::Lapsed(a) | RunState::Ended(a) => (a, false),
+            };
+            let n = attempt.attempt as u32;
+            entries.push(Entry {
+                at: attempt.claimed_at,
+                event: Event::AttemptStarted {
+                    job: job.clone(),
+                    scheduled,
+                    attempt: n,
+                },
+            });
+            if running {
+                continue;
+            }
+            let (outcome, finished, message, produced) = match &attempt.done {
+                Some(d) => (
+                    match d.result {
+                        JobResult::Ok => Outcome::Ok,
+                        JobResult::Warnings => Outcome::Warnings,
+                        JobResult::Failed => Outcome::Failed,
+                        _ => Outcome::Interrupted,
+                    },
+                    d.finished,
+                    d.message.clone(),
+                    d.snapshots.first().cloned().or(d.verification.clone()),
+                ),
+                // Lapsed: it died without a result.
+                None => (Outcome::Interrupted, attempt.last_seen, None, None),
+            };
+            let facts = produced
+                .as_ref()
+                .and_then(|id| manifests.get(id))
+                .map(|m| Facts {
+                    logical_bytes: Some(m.logical_bytes),
+                    added_bytes: Some(m.added_bytes),
+                    stored_bytes: Some(m.stored_bytes),
+                    files: Some(m.files),
+                    seconds: Some(m.end_time.duration_since(m.time).as_secs_f64()),
+                    ..Facts::default()
+                })
+                .unwrap_or_default();
+            entries.push(Entry {
+                at: finished,
+                event: Event::AttemptFinished {
+                    job: job.clone(),
+                    scheduled,
+                    attempt: n,
+                    outcome,
+                    transient: false,
+                    message,
+                    produced,
+                    facts: Box::new(facts),
+                },
+            });
+            entries.push(Entry {
+                at: finished,
+                event: Event::RunFinished {
+                    job: job.clone(),
+                    scheduled,
+                    outcome,
+                    peer: None,
+                },
+            });
+        }
+    }
+    entries.sort_by_key(|e| e.at);
+    Ok(State::new("repository".into(), now, &entries))
+}

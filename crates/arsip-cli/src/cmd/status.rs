@@ -121,6 +121,9 @@ impl Render for Report {
 
 /// Exit 0 when every source is ok or running, 1 when one is failed, stale or never backed up.
 pub async fn run(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8> {
+    if a.from_repository {
+        return from_repository(ctx, a).await;
+    }
     let (base, token) = match (&a.daemon, &a.token_file) {
         (Some(d), Some(f)) => {
             let t = std::fs::read_to_string(f).map_err(|e| anyhow!("{}: {e}", f.display()))?;
@@ -134,6 +137,11 @@ pub async fn run(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8> {
     let v = arsip_control::status::fetch(&base, &token, a.ca_file.as_deref())
         .await
         .map_err(anyhow::Error::msg)?;
+    finish(ctx, v)
+}
+
+/// Exit 1 when a source is failed, stale or never backed up.
+fn finish(ctx: &Ctx<'_>, v: Value) -> Result<u8> {
     let bad = v["sources"]
         .as_array()
         .into_iter()
@@ -141,4 +149,37 @@ pub async fn run(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8> {
         .any(|s| matches!(s["status"].as_str(), Some("failed" | "stale" | "never")));
     ctx.emit(&Report(v))?;
     Ok(if bad { exit::FAILURE } else { exit::OK })
+}
+
+/// `--from-repository`: the report from the repositories themselves.
+async fn from_repository(ctx: &Ctx<'_>, a: &StatusArgs) -> Result<u8> {
+    use std::collections::BTreeMap;
+    let config = arsip_control::load(&a.config).map_err(|e| anyhow!("{e}"))?;
+    let local = ctx.local_settings()?;
+    let clock = arsip_ops::repo::clock::from_env();
+    let executors = arsip_control::executor::Executors::new(
+        config.clone(),
+        clock.clone(),
+        std::env::current_exe()?,
+        ctx.pg_settings(),
+        local.host,
+        local.user,
+    );
+    let (mut repos, mut full) = (BTreeMap::new(), BTreeMap::new());
+    for (name, r) in &config.repositories {
+        let opened = executors
+            .open(name, !r.has_full_key())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        repos.insert(name.clone(), opened.shared().clone());
+        if let Ok(f) = opened.full("status") {
+            full.insert(name.clone(), f);
+        }
+    }
+    let now = clock.now();
+    let state = arsip_control::status::state_from_repositories(&config, &repos, &full, now)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let report = arsip_control::status::report(&config, &state, now);
+    finish(ctx, serde_json::to_value(&report)?)
 }
