@@ -1,7 +1,10 @@
 //! The alert book: an alert opens once, is owed once per routed channel, and its resolve is
 //! owed only where its opening arrived; a permanent failure is not retried.
 
+use std::time::Duration;
+
 use super::*;
+use crate::config::Channel;
 use crate::testutil::{config, t};
 
 const SITE: &str = r#"
