@@ -722,6 +722,16 @@ impl AttemptCtx {
                 tokio::time::sleep(withdraw_pause(&self.daemon, view.next)).await;
                 continue;
             }
+            // The attempt judged dead may have ended meanwhile (the judgement came from this
+            // machine's clock and a listing made before the claim): if it has a result now,
+            // that result decides; step back and read it.
+            if let Some(p) = lapsed {
+                let fresh = self.repo.chain_view(&chain).await?;
+                if fresh.attempt(p).is_some_and(|a| a.done.is_some()) {
+                    claim.withdraw().await?;
+                    continue;
+                }
+            }
             let adopted = match lapsed.and_then(|p| view.attempt(p)) {
                 Some(dead) => {
                     self.executor
