@@ -498,6 +498,26 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
         runs[0]["facts"]["logical_bytes"].as_u64().unwrap() > 0,
         "{runs}"
     );
+    // The API's listings of the repository, refreshed after the run (not per request).
+    wait_for(
+        "the API's snapshot listing",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = get("/api/v1/snapshots?source=", Some(&read_token));
+            body.contains(&scheduled)
+        },
+    );
+    let (_, body) = get("/api/v1/snapshots", Some(&read_token));
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["snapshots"][0]["tags"]["arsip.scheduled"],
+        scheduled.as_str(),
+        "{listed}"
+    );
+    let (_, body) = get("/api/v1/audit", Some(&read_token));
+    let audit: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(audit["main"]["verified"], true, "{audit}");
+    assert!(body.contains("api.trigger"), "{body}");
     // The audit log has the trigger, with the token's name and never its value.
     let audit = site.a.json(&["audit"]);
     let text = audit.to_string();

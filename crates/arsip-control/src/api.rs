@@ -140,6 +140,8 @@ pub struct Api {
     sessions: Arc<Sessions>,
     /// Served over TLS: session cookies are `Secure`.
     tls: bool,
+    /// Snapshots and audit records, listed after runs end (never per request).
+    caches: crate::cache::Caches,
 }
 
 /// The dashboard's session cookie, and how long a session lasts.
@@ -183,7 +185,14 @@ impl Api {
             clock,
             sessions: Arc::new(Default::default()),
             tls: false,
+            caches: Default::default(),
         }
+    }
+
+    /// Serve snapshots and audit records from `caches`.
+    pub fn with_caches(mut self, caches: crate::cache::Caches) -> Api {
+        self.caches = caches;
+        self
     }
 
     /// Served over TLS (session cookies get `Secure`).
@@ -198,6 +207,9 @@ impl Api {
             .route("/metrics", get(metrics_text))
             .route("/api/v1/status", get(status))
             .route("/api/v1/alerts", get(alerts))
+            .route("/api/v1/snapshots", get(snapshots))
+            .route("/api/v1/audit", get(audit))
+            .route("/api/v1/verifications", get(verifications))
             .route("/api/v1/sources", get(sources))
             .route("/api/v1/sources/{source}", get(source))
             .route("/api/v1/jobs", get(jobs))
@@ -529,6 +541,75 @@ fn source_view(
 async fn status(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
     Json(crate::status::report(&api.config, &s, api.clock.now())).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    source: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Snapshots of every listed repository, newest first (`source`, `kind`, `limit`).
+async fn snapshots(Axum(api): Axum<Api>, Query(q): Query<ListQuery>) -> Response {
+    let caches = api.caches.read().unwrap_or_else(|p| p.into_inner());
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    for (repo, c) in caches.iter() {
+        for s in &c.snapshots {
+            if q.source.as_ref().is_some_and(|x| x != &s.source)
+                || q.kind.as_ref().is_some_and(|x| x != &s.kind)
+            {
+                continue;
+            }
+            let mut v = json!(s);
+            v["repository"] = json!(repo);
+            all.push(v);
+        }
+    }
+    all.sort_by(|a, b| b["time"].as_str().cmp(&a["time"].as_str()));
+    all.truncate(q.limit.unwrap_or(200));
+    Json(json!({
+        "snapshots": all,
+        "listed": caches.iter().map(|(r, c)| (r.clone(), json!({ "at": c.listed, "error": c.error }))).collect::<BTreeMap<_, _>>(),
+    }))
+    .into_response()
+}
+
+/// Each listed repository's audit log, newest first (`limit` per repository, default 100),
+/// and whether its chain verified.
+async fn audit(Axum(api): Axum<Api>, Query(q): Query<ListQuery>) -> Response {
+    let caches = api.caches.read().unwrap_or_else(|p| p.into_inner());
+    let out: BTreeMap<&String, serde_json::Value> = caches
+        .iter()
+        .map(|(r, c)| {
+            let records: Vec<_> = c.audit.iter().rev().take(q.limit.unwrap_or(100)).collect();
+            (
+                r,
+                json!({ "verified": c.audit_ok, "listed": c.listed, "records": records }),
+            )
+        })
+        .collect();
+    Json(out).into_response()
+}
+
+/// The verify jobs' runs, newest first, with their findings and restore tests.
+async fn verifications(Axum(api): Axum<Api>, Query(q): Query<ListQuery>) -> Response {
+    let s = api.state.read().unwrap_or_else(|p| p.into_inner());
+    let mut runs: Vec<serde_json::Value> = Vec::new();
+    for (job, def) in &api.config.jobs {
+        if def.kind != crate::config::JobKind::Verify {
+            continue;
+        }
+        for r in s.jobs.get(job).into_iter().flat_map(|j| j.history.iter()) {
+            let mut v = json!(r);
+            v["job"] = json!(job);
+            v["repository"] = json!(def.repository);
+            runs.push(v);
+        }
+    }
+    runs.sort_by(|a, b| b["finished"].as_str().cmp(&a["finished"].as_str()));
+    runs.truncate(q.limit.unwrap_or(100));
+    Json(runs).into_response()
 }
 
 /// Open alerts, and cleared ones whose resolve is still owed somewhere.

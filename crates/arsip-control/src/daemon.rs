@@ -112,11 +112,18 @@ pub async fn serve(
         (*config).clone(),
         daemon.clone(),
         repos.clone(),
-        Arc::new(executors),
+        Arc::new(executors.clone()),
         journal,
         &rec.entries,
     )?;
     let shared = runner.state();
+    let refresh = Arc::new(tokio::sync::Notify::new());
+    let (caches, lister) = crate::cache::start(
+        config.clone(),
+        executors.clone(),
+        opts.clock.clone(),
+        refresh.clone(),
+    );
     let (commands, mut command_rx) = tokio::sync::mpsc::channel(16);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = start_api(
@@ -124,6 +131,7 @@ pub async fn serve(
         shared.clone(),
         commands,
         repos.clone(),
+        caches,
         opts.clock.clone(),
         async {
             let _ = api_stopped.await;
@@ -154,7 +162,11 @@ pub async fn serve(
         let clock = opts.clock.clone();
         tokio::select! {
             _ = &mut shutdown => break,
-            r = runner.finish_one(|| clock.now()), if runner.running() > 0 => { r?; }
+            r = runner.finish_one(|| clock.now()), if runner.running() > 0 => {
+                r?;
+                // What the run made shows in the API's listings.
+                refresh.notify_one();
+            }
             Some(c) = command_rx.recv() => command(&mut runner, clock.now(), c),
             e = notifier.finished() => runner.record(clock.now(), e)?,
             _ = tokio::time::sleep(wait) => {}
@@ -183,6 +195,7 @@ pub async fn serve(
         );
     }
     keys.abort();
+    lister.abort();
     let _ = api_stop.send(());
     if let Some(api) = api {
         let _ = api.await;
@@ -251,6 +264,7 @@ async fn start_api(
     state: crate::state::Shared,
     commands: tokio::sync::mpsc::Sender<Command>,
     repos: BTreeMap<String, Arc<arsip_ops::repo::Repository>>,
+    caches: crate::cache::Caches,
     clock: Arc<dyn Clock>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
@@ -281,6 +295,7 @@ async fn start_api(
     tracing::info!(address = %format!("{scheme}://{addr}"), "arsip serve: API listening");
     let router = api::Api::new(config.clone(), state, commands, tokens, repos, clock)
         .with_tls(tls.is_some())
+        .with_caches(caches)
         .router();
     Ok(Some(tokio::spawn(api::serve(
         listener,

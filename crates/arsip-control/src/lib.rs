@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
