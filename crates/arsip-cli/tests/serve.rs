@@ -685,7 +685,9 @@ url = "{base}/pd"
             && rx.bodies("/slack").len() >= 2
             && rx.bodies("/webhook").len() >= 2
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Stopped, the daemon sends nothing more: what the receiver has is final.
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let pd = rx.bodies("/pd");
     assert_eq!(pd.len(), 2, "one trigger and one resolve: {pd:?}");
     assert_eq!(pd[1]["event_action"], "resolve");
@@ -697,8 +699,6 @@ url = "{base}/pd"
         .as_str()
         .unwrap()
         .contains("RESOLVED"));
-    signal(&child, rustix::process::Signal::TERM);
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(
@@ -926,8 +926,23 @@ url = "{base}/pd"
             .join("\n");
         got.contains("ArsipBackupFailed:broken") && got.contains("ArsipBackupNeverSucceeded:broken")
     });
-    // Give a second sender time to show itself, then count.
-    std::thread::sleep(Duration::from_secs(3));
+    // Both daemons have opened both alerts (so each decided whether to send them); once
+    // both are stopped, nothing more can arrive: then count.
+    wait_journals(
+        "both daemons to open both alerts",
+        &[&state_a, &state_b],
+        || {
+            [&state_a, &state_b].iter().all(|s| {
+                let j = journal(s);
+                j.contains(r#""rule":"ArsipBackupFailed""#)
+                    && j.contains(r#""rule":"ArsipBackupNeverSucceeded""#)
+            })
+        },
+    );
+    for c in [&mut a, &mut b] {
+        signal(c, rustix::process::Signal::TERM);
+        assert!(wait_exit(c, Duration::from_secs(30)).success());
+    }
     let mut triggers: std::collections::BTreeMap<String, usize> = Default::default();
     for v in all(&rx) {
         if v["event_action"] == "trigger" {
@@ -946,10 +961,6 @@ url = "{base}/pd"
         triggers.contains_key("arsip:main:ArsipBackupNeverSucceeded:broken"),
         "{triggers:?}"
     );
-    for c in [&mut a, &mut b] {
-        signal(c, rustix::process::Signal::TERM);
-        assert!(wait_exit(c, Duration::from_secs(30)).success());
-    }
 }
 
 /// The daemon backs up a real PostgreSQL database on its schedule, then verifies the

@@ -155,7 +155,7 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
                 }
             }
         }
-        let size = st.ratio(|r| r.facts.logical_bytes.map(|b| b as f64));
+        let size = st.ratio(crate::state::RunRecord::size);
         if let Some(v) = size.filter(|v| (v - 1.0).abs() > config.alerts.size_tolerance) {
             fire(
                 "ArsipBackupSizeAnomaly",
@@ -169,7 +169,7 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
                 ),
             );
         }
-        let duration = st.ratio(|r| r.facts.seconds.or(r.elapsed()));
+        let duration = st.ratio(crate::state::RunRecord::seconds);
         if let Some(v) = duration.filter(|v| *v > config.alerts.duration_factor) {
             fire(
                 "ArsipBackupDurationAnomaly",

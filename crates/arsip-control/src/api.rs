@@ -147,6 +147,8 @@ pub struct Api {
 /// The dashboard's session cookie, and how long a session lasts.
 pub const SESSION_COOKIE: &str = "arsip_session";
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Dashboard sessions held at once.
+pub const MAX_SESSIONS: usize = 1000;
 
 type Sessions =
     std::sync::Mutex<std::collections::HashMap<blake3::Hash, (Caller, std::time::Instant)>>;
@@ -443,19 +445,27 @@ async fn login(Axum(api): Axum<Api>, axum::Form(form): axum::Form<LoginForm>) ->
         );
     }
     let id = hex(&raw);
-    api.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            blake3::hash(id.as_bytes()),
-            (
-                Caller {
-                    name: t.name,
-                    role: Role::Read,
-                },
-                std::time::Instant::now() + SESSION_TTL,
-            ),
-        );
+    let mut sessions = api.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounded: past the cap, the session that ends soonest goes.
+    if sessions.len() >= MAX_SESSIONS {
+        let soonest = sessions
+            .iter()
+            .min_by_key(|(_, (_, until))| *until)
+            .map(|(k, _)| *k);
+        if let Some(k) = soonest {
+            sessions.remove(&k);
+        }
+    }
+    sessions.insert(
+        blake3::hash(id.as_bytes()),
+        (
+            Caller {
+                name: t.name,
+                role: Role::Read,
+            },
+            std::time::Instant::now() + SESSION_TTL,
+        ),
+    );
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_TTL.as_secs(),

@@ -33,7 +33,8 @@ pub struct RepoCache {
     pub listed: Option<Timestamp>,
     /// Newest first.
     pub snapshots: Vec<SnapshotSummary>,
-    /// The audit log, oldest first, and whether it verified.
+    /// The audit log's newest [`AUDIT_KEPT`] records, oldest first, and whether the whole
+    /// log verified.
     pub audit: Vec<arsip_ops::audit::AuditEntry>,
     pub audit_ok: Option<bool>,
     /// Why the last listing failed, if it did.
@@ -41,6 +42,9 @@ pub struct RepoCache {
 }
 
 pub type Caches = Arc<RwLock<BTreeMap<String, RepoCache>>>;
+
+/// Audit records kept per repository (the newest).
+pub const AUDIT_KEPT: usize = 1000;
 
 /// List every repository that has a full key now, and again each time `refresh` is notified.
 pub fn start(
@@ -106,7 +110,10 @@ async fn list(executors: &Executors, name: &str) -> Result<RepoCache, String> {
     let (audit, audit_ok) = match arsip_ops::audit::list(&repo, None).await {
         Ok(log) => {
             let ok = log.check.ok();
-            (log.records, Some(ok))
+            // The newest records only: the log grows for good, the daemon's memory must not.
+            let mut records = log.records;
+            records.drain(..records.len().saturating_sub(AUDIT_KEPT));
+            (records, Some(ok))
         }
         Err(e) => {
             tracing::warn!(repository = %name, error = %e, "cannot read the audit log for the API");

@@ -305,7 +305,7 @@ fn runs_table(runs: &[&RunRecord], z: &jiff::tz::TimeZone) -> String {
             time(r.finished, z),
             r.attempts,
             r.facts.logical_bytes.map(bytes).unwrap_or_else(|| "–".into()),
-            r.facts.seconds.or(r.elapsed()).map(secs).unwrap_or_else(|| "–".into()),
+            r.seconds().map(secs).unwrap_or_else(|| "–".into()),
             esc(r.message.as_deref().unwrap_or("")),
         );
     }
@@ -338,7 +338,7 @@ pub fn source(config: &Config, state: &State, name: &str, now: Timestamp) -> Opt
         .collect();
     let durations: Vec<(Timestamp, f64)> = measured
         .iter()
-        .filter_map(|r| Some((r.finished, r.facts.seconds.or(r.elapsed())?)))
+        .filter_map(|r| Some((r.finished, r.seconds()?)))
         .collect();
     let mut b = format!(
         "<section class=\"summary {}\" data-test=\"source-summary\"><h1>{} {}</h1><p>{} in repository {} · RPO {:#} {} · last success {}</p></section>",

@@ -318,7 +318,7 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
         }
         if let Some(r) = &st.last_measured {
             let f = &r.facts;
-            if let Some(s) = f.seconds.or(r.elapsed()) {
+            if let Some(s) = r.seconds() {
                 o.add("arsip_source_backup_last_duration_seconds", &l, s);
             }
             let bytes = [
@@ -341,12 +341,10 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
                 }
             }
         }
-        let size = |r: &RunRecord| r.facts.logical_bytes.map(|b| b as f64);
-        let duration = |r: &RunRecord| r.facts.seconds.or(r.elapsed());
-        if let Some(v) = st.ratio(size) {
+        if let Some(v) = st.ratio(RunRecord::size) {
             o.add("arsip_source_backup_size_ratio", &l, v);
         }
-        if let Some(v) = st.ratio(duration) {
+        if let Some(v) = st.ratio(RunRecord::seconds) {
             o.add("arsip_source_backup_duration_ratio", &l, v);
         }
         if let Some(r) = state.wal_check(config, name) {

@@ -109,6 +109,16 @@ impl RunRecord {
         self.started
             .map(|s| self.finished.duration_since(s).as_secs_f64())
     }
+
+    /// How long the work took: as the operation measured it, else start to end.
+    pub fn seconds(&self) -> Option<f64> {
+        self.facts.seconds.or(self.elapsed())
+    }
+
+    /// The backup's logical size.
+    pub fn size(&self) -> Option<f64> {
+        self.facts.logical_bytes.map(|b| b as f64)
+    }
 }
 
 pub fn outcome_name(o: Outcome) -> &'static str {

@@ -188,7 +188,7 @@ pub fn report(config: &Config, state: &State, now: Timestamp) -> Report {
                     finished: r.finished,
                     logical_bytes: r.facts.logical_bytes,
                     added_bytes: r.facts.added_bytes,
-                    seconds: r.facts.seconds.or(r.elapsed()),
+                    seconds: r.seconds(),
                 }),
                 running_since: st.running_since,
                 consecutive_failures: st.consecutive_failures,
