@@ -96,6 +96,51 @@ pub async fn repo(dir: &Path, init: bool) -> Arc<Repository> {
     .into()
 }
 
+/// The journal entries of one run of `job` scheduled (and started) at `at`: its one attempt
+/// ends at `end` with `outcome` and `facts`; `peer`, when given, is the daemon that ran it.
+pub fn run_entries(
+    job: &str,
+    at: Timestamp,
+    end: Timestamp,
+    outcome: Outcome,
+    facts: crate::journal::Facts,
+    peer: Option<&str>,
+) -> Vec<Entry> {
+    let event = |at, event| Entry { at, event };
+    vec![
+        event(
+            at,
+            Event::AttemptStarted {
+                job: job.into(),
+                scheduled: at,
+                attempt: 1,
+            },
+        ),
+        event(
+            end,
+            Event::AttemptFinished {
+                job: job.into(),
+                scheduled: at,
+                attempt: 1,
+                outcome,
+                transient: false,
+                message: None,
+                produced: None,
+                facts: Box::new(facts),
+            },
+        ),
+        event(
+            end,
+            Event::RunFinished {
+                job: job.into(),
+                scheduled: at,
+                outcome,
+                peer: peer.map(str::to_string),
+            },
+        ),
+    ]
+}
+
 pub fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }

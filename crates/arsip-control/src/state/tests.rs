@@ -8,30 +8,8 @@ fn t(s: &str) -> Timestamp {
 
 fn run(s: &mut State, job: &str, at: &str, outcome: Outcome, peer: Option<&str>) {
     let at = t(at);
-    for event in [
-        Event::AttemptStarted {
-            job: job.into(),
-            scheduled: at,
-            attempt: 1,
-        },
-        Event::AttemptFinished {
-            job: job.into(),
-            scheduled: at,
-            attempt: 1,
-            outcome,
-            transient: false,
-            message: None,
-            produced: None,
-            facts: Box::default(),
-        },
-        Event::RunFinished {
-            job: job.into(),
-            scheduled: at,
-            outcome,
-            peer: peer.map(str::to_string),
-        },
-    ] {
-        s.apply(&Entry { at, event });
+    for e in crate::testutil::run_entries(job, at, at, outcome, Facts::default(), peer) {
+        s.apply(&e);
     }
 }
 

@@ -2,7 +2,7 @@
 //! trend, storage since the last prune, and the monthly cost from the prices.
 
 use super::*;
-use crate::journal::{Entry, Event, Facts};
+use crate::journal::{Entry, Facts};
 use crate::testutil::{config, t};
 
 const JOBS: &str = r#"
@@ -28,36 +28,9 @@ time_zone = "UTC"
 fn run(entries: &mut Vec<Entry>, job: &str, day: &str, outcome: Outcome, facts: Facts) {
     let at = t(&format!("{day}T02:00:00Z"));
     let end = t(&format!("{day}T02:10:00Z"));
-    entries.push(Entry {
-        at,
-        event: Event::AttemptStarted {
-            job: job.into(),
-            scheduled: at,
-            attempt: 1,
-        },
-    });
-    entries.push(Entry {
-        at: end,
-        event: Event::AttemptFinished {
-            job: job.into(),
-            scheduled: at,
-            attempt: 1,
-            outcome,
-            transient: false,
-            message: None,
-            produced: None,
-            facts: Box::new(facts),
-        },
-    });
-    entries.push(Entry {
-        at: end,
-        event: Event::RunFinished {
-            job: job.into(),
-            scheduled: at,
-            outcome,
-            peer: None,
-        },
-    });
+    entries.extend(crate::testutil::run_entries(
+        job, at, end, outcome, facts, None,
+    ));
 }
 
 #[test]
