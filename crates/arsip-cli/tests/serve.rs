@@ -387,37 +387,14 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
     }
     let again = site.a.run(&["token", "generate", read.to_str().unwrap()]);
     assert!(!again.status.success(), "an existing token file is kept");
-    let token = |f: &Path| std::fs::read_to_string(f).unwrap().trim().to_string();
     let (read_token, operator_token) = (token(&read), token(&operator));
     let day = &days(1)[0];
     site.set_clock(&format!("{day}T10:00:00Z"));
-    let api = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ name = \"prometheus\", role = \"read\", file = \"{}\" }}, {{ name = \"oncall\", role = \"operator\", file = \"{}\" }}]\n",
-        read.display(),
-        operator.display()
-    );
-    let (mut child, state) = site.serve_with("a", &api);
-    let base = std::fs::read_to_string(state.join("api-address")).unwrap();
-    let base = base.trim();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = reqwest::Client::new();
-    let get = |path: &str, token: Option<&str>| {
-        let mut r = c.get(format!("{base}{path}"));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        rt.block_on(async {
-            let r = r.send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
-    let post = |path: &str, token: &str| {
-        let r = c.post(format!("{base}{path}")).bearer_auth(token);
-        rt.block_on(async {
-            let r = r.send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
+    let (mut child, state) = site.serve_with("a", &api_section(&read, &operator));
+    let http = Http::of(&state);
+    let base = http.base.as_str();
+    let get = |path: &str, token: Option<&str>| http.get(path, token);
+    let post = |path: &str, token: &str| http.post(path, token);
     assert_eq!(get("/metrics", None).0, 401);
     let (status, text) = get("/metrics", Some(&read_token));
     assert_eq!(status, 200);
@@ -539,6 +516,162 @@ fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
     for secret in [&read_token, &operator_token] {
         assert!(!err.contains(secret.as_str()), "a token in the log");
     }
+}
+
+/// A token file's token.
+fn token(f: &Path) -> String {
+    std::fs::read_to_string(f).unwrap().trim().to_string()
+}
+
+/// The `[api]` section of a daemon on a free port with a read token (`prometheus`) and an
+/// operator token (`oncall`) in these files.
+fn api_section(read: &Path, operator: &Path) -> String {
+    format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntokens = [{{ name = \"prometheus\", role = \"read\", file = \"{}\" }}, {{ name = \"oncall\", role = \"operator\", file = \"{}\" }}]\n",
+        read.display(),
+        operator.display()
+    )
+}
+
+/// A client of a daemon's API, found through its state directory.
+struct Http {
+    base: String,
+    rt: tokio::runtime::Runtime,
+    c: reqwest::Client,
+}
+
+impl Http {
+    fn of(state: &Path) -> Http {
+        let base = std::fs::read_to_string(state.join("api-address")).unwrap();
+        Http {
+            base: base.trim().to_string(),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            c: reqwest::Client::new(),
+        }
+    }
+
+    fn send(&self, r: reqwest::RequestBuilder) -> (u16, String) {
+        self.rt.block_on(async {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut r = self.c.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r)
+    }
+
+    fn post(&self, path: &str, token: &str) -> (u16, String) {
+        self.send(
+            self.c
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+    }
+}
+
+/// An operator cancels a backup that hangs (its PostgreSQL server accepts connections and
+/// never answers): the attempt stops at once, the run ends `cancelled` with no retry though
+/// retries are configured, its claim's result in the repository is final, and the call is
+/// audited; a cancel of a job with nothing running, or of another run, is refused.
+#[test]
+fn an_operator_cancels_a_hung_backup_and_no_retry_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let (read, operator) = (
+        dir.path().join("read.token"),
+        dir.path().join("oncall.token"),
+    );
+    for f in [&read, &operator] {
+        site.a.ok(&["token", "generate", f.to_str().unwrap()]);
+    }
+    // A server that takes connections (the kernel completes them into the backlog) and
+    // never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let day = &days(1)[0];
+    site.set_clock(&format!("{day}T10:00:00Z"));
+    let extra = format!(
+        r#"
+[source.hung]
+kind = "pg-logical"
+repository = "main"
+dbname = "host=127.0.0.1 port={port} user=app dbname=app"
+rpo = "24h"
+
+[job.hung-daily]
+type = "backup"
+source = "hung"
+schedule = "0 2 * * *"
+time_zone = "Asia/Jakarta"
+retries = 3
+retry_backoff = "1m"
+
+{api}"#,
+        api = api_section(&read, &operator)
+    );
+    let (mut child, state) = site.serve_with("a", &extra);
+    let http = Http::of(&state);
+    let (read_token, operator_token) = (token(&read), token(&operator));
+    let cancel = "/api/v1/jobs/hung-daily/cancel";
+    let (status, body) = http.post(cancel, &operator_token);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("\"idle\""), "{body}");
+    let (status, body) = http.post("/api/v1/jobs/hung-daily/trigger", &operator_token);
+    assert_eq!(status, 202, "{body}");
+    let scheduled = format!("{day}T10:00:00Z");
+    wait_for("the attempt to start", Duration::from_secs(60), || {
+        journal(&state).contains("attempt_started")
+    });
+    assert_eq!(http.post(cancel, &read_token).0, 403);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !journal(&state).contains("attempt_finished"),
+        "the backup hangs"
+    );
+    let (status, body) = http.post(
+        &format!("{cancel}?scheduled={day}T09:00:00Z"),
+        &operator_token,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("other_run"), "{body}");
+    let started = Instant::now();
+    let (status, body) = http.post(&format!("{cancel}?scheduled={scheduled}"), &operator_token);
+    assert_eq!(status, 202, "{body}");
+    wait_for("the cancelled run", Duration::from_secs(30), || {
+        !finished(&state, &scheduled).is_empty()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the attempt was not stopped"
+    );
+    assert_eq!(
+        finished(&state, &scheduled),
+        [("cancelled".to_string(), None)]
+    );
+    assert!(journal(&state).contains("cancelled by oncall"));
+    // Past the backoff: no retry came.
+    site.set_clock(&format!("{day}T10:05:00Z"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(journal(&state).matches("attempt_started").count(), 1);
+    let (_, metrics) = http.get("/metrics", Some(&read_token));
+    assert!(
+        metrics.contains(r#"arsip_job_runs_total{job="hung-daily",result="cancelled"} 1"#),
+        "{metrics}"
+    );
+    let audit = site.a.json(&["audit"]).to_string();
+    assert!(
+        audit.contains("api.cancel") && audit.contains("oncall"),
+        "{audit}"
+    );
+    assert!(!audit.contains(operator_token.as_str()));
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    drop(silent);
 }
 
 /// A receiver on 127.0.0.1 for the webhook, Slack and PagerDuty channels: it records every

@@ -47,6 +47,29 @@ pub enum Command {
         by: String,
         reply: oneshot::Sender<Result<Timestamp, TriggerRefused>>,
     },
+    /// Cancel the job's run (the one scheduled `scheduled`, when given).
+    Cancel {
+        job: String,
+        by: String,
+        scheduled: Option<Timestamp>,
+        reply: oneshot::Sender<Result<Timestamp, CancelRefused>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CancelRefused {
+    #[error("no such job")]
+    NoSuchJob,
+    #[error("the job has no run pending or running")]
+    Idle,
+    #[error("the job's run is the one scheduled {0}")]
+    OtherRun(Timestamp),
+    #[error("the run is running at daemon {0}")]
+    AtPeer(String),
+    #[error("the daemon is stopping")]
+    Stopping,
+    #[error("{0}")]
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -218,6 +241,7 @@ impl Api {
             .route("/api/v1/jobs/{job}", get(job))
             .route("/api/v1/jobs/{job}/runs", get(runs))
             .route("/api/v1/jobs/{job}/trigger", post(trigger))
+            .route("/api/v1/jobs/{job}/cancel", post(cancel))
             .route("/", get(page_overview))
             .route("/source/{source}", get(page_source))
             .route("/alerts", get(page_alerts))
@@ -767,47 +791,7 @@ async fn trigger(
         Ok(()) => rx.await.unwrap_or(Err(TriggerRefused::Stopping)),
         Err(_) => Err(TriggerRefused::Stopping),
     };
-    // Audited in the job's repository (an unknown job has none: journaled only by the
-    // refusal's log line).
-    if let Some(repo) = api
-        .config
-        .jobs
-        .get(&name)
-        .and_then(|j| api.repos.get(&j.repository))
-    {
-        let mut details = arsip_ops::audit::details([
-            ("job", json!(name)),
-            ("token", json!(caller.name)),
-            (
-                "role",
-                json!(match caller.role {
-                    Role::Read => "read",
-                    Role::Operator => "operator",
-                }),
-            ),
-        ]);
-        if let Some(Extension(Remote(a))) = remote {
-            details.insert("remote".into(), json!(a.to_string()));
-        }
-        let (outcome, message) = match &result {
-            Ok(t) => {
-                details.insert("run".into(), json!(t));
-                ("ok".to_string(), None)
-            }
-            Err(e) => ("refused".to_string(), Some(e.to_string())),
-        };
-        let event = arsip_ops::audit::AuditEvent {
-            op: "api.trigger".into(),
-            details,
-            result: outcome,
-            message,
-        };
-        if let Err(e) = repo.audit_append(event).await {
-            tracing::warn!(job = %name, error = %e, "api: could not append the trigger to the audit log");
-        }
-    } else {
-        tracing::info!(job = %name, token = %caller.name, "api: trigger of an unknown job refused");
-    }
+    audit_call(&api, "api.trigger", &name, &caller, remote, &result).await;
     match result {
         Ok(t) => (
             StatusCode::ACCEPTED,
@@ -833,6 +817,126 @@ async fn trigger(
             "trigger the job on a running daemon",
         ),
         Err(TriggerRefused::Failed(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", m, ""),
+    }
+}
+
+#[derive(Deserialize)]
+struct CancelQuery {
+    /// Cancel only this run (its scheduled time), not whatever runs when the call arrives.
+    scheduled: Option<Timestamp>,
+}
+
+async fn cancel(
+    Axum(api): Axum<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<CancelQuery>,
+    Extension(caller): Extension<Caller>,
+    remote: Option<Extension<Remote>>,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let sent = api
+        .commands
+        .send(Command::Cancel {
+            job: name.clone(),
+            by: caller.name.clone(),
+            scheduled: q.scheduled,
+            reply: tx,
+        })
+        .await;
+    let result = match sent {
+        Ok(()) => rx.await.unwrap_or(Err(CancelRefused::Stopping)),
+        Err(_) => Err(CancelRefused::Stopping),
+    };
+    audit_call(&api, "api.cancel", &name, &caller, remote, &result).await;
+    match result {
+        Ok(t) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "job": name, "scheduled": t })),
+        )
+            .into_response(),
+        Err(CancelRefused::NoSuchJob) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no job {name:?}"),
+            "",
+        ),
+        Err(CancelRefused::Idle) => error(
+            StatusCode::CONFLICT,
+            "idle",
+            format!("job {name:?} has no run pending or running"),
+            "",
+        ),
+        Err(CancelRefused::OtherRun(t)) => error(
+            StatusCode::CONFLICT,
+            "other_run",
+            format!("job {name:?} is at its run scheduled {t}, not the one asked for"),
+            "look at the job (GET /api/v1/jobs/{job}) and cancel with its run's time",
+        ),
+        Err(CancelRefused::AtPeer(daemon)) => error(
+            StatusCode::CONFLICT,
+            "at_peer",
+            format!("job {name:?}'s run is running at daemon {daemon}, not here"),
+            "cancel it through that daemon's API",
+        ),
+        Err(CancelRefused::Stopping) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the daemon is stopping; its running jobs stop with it",
+            "",
+        ),
+        Err(CancelRefused::Failed(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", m, ""),
+    }
+}
+
+/// Record a mutating call about job `name` in the job's repository's audit log: who
+/// (the token's name and role, never the token), from where, and what came of it. An
+/// unknown job has no repository: only a log line says it was refused.
+async fn audit_call<E: std::fmt::Display>(
+    api: &Api,
+    op: &str,
+    name: &str,
+    caller: &Caller,
+    remote: Option<Extension<Remote>>,
+    result: &Result<Timestamp, E>,
+) {
+    let Some(repo) = api
+        .config
+        .jobs
+        .get(name)
+        .and_then(|j| api.repos.get(&j.repository))
+    else {
+        tracing::info!(job = %name, token = %caller.name, op, "api: call about an unknown job refused");
+        return;
+    };
+    let mut details = arsip_ops::audit::details([
+        ("job", json!(name)),
+        ("token", json!(caller.name)),
+        (
+            "role",
+            json!(match caller.role {
+                Role::Read => "read",
+                Role::Operator => "operator",
+            }),
+        ),
+    ]);
+    if let Some(Extension(Remote(a))) = remote {
+        details.insert("remote".into(), json!(a.to_string()));
+    }
+    let (outcome, message) = match result {
+        Ok(t) => {
+            details.insert("run".into(), json!(t));
+            ("ok".to_string(), None)
+        }
+        Err(e) => ("refused".to_string(), Some(e.to_string())),
+    };
+    let event = arsip_ops::audit::AuditEvent {
+        op: op.into(),
+        details,
+        result: outcome,
+        message,
+    };
+    if let Err(e) = repo.audit_append(event).await {
+        tracing::warn!(job = %name, op, error = %e, "api: could not append the call to the audit log");
     }
 }
 

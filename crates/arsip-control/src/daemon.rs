@@ -19,11 +19,11 @@ use std::time::Duration;
 use arsip_ops::repo::clock::Clock;
 
 use crate::alerts::{Leadership, Notifier};
-use crate::api::{self, Command, TriggerRefused};
+use crate::api::{self, CancelRefused, Command, TriggerRefused};
 use crate::config::Config;
 use crate::executor::Executors;
 use crate::journal::{Event, Journal};
-use crate::runner::{Runner, RunnerError, TriggerError};
+use crate::runner::{CancelError, Runner, RunnerError, TriggerError};
 
 /// How a daemon runs.
 pub struct ServeOptions {
@@ -245,6 +245,26 @@ fn command(runner: &mut Runner, now: jiff::Timestamp, c: Command) {
             }
             let _ = reply.send(r);
         }
+        Command::Cancel {
+            job,
+            by,
+            scheduled,
+            reply,
+        } => {
+            let r = runner
+                .cancel(now, &job, &by, scheduled)
+                .map_err(|e| match e {
+                    CancelError::NoSuchJob => CancelRefused::NoSuchJob,
+                    CancelError::Idle => CancelRefused::Idle,
+                    CancelError::OtherRun(t) => CancelRefused::OtherRun(t),
+                    CancelError::AtPeer { daemon, .. } => CancelRefused::AtPeer(daemon),
+                    CancelError::Runner(e) => CancelRefused::Failed(e.to_string()),
+                });
+            if let Ok(t) = &r {
+                tracing::warn!(%job, scheduled = %t, token = %by, "run cancelled through the API");
+            }
+            let _ = reply.send(r);
+        }
     }
 }
 
@@ -252,6 +272,9 @@ fn refuse(c: Command) {
     match c {
         Command::Trigger { reply, .. } => {
             let _ = reply.send(Err(TriggerRefused::Stopping));
+        }
+        Command::Cancel { reply, .. } => {
+            let _ = reply.send(Err(CancelRefused::Stopping));
         }
     }
 }

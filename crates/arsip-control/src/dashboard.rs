@@ -123,7 +123,7 @@ fn outcome_class(o: crate::journal::Outcome) -> &'static str {
         Ok => "ok",
         Warnings => "warning",
         Skipped => "running",
-        Failed | Interrupted | Missed => "failed",
+        Failed | Interrupted | Missed | Cancelled => "failed",
     }
 }
 

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | backup, files | `backup::files` |
 //! | backup, pg-logical / pg-physical | `pg::backup` |
-//! | forget | `forget::run` with the repository's retention |
+//! | forget | `forget::run` with the repository's retention, and each source's own where it has one |
 //! | prune | `prune::run` with the repository's PITR window |
 //! | verify | `verify::run` (with the restore tests when the job asks) |
 //!
@@ -229,12 +229,30 @@ impl Executors {
         )
     }
 
+    /// The retention of each source in `repository` that has its own, as forget rules for
+    /// the snapshots its backup jobs tag.
+    fn source_rules(&self, repository: &str) -> Vec<(String, arsip_ops::forget::Policy)> {
+        let mut rules = Vec::new();
+        for (name, j) in &self.config.jobs {
+            let Some(source) = j.source.as_deref().map(|s| &self.config.sources[s]) else {
+                continue;
+            };
+            if let (JobKind::Backup, true, Some(r)) =
+                (j.kind, source.repository == repository, &source.retention)
+            {
+                rules.push((format!("{TAG_JOB}={name}"), r.clone().or_default()));
+            }
+        }
+        rules
+    }
+
     async fn forget(&self, job: &Job) -> Result<AttemptResult, AttemptResult> {
         let repo = self.full(&job.repository).await.map_err(setup)?;
         let r = &self.config.repositories[&job.repository];
         let zone = crate::schedule::zone(job.schedule.zone_name()).map_err(|e| setup(e.0))?;
         let opts = arsip_ops::forget::ForgetOptions {
             policy: r.retention.clone().or_default(),
+            by_tag: self.source_rules(&job.repository),
             dry_run: false,
             allow_empty: false,
             revoked: false,

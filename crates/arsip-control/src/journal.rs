@@ -34,6 +34,8 @@ pub enum Outcome {
     Missed,
     /// It came due while the job's previous run was still running.
     Skipped,
+    /// An operator cancelled it (`POST /api/v1/jobs/{job}/cancel`).
+    Cancelled,
 }
 
 impl Outcome {

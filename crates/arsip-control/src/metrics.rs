@@ -120,11 +120,13 @@ pub const METRICS: &[Metric] = &[
     gauge("arsip_job_last_success_timestamp_seconds", &["job", "type"], "When the job's last successful run finished.", "only after a success"),
     gauge("arsip_job_last_run_ok", &["job", "type"], "1 when the job's last finished run succeeded, else 0.", "after the first finished run"),
     gauge("arsip_job_running_since_timestamp_seconds", JOB, "When the job's running attempt started.", "only while one runs"),
-    counter("arsip_job_runs_total", &["job", "result"], "Runs by how they ended: ok, warnings, failed, interrupted, missed, skipped; ran_by_peer counts runs a peer daemon made.", "after the first run"),
+    counter("arsip_job_runs_total", &["job", "result"], "Runs by how they ended: ok, warnings, failed, interrupted, missed, skipped, cancelled; ran_by_peer counts runs a peer daemon made.", "after the first run"),
     counter("arsip_job_attempts_total", &["job", "result"], "Attempts by how they ended.", "after the first attempt"),
     gauge("arsip_alerts_open", &["rule", "severity"], "Alerts of the rule open now (the daemon's own alerting, docs/API.md).", "always, for every rule"),
     counter("arsip_alert_notifications_total", &["channel", "result"], "Alert deliveries by channel and result: sent, failed (retried), dropped (permanent).", "after the channel's first delivery"),
     counter("arsip_api_auth_failures_total", &[], "API requests refused for a missing or wrong token, or a role without the right.", "always"),
+    gauge("arsip_config_reload_failed", &[], "1 when the last reload (SIGHUP) of the configuration failed and the one before stays in force.", "always"),
+    gauge("arsip_ha_config_mismatch", JOB, "1 when the last peer daemon's claim of the job carried a different configuration digest.", "after a peer's claim of the job"),
 ];
 
 /// What `/metrics` adds beside the journal's state.
@@ -245,6 +247,16 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
         &[],
         extra.auth_failures as f64,
     );
+    o.add(
+        "arsip_config_reload_failed",
+        &[],
+        flag(state.config_reload_failed),
+    );
+    for (job, differs) in &state.config_mismatch {
+        if config.jobs.contains_key(job) {
+            o.add("arsip_ha_config_mismatch", &[("job", job)], flag(*differs));
+        }
+    }
 
     for (rule, severity) in crate::alerts::RULES {
         let open = state.alerts.open.keys().filter(|(r, _)| r == rule).count();

@@ -103,14 +103,18 @@ pub type AdoptFuture = Pin<Box<dyn Future<Output = Option<AttemptResult>> + Send
 enum TaskEnd {
     /// This daemon ran it.
     Ran(Box<AttemptResult>),
-    /// Another daemon's attempt decided the run (`transient`: its failure may be retried).
+    /// Another daemon's attempt decided the run (`transient`: its failure may be retried);
+    /// `digest` is the job's configuration digest its claim carried.
     Peer {
         outcome: Outcome,
         transient: bool,
         daemon: String,
+        digest: Option<String>,
     },
     /// The run could not be coordinated (the repository did not answer): transient.
     Coordination(String),
+    /// Cancelled (by this one) before this daemon claimed it.
+    Cancelled(String),
     /// A peer's result that does not hold up (its snapshot does not exist): a failure,
     /// and looking again would find the same.
     Unproven(String),
@@ -125,6 +129,25 @@ struct Run {
     /// When the next attempt may start.
     start_at: Timestamp,
     running: bool,
+}
+
+/// A running attempt's task, and how to reach it.
+struct Task {
+    handle: tokio::task::JoinHandle<()>,
+    /// Who cancelled it, once someone did.
+    cancel: tokio::sync::watch::Sender<Option<String>>,
+    phase: Arc<std::sync::Mutex<Phase>>,
+}
+
+/// Where an attempt task is.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Reading the run's claims, or claiming.
+    Looking,
+    /// A peer daemon (this id) runs the attempt; the task watches it.
+    Watching(String),
+    /// This daemon runs it.
+    Running,
 }
 
 /// What an attempt task sends back.
@@ -143,8 +166,8 @@ pub struct Runner {
     /// What the API and `/metrics` read: updated with every journal entry.
     state: Shared,
     runs: BTreeMap<String, Run>,
-    /// The task of each running attempt, to stop it at shutdown.
-    tasks: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    /// The task of each running attempt, to stop it at shutdown or when cancelled.
+    tasks: BTreeMap<String, Task>,
     done_tx: mpsc::UnboundedSender<Ended>,
     done_rx: mpsc::UnboundedReceiver<Ended>,
 }
@@ -155,6 +178,23 @@ pub enum TriggerError {
     NoSuchJob,
     #[error("the job has a run pending or running (scheduled {0})")]
     Busy(Timestamp),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no such job")]
+    NoSuchJob,
+    #[error("the job has no run pending or running")]
+    Idle,
+    #[error("the job's run is the one scheduled {0}, not the one asked for")]
+    OtherRun(Timestamp),
+    #[error("the run (scheduled {scheduled}) is running at daemon {daemon}; cancel it there")]
+    AtPeer {
+        scheduled: Timestamp,
+        daemon: String,
+    },
     #[error(transparent)]
     Runner(#[from] RunnerError),
 }
@@ -332,6 +372,47 @@ impl Runner {
         Ok(t)
     }
 
+    /// Cancel `job`'s run (the one scheduled `only`, when given), as asked by `by`: a run
+    /// waiting to start or to be retried ends at once; a running attempt is stopped like a
+    /// timeout, except that its result in the repository (`cancelled`) is final, so no peer
+    /// takes the run over and no retry follows. Either way the run ends `cancelled`. A run
+    /// a peer daemon is running is refused: cancel it at that daemon.
+    pub fn cancel(
+        &mut self,
+        now: Timestamp,
+        job: &str,
+        by: &str,
+        only: Option<Timestamp>,
+    ) -> Result<Timestamp, CancelError> {
+        if !self.config.jobs.contains_key(job) {
+            return Err(CancelError::NoSuchJob);
+        }
+        let Some(run) = self.runs.get(job) else {
+            return Err(CancelError::Idle);
+        };
+        let scheduled = run.scheduled;
+        if only.is_some_and(|t| t != scheduled) {
+            return Err(CancelError::OtherRun(scheduled));
+        }
+        match self.tasks.get(job) {
+            Some(task) => {
+                // Under the phase's lock: the task cannot start watching a peer meanwhile.
+                let phase = task.phase.lock().unwrap_or_else(|p| p.into_inner());
+                if let Phase::Watching(daemon) = &*phase {
+                    return Err(CancelError::AtPeer {
+                        scheduled,
+                        daemon: daemon.clone(),
+                    });
+                }
+                // The task ends the attempt, records `cancelled` in its claim, and reports
+                // back through `finish_one` like any attempt.
+                task.cancel.send_replace(Some(by.to_string()));
+            }
+            None => self.finish_run(now, job, scheduled, Outcome::Cancelled, None)?,
+        }
+        Ok(scheduled)
+    }
+
     fn catch_up_within(&self) -> SignedDuration {
         match self.config.daemon.catch_up {
             CatchUp::Once => self.config.daemon.catch_up_within,
@@ -404,7 +485,11 @@ impl Runner {
                 attempt,
             },
         )?;
+        let (cancel, cancelled) = tokio::sync::watch::channel(None);
+        let phase = Arc::new(std::sync::Mutex::new(Phase::Looking));
         let ctx = AttemptCtx {
+            cancelled,
+            phase: phase.clone(),
             repo: self.repos[&job.repository].clone(),
             executor: self.executor.clone(),
             daemon: self.daemon.clone(),
@@ -412,14 +497,22 @@ impl Runner {
             job,
             scheduled,
             retry: attempt > 1,
+            digest: self.config.job_digest(name),
         };
         let tx = self.done_tx.clone();
         let job = name.to_string();
-        let task = tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             let end = ctx.attempt().await;
             let _ = tx.send(Ended { job, end });
         });
-        self.tasks.insert(name.to_string(), task);
+        self.tasks.insert(
+            name.to_string(),
+            Task {
+                handle,
+                cancel,
+                phase,
+            },
+        );
         Ok(())
     }
 
@@ -485,7 +578,7 @@ impl Runner {
             .collect();
         for (job, scheduled, attempt) in &running {
             if let Some(t) = self.tasks.remove(job) {
-                t.abort();
+                t.handle.abort();
             }
             self.journal(
                 now,
@@ -518,12 +611,16 @@ impl Runner {
                 outcome,
                 transient,
                 daemon,
+                digest,
             } => (
-                AttemptResult {
-                    outcome,
-                    transient,
-                    message: Some(format!("run by daemon {daemon}")),
-                    ..AttemptResult::ok()
+                {
+                    self.compare_digest(&e.job, &daemon, digest);
+                    AttemptResult {
+                        outcome,
+                        transient,
+                        message: Some(format!("run by daemon {daemon}")),
+                        ..AttemptResult::ok()
+                    }
                 },
                 Some(daemon),
             ),
@@ -545,6 +642,7 @@ impl Runner {
                 },
                 None,
             ),
+            TaskEnd::Cancelled(by) => (cancelled_by(&by), None),
         };
         self.journal(
             now,
@@ -565,7 +663,8 @@ impl Runner {
         )?;
         let job = &self.config.jobs[&e.job];
         if result.outcome.succeeded() || !result.transient || attempt > job.retries {
-            // An attempt cut off (a timeout) that ends the run leaves it failed.
+            // An attempt cut off (a timeout) that ends the run leaves it failed; a cancelled
+            // one, cancelled.
             let outcome = match result.outcome {
                 Outcome::Interrupted => Outcome::Failed,
                 o => o,
@@ -582,6 +681,25 @@ impl Runner {
             run.start_at = at;
         }
         Ok(())
+    }
+
+    /// A peer ran `job` with the configuration digest `theirs`: note whether it differs
+    /// from ours (the claim is respected either way; FORMAT.md §20.8).
+    fn compare_digest(&mut self, job: &str, daemon: &str, theirs: Option<String>) {
+        // A claim without a digest (an older daemon) says nothing either way.
+        let Some(theirs) = theirs else { return };
+        let differs = self
+            .config
+            .job_digest(job)
+            .is_some_and(|ours| ours != theirs);
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let was = state.config_mismatch.insert(job.to_string(), differs);
+        if differs && was != Some(true) {
+            tracing::warn!(
+                %job, peer = %daemon,
+                "a peer daemon runs this job with a different configuration; make the daemons' configurations the same"
+            );
+        }
     }
 
     fn finish_run(
@@ -626,6 +744,9 @@ pub fn backoff(
 
 /// Everything an attempt task needs.
 struct AttemptCtx {
+    /// Set (to who asked) when the run is cancelled.
+    cancelled: tokio::sync::watch::Receiver<Option<String>>,
+    phase: Arc<std::sync::Mutex<Phase>>,
     repo: Arc<Repository>,
     executor: Arc<dyn Executor>,
     daemon: String,
@@ -634,6 +755,8 @@ struct AttemptCtx {
     scheduled: Timestamp,
     /// A retry after a failure (ours or a peer's): an ended chain is claimed again.
     retry: bool,
+    /// The job's configuration digest, which its claims carry.
+    digest: Option<String>,
 }
 
 impl AttemptCtx {
@@ -646,11 +769,25 @@ impl AttemptCtx {
         }
     }
 
+    /// Move to `phase`, unless the run was cancelled (then: who cancelled it). Under the
+    /// phase's lock, so [`Runner::cancel`] sees either the old phase or the cancel here.
+    fn enter(&self, phase: Phase) -> Result<(), String> {
+        let mut p = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(by) = self.cancelled.borrow().clone() {
+            return Err(by);
+        }
+        *p = phase;
+        Ok(())
+    }
+
     async fn claim_and_run(&self) -> arsip_ops::repo::Result<TaskEnd> {
         let chain = Chain::run(&self.name, self.scheduled)?;
         let timing = self.repo.session_timing();
         let timeout = self.job.timeout.unwrap_or(DEFAULT_TIMEOUT);
         loop {
+            if let Err(by) = self.enter(Phase::Looking) {
+                return Ok(TaskEnd::Cancelled(by));
+            }
             let view = self.repo.chain_view(&chain).await?;
             let (previous, lapsed) = match view.state(self.repo.now(), timing.margin) {
                 RunState::Succeeded(a) => {
@@ -672,10 +809,14 @@ impl AttemptCtx {
                         outcome: outcome_of(a.result()),
                         transient: false,
                         daemon: a.claim.daemon.clone(),
+                        digest: a.claim.config_digest.clone(),
                     });
                 }
-                RunState::Live(_) => {
+                RunState::Live(a) => {
                     // A peer runs it: watch until it ends or lapses.
+                    if let Err(by) = self.enter(Phase::Watching(a.claim.daemon.clone())) {
+                        return Ok(TaskEnd::Cancelled(by));
+                    }
                     let every = (timing.ttl / 5).min(SignedDuration::from_secs(60));
                     tokio::time::sleep(every.try_into().unwrap_or_default()).await;
                     continue;
@@ -695,6 +836,7 @@ impl AttemptCtx {
                             outcome: outcome_of(a.result()),
                             transient,
                             daemon: a.claim.daemon.clone(),
+                            digest: a.claim.config_digest.clone(),
                         });
                     }
                     (
@@ -709,7 +851,7 @@ impl AttemptCtx {
             let spec = ClaimSpec {
                 daemon: self.daemon.clone(),
                 timeout,
-                config_digest: None,
+                config_digest: self.digest.clone(),
                 previous,
             };
             let Some(claim) = self.repo.claim(&chain, view.next, &spec).await? else {
@@ -760,13 +902,23 @@ impl AttemptCtx {
                 None => self.executor.run(&self.name, &self.job, self.scheduled),
             };
             let dur = std::time::Duration::try_from(timeout).unwrap_or(std::time::Duration::MAX);
-            let result = match tokio::time::timeout(dur, guarded(claim.guard(), run)).await {
-                Ok(r) => r,
-                Err(_) => AttemptResult {
-                    outcome: Outcome::Interrupted,
-                    transient: true,
-                    message: Some(format!("timed out after {}", fmt_duration(timeout))),
-                    ..AttemptResult::ok()
+            let mut cancelled = self.cancelled.clone();
+            let result = match self.enter(Phase::Running) {
+                Err(by) => cancelled_by(&by),
+                Ok(()) => tokio::select! {
+                    r = tokio::time::timeout(dur, guarded(claim.guard(), run)) => match r {
+                        Ok(r) => r,
+                        Err(_) => AttemptResult {
+                            outcome: Outcome::Interrupted,
+                            transient: true,
+                            message: Some(format!("timed out after {}", fmt_duration(timeout))),
+                            ..AttemptResult::ok()
+                        },
+                    },
+                    // Dropping the attempt's future stops it (child processes die with it).
+                    Ok(by) = cancelled.wait_for(Option::is_some) => {
+                        cancelled_by(by.as_deref().unwrap_or_default())
+                    }
                 },
             };
             let finish = Finish {
@@ -774,6 +926,7 @@ impl AttemptCtx {
                     Outcome::Ok => JobResult::Ok,
                     Outcome::Warnings => JobResult::Warnings,
                     Outcome::Interrupted => JobResult::Interrupted,
+                    Outcome::Cancelled => JobResult::Cancelled,
                     _ => JobResult::Failed,
                 },
                 transient: result.transient,
@@ -787,6 +940,16 @@ impl AttemptCtx {
             }
             return Ok(TaskEnd::Ran(Box::new(result)));
         }
+    }
+}
+
+/// The result of an attempt cancelled by `by`: final, never retried.
+fn cancelled_by(by: &str) -> AttemptResult {
+    AttemptResult {
+        outcome: Outcome::Cancelled,
+        transient: false,
+        message: Some(format!("cancelled by {by}")),
+        ..AttemptResult::ok()
     }
 }
 
@@ -811,6 +974,7 @@ fn outcome_of(r: Option<JobResult>) -> Outcome {
         Some(JobResult::Ok) => Outcome::Ok,
         Some(JobResult::Warnings) => Outcome::Warnings,
         Some(JobResult::Interrupted) => Outcome::Interrupted,
+        Some(JobResult::Cancelled) => Outcome::Cancelled,
         _ => Outcome::Failed,
     }
 }

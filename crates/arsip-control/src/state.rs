@@ -34,6 +34,11 @@ pub struct State {
     /// Per repository, when its oldest key (password or key-file slot, unrevoked agent) was
     /// made: listed at start and every few hours, not journaled.
     pub oldest_key: BTreeMap<String, Timestamp>,
+    /// Per job, whether the last peer claim seen carried a different configuration digest
+    /// (not journaled: known again after the next peer run).
+    pub config_mismatch: BTreeMap<String, bool>,
+    /// The last SIGHUP's configuration did not load (the one before stays in force).
+    pub config_reload_failed: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -129,6 +134,7 @@ pub fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Interrupted => "interrupted",
         Outcome::Missed => "missed",
         Outcome::Skipped => "skipped",
+        Outcome::Cancelled => "cancelled",
     }
 }
 
@@ -143,6 +149,8 @@ impl State {
             sources_seen: BTreeMap::new(),
             alerts: Default::default(),
             oldest_key: BTreeMap::new(),
+            config_mismatch: BTreeMap::new(),
+            config_reload_failed: false,
         };
         for e in entries {
             s.apply(e);
@@ -247,7 +255,11 @@ impl State {
                         }
                         j.last_run = Some(r.clone());
                     }
-                    Outcome::Failed | Outcome::Interrupted | Outcome::Missed => {
+                    // A cancelled run made no backup either.
+                    Outcome::Failed
+                    | Outcome::Interrupted
+                    | Outcome::Missed
+                    | Outcome::Cancelled => {
                         j.consecutive_failures += 1;
                         j.last_run = Some(r.clone());
                     }

@@ -394,6 +394,7 @@ pub async fn state_from_repositories(
                         JobResult::Ok => Outcome::Ok,
                         JobResult::Warnings => Outcome::Warnings,
                         JobResult::Failed => Outcome::Failed,
+                        JobResult::Cancelled => Outcome::Cancelled,
                         _ => Outcome::Interrupted,
                     },
                     d.finished,

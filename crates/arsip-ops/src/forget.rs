@@ -66,6 +66,10 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub struct ForgetOptions {
     pub policy: Policy,
+    /// Groups with their own rule: a group follows the first rule whose tag (`key=value`)
+    /// one of its snapshots carries (the daemon tags a source's backups with their job);
+    /// the others follow `policy`.
+    pub by_tag: Vec<(String, Policy)>,
     /// Decide and report; delete nothing.
     pub dry_run: bool,
     /// Let a group lose its last snapshot.
@@ -74,6 +78,24 @@ pub struct ForgetOptions {
     pub revoked: bool,
     /// Calendar buckets (daily, weekly, …) are days in this time zone.
     pub time_zone: jiff::tz::TimeZone,
+}
+
+impl ForgetOptions {
+    /// The rule a group of snapshots follows.
+    fn policy_of(&self, group: &[Snapshot]) -> &Policy {
+        self.by_tag
+            .iter()
+            .find(|(tag, _)| group.iter().any(|s| has_tag(s, tag)))
+            .map_or(&self.policy, |(_, p)| p)
+    }
+}
+
+/// Whether `s` carries `tag` (`key` or `key=value`).
+fn has_tag(s: &Snapshot, tag: &str) -> bool {
+    match tag.split_once('=') {
+        Some((k, v)) => s.manifest.tags.get(k).is_some_and(|x| x == v),
+        None => s.manifest.tags.contains_key(tag),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +158,8 @@ async fn decide_all(repo: &FullRepo, opts: &ForgetOptions) -> Result<ForgetOutco
         removed: 0,
     };
     for ((kind, source, host, writer), snaps) in groups {
-        let (keep, remove) = decide(snaps, opts, now)?;
+        let policy = opts.policy_of(&snaps);
+        let (keep, remove) = decide(snaps, policy, opts, now)?;
         out.kept += keep.len();
         out.removed += remove.len();
         out.groups.push(Group {
@@ -170,10 +193,10 @@ async fn decide_all(repo: &FullRepo, opts: &ForgetOptions) -> Result<ForgetOutco
 /// Split one group into what stays (with why) and what goes.
 fn decide(
     mut snaps: Vec<Snapshot>,
+    p: &Policy,
     opts: &ForgetOptions,
     now: jiff::Timestamp,
 ) -> Result<(Vec<Decision>, Vec<Decision>)> {
-    let p = &opts.policy;
     // Newest first, by the store's time.
     snaps.sort_by(|a, b| (b.stored, &b.id).cmp(&(a.stored, &a.id)));
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snaps.len()];
@@ -192,11 +215,7 @@ fn decide(
             }
         }
         for tag in &p.keep_tags {
-            let has = match tag.split_once('=') {
-                Some((k, v)) => s.manifest.tags.get(k).is_some_and(|x| x == v),
-                None => s.manifest.tags.contains_key(tag),
-            };
-            if has {
+            if has_tag(s, tag) {
                 r.push(format!("tag {tag}"));
             }
         }
@@ -319,11 +338,21 @@ mod tests {
     fn opts(policy: Policy) -> ForgetOptions {
         ForgetOptions {
             policy,
+            by_tag: Vec::new(),
             dry_run: true,
             allow_empty: false,
             revoked: false,
             time_zone: jiff::tz::TimeZone::get("Asia/Jakarta").unwrap(),
         }
+    }
+
+    /// `decide` under `o`'s policy for the source.
+    fn split(
+        snaps: Vec<Snapshot>,
+        o: &ForgetOptions,
+        now: jiff::Timestamp,
+    ) -> (Vec<Decision>, Vec<Decision>) {
+        decide(snaps.clone(), o.policy_of(&snaps), o, now).unwrap()
     }
 
     #[test]
@@ -339,7 +368,7 @@ mod tests {
             ..Default::default()
         };
         let now = "2026-11-02T00:00:00Z".parse().unwrap();
-        let (keep, remove) = decide(snaps, &opts(p), now).unwrap();
+        let (keep, remove) = split(snaps, &opts(p), now);
         let ids = |v: &[Decision]| v.iter().map(|d| d.id[63..].to_string()).collect::<Vec<_>>();
         assert_eq!(ids(&keep), ["3", "1"]);
         assert_eq!(ids(&remove), ["2"]);
@@ -355,19 +384,47 @@ mod tests {
             keep_within: Some(parse_duration("2d").unwrap()),
             ..Default::default()
         };
-        let (keep, remove) = decide(snaps.clone(), &opts(p), now).unwrap();
+        let (keep, remove) = split(snaps.clone(), &opts(p), now);
         assert_eq!((keep.len(), remove.len()), (2, 3));
         // No rule keeps anything: the newest stays unless emptying is allowed.
         let p = Policy {
             keep_within: Some(parse_duration("1s").unwrap()),
             ..Default::default()
         };
-        let (keep, _) = decide(snaps.clone(), &opts(p.clone()), now).unwrap();
+        let (keep, _) = split(snaps.clone(), &opts(p.clone()), now);
         assert_eq!(keep.len(), 1);
         assert!(keep[0].reasons[0].contains("newest"));
         let mut o = opts(p);
         o.allow_empty = true;
-        assert!(decide(snaps, &o, now).unwrap().0.is_empty());
+        assert!(split(snaps, &o, now).0.is_empty());
+    }
+
+    #[test]
+    fn a_group_tagged_with_a_rule_follows_it() {
+        let mut snaps: Vec<Snapshot> = (1..=5)
+            .map(|d| snap(d, &format!("2026-11-{:02}T02:00:00Z", d)))
+            .collect();
+        let now: jiff::Timestamp = "2026-11-05T03:00:00Z".parse().unwrap();
+        let rule = |n| Policy {
+            keep_last: Some(n),
+            ..Default::default()
+        };
+        let mut o = opts(rule(1));
+        o.by_tag = vec![("arsip.job=b".into(), rule(4))];
+        // No snapshot carries the tag: the general rule.
+        assert_eq!(split(snaps.clone(), &o, now).0.len(), 1);
+        // One does (a manual snapshot of the same source is in the group too).
+        snaps[2]
+            .manifest
+            .tags
+            .insert("arsip.job".into(), "b".into());
+        assert_eq!(split(snaps.clone(), &o, now).0.len(), 4);
+        // Another job's tag is not this rule's.
+        snaps[2]
+            .manifest
+            .tags
+            .insert("arsip.job".into(), "c".into());
+        assert_eq!(split(snaps, &o, now).0.len(), 1);
     }
 
     #[test]

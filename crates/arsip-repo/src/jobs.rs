@@ -149,6 +149,8 @@ pub enum JobResult {
     Interrupted,
     /// A taker found the attempt it meant to replace alive after all, and stepped back.
     Withdrawn,
+    /// Stopped by an operator: the run ended, no other attempt takes it up.
+    Cancelled,
 }
 
 impl JobResult {
@@ -303,7 +305,7 @@ pub enum RunState<'a> {
     Live(&'a Attempt),
     /// The newest attempt died without a result.
     Lapsed(&'a Attempt),
-    /// The newest attempt ended `failed` or `interrupted`; its `transient` says whether
+    /// The newest attempt ended `failed`, `interrupted` or `cancelled`; its `transient` says whether
     /// another attempt is worth it.
     Ended(&'a Attempt),
 }

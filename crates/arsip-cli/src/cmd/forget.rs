@@ -101,6 +101,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<u8> {
             keep_tags: a.keep_tag.clone(),
         }
         .or_default(),
+        by_tag: Vec::new(),
         dry_run: a.dry_run,
         allow_empty: a.allow_empty,
         revoked: a.revoked,

@@ -133,6 +133,18 @@ pub struct Config {
     pub channels: BTreeMap<String, Channel>,
 }
 
+impl Config {
+    /// A digest of what job `name` does: its definition and its source's, the same on every
+    /// daemon given the same configuration. Claims carry it (FORMAT.md §20), so a peer that
+    /// runs a job differently is noticed (`arsip_ha_config_mismatch`).
+    pub fn job_digest(&self, name: &str) -> Option<String> {
+        let job = self.jobs.get(name)?;
+        let source = job.source.as_ref().and_then(|s| self.sources.get(s));
+        let canonical = serde_json::to_vec(&(job, source)).ok()?;
+        Some(blake3::hash(&canonical).to_hex()[..32].to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum CatchUp {

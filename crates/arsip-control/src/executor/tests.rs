@@ -198,3 +198,46 @@ async fn a_takeover_adopts_what_the_lapsed_claimant_committed() {
         "{done:?}"
     );
 }
+
+/// A source's own retention decides for the snapshots its backup job made; the repository's
+/// (the plan's 30 days here) for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_follows_a_sources_own_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    // The text lands in `[source.files]`, then the jobs follow.
+    let c = config(
+        dir.path(),
+        &format!("retention = {{ keep_last = 2 }}\n{JOBS}"),
+    );
+    let e = executors(&c);
+    let rules = e.source_rules("main");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].0, "arsip.job=files-daily");
+    assert_eq!(rules[0].1.keep_last, Some(2));
+    let repo = repo(dir.path(), true).await;
+    let state = dir.path().join("state-a");
+    let (journal, rec) = Journal::open(&state, t("2026-11-30T00:00:00Z")).unwrap();
+    let mut runner = Runner::new(
+        c.clone(),
+        "a".into(),
+        [("main".to_string(), repo.clone())].into(),
+        Arc::new(executors(&c)),
+        journal,
+        &rec.entries,
+    )
+    .unwrap();
+    runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    for day in 1..=3 {
+        std::fs::write(dir.path().join("data/day"), format!("{day}")).unwrap();
+        for at in ["02:00:05", "03:00:05"] {
+            runner
+                .settle(t(&format!("2026-12-0{day}T{at}Z")))
+                .await
+                .unwrap();
+        }
+    }
+    let full = e.full("main").await.unwrap();
+    // Three backups, each younger than 30 days: the source's rule kept the newest two.
+    assert_eq!(full.snapshot_listing().await.unwrap().snapshots.len(), 2);
+}

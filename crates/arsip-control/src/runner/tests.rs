@@ -480,3 +480,132 @@ async fn a_peers_ok_without_its_snapshot_is_a_failure() {
     assert!(h.last_success.is_none());
     assert!(script.calls("db-daily").is_empty());
 }
+
+/// Wait until `job`'s attempt task is in `phase`.
+async fn reach(runner: &Runner, job: &str, phase: Phase) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = runner
+            .tasks
+            .get(job)
+            .map(|t| t.phase.lock().unwrap().clone());
+        if now.as_ref() == Some(&phase) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{job} never reached {phase:?}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A cancelled attempt stops at once, records `cancelled` as its final result in the
+/// repository, and is neither retried here nor taken over by a peer; a peer that watched it
+/// cannot cancel it, and notices that its own configuration of the job differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_stops_and_is_neither_retried_nor_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // A repository-wide job, like the HA test: a peer's result names no snapshot.
+    let job = r#"
+[job.prune]
+type = "prune"
+repository = "main"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+retries = 2
+retry_backoff = "2m"
+"#;
+    let c = config(dir.path(), job);
+    let mut other = c.clone();
+    other.jobs.get_mut("prune").unwrap().retry_backoff = SignedDuration::from_mins(5);
+    let script = Arc::new(Script::default());
+    script.then("prune", [slow(Duration::from_secs(60))]);
+    let mut a = daemon(dir.path(), "a", &c, &script, true).await;
+    let mut b = daemon(dir.path(), "b", &other, &script, false).await;
+    let at = t("2026-12-01T02:00:01Z");
+    for d in [&mut a, &mut b] {
+        d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    }
+    a.runner.step(at).unwrap();
+    reach(&a.runner, "prune", Phase::Running).await;
+    b.runner.step(at).unwrap();
+    reach(&b.runner, "prune", Phase::Watching("a".into())).await;
+    // The watcher refuses: the run is not its to stop.
+    assert!(matches!(
+        b.runner.cancel(at, "prune", "ops", None),
+        Err(CancelError::AtPeer { daemon, .. }) if daemon == "a"
+    ));
+    assert!(matches!(
+        a.runner.cancel(at, "prune", "ops", Some(t("2026-11-30T02:00:00Z"))),
+        Err(CancelError::OtherRun(s)) if s == t("2026-12-01T02:00:00Z")
+    ));
+    let started = Instant::now();
+    assert_eq!(
+        a.runner.cancel(at, "prune", "ops", None).unwrap(),
+        t("2026-12-01T02:00:00Z")
+    );
+    assert!(a.runner.finish_one(|| at).await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(30), "not stopped");
+    // No retry, here or at the peer, long after the backoff.
+    let later = t("2026-12-01T03:00:00Z");
+    let (ra, rb) = tokio::join!(a.runner.settle(later), b.runner.settle(later));
+    ra.unwrap();
+    rb.unwrap();
+    assert!(
+        script.calls("prune").is_empty(),
+        "the slow attempt never ended by itself"
+    );
+    let chain = Chain::run("prune", t("2026-12-01T02:00:00Z")).unwrap();
+    let view = a.runner.repos["main"].chain_view(&chain).await.unwrap();
+    assert_eq!(view.attempts.len(), 1, "{view:?}");
+    let done = view.attempts[0].done.as_ref().unwrap();
+    assert_eq!((done.result, done.transient), (JobResult::Cancelled, false));
+    assert_eq!(done.message.as_deref(), Some("cancelled by ops"));
+    for (d, peer) in [(&a, false), (&b, true)] {
+        let runs = finished(&d.state);
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].2, runs[0].3.is_some()), (Outcome::Cancelled, peer));
+    }
+    // The claim carried a's digest of the job, which b's configuration does not share.
+    assert_eq!(view.attempts[0].claim.config_digest, c.job_digest("prune"));
+    assert_ne!(c.job_digest("prune"), other.job_digest("prune"));
+    assert!(b.runner.state().read().unwrap().config_mismatch["prune"]);
+    // Nothing to cancel any more.
+    assert!(matches!(
+        a.runner.cancel(later, "prune", "ops", None),
+        Err(CancelError::Idle)
+    ));
+    assert!(matches!(
+        a.runner.cancel(later, "nope", "ops", None),
+        Err(CancelError::NoSuchJob)
+    ));
+}
+
+/// A run waiting for its retry ends at once when cancelled; the retry never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_its_retry_is_cancelled_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), DAILY);
+    let script = Arc::new(Script::default());
+    script.then("db-daily", [fail(true), ok()]);
+    let mut d = daemon(dir.path(), "a", &c, &script, true).await;
+    d.runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    let at = t("2026-12-01T02:00:01Z");
+    d.runner.settle(at).await.unwrap();
+    assert_eq!(d.runner.pending(), 1, "waiting for the retry");
+    d.runner.cancel(at, "db-daily", "ops", None).unwrap();
+    assert_eq!(d.runner.pending(), 0);
+    d.runner.settle(t("2026-12-01T03:00:00Z")).await.unwrap();
+    assert_eq!(script.calls("db-daily").len(), 1);
+    let runs = finished(&d.state);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].2, Outcome::Cancelled);
+    let s = d.runner.state();
+    let s = s.read().unwrap();
+    assert_eq!(
+        s.jobs["db-daily"].consecutive_failures, 1,
+        "a cancelled backup is no backup"
+    );
+    assert_eq!(s.jobs["db-daily"].runs_total["cancelled"], 1);
+}
