@@ -88,7 +88,14 @@ pub const RULES: &[(&str, Severity)] = &[
     ("ArsipBackupDurationAnomaly", Severity::Warning),
     ("ArsipVerificationFailed", Severity::Warning),
     ("ArsipWalArchiveLag", Severity::Warning),
+    ("ArsipAlertChannelFailing", Severity::Warning),
 ];
+
+/// `ArsipAlertChannelFailing`: deliveries through a channel have failed for
+/// [`CHANNEL_FAILING_FOR`] (retries ride out a blip), and none got through in
+/// [`CHANNEL_QUIET`] (the Prometheus rule's window and `for`).
+pub const CHANNEL_QUIET: SignedDuration = SignedDuration::from_mins(30);
+pub const CHANNEL_FAILING_FOR: SignedDuration = SignedDuration::from_mins(10);
 
 /// How late a job may be before `ArsipJobOverdue`.
 pub const OVERDUE: SignedDuration = SignedDuration::from_mins(5);
@@ -286,6 +293,31 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
             );
         }
     }
+    // This daemon's own deliveries (a peer's are its own to report).
+    if let Some(first) = config.repositories.keys().next() {
+        for (name, h) in &state.alerts.channels {
+            let Some(since) = h.failing_since else {
+                continue;
+            };
+            if !config.channels.contains_key(name)
+                || now.duration_since(since) < CHANNEL_FAILING_FOR
+                || h.last_sent
+                    .is_some_and(|t| now.duration_since(t) <= CHANNEL_QUIET)
+            {
+                continue;
+            }
+            fire(
+                "ArsipAlertChannelFailing",
+                Warning,
+                name,
+                first,
+                format!(
+                    "alerts to channel {name} are not getting through: deliveries failed since {since}{}; other channels still get alerts (see the daemon's log)",
+                    h.last_sent.map_or(String::new(), |t| format!(", the last one through was at {t}"))
+                ),
+            );
+        }
+    }
     // The alerts about a run's outcome that every daemon knows (a peer's result is
     // journaled too): this daemon's to send only if it ran the run. The others come from
     // facts only the runner has.
@@ -316,6 +348,17 @@ pub struct OpenAlert {
     pub opened: Timestamp,
     /// Channels the opening was delivered to (or given up on).
     pub delivered: BTreeSet<String>,
+    /// When each channel last got it (for `repeat_after`).
+    pub last_sent: BTreeMap<String, Timestamp>,
+}
+
+/// How deliveries through a channel go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChannelHealth {
+    /// The last delivery that got through.
+    pub last_sent: Option<Timestamp>,
+    /// The first failure since then, while no delivery got through.
+    pub failing_since: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -336,6 +379,8 @@ pub struct Book {
     pub resolving: BTreeMap<(String, String), Resolved>,
     /// Deliveries by channel and result (`sent`, `failed`, `dropped`).
     pub notifications: BTreeMap<(String, String), u64>,
+    /// Per channel, whether deliveries get through.
+    pub channels: BTreeMap<String, ChannelHealth>,
 }
 
 impl Book {
@@ -346,6 +391,7 @@ impl Book {
                     firing: alert.clone(),
                     opened: e.at,
                     delivered: BTreeSet::new(),
+                    last_sent: BTreeMap::new(),
                 });
             }
             Event::AlertResolved { rule, subject } => {
@@ -373,6 +419,13 @@ impl Book {
                     .notifications
                     .entry((channel.clone(), result.clone()))
                     .or_default() += 1;
+                let health = self.channels.entry(channel.clone()).or_default();
+                if result == "sent" {
+                    health.last_sent = Some(e.at);
+                    health.failing_since = None;
+                } else {
+                    health.failing_since.get_or_insert(e.at);
+                }
                 if result == "failed" {
                     return;
                 }
@@ -380,6 +433,9 @@ impl Book {
                     Status::Firing => {
                         if let Some(a) = self.open.get_mut(&key) {
                             a.delivered.insert(channel.clone());
+                            if result == "sent" {
+                                a.last_sent.insert(channel.clone(), e.at);
+                            }
                         } else if let Some(r) = self.resolving.get_mut(&key) {
                             r.alert.delivered.insert(channel.clone());
                         }
@@ -418,8 +474,10 @@ impl Book {
     }
 
     /// Notifications owed at `now`: (channel, status, the alert, since when it is owed).
-    /// A resolve is owed only to channels the opening reached; nothing is owed past
-    /// [`GIVE_UP`]. Settled resolves are forgotten.
+    /// An open alert is owed again `repeat_after` after a channel last got it; a resolve
+    /// only to channels the opening reached; a channel's own failing alert goes to the
+    /// others only; nothing is owed past [`GIVE_UP`] (repeats aside). Settled resolves are
+    /// forgotten.
     pub fn owed(
         &mut self,
         config: &Config,
@@ -427,12 +485,19 @@ impl Book {
     ) -> Vec<(String, Status, Firing, Timestamp)> {
         let mut out = Vec::new();
         let routes = |sev: Severity| config.alerts.routes.get(&sev).cloned().unwrap_or_default();
+        let repeat = config.alerts.repeat_after;
         for a in self.open.values() {
-            if now.duration_since(a.opened) > GIVE_UP {
-                continue;
-            }
             for c in routes(a.firing.severity) {
-                if !a.delivered.contains(&c) {
+                if a.firing.rule == "ArsipAlertChannelFailing" && a.firing.subject == c {
+                    continue;
+                }
+                let due = match a.last_sent.get(&c) {
+                    Some(last) => repeat.is_some_and(|r| now.duration_since(*last) >= r),
+                    // Given up on (dropped): not again.
+                    None if a.delivered.contains(&c) => false,
+                    None => now.duration_since(a.opened) <= GIVE_UP,
+                };
+                if due {
                     out.push((c, Status::Firing, a.firing.clone(), a.opened));
                 }
             }

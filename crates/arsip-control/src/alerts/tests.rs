@@ -258,3 +258,95 @@ fn a_key_older_than_key_rotation_is_due() {
         .insert("main".into(), t("2026-06-01T00:00:00Z"));
     assert!(!due(&s));
 }
+
+#[test]
+fn with_repeat_after_an_open_alert_is_owed_again_per_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), &format!("{SITE}\n"));
+    let mut c2 = c.clone();
+    c2.alerts.repeat_after = Some(SignedDuration::from_hours(4));
+    let mut b = Book::default();
+    for e in b.diff(&[firing()]) {
+        b.apply(&entry("2026-12-01T02:00:00Z", e));
+    }
+    b.apply(&entry(
+        "2026-12-01T02:00:01Z",
+        notified("hook", Status::Firing, "sent"),
+    ));
+    b.apply(&entry(
+        "2026-12-01T02:00:01Z",
+        notified("slack", Status::Firing, "dropped"),
+    ));
+    for (config, at, owed) in [
+        (&c2, "2026-12-01T05:00:00Z", 0),
+        (&c2, "2026-12-01T06:00:01Z", 1),
+        (&c2, "2026-12-03T06:00:01Z", 1),
+        (&c, "2026-12-01T06:00:01Z", 0),
+    ] {
+        let o = b.owed(config, t(at));
+        assert_eq!(o.len(), owed, "{at}: {o:?}");
+        // Only to the channel that got it (a dropped one is not tried again).
+        assert!(o
+            .iter()
+            .all(|(ch, s, _, _)| ch == "hook" && *s == Status::Firing));
+    }
+    b.apply(&entry(
+        "2026-12-01T06:00:02Z",
+        notified("hook", Status::Firing, "sent"),
+    ));
+    assert!(b.owed(&c2, t("2026-12-01T10:00:01Z")).is_empty());
+    assert_eq!(b.owed(&c2, t("2026-12-01T10:00:02Z")).len(), 1);
+}
+
+#[test]
+fn a_failing_channel_alerts_through_the_others_and_clears_when_one_gets_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(
+        dir.path(),
+        &SITE.replace(r#"warning = ["hook"]"#, r#"warning = ["hook", "slack"]"#),
+    );
+    let mut state = crate::state::State::new("a".into(), t("2026-12-01T00:00:00Z"), &[]);
+    let failing = |s: &crate::state::State, at: &str| -> Vec<String> {
+        evaluate(&c, s, t(at))
+            .into_iter()
+            .filter(|f| f.rule == "ArsipAlertChannelFailing")
+            .map(|f| f.subject)
+            .collect()
+    };
+    let book = |s: &mut crate::state::State, at: &str, ch: &str, result: &str| {
+        s.alerts
+            .apply(&entry(at, notified(ch, Status::Firing, result)))
+    };
+    book(&mut state, "2026-12-01T02:00:00Z", "slack", "sent");
+    book(&mut state, "2026-12-01T02:00:00Z", "hook", "failed");
+    // Retries ride out a blip: failing once a delivery has failed for 10 minutes.
+    assert!(failing(&state, "2026-12-01T02:09:59Z").is_empty());
+    assert_eq!(failing(&state, "2026-12-01T02:10:00Z"), ["hook"]);
+    // One that worked 10 minutes ago is not failing before 30 minutes without a delivery.
+    book(&mut state, "2026-12-01T02:10:00Z", "slack", "failed");
+    assert_eq!(failing(&state, "2026-12-01T02:25:01Z"), ["hook"]);
+    assert_eq!(failing(&state, "2026-12-01T02:31:00Z"), ["hook", "slack"]);
+    // Its alert goes to the other channels only.
+    let f = evaluate(&c, &state, t("2026-12-01T02:31:00Z"))
+        .into_iter()
+        .find(|f| f.rule == "ArsipAlertChannelFailing" && f.subject == "hook")
+        .unwrap();
+    assert!(
+        !f.summary.contains("http"),
+        "no URL in the message: {}",
+        f.summary
+    );
+    let mut b = Book::default();
+    for e in b.diff(std::slice::from_ref(&f)) {
+        b.apply(&entry("2026-12-01T02:31:00Z", e));
+    }
+    let to: Vec<String> = b
+        .owed(&c, t("2026-12-01T02:31:01Z"))
+        .into_iter()
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(to, ["slack"]);
+    // One delivery through it clears it.
+    book(&mut state, "2026-12-01T02:40:00Z", "hook", "sent");
+    assert_eq!(failing(&state, "2026-12-01T02:40:01Z"), ["slack"]);
+}

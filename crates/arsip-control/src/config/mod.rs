@@ -318,6 +318,9 @@ pub struct Alerts {
     pub duration_factor: f64,
     /// Storage quota alert above this share of the quota.
     pub quota_ratio: f64,
+    /// An alert still open is notified again this long after its last notification
+    /// (none: once, and its resolve).
+    pub repeat_after: Option<SignedDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -1369,9 +1372,23 @@ impl Checker<'_> {
             size_tolerance: 0.30,
             duration_factor: 2.0,
             quota_ratio: 0.90,
+            repeat_after: None,
         };
         let Some(a) = a else { return out };
         let a = a.get_ref();
+        out.repeat_after = self.duration(&a.repeat_after, "alerts.repeat_after");
+        if let Some(v) = &a.repeat_after {
+            if out
+                .repeat_after
+                .is_some_and(|d| d < SignedDuration::from_mins(5))
+            {
+                self.error(
+                    &v.span(),
+                    "alerts.repeat_after",
+                    "repeat an open alert at most every 5 minutes (\"5m\" or more)".into(),
+                );
+            }
+        }
         let severities = [
             ("critical", Severity::Critical),
             ("warning", Severity::Warning),

@@ -147,6 +147,7 @@ pub(super) struct Alerts {
     #[serde(default)]
     pub routes: BTreeMap<String, Spanned<Vec<String>>>,
     pub rule: S<Rules>,
+    pub repeat_after: S<String>,
 }
 
 #[derive(Deserialize)]
