@@ -542,12 +542,42 @@ struct Http {
 
 impl Http {
     fn of(state: &Path) -> Http {
+        Http::with(state, reqwest::Client::new())
+    }
+
+    /// Over TLS, trusting only the certificate authority in `ca`.
+    fn trusting(state: &Path, ca: &Path) -> Http {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let c = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            // Every request handshakes anew: the certificate served now is what counts.
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        Http::with(state, c)
+    }
+
+    fn with(state: &Path, c: reqwest::Client) -> Http {
         let base = std::fs::read_to_string(state.join("api-address")).unwrap();
         Http {
             base: base.trim().to_string(),
             rt: tokio::runtime::Runtime::new().unwrap(),
-            c: reqwest::Client::new(),
+            c,
         }
+    }
+
+    /// Whether a request over this client's TLS trust gets an answer at all.
+    fn reaches(&self) -> bool {
+        let r = self.c.get(format!("{}/health", self.base));
+        self.rt.block_on(async { r.send().await.is_ok() })
+    }
+
+    /// A gauge's value in `/metrics` (its full series, labels included, as `series`).
+    fn metric(&self, token: &str, series: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics", Some(token));
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     fn send(&self, r: reqwest::RequestBuilder) -> (u16, String) {
@@ -672,6 +702,119 @@ retry_backoff = "1m"
     signal(&child, rustix::process::Signal::TERM);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     drop(silent);
+}
+
+/// SIGHUP: a new job, a rotated token and a renewed TLS certificate are put in force without
+/// a restart (and the new job runs at its time); a file that does not parse, or a change
+/// only a restart can make (the repository), is refused with the reason in the log, the
+/// configuration before stays in force, and `arsip_config_reload_failed` says so.
+#[test]
+fn sighup_reloads_the_configuration_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    let (read, operator) = (
+        dir.path().join("read.token"),
+        dir.path().join("oncall.token"),
+    );
+    for f in [&read, &operator] {
+        site.a.ok(&["token", "generate", f.to_str().unwrap()]);
+    }
+    let (old_ca, cert, key) = arsip_testkit::tls_certificates(dir.path());
+    let renewed = dir.path().join("renewed");
+    std::fs::create_dir(&renewed).unwrap();
+    let (new_ca, new_cert, new_key) = arsip_testkit::tls_certificates(&renewed);
+    let api = format!(
+        "{}tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        api_section(&read, &operator),
+        cert.display(),
+        key.display()
+    );
+    let day = &days(1)[0];
+    site.set_clock(&format!("{day}T10:00:00Z"));
+    let (mut child, state) = site.serve_with("a", &api);
+    let old = Http::trusting(&state, &old_ca);
+    let renewed_client = Http::trusting(&state, &new_ca);
+    let old_read = token(&read);
+    assert_eq!(old.get("/api/v1/jobs", Some(&old_read)).0, 200);
+    assert!(!renewed_client.reaches(), "not yet the renewed certificate");
+    let hup = |child: &Child| signal(child, rustix::process::Signal::HUP);
+    let reloaded = |n: usize| {
+        wait_for("the reload", Duration::from_secs(30), || {
+            journal(&state).matches("config_loaded").count() == n
+        })
+    };
+    // A new job (17:30 in Jakarta is 10:30 UTC), a rotated read token, a renewed certificate.
+    let new_job = format!(
+        "{api}\n[job.config-evening]\ntype = \"backup\"\nsource = \"config\"\nschedule = \"30 17 * * *\"\ntime_zone = \"Asia/Jakarta\"\n"
+    );
+    let (config, _) = site.config("a", &new_job);
+    std::fs::remove_file(&read).unwrap();
+    site.a.ok(&["token", "generate", read.to_str().unwrap()]);
+    let new_read = token(&read);
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    hup(&child);
+    reloaded(2);
+    let http = renewed_client;
+    assert!(http.reaches(), "the renewed certificate is served");
+    assert!(!old.reaches(), "the old certificate is gone");
+    let (status, jobs) = http.get("/api/v1/jobs", Some(&new_read));
+    assert_eq!(status, 200);
+    assert!(jobs.contains("config-evening"), "{jobs}");
+    assert_eq!(
+        http.get("/api/v1/jobs", Some(&old_read)).0,
+        401,
+        "the old token is gone"
+    );
+    assert_eq!(
+        http.metric(&new_read, "arsip_config_reload_failed"),
+        Some(0.0)
+    );
+    // The new job runs at its time.
+    let evening = format!("{day}T10:30:00Z");
+    site.set_clock(&format!("{day}T10:30:02Z"));
+    wait_for("the new job's run", Duration::from_secs(120), || {
+        !finished(&state, &evening).is_empty()
+    });
+    assert_eq!(finished(&state, &evening), [("ok".to_string(), None)]);
+    // A file that does not parse: refused, the configuration before stays.
+    std::fs::write(&config, "version = 1\n[daemon\n").unwrap();
+    hup(&child);
+    wait_for("the refusal", Duration::from_secs(30), || {
+        http.metric(&new_read, "arsip_config_reload_failed") == Some(1.0)
+    });
+    assert!(http
+        .get("/api/v1/jobs", Some(&new_read))
+        .1
+        .contains("config-evening"));
+    // A change only a restart can make: refused too, saying so.
+    let moved = new_job.replace(
+        "[api]",
+        "[repository.other]\nlocation = \"/nonexistent\"\npassword_env = \"X\"\n\n[api]",
+    );
+    site.config("a", &moved);
+    hup(&child);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        http.metric(&new_read, "arsip_config_reload_failed"),
+        Some(1.0)
+    );
+    // Back to a good file: in force again.
+    site.config("a", &new_job);
+    hup(&child);
+    reloaded(3);
+    wait_for("the recovery", Duration::from_secs(30), || {
+        http.metric(&new_read, "arsip_config_reload_failed") == Some(0.0)
+    });
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("restart arsip serve to apply"), "{err}");
+    assert!(err.contains("repository.*"), "{err}");
+    for secret in [&old_read, &new_read] {
+        assert!(!err.contains(secret.as_str()), "a token in the log");
+    }
 }
 
 /// A receiver on 127.0.0.1 for the webhook, Slack and PagerDuty channels: it records every

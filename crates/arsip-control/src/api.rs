@@ -151,10 +151,10 @@ pub fn load_tokens(config: &Config) -> Result<Vec<(String, Role, blake3::Hash)>,
 /// What every handler shares.
 #[derive(Clone)]
 pub struct Api {
-    config: Arc<Config>,
+    /// The configuration and tokens in force: replaced whole when the daemon reloads.
+    live: Arc<std::sync::RwLock<Live>>,
     state: Shared,
     commands: mpsc::Sender<Command>,
-    tokens: Arc<Vec<Token>>,
     auth_failures: Arc<AtomicU64>,
     /// Where mutating calls are audited: the handles the daemon claims runs with.
     repos: Arc<BTreeMap<String, Arc<Repository>>>,
@@ -166,6 +166,24 @@ pub struct Api {
     /// Snapshots and audit records, listed after runs end (never per request).
     caches: crate::cache::Caches,
 }
+
+struct Live {
+    config: Arc<Config>,
+    tokens: Arc<Vec<Token>>,
+}
+
+fn tokens_of(tokens: Vec<(String, Role, blake3::Hash)>) -> Arc<Vec<Token>> {
+    Arc::new(
+        tokens
+            .into_iter()
+            .map(|(name, role, hash)| Token { hash, name, role })
+            .collect(),
+    )
+}
+
+/// The TLS configuration in force, replaced when the daemon reloads (new connections
+/// handshake with the new certificate).
+pub type Tls = Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>;
 
 /// The dashboard's session cookie, and how long a session lasts.
 pub const SESSION_COOKIE: &str = "arsip_session";
@@ -196,15 +214,12 @@ impl Api {
         clock: Arc<dyn Clock>,
     ) -> Api {
         Api {
-            config,
+            live: Arc::new(std::sync::RwLock::new(Live {
+                config,
+                tokens: tokens_of(tokens),
+            })),
             state,
             commands,
-            tokens: Arc::new(
-                tokens
-                    .into_iter()
-                    .map(|(name, role, hash)| Token { hash, name, role })
-                    .collect(),
-            ),
             auth_failures: Arc::new(AtomicU64::new(0)),
             repos: Arc::new(repos),
             clock,
@@ -212,6 +227,26 @@ impl Api {
             tls: false,
             caches: Default::default(),
         }
+    }
+
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config> {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .config
+            .clone()
+    }
+
+    /// Put a reloaded configuration and its tokens in force. Dashboard sessions of tokens
+    /// that are gone, or whose role changed, end.
+    pub fn reload(&self, config: Arc<Config>, tokens: Vec<(String, Role, blake3::Hash)>) {
+        let tokens = tokens_of(tokens);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (c, _)| tokens.iter().any(|t| t.name == c.name && t.role == c.role));
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Live { config, tokens };
     }
 
     /// Serve snapshots and audit records from `caches`.
@@ -269,7 +304,13 @@ fn error(status: StatusCode, class: &str, message: impl Into<String>, hint: &str
 fn token_of(api: &Api, presented: &str) -> Option<Token> {
     let h = blake3::hash(presented.trim().as_bytes());
     let mut hit = None;
-    for t in api.tokens.iter() {
+    let tokens = api
+        .live
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .tokens
+        .clone();
+    for t in tokens.iter() {
         if t.hash == h {
             hit = Some(t.clone());
         }
@@ -380,12 +421,16 @@ fn html(body: String) -> Response {
 
 async fn page_overview(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    html(crate::dashboard::overview(&api.config, &s, api.clock.now()))
+    html(crate::dashboard::overview(
+        &api.config(),
+        &s,
+        api.clock.now(),
+    ))
 }
 
 async fn page_source(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    match crate::dashboard::source(&api.config, &s, &name, api.clock.now()) {
+    match crate::dashboard::source(&api.config(), &s, &name, api.clock.now()) {
         Some(p) => html(p),
         None => (
             StatusCode::NOT_FOUND,
@@ -397,17 +442,21 @@ async fn page_source(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response
 
 async fn page_alerts(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    html(crate::dashboard::alerts(&api.config, &s, api.clock.now()))
+    html(crate::dashboard::alerts(&api.config(), &s, api.clock.now()))
 }
 
 async fn page_storage(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    html(crate::dashboard::storage(&api.config, &s, api.clock.now()))
+    html(crate::dashboard::storage(
+        &api.config(),
+        &s,
+        api.clock.now(),
+    ))
 }
 
 async fn page_verify(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    html(crate::dashboard::verify(&api.config, &s, api.clock.now()))
+    html(crate::dashboard::verify(&api.config(), &s, api.clock.now()))
 }
 
 async fn css() -> Response {
@@ -522,7 +571,7 @@ async fn metrics_text(Axum(api): Axum<Api>) -> Response {
     };
     let text = {
         let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-        metrics::render(&api.config, &s, &extra)
+        metrics::render(&api.config(), &s, &extra)
     };
     (
         [(
@@ -574,7 +623,7 @@ fn source_view(
 
 async fn status(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    Json(crate::status::report(&api.config, &s, api.clock.now())).into_response()
+    Json(crate::status::report(&api.config(), &s, api.clock.now())).into_response()
 }
 
 #[derive(Deserialize)]
@@ -630,7 +679,8 @@ async fn audit(Axum(api): Axum<Api>, Query(q): Query<ListQuery>) -> Response {
 async fn verifications(Axum(api): Axum<Api>, Query(q): Query<ListQuery>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
     let mut runs: Vec<serde_json::Value> = Vec::new();
-    for (job, def) in &api.config.jobs {
+    let config = api.config();
+    for (job, def) in &config.jobs {
         if def.kind != crate::config::JobKind::Verify {
             continue;
         }
@@ -659,18 +709,18 @@ async fn alerts(Axum(api): Axum<Api>) -> Response {
 async fn sources(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
     let now = api.clock.now();
-    let all: Vec<SourceView> = api
-        .config
+    let config = api.config();
+    let all: Vec<SourceView> = config
         .sources
         .keys()
-        .filter_map(|n| source_view(&api.config, &s, n, now))
+        .filter_map(|n| source_view(&config, &s, n, now))
         .collect();
     Json(all).into_response()
 }
 
 async fn source(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    match source_view(&api.config, &s, &name, api.clock.now()) {
+    match source_view(&api.config(), &s, &name, api.clock.now()) {
         Some(v) => Json(v).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -717,18 +767,18 @@ fn job_view(config: &Config, state: &crate::state::State, name: &str) -> Option<
 
 async fn jobs(Axum(api): Axum<Api>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    let all: Vec<JobView> = api
-        .config
+    let config = api.config();
+    let all: Vec<JobView> = config
         .jobs
         .keys()
-        .filter_map(|n| job_view(&api.config, &s, n))
+        .filter_map(|n| job_view(&config, &s, n))
         .collect();
     Json(all).into_response()
 }
 
 async fn job(Axum(api): Axum<Api>, Path(name): Path<String>) -> Response {
     let s = api.state.read().unwrap_or_else(|p| p.into_inner());
-    match job_view(&api.config, &s, &name) {
+    match job_view(&api.config(), &s, &name) {
         Some(v) => Json(v).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -751,7 +801,7 @@ async fn runs(
     Path(name): Path<String>,
     Query(q): Query<RunsQuery>,
 ) -> Response {
-    if !api.config.jobs.contains_key(&name) {
+    if !api.config().jobs.contains_key(&name) {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -900,10 +950,10 @@ async fn audit_call<E: std::fmt::Display>(
     result: &Result<Timestamp, E>,
 ) {
     let Some(repo) = api
-        .config
+        .config()
         .jobs
         .get(name)
-        .and_then(|j| api.repos.get(&j.repository))
+        .and_then(|j| api.repos.get(&j.repository).cloned())
     else {
         tracing::info!(job = %name, token = %caller.name, op, "api: call about an unknown job refused");
         return;
@@ -976,7 +1026,7 @@ pub fn tls_acceptor(
 /// drain open connections for up to `drain`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Tls>,
     router: Router,
     stop: impl std::future::Future<Output = ()>,
     drain: Duration,
@@ -997,7 +1047,9 @@ pub async fn serve(
         };
         let app = router.clone().layer(Extension(Remote(remote)));
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let tls = tls
+            .as_ref()
+            .map(|t| t.read().unwrap_or_else(|p| p.into_inner()).clone());
         tokio::spawn(async move {
             match tls {
                 None => connection(stream, app, watcher).await,

@@ -5,6 +5,12 @@
 //! - The loop wakes at the next occurrence or retry, when an attempt ends, and at least every
 //!   30 s (so that a clock step or a suspend is noticed: a job starts within a second of its
 //!   time after a normal sleep, within 30 s after a jump).
+//! - On a reload (SIGHUP, sent by the front end through [`ServeOptions::reloads`]): the
+//!   configuration file is read again and put in force whole (schedules, sources, jobs,
+//!   retention, alerts, channels, API tokens, the TLS certificate), or, when it does not
+//!   resolve or changes what only a restart can (the state directory, the API's address,
+//!   the repositories), refused with every reason logged, the old one kept and
+//!   `arsip_config_reload_failed` set to 1.
 //! - On shutdown (SIGTERM): no new attempt starts; running ones get `shutdown_grace` to
 //!   finish; what still runs then is stopped and journaled `interrupted` (its claim lapses
 //!   and the run is taken over or caught up); the daemon returns.
@@ -32,6 +38,8 @@ pub struct ServeOptions {
     pub tick: Duration,
     /// This host's name, in alert messages.
     pub host: String,
+    /// Each message asks for the configuration file to be loaded again (SIGHUP).
+    pub reloads: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +81,7 @@ pub fn daemon_id(state_dir: &Path) -> Result<String, DaemonError> {
 pub async fn serve(
     config: Config,
     executors: Arc<Executors>,
-    opts: ServeOptions,
+    mut opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let state = config.daemon.state_dir.clone();
@@ -107,7 +115,7 @@ pub async fn serve(
     }
     let grace = std::time::Duration::try_from(config.daemon.shutdown_grace)
         .unwrap_or(Duration::from_secs(300));
-    let config = Arc::new(config);
+    let mut config = Arc::new(config);
     let mut runner = Runner::new(
         (*config).clone(),
         daemon.clone(),
@@ -126,7 +134,7 @@ pub async fn serve(
     );
     let (commands, mut command_rx) = tokio::sync::mpsc::channel(16);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = start_api(
+    let (api, api_handle, tls) = start_api(
         &config,
         shared.clone(),
         commands,
@@ -137,7 +145,11 @@ pub async fn serve(
             let _ = api_stopped.await;
         },
     )
-    .await?;
+    .await?
+    .map_or((None, None, None), |(task, api, tls)| {
+        (Some(task), Some(api), tls)
+    });
+    let mut reloads = opts.reloads.take();
     let mut notifier = Notifier::new(daemon.clone(), opts.host.clone());
     // The alert lease lives in the first repository (every daemon of a site names it).
     let lease_repo = config
@@ -169,6 +181,27 @@ pub async fn serve(
             }
             Some(c) = command_rx.recv() => command(&mut runner, clock.now(), c),
             e = notifier.finished() => runner.record(clock.now(), e)?,
+            Some(()) = async { reloads.as_mut()?.recv().await }, if reloads.is_some() => {
+                let live = Live {
+                    runner: &mut runner,
+                    executors: &executors,
+                    api: api_handle.as_ref(),
+                    tls: tls.as_ref(),
+                };
+                match reload(&config, live, clock.now()).await {
+                    Ok(new) => {
+                        config = new;
+                        shared.write().unwrap_or_else(|p| p.into_inner()).config_reload_failed = false;
+                    }
+                    Err(why) => {
+                        for w in &why {
+                            tracing::error!("configuration reload refused: {w}");
+                        }
+                        tracing::error!(path = %config.path.display(), "arsip serve: the configuration was not reloaded; the one loaded before stays in force");
+                        shared.write().unwrap_or_else(|p| p.into_inner()).config_reload_failed = true;
+                    }
+                }
+            }
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -201,6 +234,74 @@ pub async fn serve(
         let _ = api.await;
     }
     Ok(())
+}
+
+/// What a reload replaces.
+struct Live<'a> {
+    runner: &'a mut Runner,
+    executors: &'a Executors,
+    api: Option<&'a api::Api>,
+    tls: Option<&'a api::Tls>,
+}
+
+/// Load `old`'s file again and put it in force, or say every reason it cannot be.
+async fn reload(
+    old: &Config,
+    live: Live<'_>,
+    now: jiff::Timestamp,
+) -> Result<Arc<Config>, Vec<String>> {
+    let new = crate::load(&old.path).map_err(|e| {
+        e.errors
+            .iter()
+            .map(|x| format!("{}:{}: {}: {}", e.path.display(), x.line, x.key, x.message))
+            .collect::<Vec<_>>()
+    })?;
+    let restart = old.restart_needed(&new);
+    if !restart.is_empty() {
+        return Err(vec![format!(
+            "{} changed: restart arsip serve to apply that (or undo the change and reload)",
+            restart.join(", ")
+        )]);
+    }
+    // Everything that can fail is read before anything changes.
+    let tokens = match live.api {
+        Some(_) => Some(api::load_tokens(&new).map_err(|e| vec![e])?),
+        None => None,
+    };
+    let acceptor = match (&new.api.tls, live.tls) {
+        (Some((cert, key)), Some(_)) => {
+            let key = zeroize::Zeroizing::new(key.read().map_err(|e| vec![e])?);
+            Some(api::tls_acceptor(cert, key.as_bytes()).map_err(|e| vec![e])?)
+        }
+        _ => None,
+    };
+    let executor = Arc::new(Arc::new(live.executors.with_config(new.clone())));
+    live.runner
+        .reload(new.clone(), executor, now)
+        .map_err(|e| vec![e.to_string()])?;
+    let new = Arc::new(new);
+    if let (Some(api), Some(tokens)) = (live.api, tokens) {
+        api.reload(new.clone(), tokens);
+    }
+    if let (Some(tls), Some(acceptor)) = (live.tls, acceptor) {
+        *tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+    }
+    // Dates the sources that are new (their RPO clock starts now).
+    live.runner
+        .record(
+            now,
+            Event::ConfigLoaded {
+                path: new.path.clone(),
+                sources: new.sources.keys().cloned().collect(),
+            },
+        )
+        .map_err(|e| vec![e.to_string()])?;
+    tracing::info!(
+        jobs = new.jobs.len(),
+        sources = new.sources.len(),
+        "arsip serve: configuration reloaded"
+    );
+    Ok(new)
 }
 
 /// Journal the alerts that opened and cleared, then send what is owed.
@@ -290,7 +391,7 @@ async fn start_api(
     caches: crate::cache::Caches,
     clock: Arc<dyn Clock>,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+) -> Result<Option<(tokio::task::JoinHandle<()>, api::Api, Option<api::Tls>)>, DaemonError> {
     if config.api.tokens.is_empty() {
         tracing::info!("arsip serve: no api.tokens configured; the HTTP API and /metrics are off");
         return Ok(None);
@@ -316,15 +417,16 @@ async fn start_api(
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| DaemonError::Setup(format!("{}: {e}", path.display())))?;
     tracing::info!(address = %format!("{scheme}://{addr}"), "arsip serve: API listening");
-    let router = api::Api::new(config.clone(), state, commands, tokens, repos, clock)
+    let api = api::Api::new(config.clone(), state, commands, tokens, repos, clock)
         .with_tls(tls.is_some())
-        .with_caches(caches)
-        .router();
-    Ok(Some(tokio::spawn(api::serve(
+        .with_caches(caches);
+    let tls = tls.map(|t| Arc::new(std::sync::RwLock::new(t)));
+    let task = tokio::spawn(api::serve(
         listener,
-        tls,
-        router,
+        tls.clone(),
+        api.router(),
         stop,
         Duration::from_secs(5),
-    ))))
+    ));
+    Ok(Some((task, api, tls)))
 }

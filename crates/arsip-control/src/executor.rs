@@ -71,6 +71,18 @@ impl Executors {
         }
     }
 
+    /// The same executors under a reloaded configuration.
+    pub fn with_config(&self, config: Config) -> Executors {
+        Executors {
+            config,
+            clock: self.clock.clone(),
+            arsip_exe: self.arsip_exe.clone(),
+            pg: self.pg.clone(),
+            host: self.host.clone(),
+            user: self.user.clone(),
+        }
+    }
+
     fn local(&self) -> LocalSettings {
         LocalSettings {
             cache_dir: self.config.daemon.state_dir.join("cache"),

@@ -123,6 +123,9 @@ enum TaskEnd {
 /// A run that is due, waiting, running, or waiting to be retried.
 #[derive(Debug)]
 struct Run {
+    /// The job's definition when the run was taken up (a reload changes it only for runs
+    /// not running).
+    def: Job,
     scheduled: Timestamp,
     /// Local attempts made so far.
     attempts: u32,
@@ -325,6 +328,7 @@ impl Runner {
             self.runs.insert(
                 name.clone(),
                 Run {
+                    def: job.clone(),
                     scheduled: t,
                     attempts: 0,
                     start_at: t,
@@ -362,6 +366,7 @@ impl Runner {
         self.runs.insert(
             job.to_string(),
             Run {
+                def: self.config.jobs[job].clone(),
                 scheduled: t,
                 attempts: 0,
                 start_at: t,
@@ -384,11 +389,11 @@ impl Runner {
         by: &str,
         only: Option<Timestamp>,
     ) -> Result<Timestamp, CancelError> {
-        if !self.config.jobs.contains_key(job) {
-            return Err(CancelError::NoSuchJob);
-        }
         let Some(run) = self.runs.get(job) else {
-            return Err(CancelError::Idle);
+            return Err(match self.config.jobs.contains_key(job) {
+                true => CancelError::Idle,
+                false => CancelError::NoSuchJob,
+            });
         };
         let scheduled = run.scheduled;
         if only.is_some_and(|t| t != scheduled) {
@@ -411,6 +416,52 @@ impl Runner {
             None => self.finish_run(now, job, scheduled, Outcome::Cancelled, None)?,
         }
         Ok(scheduled)
+    }
+
+    /// Put a reloaded configuration in force at `now`, with `executor` (built for it).
+    /// Attempts running finish under the definition they started with; runs waiting (to
+    /// start or for a retry) take the new one, or are dropped when their job is gone; a new
+    /// job is known from `now` (nothing before is caught up). Refused, changing nothing,
+    /// when a job names a repository this engine has no handle for.
+    pub fn reload(
+        &mut self,
+        config: Config,
+        executor: Arc<dyn Executor>,
+        now: Timestamp,
+    ) -> Result<(), RunnerError> {
+        for (job, j) in &config.jobs {
+            if !self.repos.contains_key(&j.repository) {
+                return Err(RunnerError::NoRepository {
+                    job: job.clone(),
+                    repository: j.repository.clone(),
+                });
+            }
+        }
+        self.runs.retain(|name, r| {
+            if r.running {
+                return true;
+            }
+            match config.jobs.get(name) {
+                Some(def) => {
+                    r.def = def.clone();
+                    true
+                }
+                None => {
+                    tracing::warn!(job = %name, scheduled = %r.scheduled, "reload: the job is no longer configured; its waiting run is dropped");
+                    false
+                }
+            }
+        });
+        for job in config.jobs.keys() {
+            self.histories
+                .entry(job.clone())
+                .or_default()
+                .known_since
+                .get_or_insert(now);
+        }
+        self.config = config;
+        self.executor = executor;
+        Ok(())
     }
 
     fn catch_up_within(&self) -> SignedDuration {
@@ -440,9 +491,9 @@ impl Runner {
 
     fn start_ready(&mut self, now: Timestamp) -> Result<(), RunnerError> {
         let mut held: BTreeSet<String> = BTreeSet::new();
-        for (name, r) in &self.runs {
+        for r in self.runs.values() {
             if r.running {
-                held.extend(self.resources(&self.config.jobs[name]));
+                held.extend(self.resources(&r.def));
             }
         }
         let mut ready: Vec<(Timestamp, String)> = self
@@ -456,7 +507,7 @@ impl Runner {
             if self.running() >= self.config.daemon.max_concurrent_jobs.max(1) {
                 break;
             }
-            let needs = self.resources(&self.config.jobs[&name]);
+            let needs = self.resources(&self.runs[&name].def);
             let blocked = !held.is_disjoint(&needs);
             // Held either way: a run that waits keeps later ones that need the same
             // sources from going first (a prune is not starved by frequent backups).
@@ -470,12 +521,11 @@ impl Runner {
     }
 
     fn start_attempt(&mut self, now: Timestamp, name: &str) -> Result<(), RunnerError> {
-        let job = self.config.jobs[name].clone();
-        let (scheduled, attempt) = {
+        let (job, scheduled, attempt) = {
             let r = self.runs.get_mut(name).expect("a run to start");
             r.attempts += 1;
             r.running = true;
-            (r.scheduled, r.attempts)
+            (r.def.clone(), r.scheduled, r.attempts)
         };
         self.journal(
             now,
@@ -604,7 +654,7 @@ impl Runner {
             return Ok(());
         };
         run.running = false;
-        let (scheduled, attempt) = (run.scheduled, run.attempts);
+        let (def, scheduled, attempt) = (run.def.clone(), run.scheduled, run.attempts);
         let (result, peer) = match e.end {
             TaskEnd::Ran(r) => (*r, None),
             TaskEnd::Peer {
@@ -661,7 +711,7 @@ impl Runner {
                 facts: Box::new(result.facts.clone()),
             },
         )?;
-        let job = &self.config.jobs[&e.job];
+        let job = &def;
         if result.outcome.succeeded() || !result.transient || attempt > job.retries {
             // An attempt cut off (a timeout) that ends the run leaves it failed; a cancelled
             // one, cancelled.

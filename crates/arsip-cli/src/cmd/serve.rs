@@ -1,5 +1,5 @@
-//! `arsip serve [--config FILE]`: run the configuration's schedules until SIGTERM or SIGINT
-//! (docs/CONFIG.md, docs/design/CONTROL.md). Logs go to stderr (`ARSIP_LOG=info` for every
+//! `arsip serve [--config FILE]`: run the configuration's schedules until SIGTERM or SIGINT;
+//! SIGHUP loads the configuration again (docs/CONFIG.md, docs/design/CONTROL.md). Logs go to stderr (`ARSIP_LOG=info` for every
 //! job's start and end); the journal in `daemon.state_dir` records what ran.
 
 use std::sync::Arc;
@@ -41,6 +41,15 @@ pub async fn run(ctx: &Ctx<'_>, a: &ServeArgs) -> Result<u8> {
     } else {
         std::time::Duration::from_secs(30)
     };
+    // Installed before the daemon starts: SIGHUP's default would end the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // One pending reload is enough: it reads the file as it is by then.
+            let _ = reload.try_send(());
+        }
+    });
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
@@ -61,6 +70,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &ServeArgs) -> Result<u8> {
             clock,
             tick,
             host: local.host,
+            reloads: Some(reloads),
         },
         shutdown,
     )

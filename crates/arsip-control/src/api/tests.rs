@@ -83,7 +83,7 @@ async fn start(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> (Strin
     let scheme = if tls.is_some() { "https" } else { "http" };
     tokio::spawn(serve(
         listener,
-        tls,
+        tls.map(|t| Arc::new(std::sync::RwLock::new(t))),
         api.router(),
         std::future::pending(),
         Duration::from_secs(1),

@@ -134,6 +134,31 @@ pub struct Config {
 }
 
 impl Config {
+    /// What differs between `self` (in force) and `new` that only a restart can change:
+    /// the state directory, where and how the API listens (address, TLS on or off, on or
+    /// off at all), and the repositories (their handles are opened once). Empty: `new`
+    /// can be put in force by a reload.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.daemon.state_dir != new.daemon.state_dir {
+            out.push("daemon.state_dir");
+        }
+        if self.api.listen != new.api.listen {
+            out.push("api.listen");
+        }
+        if self.api.tls.is_some() != new.api.tls.is_some() {
+            out.push("api.tls_cert_file (TLS on or off)");
+        }
+        if self.api.tokens.is_empty() != new.api.tokens.is_empty() {
+            out.push("api.tokens (the API on or off)");
+        }
+        let described = |c: &Config| serde_json::to_string(&c.repositories).ok();
+        if described(self) != described(new) {
+            out.push("repository.*");
+        }
+        out
+    }
+
     /// A digest of what job `name` does: its definition and its source's, the same on every
     /// daemon given the same configuration. Claims carry it (FORMAT.md §20), so a peer that
     /// runs a job differently is noticed (`arsip_ha_config_mismatch`).

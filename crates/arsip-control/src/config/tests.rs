@@ -393,3 +393,38 @@ fn token_names_are_names() {
     assert!(e.contains("not a valid name"), "{e}");
     assert_eq!(e.lines().count(), 1, "one error, one line: {e}");
 }
+
+#[test]
+fn a_reload_may_change_jobs_and_alerts_but_not_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example_in(dir.path());
+    let old = check(&text, PRIVATE).unwrap();
+    let mut new = old.clone();
+    let (name, job) = new
+        .jobs
+        .iter()
+        .next()
+        .map(|(n, j)| (n.clone(), j.clone()))
+        .unwrap();
+    new.jobs.insert(format!("{name}-copy"), job);
+    new.alerts.repeat_after = Some(SignedDuration::from_hours(4));
+    assert!(old.restart_needed(&new).is_empty());
+    new.daemon.state_dir = dir.path().join("elsewhere");
+    new.api.listen = "127.0.0.1:1".parse().unwrap();
+    let r = new.repositories.values_mut().next().unwrap();
+    r.location = "/elsewhere".into();
+    assert_eq!(
+        old.restart_needed(&new),
+        ["daemon.state_dir", "api.listen", "repository.*"]
+    );
+    // The digest of a job follows its definition and its source's.
+    let mut changed = old.clone();
+    assert_eq!(old.job_digest(&name), changed.job_digest(&name));
+    changed.jobs.get_mut(&name).unwrap().retries += 1;
+    assert_ne!(old.job_digest(&name), changed.job_digest(&name));
+    let mut changed = old.clone();
+    if let Some(s) = old.jobs[&name].source.clone() {
+        changed.sources.get_mut(&s).unwrap().rpo = SignedDuration::from_hours(1);
+        assert_ne!(old.job_digest(&name), changed.job_digest(&name));
+    }
+}
