@@ -860,12 +860,136 @@ impl Receiver {
     /// The bodies posted to `path` about ArsipBackupFailed (the day's clock jump may also
     /// open, and then resolve, ArsipBackupNeverSucceeded for a moment: it holds then).
     fn bodies(&self, path: &str) -> Vec<serde_json::Value> {
+        self.about(path, "ArsipBackupFailed")
+    }
+
+    /// The bodies posted to `path` that name `rule`.
+    fn about(&self, path: &str, rule: &str) -> Vec<serde_json::Value> {
         let got = self.got.lock().unwrap();
         got.iter()
-            .filter(|(p, v)| p == path && v.to_string().contains("ArsipBackupFailed"))
+            .filter(|(p, v)| p == path && v.to_string().contains(rule))
             .map(|(_, v)| v.clone())
             .collect()
     }
+}
+
+/// An injected size anomaly and a corrupted pack: each raises its alert at a local
+/// receiver once (ArsipBackupSizeAnomaly when a backup is five times its usual size,
+/// ArsipBackupCorrupted when the daily verification reads a damaged pack), and each resolves
+/// once the next run finds things well again (a backup of the usual size; the pack's bytes
+/// put back, as from a copy, and verified).
+#[test]
+fn a_size_anomaly_and_a_corrupted_pack_alert_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new(dir.path(), false);
+    std::fs::write(
+        site.data.join("app.db"),
+        arsip_testkit::sample_data(1 << 20, 3),
+    )
+    .unwrap();
+    let rx = Receiver::start(0);
+    let hook = dir.path().join("hook-url");
+    std::fs::write(&hook, format!("{}/webhook\n", rx.base)).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        r#"
+[job.verify]
+type = "verify"
+repository = "main"
+schedule = "30 2 * * *"
+time_zone = "Asia/Jakarta"
+cycle = "1d"
+
+[alerts]
+routes = {{ critical = ["hook"], warning = ["hook"] }}
+
+[channel.hook]
+type = "webhook"
+url_file = "{hook}"
+"#,
+        hook = hook.display()
+    );
+    let days = days(7);
+    site.set_clock(&format!("{}T18:59:00Z", days[0]));
+    let (mut child, state) = site.serve_with("a", &extra);
+    let statuses = |rule: &str| -> Vec<String> {
+        rx.about("/webhook", rule)
+            .iter()
+            .filter(|v| v["rule"] == rule)
+            .map(|v| v["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let run_day = |day: &str| {
+        for (job, at) in [("config-daily", "19:00:00"), ("verify", "19:30:00")] {
+            let t = format!("{day}T{at}Z");
+            site.set_clock(&format!("{day}T{at}Z").replace(":00Z", ":01Z"));
+            wait_journals(&format!("{job} at {t}"), &[&state], || {
+                !finished(&state, &t).is_empty()
+            });
+        }
+    };
+    let pack = || -> PathBuf {
+        // The largest pack holds app.db's chunks.
+        let mut packs = Vec::new();
+        let mut stack = vec![PathBuf::from(&site.a.repo).join("data")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    packs.push((std::fs::metadata(&p).unwrap().len(), p));
+                }
+            }
+        }
+        packs.into_iter().max().unwrap().1
+    };
+    for day in &days[..4] {
+        run_day(day);
+    }
+    assert!(statuses("ArsipBackupSizeAnomaly").is_empty());
+    // Day 5: five times the usual size.
+    std::fs::write(
+        site.data.join("dump.bin"),
+        arsip_testkit::sample_data(4 << 20, 4),
+    )
+    .unwrap();
+    run_day(&days[4]);
+    wait_for(
+        "the size anomaly at the receiver",
+        Duration::from_secs(30),
+        || statuses("ArsipBackupSizeAnomaly") == ["firing"],
+    );
+    // Day 6: the usual size again; a pack is damaged before the verification reads it.
+    std::fs::remove_file(site.data.join("dump.bin")).unwrap();
+    let damaged = pack();
+    let good = std::fs::read(&damaged).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(&damaged, &bad).unwrap();
+    run_day(&days[5]);
+    wait_for(
+        "the corruption at the receiver",
+        Duration::from_secs(30),
+        || {
+            statuses("ArsipBackupCorrupted") == ["firing"]
+                && statuses("ArsipBackupSizeAnomaly") == ["firing", "resolved"]
+        },
+    );
+    let corrupted = &rx.about("/webhook", "ArsipBackupCorrupted")[0];
+    assert_eq!(corrupted["severity"], "critical", "{corrupted}");
+    // Day 7: the pack's bytes are put back (as from a copy); the verification is clean.
+    std::fs::write(&damaged, &good).unwrap();
+    run_day(&days[6]);
+    wait_for("the corruption's resolve", Duration::from_secs(30), || {
+        statuses("ArsipBackupCorrupted") == ["firing", "resolved"]
+    });
+    signal(&child, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    // Each once: no repeat while open, one resolve.
+    assert_eq!(statuses("ArsipBackupSizeAnomaly"), ["firing", "resolved"]);
+    assert_eq!(statuses("ArsipBackupCorrupted"), ["firing", "resolved"]);
 }
 
 /// The daemon's own alerts: a failed backup opens ArsipBackupFailed, notified once to each
