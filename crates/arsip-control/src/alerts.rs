@@ -89,6 +89,7 @@ pub const RULES: &[(&str, Severity)] = &[
     ("ArsipVerificationFailed", Severity::Warning),
     ("ArsipWalArchiveLag", Severity::Warning),
     ("ArsipAlertChannelFailing", Severity::Warning),
+    ("ArsipConfigReloadFailed", Severity::Warning),
 ];
 
 /// `ArsipAlertChannelFailing`: deliveries through a channel have failed for
@@ -293,8 +294,20 @@ pub fn evaluate(config: &Config, state: &State, now: Timestamp) -> Vec<Firing> {
             );
         }
     }
-    // This daemon's own deliveries (a peer's are its own to report).
+    // This daemon's own deliveries and configuration (a peer's are its own to report).
     if let Some(first) = config.repositories.keys().next() {
+        if state.config_reload_failed {
+            fire(
+                "ArsipConfigReloadFailed",
+                Warning,
+                &state.daemon,
+                first,
+                format!(
+                    "arsip serve refused to reload {}: it runs the configuration it had before; its log says why (`arsip config check` too)",
+                    config.path.display()
+                ),
+            );
+        }
         for (name, h) in &state.alerts.channels {
             let Some(since) = h.failing_since else {
                 continue;

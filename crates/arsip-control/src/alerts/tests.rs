@@ -350,3 +350,19 @@ fn a_failing_channel_alerts_through_the_others_and_clears_when_one_gets_through(
     book(&mut state, "2026-12-01T02:40:00Z", "hook", "sent");
     assert_eq!(failing(&state, "2026-12-01T02:40:01Z"), ["slack"]);
 }
+
+#[test]
+fn a_refused_reload_is_an_alert_until_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), SITE);
+    let mut state = crate::state::State::new("a".into(), t("2026-12-01T00:00:00Z"), &[]);
+    let reload = |s: &crate::state::State| {
+        evaluate(&c, s, t("2026-12-01T00:01:00Z"))
+            .into_iter()
+            .filter(|f| f.rule == "ArsipConfigReloadFailed")
+            .count()
+    };
+    assert_eq!(reload(&state), 0);
+    state.config_reload_failed = true;
+    assert_eq!(reload(&state), 1);
+}
