@@ -1243,6 +1243,163 @@ tokens = [{{ name = "oncall", role = "read", file = "{token}" }}]
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
 
+/// HA through a physical PostgreSQL backup on the S3 server: two daemons, the one running
+/// the base backup is killed (`kill -9`) midway, the other takes the run over once the claim
+/// lapses and makes one snapshot, and the scheduled verification restores that snapshot into
+/// a throwaway cluster, replays the archived WAL and finds every row.
+#[test]
+fn a_physical_backup_killed_midway_is_taken_over_and_restores() {
+    use arsip_pg::cluster::{chown_postgres, Cluster, ClusterOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::new(dir.path(), true);
+    if let Some(bin) = std::env::var_os("ARSIP_PG_BIN") {
+        site.a = site.a.with_env("ARSIP_PG_BIN", bin.to_str().unwrap());
+    }
+    // archive_command runs as the server's user: an agent key it alone can read.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keys = dir.path().join("pg-keys");
+    std::fs::create_dir(&keys).unwrap();
+    let agent = keys.join("agent.key");
+    site.a.ok(&[
+        "key",
+        "add",
+        "--agent",
+        "--label",
+        "db",
+        "--out",
+        agent.to_str().unwrap(),
+    ]);
+    chown_postgres(&keys).unwrap();
+    let s3: Vec<String> = site
+        .a
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("ARSIP_S3_") || k.starts_with("AWS_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let archive = format!(
+        "env {} {} --repo {} --key-file {} wal push %p",
+        s3.join(" "),
+        common::EXE,
+        site.a.repo,
+        agent.display()
+    );
+    let cluster = Cluster::init(&ClusterOptions {
+        archive_command: Some(archive),
+        data_checksums: true,
+        conf: vec![],
+        settings: arsip_pg::PgSettings::from_vars(std::env::vars_os()),
+    })
+    .unwrap();
+    cluster.start().unwrap();
+    // About 100 MB: the base backup takes a while.
+    cluster
+        .psql(
+            "postgres",
+            "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v \
+             FROM generate_series(1, 1000000) g",
+        )
+        .unwrap();
+    // Verification judges freshness against the store's (real) clock: the test clock runs
+    // with it here, the backup at the next minutes, the verification ten minutes later.
+    #[allow(clippy::disallowed_methods)]
+    let now = jiff::Timestamp::now();
+    let t0 = jiff::Timestamp::from_second((now.as_second() / 60 + 2) * 60).unwrap();
+    let t1 = t0 + jiff::SignedDuration::from_mins(10);
+    let cron = |t: jiff::Timestamp| {
+        let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+        format!("{} {} * * *", z.minute(), z.hour())
+    };
+    let extra = format!(
+        r#"
+[source.db]
+kind = "pg-physical"
+repository = "main"
+dbname = "{dbname}"
+pgdata = "{pgdata}"
+stanza = "main"
+rpo = "24h"
+
+[job.db-daily]
+type = "backup"
+source = "db"
+schedule = "{backup}"
+time_zone = "UTC"
+retries = 2
+retry_backoff = "1m"
+
+[job.verify]
+type = "verify"
+repository = "main"
+schedule = "{verify}"
+time_zone = "UTC"
+restore_test = true
+sql_checks = [{{ database = "postgres", sql = "SELECT count(*) = 1000000 FROM big" }}]
+"#,
+        dbname = cluster.conninfo("postgres"),
+        pgdata = cluster.data.display(),
+        backup = cron(t0),
+        verify = cron(t1),
+    );
+    site.set_clock(&(t0 - jiff::SignedDuration::from_secs(30)).to_string());
+    let (mut a, state_a) = site.serve_with("a", &extra);
+    site.set_clock(&(t0 + jiff::SignedDuration::from_secs(1)).to_string());
+    let at = t0.to_string();
+    wait_for("A to start the backup", Duration::from_secs(60), || {
+        journal(&state_a).contains(&format!(
+            r#""kind":"attempt_started","job":"db-daily","scheduled":"{at}""#
+        ))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&a, rustix::process::Signal::KILL);
+    let _ = a.wait();
+    assert!(
+        finished(&state_a, &at).is_empty(),
+        "A was killed before it finished"
+    );
+    let (mut b, state_b) = site.serve_with("b", &extra);
+    wait_journals("B to take the backup over", &[&state_a, &state_b], || {
+        !finished(&state_b, &at).is_empty()
+    });
+    let f = finished(&state_b, &at);
+    assert!(
+        matches!(f[0].0.as_str(), "ok" | "warnings") && f[0].1.is_none(),
+        "{f:?}"
+    );
+    let snaps = site.a.json(&["snapshots"]);
+    let of_run: Vec<&serde_json::Value> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tags"]["arsip.job"] == "db-daily" && s["tags"]["arsip.scheduled"] == at)
+        .collect();
+    assert_eq!(of_run.len(), 1, "{snaps}");
+    assert_eq!(of_run[0]["kind"], "pg-physical");
+    // B made the backup itself: A died before its commit, not after.
+    assert!(
+        !journal(&state_b).contains("adopted snapshot"),
+        "A committed before it was killed; the test needs a slower backup"
+    );
+    site.set_clock(&(t1 + jiff::SignedDuration::from_secs(1)).to_string());
+    let verify = t1.to_string();
+    wait_journals("the verification", &[&state_b], || {
+        !finished(&state_b, &verify).is_empty()
+    });
+    let j = journal(&state_b);
+    let v = j
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["kind"] == "attempt_finished" && e["job"] == "verify")
+        .unwrap_or_else(|| panic!("{j}"));
+    let physical = v["facts"]["restore_tests"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["kind"] == "pg-physical"))
+        .unwrap_or_else(|| panic!("no physical restore test: {v}"));
+    assert_eq!(physical["ok"], true, "{v}");
+    signal(&b, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut b, Duration::from_secs(60)).success());
+}
+
 /// Two daemons on one repository page once: the failed run's alert comes from the daemon
 /// that ran it, the condition (never backed up within the RPO) from the alert leader.
 #[test]
