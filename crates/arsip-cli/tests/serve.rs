@@ -205,6 +205,16 @@ retry_backoff = "1m"
         (child, state)
     }
 
+    /// A read token's file (`prometheus` in [`api_section`]) and an operator's (`oncall`),
+    /// made by `arsip token generate`.
+    fn token_files(&self) -> (PathBuf, PathBuf) {
+        let (read, operator) = (self.dir.join("read.token"), self.dir.join("oncall.token"));
+        for f in [&read, &operator] {
+            self.a.ok(&["token", "generate", f.to_str().unwrap()]);
+        }
+        (read, operator)
+    }
+
     fn snapshots_of(&self, scheduled: &str) -> usize {
         let s = self.a.json(&["snapshots"]);
         s.as_array()
@@ -376,12 +386,8 @@ fn two_daemons_on_one_s3_repository_run_each_occurrence_once() {
 fn the_api_serves_metrics_and_an_operator_triggers_an_audited_backup() {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::new(dir.path(), false);
-    let (read, operator) = (
-        dir.path().join("read.token"),
-        dir.path().join("oncall.token"),
-    );
+    let (read, operator) = site.token_files();
     for f in [&read, &operator] {
-        site.a.ok(&["token", "generate", f.to_str().unwrap()]);
         let mode = std::fs::metadata(f).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
@@ -559,7 +565,13 @@ impl Http {
     }
 
     fn with(state: &Path, c: reqwest::Client) -> Http {
-        let base = std::fs::read_to_string(state.join("api-address")).unwrap();
+        // The daemon writes the address once it listens, a moment after its journal's
+        // first entry (what `Site::serve` waits for).
+        let file = state.join("api-address");
+        wait_for("the API's address", Duration::from_secs(60), || {
+            file.exists()
+        });
+        let base = std::fs::read_to_string(&file).unwrap();
         Http {
             base: base.trim().to_string(),
             rt: tokio::runtime::Runtime::new().unwrap(),
@@ -612,13 +624,7 @@ impl Http {
 fn an_operator_cancels_a_hung_backup_and_no_retry_follows() {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::new(dir.path(), false);
-    let (read, operator) = (
-        dir.path().join("read.token"),
-        dir.path().join("oncall.token"),
-    );
-    for f in [&read, &operator] {
-        site.a.ok(&["token", "generate", f.to_str().unwrap()]);
-    }
+    let (read, operator) = site.token_files();
     // A server that takes connections (the kernel completes them into the backlog) and
     // never says a word.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -712,13 +718,7 @@ retry_backoff = "1m"
 fn sighup_reloads_the_configuration_and_refuses_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::new(dir.path(), false);
-    let (read, operator) = (
-        dir.path().join("read.token"),
-        dir.path().join("oncall.token"),
-    );
-    for f in [&read, &operator] {
-        site.a.ok(&["token", "generate", f.to_str().unwrap()]);
-    }
+    let (read, operator) = site.token_files();
     let (old_ca, cert, key) = arsip_testkit::tls_certificates(dir.path());
     let renewed = dir.path().join("renewed");
     std::fs::create_dir(&renewed).unwrap();

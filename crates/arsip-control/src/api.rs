@@ -98,13 +98,9 @@ pub const MIN_TOKEN_LEN: usize = 32;
 /// Write a new API token (256 random bits, hex) into `path`, created with mode 0600; an
 /// existing file is kept unless `replace`. The token is never printed.
 pub fn write_new_token(path: &std::path::Path, replace: bool) -> Result<(), String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw[..]))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    let token = zeroize::Zeroizing::new(hex(&raw[..]) + "\n");
+    let token = zeroize::Zeroizing::new(crate::random_hex(32)?.to_string() + "\n");
     let fail = |e: std::io::Error| format!("{}: {e}", path.display());
     let tmp = path.with_extension("new");
     if !replace && path.exists() {
@@ -124,10 +120,6 @@ pub fn write_new_token(path: &std::path::Path, replace: bool) -> Result<(), Stri
         .and_then(|_| f.sync_all())
         .map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(fail)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The tokens of `config.api`, read from their files.
@@ -503,21 +495,10 @@ async fn login(Axum(api): Axum<Api>, axum::Form(form): axum::Form<LoginForm>) ->
         )
             .into_response();
     };
-    let mut raw = [0u8; 32];
-    if std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
-        &mut raw,
-    )
-    .is_err()
-    {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failed",
-            "no randomness",
-            "",
-        );
-    }
-    let id = hex(&raw);
+    let id = match crate::random_hex(32) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "failed", e, ""),
+    };
     let mut sessions = api.sessions.lock().unwrap_or_else(|p| p.into_inner());
     // Bounded: past the cap, the session that ends soonest goes.
     if sessions.len() >= MAX_SESSIONS {
@@ -540,7 +521,8 @@ async fn login(Axum(api): Axum<Api>, axum::Form(form): axum::Form<LoginForm>) ->
         ),
     );
     let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        id.as_str(),
         SESSION_TTL.as_secs(),
         if api.tls { "; Secure" } else { "" }
     );
@@ -828,26 +810,17 @@ async fn trigger(
     Extension(caller): Extension<Caller>,
     remote: Option<Extension<Remote>>,
 ) -> Response {
-    let (tx, rx) = oneshot::channel();
-    let sent = api
-        .commands
-        .send(Command::Trigger {
-            job: name.clone(),
-            by: caller.name.clone(),
-            reply: tx,
-        })
-        .await;
-    let result = match sent {
-        Ok(()) => rx.await.unwrap_or(Err(TriggerRefused::Stopping)),
-        Err(_) => Err(TriggerRefused::Stopping),
-    };
+    let by = caller.name.clone();
+    let job = name.clone();
+    let result = ask(
+        &api,
+        |reply| Command::Trigger { job, by, reply },
+        TriggerRefused::Stopping,
+    )
+    .await;
     audit_call(&api, "api.trigger", &name, &caller, remote, &result).await;
     match result {
-        Ok(t) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "job": name, "scheduled": t })),
-        )
-            .into_response(),
+        Ok(t) => accepted(&name, t),
         Err(TriggerRefused::NoSuchJob) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -883,27 +856,22 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     remote: Option<Extension<Remote>>,
 ) -> Response {
-    let (tx, rx) = oneshot::channel();
-    let sent = api
-        .commands
-        .send(Command::Cancel {
-            job: name.clone(),
-            by: caller.name.clone(),
+    let by = caller.name.clone();
+    let job = name.clone();
+    let result = ask(
+        &api,
+        |reply| Command::Cancel {
+            job,
+            by,
             scheduled: q.scheduled,
-            reply: tx,
-        })
-        .await;
-    let result = match sent {
-        Ok(()) => rx.await.unwrap_or(Err(CancelRefused::Stopping)),
-        Err(_) => Err(CancelRefused::Stopping),
-    };
+            reply,
+        },
+        CancelRefused::Stopping,
+    )
+    .await;
     audit_call(&api, "api.cancel", &name, &caller, remote, &result).await;
     match result {
-        Ok(t) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "job": name, "scheduled": t })),
-        )
-            .into_response(),
+        Ok(t) => accepted(&name, t),
         Err(CancelRefused::NoSuchJob) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -936,6 +904,29 @@ async fn cancel(
         ),
         Err(CancelRefused::Failed(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", m, ""),
     }
+}
+
+/// Send the daemon's loop a command and wait for its answer; `stopping` when the loop no
+/// longer takes commands.
+async fn ask<E>(
+    api: &Api,
+    command: impl FnOnce(oneshot::Sender<Result<Timestamp, E>>) -> Command,
+    stopping: E,
+) -> Result<Timestamp, E> {
+    let (tx, rx) = oneshot::channel();
+    if api.commands.send(command(tx)).await.is_err() {
+        return Err(stopping);
+    }
+    rx.await.unwrap_or(Err(stopping))
+}
+
+/// `202 {job, scheduled}`: the run a trigger or cancel is about.
+fn accepted(job: &str, scheduled: Timestamp) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "job": job, "scheduled": scheduled })),
+    )
+        .into_response()
 }
 
 /// Record a mutating call about job `name` in the job's repository's audit log: who

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,11 +62,9 @@ pub fn daemon_id(state_dir: &Path) -> Result<String, DaemonError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(setup(e)),
     }
-    let mut raw = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .map_err(setup)?;
-    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::random_hex(8)
+        .map_err(DaemonError::Setup)?
+        .to_string();
     std::fs::create_dir_all(state_dir).map_err(setup)?;
     let tmp = state_dir.join("daemon-id.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(setup)?;

@@ -2,6 +2,7 @@
 //! a files backup tagged with its job and occurrence, forget, prune and verify; a claim
 //! lost before the commit leaves no snapshot, across the thread the attempt runs on.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arsip_ops::repo::{clock::SystemClock, RepoError};
@@ -49,6 +50,23 @@ fn executors(c: &Config) -> Arc<Executors> {
     ))
 }
 
+/// The engine with the real executors, journaling in `state`, started the day before the
+/// first runs.
+fn engine(state: &Path, c: &Config, repo: &Arc<arsip_ops::repo::Repository>) -> Runner {
+    let (journal, rec) = Journal::open(state, t("2026-11-30T00:00:00Z")).unwrap();
+    let mut runner = Runner::new(
+        c.clone(),
+        "a".into(),
+        [("main".to_string(), repo.clone())].into(),
+        Arc::new(executors(c)),
+        journal,
+        &rec.entries,
+    )
+    .unwrap();
+    runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    runner
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_day_backs_up_forgets_prunes_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,17 +75,7 @@ async fn a_scheduled_day_backs_up_forgets_prunes_and_verifies() {
     let c = config(dir.path(), JOBS);
     let repo = repo(dir.path(), true).await;
     let state = dir.path().join("state-a");
-    let (journal, rec) = Journal::open(&state, t("2026-11-30T00:00:00Z")).unwrap();
-    let mut runner = Runner::new(
-        c.clone(),
-        "a".into(),
-        [("main".to_string(), repo.clone())].into(),
-        Arc::new(executors(&c)),
-        journal,
-        &rec.entries,
-    )
-    .unwrap();
-    runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    let mut runner = engine(&state, &c, &repo);
     for at in ["02:00:05", "03:00:05", "04:00:05", "05:00:05"] {
         runner
             .settle(t(&format!("2026-12-01T{at}Z")))
@@ -217,17 +225,7 @@ async fn forget_follows_a_sources_own_retention() {
     assert_eq!(rules[0].1.keep_last, Some(2));
     let repo = repo(dir.path(), true).await;
     let state = dir.path().join("state-a");
-    let (journal, rec) = Journal::open(&state, t("2026-11-30T00:00:00Z")).unwrap();
-    let mut runner = Runner::new(
-        c.clone(),
-        "a".into(),
-        [("main".to_string(), repo.clone())].into(),
-        Arc::new(executors(&c)),
-        journal,
-        &rec.entries,
-    )
-    .unwrap();
-    runner.step(t("2026-12-01T00:00:00Z")).unwrap();
+    let mut runner = engine(&state, &c, &repo);
     for day in 1..=3 {
         std::fs::write(dir.path().join("data/day"), format!("{day}")).unwrap();
         for at in ["02:00:05", "03:00:05"] {
