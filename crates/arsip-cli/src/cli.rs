@@ -59,6 +59,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, its content
     Check(CheckArgs),
+    /// Mirror the repository into another location (another region): byte for byte, in
+    /// dependency order, verified, resumable; storage credentials are enough
+    Copy(CopyArgs),
     /// Retention: forget snapshots no rule keeps (their data goes at the next prune)
     Forget(ForgetArgs),
     /// Delete data no snapshot references and repack mostly unused packs, beside live backups
@@ -283,6 +286,19 @@ pub struct CheckArgs {
     /// Download and verify this percentage of packs, chosen at random
     #[arg(long, value_name = "PCT", conflicts_with = "read_data")]
     pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Where the copy goes: a directory or `s3://bucket/prefix`. For S3 the destination's
+    /// endpoint, region and credentials come from `ARSIP_TO_S3_ENDPOINT`, `ARSIP_TO_S3_REGION`,
+    /// `ARSIP_TO_AWS_ACCESS_KEY_ID`, `ARSIP_TO_AWS_SECRET_ACCESS_KEY` (…) when any
+    /// `ARSIP_TO_` variable is set, else from the repository's own
+    #[arg(long, value_name = "LOCATION")]
+    pub to: String,
+    /// Count what would be copied; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]

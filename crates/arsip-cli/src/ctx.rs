@@ -58,9 +58,36 @@ impl Ctx<'_> {
             self.cli.repo.clone().ok_or_else(|| {
                 usage!("no repository given: pass --repo LOCATION or set ARSIP_REPO")
             })?;
+        Self::settings_of(location, std::env::vars())
+    }
+
+    /// The settings of a second location (`copy --to`): its S3 endpoint, region and
+    /// credentials from the `ARSIP_TO_` variables (`ARSIP_TO_S3_ENDPOINT`,
+    /// `ARSIP_TO_AWS_ACCESS_KEY_ID`, …) when any is set, else the repository's own.
+    pub fn store_settings_to(&self, location: &str) -> Result<StoreSettings> {
+        let to: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix("ARSIP_TO_")?;
+                let name = match rest.strip_prefix("S3_") {
+                    Some(s3) => format!("ARSIP_S3_{s3}"),
+                    None => rest.to_string(),
+                };
+                Some((name, v))
+            })
+            .collect();
+        match to.is_empty() {
+            true => Self::settings_of(location.to_string(), std::env::vars()),
+            false => Self::settings_of(location.to_string(), to),
+        }
+    }
+
+    fn settings_of(
+        location: String,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<StoreSettings> {
         let mut backend = arsip_ops::storage::StoreSettings::default();
         if location.starts_with("s3://") {
-            backend.s3 = arsip_ops::storage::S3Settings::from_vars(std::env::vars())
+            backend.s3 = arsip_ops::storage::S3Settings::from_vars(vars)
                 .map_err(|e| usage!("{}", e.message))?;
         }
         let faults = arsip_ops::storage::fault::from_test_env()

@@ -10,7 +10,11 @@
 //! - `agents`: retirement, compromise, `key remove` confirmation, `check`'s revoked section;
 //! - `repair`: `check` on unindexed packs and `repair index`;
 //! - `time`: `latest` and writer filters against a forged future snapshot;
-//! - `cache`: an unusable cache or spill directory is local I/O, not damage.
+//! - `cache`: an unusable cache or spill directory is local I/O, not damage;
+//! - `copy`: `arsip copy` into another location (another region): what the copy holds
+//!   opens with the same keys, restores and checks clean, a retired agent's past included;
+//!   damage at the source is reported and not copied; a copy killed midway is consistent
+//!   and completes when run again; another repository at the destination is refused.
 
 mod common;
 
@@ -741,5 +745,180 @@ mod time {
                 "{name}: {text}"
             );
         }
+    }
+}
+
+mod copy {
+    use super::support::*;
+    use std::path::Path;
+
+    /// `a` with `d`'s S3 settings (if any) as the `ARSIP_TO_` variables of `copy --to`, as
+    /// an operator would give a bucket in another region.
+    fn towards(a: &Arsip, d: &Arsip) -> Arsip {
+        let mut a = a.clone();
+        for (k, v) in &d.env {
+            if let Some(rest) = k.strip_prefix("ARSIP_S3_") {
+                a = a.with_env(&format!("ARSIP_TO_S3_{rest}"), v);
+            } else if k.starts_with("AWS_") {
+                a = a.with_env(&format!("ARSIP_TO_{k}"), v);
+            }
+        }
+        a
+    }
+
+    fn copy(a: &Arsip, d: &Arsip, extra: &[&str]) -> std::process::Output {
+        let a = towards(a, d);
+        let mut args = vec!["--json", "copy", "--to", d.repo.as_str()];
+        args.extend(extra);
+        a.run(&args)
+    }
+
+    fn ok(o: &std::process::Output) -> serde_json::Value {
+        assert!(o.status.success(), "copy: {}", stderr(o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// The destination of `a`: the other kind of store (a local repository copies to the
+    /// S3 server and the other way round), opened with the same password.
+    fn destination(name: &str, dir: &Path) -> Arsip {
+        match name {
+            "local" => Arsip::s3(&dir.join("copy")),
+            _ => Arsip::local(&dir.join("copy")),
+        }
+    }
+
+    #[test]
+    fn a_copy_opens_with_the_same_keys_restores_and_checks_clean() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, a) in Arsip::both(tmp.path()) {
+            a.init();
+            let (file, id) = a.add_agent(tmp.path(), &format!("db-{name}"));
+            let agent = a.as_agent(&file);
+            let db = arsip_testkit::sample_data(300_000, 21);
+            let s1 = agent.backup_stdin("db.dump", &db);
+            let s2 = a.backup_stdin("etc.tar", &arsip_testkit::sample_data(120_000, 22));
+            // Retired after its backup: on the copy too, what it wrote before counts.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            a.ok(&["key", "retire", &id]);
+            let d = destination(name, &tmp.path().join(name));
+            let before = ok(&copy(&a, &d, &["--dry-run"]));
+            assert_eq!(before["dry_run"], true);
+            assert_eq!(before["missing_manifests"], 2, "{name}: {before}");
+            assert!(
+                d.run(&["snapshots"]).status.code() != Some(0),
+                "{name}: a dry run writes nothing"
+            );
+            let done = ok(&copy(&a, &d, &[]));
+            assert_eq!(done["copied"], before["copied"], "{name}: {done}");
+            assert!(
+                done["damaged"].as_array().unwrap().is_empty(),
+                "{name}: {done}"
+            );
+            let mut ids = d.snapshot_ids();
+            ids.sort();
+            let mut want = vec![s1.clone(), s2.clone()];
+            want.sort();
+            assert_eq!(ids, want, "{name}: the retired agent's past is on the copy");
+            let o = d.run(&["restore", &s1, "--stdout"]);
+            assert!(
+                o.status.success() && o.stdout == db,
+                "{name}: {}",
+                stderr(&o)
+            );
+            let report = d.json(&["check", "--read-data"]);
+            assert_eq!(
+                report["problems"].as_array().unwrap().len(),
+                0,
+                "{name}: {report}"
+            );
+            // The agent stays retired on the copy.
+            let o = agent
+                .with_env("ARSIP_REPO", &d.repo)
+                .run_stdin(&["backup", "stdin", "--name", "db.dump"], &db);
+            assert!(
+                !o.status.success(),
+                "{name}: a retired agent backs up to the copy"
+            );
+            // Again: nothing to do.
+            let again = ok(&copy(&a, &d, &[]));
+            assert_eq!(again["copied"], 0, "{name}: {again}");
+            assert_eq!(
+                again["lag_seconds"],
+                serde_json::Value::Null,
+                "{name}: {again}"
+            );
+        }
+    }
+
+    #[test]
+    fn damage_at_the_source_is_reported_and_not_copied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::local(&tmp.path().join("a"));
+        a.init();
+        a.backup_stdin("db.dump", &arsip_testkit::sample_data(200_000, 31));
+        let pack = a.objects("data/").into_iter().next().unwrap();
+        let mut bytes = a.get(&pack);
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        a.put(&pack, &bytes);
+        let d = Arsip::local(&tmp.path().join("copy"));
+        let o = copy(&a, &d, &[]);
+        assert_eq!(code(&o), 6, "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["damaged"][0], pack.as_str(), "{v}");
+        assert!(!d.local_root.as_ref().unwrap().join(&pack).exists());
+        // Another repository at the destination is refused before anything is written.
+        let other = Arsip::local(&tmp.path().join("other"));
+        other.init();
+        let o = copy(&a, &other, &[]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("another repository"), "{}", stderr(&o));
+        assert!(other.objects("data/").is_empty());
+    }
+
+    /// Killed at random moments: whatever the copy holds then opens and checks clean (or
+    /// is not a repository yet), and the next run completes it.
+    #[test]
+    fn a_copy_killed_midway_is_consistent_and_completes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::local(&tmp.path().join("a"));
+        a.init();
+        let mut want = Vec::new();
+        for i in 0..6 {
+            want.push(a.backup_stdin(
+                &format!("db{i}.dump"),
+                &arsip_testkit::sample_data(3_000_000, 40 + i),
+            ));
+        }
+        want.sort();
+        let d = Arsip::s3(&tmp.path().join("copy"));
+        for delay in [150, 400, 900] {
+            let mut child = towards(&a, &d)
+                .cmd(&["copy", "--to", d.repo.as_str()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+            let _ = child.kill();
+            let _ = child.wait();
+            let o = d.run(&["--json", "check"]);
+            if o.status.code() != Some(3) {
+                // 3: not a repository yet (the config goes after the keys and writers).
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+                    .unwrap_or_else(|_| panic!("check after {delay} ms: {}", stderr(&o)));
+                assert_eq!(
+                    v["problems"].as_array().unwrap().len(),
+                    0,
+                    "after {delay} ms: {v}"
+                );
+            }
+        }
+        ok(&copy(&a, &d, &[]));
+        let mut ids = d.snapshot_ids();
+        ids.sort();
+        assert_eq!(ids, want);
+        let report = d.json(&["check", "--read-data"]);
+        assert_eq!(report["problems"].as_array().unwrap().len(), 0, "{report}");
     }
 }

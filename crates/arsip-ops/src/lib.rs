@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod error;
 pub mod forget;
 pub mod keys;

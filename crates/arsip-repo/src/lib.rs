@@ -32,6 +32,7 @@ mod index;
 mod jobs;
 mod keys;
 mod maint;
+mod mirror;
 mod objcache;
 mod prune;
 mod read;
@@ -52,6 +53,7 @@ pub use repo::{
 // Settings of this host.
 pub use index::parse_size;
 pub use maint::SessionTiming;
+pub use mirror::{mirror, MirrorOutcome, MIRROR_CONCURRENCY};
 // Errors, classified by what the caller does next.
 pub use error::{blocking, Classify, ErrorClass, RepoError, Result};
 // Writing: the snapshot transaction every source commits through, its chunk session and

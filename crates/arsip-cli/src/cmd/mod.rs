@@ -5,6 +5,7 @@ mod audit;
 mod backup;
 mod check;
 mod config;
+mod copy;
 mod forget;
 mod import;
 mod init;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(f) => snapshots::run(&ctx, f).await,
         Command::Restore(r) => restore::run(&ctx, r).await,
         Command::Check(c) => check::run(&ctx, c).await,
+        Command::Copy(c) => copy::run(&ctx, c).await,
         Command::Forget(f) => forget::run(&ctx, f).await,
         Command::Prune(p) => prune::run(&ctx, p).await,
         Command::Verify(v) => verify::run(&ctx, v).await,
