@@ -16,6 +16,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "ARSIP_REPO")]
     pub repo: Option<String>,
 
+    /// A copy of the repository (`arsip copy`) that restores, listings, `check`, `verify`
+    /// and `wal fetch` read when the repository is unreachable (and `wal fetch` when a
+    /// segment is missing from it). Its S3 settings: the `ARSIP_FALLBACK_` variables
+    /// (`ARSIP_FALLBACK_S3_ENDPOINT`, `ARSIP_FALLBACK_AWS_ACCESS_KEY_ID`, …) if any is set,
+    /// else the repository's own
+    #[arg(
+        long,
+        global = true,
+        env = "ARSIP_REPO_FALLBACK",
+        value_name = "LOCATION"
+    )]
+    pub repo_fallback: Option<String>,
+
     /// Key file (a full key file, or agent credentials from `key add --agent`) instead of a password
     #[arg(long, global = true, env = "ARSIP_KEY_FILE")]
     pub key_file: Option<PathBuf>,

@@ -17,6 +17,8 @@ pub trait Render: serde::Serialize {
 
 pub struct Ctx<'a> {
     pub cli: &'a Cli,
+    /// The repository was unreachable and [`Ctx::open_reading`] opened the copy.
+    pub on_copy: std::cell::Cell<bool>,
 }
 
 impl Ctx<'_> {
@@ -61,13 +63,14 @@ impl Ctx<'_> {
         Self::settings_of(location, std::env::vars())
     }
 
-    /// The settings of a second location (`copy --to`): its S3 endpoint, region and
-    /// credentials from the `ARSIP_TO_` variables (`ARSIP_TO_S3_ENDPOINT`,
-    /// `ARSIP_TO_AWS_ACCESS_KEY_ID`, …) when any is set, else the repository's own.
-    pub fn store_settings_to(&self, location: &str) -> Result<StoreSettings> {
+    /// The settings of a second location (`copy --to`, `--repo-fallback`): its S3
+    /// endpoint, region and credentials from the variables with `prefix` (`ARSIP_TO_`:
+    /// `ARSIP_TO_S3_ENDPOINT`, `ARSIP_TO_AWS_ACCESS_KEY_ID`, …) when any is set, else the
+    /// repository's own.
+    pub fn store_settings_of(&self, location: &str, prefix: &str) -> Result<StoreSettings> {
         let to: Vec<(String, String)> = std::env::vars()
             .filter_map(|(k, v)| {
-                let rest = k.strip_prefix("ARSIP_TO_")?;
+                let rest = k.strip_prefix(prefix)?;
                 let name = match rest.strip_prefix("S3_") {
                     Some(s3) => format!("ARSIP_S3_{s3}"),
                     None => rest.to_string(),
@@ -146,12 +149,40 @@ impl Ctx<'_> {
         arsip_ops::pg::PgSettings::from_vars(std::env::vars_os())
     }
 
+    /// Open the repository to read from it (restores, listings, `check`, `verify`, `wal
+    /// fetch`): when it is unreachable (the store did not answer, after retries) and
+    /// `--repo-fallback` names a copy, the copy, saying so on stderr.
+    pub async fn open_reading(&self, access: Access, what: &'static str) -> Result<FullRepo> {
+        match self.open_full(access, what).await {
+            Err(e) if self.cli.repo_fallback.is_some() && unreachable(&e) => {
+                eprintln!("arsip: WARNING: the repository is unreachable ({e:#}); reading its copy at {} (--repo-fallback)", self.cli.repo_fallback.as_deref().unwrap_or_default());
+                self.on_copy.set(true);
+                self.open_fallback(access, what).await
+            }
+            r => r,
+        }
+    }
+
+    /// The copy `--repo-fallback` names, opened with the repository's own credentials.
+    pub async fn open_fallback(&self, access: Access, what: &'static str) -> Result<FullRepo> {
+        let location = self
+            .cli
+            .repo_fallback
+            .as_deref()
+            .ok_or_else(|| usage!("no --repo-fallback given"))?;
+        let settings = self.store_settings_of(location, "ARSIP_FALLBACK_")?;
+        Ok(self.open_at(&settings, access).await?.full(what)?)
+    }
+
     /// Open the repository with the password or key file the environment names.
     pub async fn open(&self, access: Access) -> Result<Opened> {
-        let settings = self.store_settings()?;
+        self.open_at(&self.store_settings()?, access).await
+    }
+
+    async fn open_at(&self, settings: &StoreSettings, access: Access) -> Result<Opened> {
         let with = secrets::open_with(self.cli.key_file.as_deref())?;
         Ok(arsip_ops::open::repository(
-            &settings,
+            settings,
             with,
             access,
             self.local_settings()?,
@@ -208,4 +239,13 @@ fn os_user() -> String {
             })
         })
         .unwrap_or_else(|| uid.as_raw().to_string())
+}
+
+/// Whether `e` says the store did not answer (a connection, timeout or server failure that
+/// persisted through the retries), as opposed to an answer (missing, refused, damaged).
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<arsip_ops::Error>()
+            .is_some_and(arsip_ops::Error::is_transient)
+    })
 }

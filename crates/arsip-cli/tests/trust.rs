@@ -921,4 +921,81 @@ mod copy {
         let report = d.json(&["check", "--read-data"]);
         assert_eq!(report["problems"].as_array().unwrap().len(), 0, "{report}");
     }
+
+    /// The repository's server stopped (its endpoint refuses connections): listings,
+    /// restores and `wal fetch` given `--repo-fallback` read the copy, and say so; without it
+    /// they fail as before (exit 5). Each command waits for the store's retries first
+    /// (about 20 s each here).
+    #[test]
+    fn with_the_repository_unreachable_restores_and_wal_fetch_read_the_copy() {
+        use arsip_pg::cluster::{Cluster, ClusterOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arsip::s3(&tmp.path().join("a"));
+        a.init();
+        let data = arsip_testkit::sample_data(250_000, 51);
+        let id = a.backup_stdin("db.dump", &data);
+        // WAL: the first segment of a cluster (initdb; the server need not run).
+        let cluster = Cluster::init(&ClusterOptions {
+            settings: arsip_pg::PgSettings::from_vars(std::env::vars_os()),
+            ..Default::default()
+        })
+        .unwrap();
+        let pgdata = cluster.data.to_str().unwrap().to_string();
+        let seg = "000000010000000000000001";
+        let segment = std::fs::read(cluster.data.join("pg_wal").join(seg)).unwrap();
+        a.ok(&["wal", "push", &format!("pg_wal/{seg}"), "--pgdata", &pgdata]);
+        let b = Arsip::local(&tmp.path().join("b"));
+        ok(&copy(&a, &b, &[]));
+        let down = a.with_env("ARSIP_S3_ENDPOINT", "http://127.0.0.1:9");
+        let o = down.run(&["snapshots"]);
+        assert_eq!(code(&o), 5, "{}", stderr(&o));
+        let via = down.with_env("ARSIP_REPO_FALLBACK", &b.repo);
+        let o = via.run(&["--json", "snapshots"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
+        assert!(stderr(&o).contains("reading its copy"), "{}", stderr(&o));
+        let o = via.run(&["restore", &id, "--stdout"]);
+        assert!(o.status.success() && o.stdout == data, "{}", stderr(&o));
+        let dest = tmp.path().join("fetched");
+        let o = via.run(&[
+            "wal",
+            "fetch",
+            seg,
+            dest.to_str().unwrap(),
+            "--pgdata",
+            &pgdata,
+            "--prefetch",
+            "0",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&dest).unwrap(), segment);
+        // Reachable but missing the segment (lost there): the copy has it.
+        let ns = a.objects("wal/");
+        assert_eq!(ns.len(), 1, "{ns:?}");
+        a.delete(&ns[0]);
+        std::fs::remove_file(&dest).unwrap();
+        let o = a.run(&[
+            "wal",
+            "fetch",
+            seg,
+            dest.to_str().unwrap(),
+            "--pgdata",
+            &pgdata,
+            "--prefetch",
+            "0",
+        ]);
+        assert_eq!(code(&o), 1, "missing without the copy: {}", stderr(&o));
+        let o = a.with_env("ARSIP_REPO_FALLBACK", &b.repo).run(&[
+            "wal",
+            "fetch",
+            seg,
+            dest.to_str().unwrap(),
+            "--pgdata",
+            &pgdata,
+            "--prefetch",
+            "0",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&dest).unwrap(), segment);
+    }
 }

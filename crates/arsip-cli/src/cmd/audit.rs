@@ -64,7 +64,9 @@ impl Render for AuditLog {
 }
 
 pub async fn run(ctx: &Ctx<'_>, a: &AuditArgs) -> Result<u8> {
-    let repo = ctx.open_full(Access::Full, "reading the audit log").await?;
+    let repo = ctx
+        .open_reading(Access::Full, "reading the audit log")
+        .await?;
     let check = match a.command {
         Some(AuditCmd::Verify) => {
             let c = audit::verify(&repo).await?;

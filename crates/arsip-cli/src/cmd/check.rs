@@ -82,7 +82,7 @@ pub async fn run(ctx: &Ctx<'_>, c: &CheckArgs) -> Result<u8> {
     } else {
         ReadData::None
     };
-    let repo = ctx.open_full(Access::Full, "check").await?;
+    let repo = ctx.open_reading(Access::Full, "check").await?;
     let report = check::run(repo, read).await?;
     ctx.emit(&report)?;
     if !report.ok() {

@@ -43,7 +43,7 @@ impl Render for MirrorOutcome {
 
 pub async fn run(ctx: &Ctx<'_>, a: &CopyArgs) -> Result<u8> {
     let from = ctx.store_settings()?;
-    let to = ctx.store_settings_to(&a.to)?;
+    let to = ctx.store_settings_of(&a.to, "ARSIP_TO_")?;
     let bar = crate::progress::bytes_bar(ctx.progress(), None, "copying");
     let progress = |phase: &str, done: u64, of: u64| {
         bar.set_message(format!("copying {phase} {done}/{of}"));

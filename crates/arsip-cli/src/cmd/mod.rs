@@ -28,7 +28,10 @@ use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
 
 pub async fn run(cli: Cli) -> Result<u8> {
-    let ctx = Ctx { cli: &cli };
+    let ctx = Ctx {
+        cli: &cli,
+        on_copy: Default::default(),
+    };
     match &cli.command {
         Command::Init(a) => init::run(&ctx, a).await,
         Command::Backup(b) => backup::run(&ctx, b).await,

@@ -59,7 +59,7 @@ pub async fn restore(ctx: &Ctx<'_>, sub: &RestoreSub) -> Result<u8> {
 }
 
 async fn restore_logical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
-    let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
+    let repo = ctx.open_reading(Access::Full, "listing snapshots").await?;
     let snaps = list_kind(&repo, pg::LOGICAL_KIND).await?;
     let opts = pg::LogicalRestore {
         dbname: a.kind.dbname.clone(),
@@ -126,7 +126,16 @@ async fn restore_physical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
         tablespace_map,
         stanza: a.stanza.stanza.clone(),
         arsip_exe: std::env::current_exe()?,
-        repo_location: ctx.store_settings()?.location,
+        // Recovery reads first where this restore could read: the copy, when the
+        // repository was unreachable (each segment would wait for it otherwise).
+        repo_location: match (ctx.on_copy.get(), &ctx.cli.repo_fallback) {
+            (true, Some(copy)) => copy.clone(),
+            _ => ctx.store_settings()?.location,
+        },
+        repo_fallback: match ctx.on_copy.get() {
+            true => Some(ctx.store_settings()?.location),
+            false => ctx.cli.repo_fallback.clone(),
+        },
         credential: Some(credential),
         settings: ctx.pg_settings(),
     };
@@ -161,7 +170,7 @@ async fn restore_physical(ctx: &Ctx<'_>, a: &PgRestoreArgs) -> Result<u8> {
 pub(super) async fn open_for_recovery(ctx: &Ctx<'_>) -> Result<(FullRepo, Credential)> {
     Ok(match &ctx.cli.key_file {
         Some(k) => (
-            ctx.open_full(Access::Full, "listing snapshots").await?,
+            ctx.open_reading(Access::Full, "listing snapshots").await?,
             Credential::KeyFile(k.clone()),
         ),
         None => {

@@ -12,7 +12,7 @@ pub async fn run(ctx: &Ctx<'_>, r: &RestoreArgs) -> Result<u8> {
     if let Some(sub) = &r.pg {
         return super::pg::restore(ctx, sub).await;
     }
-    let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
+    let repo = ctx.open_reading(Access::Full, "listing snapshots").await?;
     let filter = (&r.filter).into();
     let listing = super::snapshots::list(&repo, &filter).await?;
     let (snap, note) = listing.select_explained(&r.snapshot)?;

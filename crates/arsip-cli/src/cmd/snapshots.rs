@@ -127,7 +127,7 @@ pub async fn list(repo: &arsip_ops::repo::FullRepo, filter: &Filter) -> Result<L
 }
 
 pub async fn run(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<u8> {
-    let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
+    let repo = ctx.open_reading(Access::Full, "listing snapshots").await?;
     let listing = list(&repo, &f.into()).await?;
     ctx.emit(&Rows(
         listing

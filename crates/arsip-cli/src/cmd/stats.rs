@@ -33,7 +33,7 @@ impl Render for Stats {
 }
 
 pub async fn run(ctx: &Ctx<'_>) -> Result<u8> {
-    let repo = ctx.open_full(Access::Full, "listing snapshots").await?;
+    let repo = ctx.open_reading(Access::Full, "listing snapshots").await?;
     ctx.emit(&stats::run(&repo).await?)?;
     Ok(exit::OK)
 }

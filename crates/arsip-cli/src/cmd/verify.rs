@@ -174,7 +174,7 @@ pub async fn run(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
         });
         repo
     } else {
-        ctx.open_full(Access::Full, "verify").await?
+        ctx.open_reading(Access::Full, "verify").await?
     };
     let report = verify::run(&repo, &opts).await?;
     ctx.emit(&report)?;

@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<u8> {
             }))
         }
         WalCmd::Show => {
-            let repo = ctx.open_full(Access::Full, "reading WAL").await?;
+            let repo = ctx.open_reading(Access::Full, "reading WAL").await?;
             ctx.emit(&Shown(pg::wal_show(&repo).await?))?;
             Ok(exit::OK)
         }
@@ -162,8 +162,17 @@ async fn push(ctx: &Ctx<'_>, path: &Path, pgdata: Option<&Path>, stanza: &str) -
 }
 
 async fn fetch(ctx: &Ctx<'_>, f: &WalFetch) -> Result<u8> {
-    let repo = ctx.open_full(Access::AppendOnly, "reading WAL").await?;
-    Ok(match pg::wal_fetch(&repo, f).await? {
+    let repo = ctx.open_reading(Access::AppendOnly, "reading WAL").await?;
+    let fetched = match pg::wal_fetch(&repo, f).await? {
+        // Missing here, and a copy is named: the copy may hold it (a segment the
+        // repository lost, or pushed to the copy's side while the repository was down).
+        Fetched::Missing if ctx.cli.repo_fallback.is_some() => {
+            let copy = ctx.open_fallback(Access::AppendOnly, "reading WAL").await?;
+            pg::wal_fetch(&copy, f).await?
+        }
+        fetched => fetched,
+    };
+    Ok(match fetched {
         Fetched::Missing => fetch_exit::MISSING,
         Fetched::Written { .. } => exit::OK,
     })

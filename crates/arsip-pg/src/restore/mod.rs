@@ -78,6 +78,9 @@ pub struct PhysicalRestore {
     pub stanza: String,
     pub arsip_exe: PathBuf,
     pub repo_location: String,
+    /// A copy of the repository that `restore_command` reads when the repository is
+    /// unreachable or lacks a segment (`--repo-fallback`).
+    pub repo_fallback: Option<String>,
     pub credential: Option<Credential>,
     /// Where the PostgreSQL programs are.
     pub settings: crate::PgSettings,

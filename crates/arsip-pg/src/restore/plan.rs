@@ -328,9 +328,12 @@ impl RestorePlan {
 
         // How restore_command authenticates.
         let exe = plain_path(&o.arsip_exe, "the arsip binary path")?;
-        if o.repo_location
-            .chars()
-            .any(|ch| ch.is_whitespace() || ch == '\'' || ch == '%')
+        if std::iter::once(&o.repo_location)
+            .chain(&o.repo_fallback)
+            .any(|l| {
+                l.chars()
+                    .any(|ch| ch.is_whitespace() || ch == '\'' || ch == '%')
+            })
         {
             return Err(PgError::refused(
                 "the repository location contains spaces, quotes or %",
@@ -424,8 +427,12 @@ impl RestorePlan {
         settings.push(format!(
             "restore_command = {}",
             conf_quote(&format!(
-                "{exe} --repo {} --key-file {key_s} wal fetch --namespace {ns} --timeline {} %f %p",
-                o.repo_location, chosen.choice.follow
+                "{exe} --repo {}{} --key-file {key_s} wal fetch --namespace {ns} --timeline {} %f %p",
+                o.repo_location,
+                o.repo_fallback
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" --repo-fallback {f}")),
+                chosen.choice.follow
             ))
         ));
         if credential.recovery_key.is_some() {
