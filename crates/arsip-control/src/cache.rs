@@ -58,7 +58,7 @@ pub fn start(
     let task = tokio::spawn(async move {
         loop {
             for (name, r) in &config.repositories {
-                if !r.has_full_key() {
+                if !r.has_full_key() || !config.runs_in(name) {
                     continue;
                 }
                 let listed = list(&executors, name).await;

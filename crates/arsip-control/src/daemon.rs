@@ -102,9 +102,11 @@ pub async fn serve(
     )?;
     rec.entries.push(loaded);
     let daemon = daemon_id(&state)?;
-    // One handle per repository for the claims: agent credentials are enough.
+    // One handle per repository for the claims: agent credentials are enough. A repository
+    // that is only a copy's destination is not opened (it may hold nothing yet): its copy
+    // jobs claim their runs in the repository they copy.
     let mut repos = BTreeMap::new();
-    for name in config.repositories.keys() {
+    for name in config.repositories.keys().filter(|r| config.runs_in(r)) {
         let opened = executors
             .open(name, true)
             .await
@@ -150,11 +152,10 @@ pub async fn serve(
     let mut reloads = opts.reloads.take();
     let mut notifier = Notifier::new(daemon.clone(), opts.host.clone());
     // The alert lease lives in the first repository (every daemon of a site names it).
-    let lease_repo = config
-        .repositories
-        .keys()
+    let lease_repo = repos
+        .values()
         .next()
-        .and_then(|r| repos.get(r).cloned())
+        .cloned()
         .ok_or_else(|| DaemonError::Setup("the configuration names no repository".into()))?;
     let leader = Leadership::start(lease_repo, daemon.clone(), opts.clock.clone());
     let keys = crate::alerts::watch_keys(config.clone(), repos.clone(), shared.clone());

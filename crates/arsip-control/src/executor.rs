@@ -126,6 +126,7 @@ impl Executors {
                 JobKind::Prune => self.prune(job).await,
                 JobKind::Verify => self.verify(job).await,
                 JobKind::WalCheck => self.wal_check(job).await,
+                JobKind::Copy => self.copy(job).await,
             }
         };
         let mut r = METER.scope(meter.clone(), work).await.unwrap_or_else(|e| e);
@@ -390,6 +391,44 @@ impl Executors {
                 ..Facts::default()
             },
             verification: report.record,
+        })
+    }
+
+    async fn copy(&self, job: &Job) -> Result<AttemptResult, AttemptResult> {
+        let to = job.to.as_deref().expect("a copy job has a destination");
+        let from = store_settings(&self.config.repositories[&job.repository]).map_err(setup)?;
+        let to = store_settings(&self.config.repositories[to]).map_err(setup)?;
+        let done = arsip_ops::copy::run(&from, &to, self.clock.now(), false, &|_, _, _| {})
+            .await
+            .map_err(|e| AttemptResult::failed(&e))?;
+        let mut problems: Vec<String> = Vec::new();
+        if !done.damaged.is_empty() {
+            problems.push(format!(
+                "{} object(s) damaged at the source, not copied (first: {})",
+                done.damaged.len(),
+                done.damaged[0]
+            ));
+        }
+        if !done.foreign.is_empty() {
+            problems.push(format!(
+                "{} object(s) at the destination hold other bytes (first: {})",
+                done.foreign.len(),
+                done.foreign[0]
+            ));
+        }
+        Ok(AttemptResult {
+            outcome: match problems.is_empty() {
+                true => Outcome::Ok,
+                false => Outcome::Failed,
+            },
+            message: (!problems.is_empty()).then(|| problems.join("; ")),
+            facts: Facts {
+                copied_objects: Some(done.copied),
+                copied_bytes: Some(done.copied_bytes),
+                copy_lag_seconds: done.lag_seconds,
+                ..Facts::default()
+            },
+            ..AttemptResult::ok()
         })
     }
 

@@ -80,6 +80,14 @@ pub struct Facts {
     /// Wal-check: segments the archive is behind the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_lag_segments: Option<u64>,
+    /// Copy: objects and bytes copied, and the replication lag before the run (the age of
+    /// the oldest snapshot the copy lacked; none when it lacked none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_objects: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_lag_seconds: Option<f64>,
     /// Requests the attempt sent to the store (every try of every request: what is billed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<arsip_ops::storage::metered::Usage>,

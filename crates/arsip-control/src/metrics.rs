@@ -108,6 +108,9 @@ pub const METRICS: &[Metric] = &[
     gauge("arsip_prune_last_deleted_packs", REPO, "Packs the last successful prune deleted.", "after a successful prune"),
     gauge("arsip_repository_stored_bytes", REPO, "Packed bytes in the repository, as the last successful prune counted them.", "after a successful prune"),
     gauge("arsip_forget_last_removed_snapshots", REPO, "Snapshots the last successful forget removed.", "after a successful forget"),
+    gauge("arsip_copy_last_success_timestamp_seconds", &["repo", "to"], "When the last successful copy of the repository into `to` finished: every snapshot older than its start is on the copy.", "after a successful copy"),
+    gauge("arsip_copy_lag_seconds", &["repo", "to"], "At the last successful copy's start: the age of the oldest snapshot the copy lacked (0: it lacked none).", "after a successful copy"),
+    gauge("arsip_copy_last_copied_bytes", &["repo", "to"], "Bytes the last successful copy wrote to the destination.", "after a successful copy"),
     gauge("arsip_repository_quota_bytes", REPO, "The repository's configured quota.", "when configured"),
     gauge("arsip_repository_key_oldest_created_timestamp_seconds", REPO, "When the repository's oldest key (slot or unrevoked agent) was made.", "when key_rotation is configured, once listed"),
     gauge("arsip_repository_key_rotation_seconds", REPO, "The configured key_rotation period.", "when configured"),
@@ -189,6 +192,7 @@ pub fn job_type(k: JobKind) -> &'static str {
         JobKind::Forget => "forget",
         JobKind::Prune => "prune",
         JobKind::Verify => "verify",
+        JobKind::Copy => "copy",
     }
 }
 
@@ -452,6 +456,32 @@ pub fn render(config: &Config, state: &State, extra: &Extra) -> String {
         }
         if let Some(n) = last_ok(JobKind::Forget).and_then(|f| f.facts.removed_snapshots) {
             o.add("arsip_forget_last_removed_snapshots", &l, n as f64);
+        }
+        for (job, def) in config
+            .jobs
+            .iter()
+            .filter(|(_, d)| d.kind == JobKind::Copy && &d.repository == name)
+        {
+            let (Some(to), Some(r)) = (
+                &def.to,
+                state.jobs.get(job).and_then(|j| j.last_success.as_ref()),
+            ) else {
+                continue;
+            };
+            let lt = [("repo", name.as_str()), ("to", to.as_str())];
+            o.time(
+                "arsip_copy_last_success_timestamp_seconds",
+                &lt,
+                Some(r.finished),
+            );
+            o.add(
+                "arsip_copy_lag_seconds",
+                &lt,
+                r.facts.copy_lag_seconds.unwrap_or(0.0),
+            );
+            if let Some(b) = r.facts.copied_bytes {
+                o.add("arsip_copy_last_copied_bytes", &lt, b as f64);
+            }
         }
         if let Some(u) = repository_requests(config, state, name) {
             let ops = [

@@ -475,6 +475,8 @@ impl Runner {
     fn resources(&self, job: &Job) -> BTreeSet<String> {
         match (&job.source, job.kind) {
             (Some(s), JobKind::Backup | JobKind::WalCheck) => [format!("source:{s}")].into(),
+            // A copy reads beside backups; not beside maintenance, which deletes.
+            (_, JobKind::Copy) => [format!("repository:{}", job.repository)].into(),
             _ => {
                 let mut r: BTreeSet<String> = self
                     .config
@@ -733,6 +735,36 @@ impl Runner {
         Ok(())
     }
 
+    /// After a successful backup run of `job`, the copy jobs of its repository that follow
+    /// backups start a run now (unless one is pending), claimed like any run.
+    fn follow_backup(&mut self, now: Timestamp, job: &str) -> Result<(), RunnerError> {
+        let Some(def) = self
+            .config
+            .jobs
+            .get(job)
+            .filter(|d| d.kind == JobKind::Backup)
+        else {
+            return Ok(());
+        };
+        let copies: Vec<String> = self
+            .config
+            .jobs
+            .iter()
+            .filter(|(_, c)| {
+                c.kind == JobKind::Copy && c.after_backups && c.repository == def.repository
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for copy in copies {
+            match self.trigger(now, &copy, &format!("after backup {job}")) {
+                Ok(_) | Err(TriggerError::Busy(_)) => {}
+                Err(TriggerError::NoSuchJob) => {}
+                Err(TriggerError::Runner(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// A peer ran `job` with the configuration digest `theirs`: note whether it differs
     /// from ours (the claim is respected either way; FORMAT.md §20.8).
     fn compare_digest(&mut self, job: &str, daemon: &str, theirs: Option<String>) {
@@ -762,6 +794,9 @@ impl Runner {
     ) -> Result<(), RunnerError> {
         if self.runs.get(job).is_some_and(|r| r.scheduled == scheduled) {
             self.runs.remove(job);
+        }
+        if outcome.succeeded() {
+            self.follow_backup(now, job)?;
         }
         self.journal(
             now,

@@ -159,6 +159,13 @@ impl Config {
         out
     }
 
+    /// Whether anything runs in repository `name` (a source backs up into it, a job works
+    /// on it): else it is only a copy's destination, or unused.
+    pub fn runs_in(&self, name: &str) -> bool {
+        self.sources.values().any(|s| s.repository == name)
+            || self.jobs.values().any(|j| j.repository == name)
+    }
+
     /// A digest of what job `name` does: its definition and its source's, the same on every
     /// daemon given the same configuration. Claims carry it (FORMAT.md §20), so a peer that
     /// runs a job differently is noticed (`arsip_ha_config_mismatch`).
@@ -286,15 +293,18 @@ pub enum JobKind {
     Forget,
     Prune,
     Verify,
+    /// `arsip copy` of the repository into another (`to`).
+    Copy,
 }
 
 impl JobKind {
-    const ALL: [(&'static str, JobKind); 5] = [
+    const ALL: [(&'static str, JobKind); 6] = [
         ("backup", JobKind::Backup),
         ("wal-check", JobKind::WalCheck),
         ("forget", JobKind::Forget),
         ("prune", JobKind::Prune),
         ("verify", JobKind::Verify),
+        ("copy", JobKind::Copy),
     ];
 
     /// Jobs of a source, else of a repository.
@@ -324,6 +334,10 @@ pub struct Job {
     pub cycle: Option<SignedDuration>,
     pub restore_test: bool,
     pub sql_checks: Vec<SqlCheck>,
+    /// Copy: the repository the copy goes to, and whether a run also follows every
+    /// successful backup into the repository.
+    pub to: Option<String>,
+    pub after_backups: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -681,7 +695,7 @@ impl Checker<'_> {
             }
         }
         let alerts = self.alerts(raw.alerts.as_ref(), &raw.channel);
-        Config {
+        let config = Config {
             path: self.path.to_path_buf(),
             daemon,
             api,
@@ -690,7 +704,25 @@ impl Checker<'_> {
             jobs,
             alerts,
             channels,
+        };
+        // Only a copy's destination may go without credentials: a copy is made with
+        // storage credentials alone.
+        for (name, r) in &raw.repository {
+            let opens = config
+                .repositories
+                .get(name)
+                .is_some_and(|x| x.has_full_key() || x.agent_file.is_some());
+            if !opens && config.runs_in(name) {
+                self.error(
+                    &r.span(),
+                    &format!("repository.{name}"),
+                    "no way to open it: give password_file (or password_env), key_file, or \
+                     agent_file (only a copy's destination goes without)"
+                        .into(),
+                );
+            }
         }
+        config
     }
 
     fn daemon(&mut self, d: Option<&Spanned<raw::Daemon>>) -> Daemon {
@@ -875,22 +907,6 @@ impl Checker<'_> {
             .agent_file
             .as_ref()
             .map(|f| self.secret_file(f, &k("agent_file")));
-        let opens = [
-            &r.password,
-            &r.password_file,
-            &r.password_env,
-            &r.key_file,
-            &r.agent_file,
-        ];
-        if opens.iter().all(|v| v.is_none()) {
-            self.error(
-                &at,
-                key,
-                "no way to open it: give password_file (or password_env), key_file, or \
-                 agent_file"
-                    .into(),
-            );
-        }
         let quota = r
             .quota
             .as_ref()
@@ -1154,7 +1170,8 @@ impl Checker<'_> {
                 return None;
             };
             let repo = self.reference(r, &k("repository"), "repository", repositories)?;
-            if !repo.has_full_key() {
+            // A copy is made with storage credentials alone.
+            if kind != JobKind::Copy && !repo.has_full_key() {
                 self.error(
                     &r.span(),
                     &k("repository"),
@@ -1179,6 +1196,36 @@ impl Checker<'_> {
                 }
             }
         }
+        let copy_only = [
+            (j.to.as_ref().map(|v| v.span()), "to"),
+            (j.after_backups.as_ref().map(|v| v.span()), "after_backups"),
+        ];
+        if kind != JobKind::Copy {
+            for (span, leaf) in copy_only {
+                if let Some(span) = span {
+                    self.error(&span, &k(leaf), "only for copy jobs".into());
+                }
+            }
+        }
+        let to = match (&j.to, kind) {
+            (Some(t), JobKind::Copy) => {
+                self.reference(t, &k("to"), "repository", repositories)?;
+                if t.get_ref() == &repository {
+                    self.error(
+                        &t.span(),
+                        &k("to"),
+                        "a copy goes to another repository, not the one it copies".into(),
+                    );
+                }
+                Some(t.get_ref().clone())
+            }
+            (None, JobKind::Copy) => {
+                self.error(&at, key, "a copy job needs to = \"REPOSITORY\"".into());
+                return None;
+            }
+            _ => None,
+        };
+        let after_backups = j.after_backups.as_ref().is_some_and(|v| *v.get_ref());
         let restore_test = j.restore_test.as_ref().is_some_and(|v| *v.get_ref());
         if !restore_test {
             if let Some(c) = j.sql_checks.first() {
@@ -1230,6 +1277,8 @@ impl Checker<'_> {
             cycle,
             restore_test,
             sql_checks,
+            to,
+            after_backups,
         })
     }
 

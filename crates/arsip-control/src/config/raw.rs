@@ -132,6 +132,8 @@ pub(super) struct Job {
     pub restore_test: S<bool>,
     #[serde(default)]
     pub sql_checks: Vec<Spanned<SqlCheck>>,
+    pub to: S<String>,
+    pub after_backups: S<bool>,
 }
 
 #[derive(Deserialize)]

@@ -52,7 +52,13 @@ fn the_shipped_example_resolves_to_the_plan() {
         Some(SignedDuration::from_hours(30 * 24))
     );
     assert_eq!(c.sources.len(), 3);
-    assert_eq!(c.jobs.len(), 8);
+    assert_eq!(c.jobs.len(), 9);
+    let copy = &c.jobs["copy-sin"];
+    assert_eq!(
+        (copy.kind, copy.to.as_deref(), copy.after_backups),
+        (JobKind::Copy, Some("sin"), true)
+    );
+    assert!(!c.runs_in("sin"), "a destination only: the daemon does not open it");
     let daily = &c.jobs["pg-main-daily"];
     assert_eq!(
         (daily.kind, daily.repository.as_str(), daily.retries),

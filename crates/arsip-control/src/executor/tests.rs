@@ -239,3 +239,73 @@ async fn forget_follows_a_sources_own_retention() {
     // Three backups, each younger than 30 days: the source's rule kept the newest two.
     assert_eq!(full.snapshot_listing().await.unwrap().snapshots.len(), 2);
 }
+
+/// A copy job that follows backups: each successful backup is followed by a run that
+/// mirrors the repository into the other one, which then opens with the same password and
+/// lists the snapshot; the run's facts carry what it copied and the lag it found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_follows_each_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/app.env"), "JWT_SECRET=x\n").unwrap();
+    let c = config(
+        dir.path(),
+        &format!(
+            r#"
+[repository.sin]
+location = "{copy}"
+
+[job.files-daily]
+type = "backup"
+source = "files"
+schedule = "0 2 * * *"
+time_zone = "UTC"
+
+[job.to-sin]
+type = "copy"
+repository = "main"
+to = "sin"
+schedule = "0 12 * * 0"
+time_zone = "UTC"
+after_backups = true
+"#,
+            copy = dir.path().join("sin").display()
+        ),
+    );
+    assert!(!c.runs_in("sin"), "only a destination");
+    let repo = repo(dir.path(), true).await;
+    let state = dir.path().join("state-a");
+    let mut runner = engine(&state, &c, &repo);
+    runner.settle(t("2026-12-01T02:00:05Z")).await.unwrap();
+    let runs = finished(&state);
+    let outcomes: Vec<(&str, Outcome)> = runs.iter().map(|r| (r.0.as_str(), r.2)).collect();
+    assert_eq!(
+        outcomes,
+        [("files-daily", Outcome::Ok), ("to-sin", Outcome::Ok)]
+    );
+    let s = runner.state();
+    let copy = s.read().unwrap().jobs["to-sin"]
+        .last_success
+        .clone()
+        .unwrap();
+    assert!(copy.facts.copied_objects.unwrap() > 0, "{copy:?}");
+    assert!(
+        copy.facts.copy_lag_seconds.is_some(),
+        "the copy lacked a snapshot"
+    );
+    assert_eq!(
+        copy.triggered_by.as_deref(),
+        Some("after backup files-daily")
+    );
+    let metrics = crate::metrics::render(&c, &s.read().unwrap(), &Default::default());
+    assert!(
+        metrics.contains(r#"arsip_copy_last_success_timestamp_seconds{repo="main",to="sin"}"#),
+        "{metrics}"
+    );
+    let mut sin = c.repositories["main"].clone();
+    sin.location = c.repositories["sin"].location.clone();
+    let mut c2 = c.clone();
+    c2.repositories.insert("main".into(), sin);
+    let copied = executors(&c2).full("main").await.unwrap();
+    assert_eq!(copied.snapshot_listing().await.unwrap().snapshots.len(), 1);
+}
