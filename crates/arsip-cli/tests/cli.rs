@@ -976,7 +976,7 @@ mod config {
         );
         let plan = a.json(&["config", "check", "--config", f, "--runs", "5"]);
         let jobs = plan["jobs"].as_array().unwrap();
-        assert_eq!(jobs.len(), 8);
+        assert_eq!(jobs.len(), 9);
         let daily = jobs.iter().find(|j| j["name"] == "pg-main-daily").unwrap();
         assert_eq!(daily["next"].as_array().unwrap().len(), 5);
         assert_eq!(daily["next"][0]["utc"], "2026-12-02T19:00:00Z");
