@@ -968,7 +968,10 @@ mod config {
         let out = a.run(&["config", "check", "--config", f]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(code(&out), 0, "{text}{}", stderr(&out));
-        assert!(text.contains("valid: 9 job(s), 3 source(s), 2 repositories"), "{text}");
+        assert!(
+            text.contains("valid: 9 job(s), 3 source(s), 2 repositories"),
+            "{text}"
+        );
         // 02:00 WIB tomorrow is 19:00 UTC today.
         assert!(
             text.contains("2026-12-03 02:00 +07:00 (Thu)  2026-12-02 19:00Z"),

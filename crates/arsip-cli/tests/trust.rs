@@ -957,16 +957,18 @@ mod copy {
         let o = via.run(&["restore", &id, "--stdout"]);
         assert!(o.status.success() && o.stdout == data, "{}", stderr(&o));
         let dest = tmp.path().join("fetched");
-        let o = via.run(&[
-            "wal",
-            "fetch",
-            seg,
-            dest.to_str().unwrap(),
-            "--pgdata",
-            &pgdata,
-            "--prefetch",
-            "0",
-        ]);
+        let fetch = |who: &Arsip| {
+            let args = [
+                "wal",
+                "fetch",
+                seg,
+                dest.to_str().unwrap(),
+                "--pgdata",
+                &pgdata,
+            ];
+            who.run(&[&args[..], &["--prefetch", "0"]].concat())
+        };
+        let o = fetch(&via);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(std::fs::read(&dest).unwrap(), segment);
         // Reachable but missing the segment (lost there): the copy has it.
@@ -974,27 +976,9 @@ mod copy {
         assert_eq!(ns.len(), 1, "{ns:?}");
         a.delete(&ns[0]);
         std::fs::remove_file(&dest).unwrap();
-        let o = a.run(&[
-            "wal",
-            "fetch",
-            seg,
-            dest.to_str().unwrap(),
-            "--pgdata",
-            &pgdata,
-            "--prefetch",
-            "0",
-        ]);
+        let o = fetch(&a);
         assert_eq!(code(&o), 1, "missing without the copy: {}", stderr(&o));
-        let o = a.with_env("ARSIP_REPO_FALLBACK", &b.repo).run(&[
-            "wal",
-            "fetch",
-            seg,
-            dest.to_str().unwrap(),
-            "--pgdata",
-            &pgdata,
-            "--prefetch",
-            "0",
-        ]);
+        let o = fetch(&a.with_env("ARSIP_REPO_FALLBACK", &b.repo));
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(std::fs::read(&dest).unwrap(), segment);
     }

@@ -58,7 +58,10 @@ fn the_shipped_example_resolves_to_the_plan() {
         (copy.kind, copy.to.as_deref(), copy.after_backups),
         (JobKind::Copy, Some("sin"), true)
     );
-    assert!(!c.runs_in("sin"), "a destination only: the daemon does not open it");
+    assert!(
+        !c.runs_in("sin"),
+        "a destination only: the daemon does not open it"
+    );
     let daily = &c.jobs["pg-main-daily"];
     assert_eq!(
         (daily.kind, daily.repository.as_str(), daily.retries),
